@@ -1,0 +1,19 @@
+"""The one root exception and the few errors callers are expected to tell apart."""
+
+from __future__ import annotations
+
+
+class CdpError(Exception):
+    """Root of every error ``cdp`` raises on purpose."""
+
+
+class ConfigError(CdpError):
+    """A setting has a bad value; the message names the setting, the value and the rule."""
+
+
+class LedgerDecodeError(CdpError):
+    """Bytes that are not a ledger we can read; the message says what and, where known, where."""
+
+
+class UpstreamError(CdpError):
+    """The upstream refused the stream for a reason retrying will not fix."""
