@@ -12,6 +12,7 @@ from typing import Final
 
 import attrs
 from stellar_sdk import xdr
+from xdrlib3 import Unpacker
 
 from .errors import LedgerDecodeError
 
@@ -57,11 +58,21 @@ class Change:
 
 
 def decode_ledger(raw: bytes) -> xdr.LedgerCloseMeta:
-    """Decode a whole ``LedgerCloseMeta``, turning every decoder failure into one error type."""
+    """Decode a whole ``LedgerCloseMeta``; any failure becomes one error naming the byte offset."""
+    unpacker = Unpacker(raw)
     try:
-        return xdr.LedgerCloseMeta.from_xdr_bytes(raw)
-    except Exception as exc:  # the sdk raises ValueError, IndexError, struct.error, ...
-        raise LedgerDecodeError(f"not a valid LedgerCloseMeta: {exc or type(exc).__name__}") from exc
+        lcm = xdr.LedgerCloseMeta.unpack(unpacker)
+    except Exception as exc:  # the sdk raises ValueError, EOFError, struct.error, RecursionError...
+        reason = str(exc) or type(exc).__name__
+        raise LedgerDecodeError(
+            f"not a valid LedgerCloseMeta at byte {unpacker.get_position()} of {len(raw)}: {reason}"
+        ) from None
+    if unpacker.get_position() != len(raw):
+        raise LedgerDecodeError(
+            f"not a valid LedgerCloseMeta: {len(raw) - unpacker.get_position()} trailing bytes "
+            f"at byte {unpacker.get_position()}"
+        )
+    return lcm
 
 
 def ledger_info(lcm: xdr.LedgerCloseMeta) -> LedgerInfo:

@@ -1,0 +1,87 @@
+"""Circuit breaker and full-jitter backoff that govern reconnects to the upstream."""
+
+from __future__ import annotations
+
+import enum
+import random
+from typing import Final
+
+import attrs
+import trio
+
+
+class BreakerState(enum.IntEnum):
+    """Numeric values are what the ``circuit_breaker_state`` gauge exports."""
+
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
+
+
+@attrs.frozen
+class BreakerStatistics:
+    state: BreakerState
+    consecutive_failures: int
+    total_failures: int
+    times_opened: int
+
+
+class CircuitBreaker:
+    """Closed until ``threshold`` consecutive failures, then open for ``reset_timeout`` seconds,
+    then half-open: one probe, which closes it on success or opens it again on failure."""
+
+    def __init__(self, threshold: int, reset_timeout: float) -> None:
+        self.threshold = threshold
+        self.reset_timeout = reset_timeout
+        self._state = BreakerState.CLOSED
+        self._opened_at = 0.0
+        self._consecutive = 0
+        self._total = 0
+        self._times_opened = 0
+
+    @property
+    def state(self) -> BreakerState:
+        return self._state
+
+    def statistics(self) -> BreakerStatistics:
+        return BreakerStatistics(self._state, self._consecutive, self._total, self._times_opened)
+
+    async def wait_permitted(self) -> None:
+        """Return when a connection attempt is allowed; while open, that is after the reset timeout."""
+        if self._state == BreakerState.OPEN:
+            await trio.sleep_until(self._opened_at + self.reset_timeout)
+            self._state = BreakerState.HALF_OPEN
+        await trio.lowlevel.checkpoint()
+
+    def record_success(self) -> None:
+        self._consecutive = 0
+        self._state = BreakerState.CLOSED
+
+    def record_failure(self) -> None:
+        self._consecutive += 1
+        self._total += 1
+        if self._state == BreakerState.HALF_OPEN or self._consecutive >= self.threshold:
+            if self._state != BreakerState.OPEN:
+                self._times_opened += 1
+            self._state = BreakerState.OPEN
+            self._opened_at = trio.current_time()
+
+
+@attrs.define
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**attempt))``."""
+
+    base: float
+    cap: float
+    rng: random.Random = attrs.field(factory=random.Random)
+    attempt: int = 0
+
+    MAX_EXPONENT: Final = 32  # keeps 2**attempt finite; the cap applies long before
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * 2 ** min(self.attempt, self.MAX_EXPONENT))
+        self.attempt += 1
+        return self.rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0

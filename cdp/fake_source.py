@@ -1,0 +1,145 @@
+"""A ``RawLedgerService`` upstream for demos and tests, with switchable faults.
+
+It serves synthetic ledgers (unbounded), raw XDR files or galexie batches, honours the requested
+``start_ledger`` and, like the real upstream, keeps the stream open after its last ledger unless
+told to end it. Faults: a rate limit, aborting with UNAVAILABLE, exiting the process, stalling,
+skipping, duplicating, corrupting or mislabelling given ledgers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import attrs
+import trio
+import trio_asyncio
+from grpclib import GRPCError
+from grpclib.const import Status
+from grpclib.server import Server
+
+from .ledger_files import StoredLedger, load_ledgers
+from .proto.raw_ledger_service import RawLedger, RawLedgerServiceBase, StreamLedgersRequest
+from .synthetic import SyntheticLedgers
+
+LOG = logging.getLogger("cdp.fake_source")
+
+
+@attrs.frozen(kw_only=True)
+class FakeSourceOptions:
+    """What the fake upstream serves and how it misbehaves (counts are ledgers sent)."""
+
+    host: str = "127.0.0.1"
+    port: int = 50053
+    ledgers: tuple[Path, ...] = ()
+    seed: int = 0
+    passphrase: str | None = None
+    soroban_txs: int = 4
+    ledger_bytes: int = 0
+    end_stream: bool = False
+    rate: float = 0.0  # ledgers per second, 0 for as fast as the client reads
+    fail_after: int = 0  # abort each stream with UNAVAILABLE after this many ledgers
+    die_after: int = 0  # exit the process after this many ledgers in total
+    stall_after: int = 0  # stop sending (keeping the connection) after this many in a stream
+    skip: frozenset[int] = frozenset()  # never send these the first time they come up
+    duplicate: frozenset[int] = frozenset()  # send these twice
+    corrupt: frozenset[int] = frozenset()  # send garbage bytes instead of these ledgers
+    mislabel: frozenset[int] = frozenset()  # send these with a wrong `sequence` field
+
+
+class _Provider:
+    """Ledger bytes by sequence, from files or generated on demand."""
+
+    def __init__(self, options: FakeSourceOptions) -> None:
+        self.stored: Mapping[int, StoredLedger] = load_ledgers(options.ledgers) if options.ledgers else {}
+        kwargs = {"passphrase": options.passphrase} if options.passphrase else {}
+        self.synthetic = None if self.stored else SyntheticLedgers(
+            seed=options.seed, soroban_txs=options.soroban_txs, ledger_bytes=options.ledger_bytes, **kwargs
+        )
+
+    @property
+    def first(self) -> int:
+        return min(self.stored) if self.stored else 1
+
+    @property
+    def last(self) -> int | None:
+        return max(self.stored) if self.stored else None
+
+    def get(self, sequence: int) -> bytes | None:
+        if self.synthetic is not None:
+            return self.synthetic.ledger(sequence)
+        stored = self.stored.get(sequence)
+        return stored.raw if stored else None
+
+
+class FakeRawLedgerService(RawLedgerServiceBase):  # type: ignore[misc]
+    def __init__(self, options: FakeSourceOptions) -> None:
+        self.options = options
+        self.provider = _Provider(options)
+        self.sent_total = 0
+        self.streams = 0
+        self._skipped: set[int] = set()
+
+    async def stream_raw_ledgers(self, request: StreamLedgersRequest) -> AsyncIterator[RawLedger]:
+        o = self.options
+        p = self.provider
+        self.streams += 1
+        seq = request.start_ledger or p.first
+        if p.last is not None and not p.first <= seq <= p.last:
+            raise GRPCError(Status.OUT_OF_RANGE, f"ledger {seq} is not served here: {p.first}..{p.last}")
+        LOG.info("stream opened start_ledger=%d", seq)
+        sent = 0
+        while p.last is None or seq <= p.last:
+            if o.fail_after and sent >= o.fail_after:
+                raise GRPCError(Status.UNAVAILABLE, f"fault injected: stream aborted after {sent} ledgers")
+            if o.stall_after and sent >= o.stall_after:
+                LOG.info("fault injected: stalling after %d ledgers", sent)
+                await asyncio.Event().wait()
+            raw = p.get(seq)
+            if raw is None:  # a hole in a file set: real upstreams have none, so neither do we
+                seq += 1
+                continue
+            if seq in o.skip and seq not in self._skipped:
+                self._skipped.add(seq)
+                seq += 1
+                continue
+            if seq in o.corrupt:
+                raw = b"\x00\x00\x00\x07" + os.urandom(64)
+            label = seq + 1000 if seq in o.mislabel else seq
+            for _ in range(2 if seq in o.duplicate else 1):
+                if o.rate:
+                    await asyncio.sleep(1 / o.rate)
+                yield RawLedger(sequence=label, ledger_close_meta_xdr=raw)
+                sent += 1
+                self.sent_total += 1
+                if o.die_after and self.sent_total >= o.die_after:
+                    LOG.warning("fault injected: exiting after %d ledgers", self.sent_total)
+                    os._exit(3)
+            seq += 1
+        if not o.end_stream:
+            await asyncio.Event().wait()  # the real upstream never ends a stream
+
+
+async def serve_fake_source(
+    options: FakeSourceOptions, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the fake upstream until cancelled; reports the bound port (useful with port 0).
+
+    Must run inside ``trio_asyncio.open_loop()``: grpclib is asyncio code.
+    """
+    service = FakeRawLedgerService(options)
+    server = Server([service])
+    await trio_asyncio.aio_as_trio(server.start)(options.host, options.port)
+    try:
+        sockets = server._server.sockets  # grpclib keeps the asyncio server private
+        port = sockets[0].getsockname()[1]
+        LOG.info("fake source listening host=%s port=%d", options.host, port)
+        task_status.started(port)
+        await trio.sleep_forever()
+    finally:
+        server.close()
+        with trio.move_on_after(1, shield=True):
+            await trio_asyncio.aio_as_trio(server.wait_closed)()

@@ -1,0 +1,207 @@
+"""The service: source, pipeline, sink and HTTP wired in one nursery, startable and stoppable.
+
+``serve`` is the one entry point (``cdp run`` and embedders both use it); ``open_row_stream`` is
+the same service as an async context manager yielding a channel of ``(sequence, rows)`` batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import trio_asyncio
+
+from .checkpoint import read_checkpoint
+from .config import Config
+from .errors import CdpError
+from .http import ServiceView, create_app, serve_http
+from .metrics import Metrics
+from .pipeline import Pipeline
+from .processor import ContractDataProcessor, Ledger, LedgerProcessor, Row
+from .sinks import CallbackSink, JsonlFileSink, RowsCallback, Sink, StdoutSink
+from .source import LedgerSource
+
+LOG = logging.getLogger("cdp.service")
+
+
+@attrs.define(eq=False)
+class ServiceHandle:
+    """What ``nursery.start(serve, ...)`` returns: the bound HTTP port and a way to stop."""
+
+    http_port: int
+    start_ledger: int
+    view: ServiceView
+    _stop: trio.Event
+    _done: trio.Event
+
+    def stop(self) -> None:
+        """Stop intake, finish in-flight ledgers (within ``shutdown_grace_s``) and return."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def wait_done(self) -> None:
+        """Wait until ``serve`` has returned (or failed)."""
+        await self._done.wait()
+
+
+def default_processor(config: Config) -> LedgerProcessor:
+    return ContractDataProcessor(config.network_passphrase, config.mode, config.instance_extras)
+
+
+def _open_sink(config: Config, on_rows: RowsCallback | None, resume_offset: int | None) -> Sink:
+    if on_rows is not None:
+        return CallbackSink(on_rows)
+    if config.output == "-":
+        return StdoutSink()
+    return JsonlFileSink(Path(config.output), resume_offset)
+
+
+def _resume(config: Config) -> tuple[int, int | None]:
+    """Where to start: after the checkpoint if there is one, else ``start_ledger``."""
+    if config.checkpoint_path is None:
+        return config.start_ledger, None
+    cp = read_checkpoint(config.checkpoint_path)
+    if cp is None:
+        return config.start_ledger, 0 if config.output != "-" else None
+    LOG.info("resuming from checkpoint ledger=%d output_offset=%s", cp.ledger, cp.output_offset)
+    return cp.ledger + 1, cp.output_offset
+
+
+async def serve(
+    config: Config,
+    *,
+    on_rows: RowsCallback | None = None,
+    processor: LedgerProcessor | None = None,
+    task_status: trio.TaskStatus[ServiceHandle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the service until ``end_ledger`` is committed, ``stop()`` is called, or cancellation.
+
+    Args:
+        config: the settings (``Config.load`` builds them from file, environment and flags).
+        on_rows: called with ``(sequence, rows)`` for every committed ledger, in order, instead of
+            writing JSONL; may be sync or async. The checkpoint moves only after it returns.
+        processor: per-ledger logic; defaults to contract-data extraction.
+
+    Returns once streaming ends. ``task_status.started`` reports a ``ServiceHandle`` once the HTTP
+    port is bound and the pipeline is wired.
+
+    Raises:
+        UpstreamError: the upstream refused the stream for good.
+        BadLedgerError: a ledger failed and the policy is ``stop`` (the checkpoint stays before it).
+    """
+    if trio_asyncio.current_loop.get() is None:
+        async with trio_asyncio.open_loop():
+            await _serve(config, on_rows, processor, task_status)
+    else:
+        await _serve(config, on_rows, processor, task_status)
+
+
+async def _serve(
+    config: Config,
+    on_rows: RowsCallback | None,
+    processor: LedgerProcessor | None,
+    task_status: trio.TaskStatus[ServiceHandle],
+) -> None:
+    start, resume_offset = _resume(config)
+    if config.end_ledger and start > config.end_ledger:
+        raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
+    sink = _open_sink(config, on_rows, resume_offset)
+    metrics = Metrics()
+    metrics.up.set(1)
+    source = LedgerSource(config, start)
+    pipeline = Pipeline(config, processor or default_processor(config), sink, metrics, checkpoint_path=config.checkpoint_path)
+    view = ServiceView(source, pipeline, sink.name, metrics)
+    stop = trio.Event()
+    done = trio.Event()
+    http_done = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                serve_http, create_app(view), config.health_host, config.health_port, http_done.wait
+            )
+            send, receive = trio.open_memory_channel[Ledger](config.channel_buffer_size)
+            intake = trio.CancelScope()
+
+            async def run_source() -> None:
+                with intake:
+                    await source.run(send)
+                send.close()
+
+            nursery.start_soon(run_source)
+            with trio.CancelScope() as drain:
+                await nursery.start(_run_pipeline, pipeline, receive, view)
+                LOG.info(
+                    "service started start_ledger=%d end_ledger=%d http_port=%d endpoints=%s workers=%d",
+                    start, config.end_ledger, port, ",".join(config.source_endpoint), config.worker_count,
+                )  # fmt: skip
+                task_status.started(ServiceHandle(port, start, view, stop, done))
+
+                async def watch_stop() -> None:
+                    await stop.wait()
+                    LOG.info("stop requested: finishing in-flight ledgers")
+                    intake.cancel()
+                    drain.deadline = trio.current_time() + config.shutdown_grace_s
+
+                nursery.start_soon(watch_stop)
+                await pipeline.finished.wait()
+            http_done.set()
+            nursery.cancel_scope.cancel()
+    finally:
+        done.set()
+        sink.close()
+        metrics.up.set(0)
+        st = pipeline.statistics()
+        LOG.info(
+            "service stopped last_committed_ledger=%s processed=%d rows=%d errors=%d reconnects=%d",
+            st.last_committed_ledger, st.processed, st.rows, st.errors, source.statistics().reconnects,
+        )  # fmt: skip
+
+
+async def _run_pipeline(
+    pipeline: Pipeline,
+    receive: trio.MemoryReceiveChannel[Ledger],
+    view: ServiceView,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    try:
+        await pipeline.run(receive, task_status=task_status)
+    except CdpError as exc:
+        view.fatal_error = str(exc)
+        raise
+    except OSError as exc:
+        view.sink_error = view.fatal_error = f"{type(exc).__name__}: {exc}"
+        raise
+
+
+@trio.as_safe_channel
+async def open_row_stream(
+    config: Config, *, processor: LedgerProcessor | None = None
+) -> AsyncIterator[tuple[int, Sequence[Row]]]:
+    """The service as a channel of ``(sequence, rows)`` batches, in ledger order.
+
+    Use as ``async with open_row_stream(config) as batches: async for sequence, rows in batches``.
+    A batch is committed (checkpoint moved) once it has been handed over; leaving the block stops
+    the service.
+    """
+    send, receive = trio.open_memory_channel[tuple[int, Sequence[Row]]](0)
+
+    async def deliver(sequence: int, rows: Sequence[Row]) -> None:
+        await send.send((sequence, rows))
+
+    async def run() -> None:
+        async with send:
+            await serve(config, on_rows=deliver, processor=processor)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        async with receive:
+            async for batch in receive:
+                yield batch

@@ -1,0 +1,103 @@
+"""Where committed rows go: JSONL on stdout or in a file, or a callback for embedders.
+
+A sink writes one ledger's rows at a time and reports the durable output offset afterwards, so
+the checkpoint can point just past them and a restart can cut off anything written later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import IO, Protocol
+
+import trio
+
+from .processor import Row
+
+RowsCallback = Callable[[int, Sequence[Row]], Awaitable[None] | None]
+
+
+def dumps_row(row: Row) -> str:
+    """One compact JSON object, keys sorted: the JSONL line format everywhere in cdp."""
+    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Sink(Protocol):
+    name: str
+
+    async def write(self, sequence: int, rows: Sequence[Row]) -> int | None:
+        """Write and make durable one ledger's rows; return the output offset after them, if any."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class JsonlFileSink:
+    """Appends to a file; ``resume_offset`` truncates it back to the last checkpoint first."""
+
+    name = "jsonl_file"
+
+    def __init__(self, path: Path, resume_offset: int | None) -> None:
+        self.path = path
+        self._file: IO[bytes] = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115
+        if resume_offset is not None:
+            self._file.truncate(resume_offset)
+            self._file.seek(resume_offset)
+        else:
+            self._file.truncate(0)
+        self.offset = self._file.tell()
+
+    async def write(self, sequence: int, rows: Sequence[Row]) -> int | None:
+        if rows:
+            data = "".join(dumps_row(r) + "\n" for r in rows).encode()
+            await trio.to_thread.run_sync(self._write_durably, data)
+        return self.offset
+
+    def _write_durably(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.offset += len(data)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class StdoutSink:
+    name = "stdout"
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    async def write(self, sequence: int, rows: Sequence[Row]) -> int | None:
+        if rows:
+            self.stream.write("".join(dumps_row(r) + "\n" for r in rows))
+            self.stream.flush()
+        await trio.lowlevel.checkpoint()
+        return None
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class CallbackSink:
+    """Hands each committed ledger's rows to user code (sync or async); it runs before the checkpoint."""
+
+    name = "callback"
+
+    def __init__(self, callback: RowsCallback) -> None:
+        self.callback = callback
+
+    async def write(self, sequence: int, rows: Sequence[Row]) -> int | None:
+        result = self.callback(sequence, rows)
+        if result is not None:
+            await result
+        else:
+            await trio.lowlevel.checkpoint()
+        return None
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,259 @@
+"""The upstream client: grpclib's ``StreamRawLedgers`` call run under Trio through trio-asyncio.
+
+One asyncio coroutine owns the grpclib channel and the call (as ``stack-notes.md`` advises) and
+hands each ledger to a Trio memory channel: ``send_nowait`` when there is room, otherwise an
+awaited send, which is real backpressure (HTTP/2 flow control then slows the upstream). A Trio
+cancel scope around the call is the dial timeout, then the idle watchdog: its deadline moves on
+every message and is lifted while we wait on our own full channel.
+
+Every ledger is handed downstream exactly once and in order: a reconnect resumes at the last one
+handed on + 1, duplicates are dropped and counted, a gap is an error that reconnects at the
+expected ledger, and the sequence is taken from the XDR header when the ``sequence`` field
+disagrees with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Final
+
+import attrs
+import h2.exceptions
+import trio
+import trio_asyncio
+from grpclib import GRPCError
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
+
+from .breaker import Backoff, BreakerStatistics, CircuitBreaker
+from .config import Config
+from .errors import LedgerDecodeError, UpstreamError
+from .header import peek_header
+from .processor import Ledger
+from .proto.raw_ledger_service import RawLedger, StreamLedgersRequest
+
+LOG = logging.getLogger("cdp.source")
+
+METHOD: Final = "/raw_ledger_service.RawLedgerService/StreamRawLedgers"
+RETRIABLE_STATUSES: Final = frozenset(
+    {Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.ABORTED, Status.RESOURCE_EXHAUSTED}
+)
+# What a dropped connection looks like through grpclib: transport errors, a stream reset, an
+# HTTP/2 protocol error, or asyncio's own timeout.
+CONNECTION_ERRORS: Final = (
+    OSError,
+    StreamTerminatedError,
+    ProtocolError,
+    h2.exceptions.ProtocolError,
+    asyncio.TimeoutError,
+    EOFError,
+)
+
+
+class RetriableFailure(Exception):
+    """One stream attempt failed in a way a reconnect may fix; ``kind`` labels the metric."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@attrs.frozen
+class SourceStatistics:
+    connected: bool
+    endpoint: str
+    ledgers_received: int
+    bytes_received: int
+    ingest_rate: float  # ledgers per second, smoothed
+    last_sequence: int | None
+    next_sequence: int
+    reconnects: int
+    gaps: int
+    duplicates: int
+    sequence_mismatches: int
+    last_error: str | None
+    last_message_at: float | None  # trio clock
+    breaker: BreakerStatistics
+
+
+class LedgerSource:
+    """Streams ledgers from ``start`` on into a Trio channel, reconnecting and failing over."""
+
+    def __init__(self, config: Config, start: int) -> None:
+        self.config = config
+        self.endpoints = config.source_endpoint
+        self.breaker = CircuitBreaker(config.breaker_failure_threshold, config.breaker_reset_timeout_s)
+        self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s)
+        self._next = start
+        self._endpoint_index = 0
+        self._connected = False
+        self._answered = False
+        self._received = 0
+        self._bytes = 0
+        self._rate = 0.0
+        self._rate_at: float | None = None
+        self._reconnects = 0
+        self._gaps = 0
+        self._duplicates = 0
+        self._mismatches = 0
+        self._last_error: str | None = None
+        self._last_message_at: float | None = None
+        self.failures_by_kind: dict[str, int] = {}
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self._endpoint_index]
+
+    @property
+    def done(self) -> bool:
+        return bool(self.config.end_ledger) and self._next > self.config.end_ledger
+
+    def statistics(self) -> SourceStatistics:
+        return SourceStatistics(
+            connected=self._connected,
+            endpoint=self.endpoint,
+            ledgers_received=self._received,
+            bytes_received=self._bytes,
+            ingest_rate=self._rate,
+            last_sequence=self._next - 1 if self._received else None,
+            next_sequence=self._next,
+            reconnects=self._reconnects,
+            gaps=self._gaps,
+            duplicates=self._duplicates,
+            sequence_mismatches=self._mismatches,
+            last_error=self._last_error,
+            last_message_at=self._last_message_at,
+            breaker=self.breaker.statistics(),
+        )
+
+    async def run(
+        self,
+        send: trio.MemorySendChannel[Ledger],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Deliver ledgers until ``end_ledger`` (then close ``send``) or until cancelled.
+
+        Raises:
+            UpstreamError: the upstream answered with a status that retrying cannot fix.
+        """
+        task_status.started()
+        async with send:
+            while not self.done:
+                await self.breaker.wait_permitted()
+                try:
+                    await self._attempt(send)
+                except RetriableFailure as exc:
+                    self._fail(exc)
+                    await trio.sleep(self.backoff.next_delay())
+
+    def _fail(self, exc: RetriableFailure) -> None:
+        self._connected = False
+        self._last_error = str(exc)
+        self._reconnects += 1
+        self.failures_by_kind[exc.kind] = self.failures_by_kind.get(exc.kind, 0) + 1
+        self.breaker.record_failure()
+        old = self.endpoint
+        self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)
+        LOG.warning(
+            "upstream failed kind=%s endpoint=%s error=%r resume_at=%d next_endpoint=%s breaker=%s",
+            exc.kind, old, str(exc), self._next, self.endpoint, self.breaker.state.name.lower(),
+        )  # fmt: skip
+
+    async def _attempt(self, send: trio.MemorySendChannel[Ledger]) -> None:
+        endpoint = self.endpoint
+        self._answered = False
+        with trio.CancelScope() as watchdog:
+            watchdog.deadline = trio.current_time() + self.config.connect_timeout_s
+            try:
+                await trio_asyncio.aio_as_trio(self._stream)(endpoint, send, watchdog)
+            except GRPCError as exc:
+                if exc.status in RETRIABLE_STATUSES:
+                    raise RetriableFailure(exc.status.name.lower(), f"{exc.status.name}: {exc.message}") from None
+                raise UpstreamError(
+                    f"upstream {endpoint} refused the stream at ledger {self._next}: "
+                    f"{exc.status.name}: {exc.message}"
+                ) from None
+            except CONNECTION_ERRORS as exc:
+                raise RetriableFailure("connection", f"{type(exc).__name__}: {exc}") from None
+        if watchdog.cancelled_caught:
+            if self._answered:
+                raise RetriableFailure("idle", f"no ledger for {self.config.idle_timeout_s}s")
+            raise RetriableFailure("connect", f"no answer within {self.config.connect_timeout_s}s")
+        if not self.done:
+            raise RetriableFailure("ended", "upstream ended the stream")
+
+    async def _stream(self, endpoint: str, send: trio.MemorySendChannel[Ledger], watchdog: trio.CancelScope) -> None:
+        """asyncio side: owns the grpclib channel and call for one attempt."""
+        host, _, port = endpoint.rpartition(":")
+        channel = Channel(host.strip("[]"), int(port))
+        try:
+            async with channel.request(METHOD, Cardinality.UNARY_STREAM, StreamLedgersRequest, RawLedger) as stream:
+                await stream.send_message(StreamLedgersRequest(start_ledger=self._next), end=True)
+                await stream.recv_initial_metadata()
+                self._connected = self._answered = True
+                watchdog.deadline = trio.current_time() + self.config.idle_timeout_s
+                LOG.info("upstream connected endpoint=%s start_ledger=%d", endpoint, self._next)
+                while True:
+                    msg = await stream.recv_message()
+                    if msg is None:
+                        await stream.recv_trailing_metadata()  # raises GRPCError on a bad status
+                        return
+                    if await self._handle(msg, send, watchdog):
+                        await stream.cancel()  # RST_STREAM now rather than waiting for an end that never comes
+                        return
+        finally:
+            self._connected = False
+            channel.close()
+
+    async def _handle(self, msg: RawLedger, send: trio.MemorySendChannel[Ledger], watchdog: trio.CancelScope) -> bool:
+        """Check one message and pass it on; True once ``end_ledger`` has been handed on."""
+        now = trio.current_time()
+        raw = msg.ledger_close_meta_xdr
+        self._bytes += len(raw)
+        self._tick_rate(now)
+        self._last_message_at = now
+        seq, close_time = msg.sequence, None
+        try:
+            facts = peek_header(raw)
+        except LedgerDecodeError:
+            pass  # the worker reports it with the sequence named; the label is all we have
+        else:
+            close_time = facts.close_time
+            if facts.sequence != msg.sequence:
+                self._mismatches += 1
+                LOG.warning(
+                    "sequence field disagrees with the XDR header field=%d header=%d: using the header",
+                    msg.sequence, facts.sequence,
+                )  # fmt: skip
+                seq = facts.sequence
+        if seq < self._next:
+            self._duplicates += 1
+            LOG.warning("duplicate ledger dropped ledger=%d expected=%d", seq, self._next)
+            watchdog.deadline = now + self.config.idle_timeout_s
+            return False
+        if seq > self._next:
+            self._gaps += 1
+            raise RetriableFailure("gap", f"gap in upstream stream: expected ledger {self._next}, got {seq}")
+        ledger = Ledger(seq, close_time, raw)
+        watchdog.deadline = math.inf  # waiting on our own full channel is not an upstream stall
+        try:
+            send.send_nowait(ledger)
+        except trio.WouldBlock:
+            await trio_asyncio.trio_as_aio(send.send)(ledger)
+        watchdog.deadline = trio.current_time() + self.config.idle_timeout_s
+        self._received += 1
+        self._next = seq + 1
+        self.breaker.record_success()
+        self.backoff.reset()
+        return self.done
+
+    def _tick_rate(self, now: float) -> None:
+        if self._rate_at is not None:
+            dt = max(now - self._rate_at, 1e-6)
+            alpha = min(1.0, dt / 5.0)  # ~5 s smoothing window
+            self._rate += alpha * (1.0 / dt - self._rate)
+        self._rate_at = now

@@ -1,0 +1,403 @@
+"""Synthetic ledgers built with stellar-sdk's XDR classes, for the demo, the fake source and tests.
+
+A ledger is a pure function of ``(seed, sequence)`` and the generator's settings, close time
+included, so it has the same bytes whenever and from whatever start it is served, like a real one.
+Each ledger carries Soroban transactions touching realistic state: Stellar Asset Contract (SAC)
+instances with ``AssetInfo``, SAC ``Balance`` entries with i128 amounts (some above 2^63, some
+negative), wasm instances, temporary entries, TTLs, removals, restores and nonces; plus classic fee
+changes to pad a ledger to pubnet size when asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from functools import cached_property
+from typing import Final
+
+import attrs
+from stellar_sdk import Asset, Keypair, StrKey, xdr
+
+from .config import NETWORKS
+
+GENESIS_CLOSE_TIME: Final = 1_700_000_000  # an arbitrary fixed epoch: close time = this + 5 s/ledger
+SECONDS_PER_LEDGER: Final = 5
+
+_CT = xdr.LedgerEntryChangeType
+_SCV = xdr.SCValType
+_PERSISTENT = xdr.ContractDataDurability.PERSISTENT
+_TEMPORARY = xdr.ContractDataDurability.TEMPORARY
+
+
+def _h(*parts: object) -> bytes:
+    return hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+
+
+def _sym(s: str) -> xdr.SCVal:
+    return xdr.SCVal(_SCV.SCV_SYMBOL, sym=xdr.SCSymbol(s.encode()))
+
+
+def _u32(n: int) -> xdr.SCVal:
+    return xdr.SCVal(_SCV.SCV_U32, u32=xdr.Uint32(n))
+
+
+def _i128(n: int) -> xdr.SCVal:
+    hi, lo = n >> 64, n & (2**64 - 1)
+    return xdr.SCVal(_SCV.SCV_I128, i128=xdr.Int128Parts(xdr.Int64(hi), xdr.Uint64(lo)))
+
+
+def _vec(*items: xdr.SCVal) -> xdr.SCVal:
+    return xdr.SCVal(_SCV.SCV_VEC, vec=xdr.SCVec(list(items)))
+
+
+def _map(*pairs: tuple[xdr.SCVal, xdr.SCVal]) -> xdr.SCVal:
+    return xdr.SCVal(_SCV.SCV_MAP, map=xdr.SCMap([xdr.SCMapEntry(k, v) for k, v in pairs]))
+
+
+def _bool(b: bool) -> xdr.SCVal:
+    return xdr.SCVal(_SCV.SCV_BOOL, b=b)
+
+
+def _contract(cid: bytes) -> xdr.SCAddress:
+    return xdr.SCAddress(xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT, contract_id=xdr.ContractID(xdr.Hash(cid)))
+
+
+def _account_id(pub: bytes) -> xdr.AccountID:
+    return xdr.AccountID(xdr.PublicKey(xdr.PublicKeyType.PUBLIC_KEY_TYPE_ED25519, xdr.Uint256(pub)))
+
+
+def _entry(last_modified: int, data: xdr.LedgerEntryData) -> xdr.LedgerEntry:
+    return xdr.LedgerEntry(xdr.Uint32(last_modified), data, xdr.LedgerEntryExt(0))
+
+
+def contract_data_entry(
+    last_modified: int, cid: bytes, key: xdr.SCVal, val: xdr.SCVal, durability: xdr.ContractDataDurability
+) -> xdr.LedgerEntry:
+    cd = xdr.ContractDataEntry(xdr.ExtensionPoint(0), _contract(cid), key, durability, val)
+    return _entry(last_modified, xdr.LedgerEntryData(xdr.LedgerEntryType.CONTRACT_DATA, contract_data=cd))
+
+
+def data_key_hash(entry: xdr.LedgerEntry) -> bytes:
+    cd = entry.data.contract_data
+    key = xdr.LedgerKey(
+        xdr.LedgerEntryType.CONTRACT_DATA,
+        contract_data=xdr.LedgerKeyContractData(cd.contract, cd.key, cd.durability),
+    )
+    return hashlib.sha256(key.to_xdr_bytes()).digest()
+
+
+def ttl_entry(last_modified: int, key_hash: bytes, live_until: int) -> xdr.LedgerEntry:
+    ttl = xdr.TTLEntry(xdr.Hash(key_hash), xdr.Uint32(live_until))
+    return _entry(last_modified, xdr.LedgerEntryData(xdr.LedgerEntryType.TTL, ttl=ttl))
+
+
+def ledger_key(entry: xdr.LedgerEntry) -> xdr.LedgerKey:
+    data = entry.data
+    if data.type == xdr.LedgerEntryType.TTL:
+        return xdr.LedgerKey(data.type, ttl=xdr.LedgerKeyTtl(data.ttl.key_hash))
+    if data.type == xdr.LedgerEntryType.ACCOUNT:
+        return xdr.LedgerKey(data.type, account=xdr.LedgerKeyAccount(data.account.account_id))
+    cd = data.contract_data
+    return xdr.LedgerKey(data.type, contract_data=xdr.LedgerKeyContractData(cd.contract, cd.key, cd.durability))
+
+
+def created(e: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
+    return [xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_CREATED, created=e)]
+
+
+def updated(before: xdr.LedgerEntry, after: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
+    return [
+        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_STATE, state=before),
+        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_UPDATED, updated=after),
+    ]
+
+
+def removed(before: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
+    return [
+        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_STATE, state=before),
+        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_REMOVED, removed=ledger_key(before)),
+    ]
+
+
+def restored(e: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
+    return [xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_RESTORED, restored=e)]
+
+
+@attrs.frozen
+class SyntheticLedgers:
+    """Generator of deterministic synthetic ``LedgerCloseMeta`` XDR.
+
+    Args:
+        seed: picks the accounts, contracts and every random choice.
+        passphrase: network the SAC contract ids are derived for (extract with the same one).
+        soroban_txs: Soroban transactions per ledger (each yields at least one contract-data change).
+        ledger_bytes: pad each ledger with classic fee changes up to about this size (0: no padding).
+        meta_version: 1 or 2 for that ``LedgerCloseMeta`` version, 0 to alternate by sequence.
+    """
+
+    seed: int = 0
+    passphrase: str = NETWORKS["testnet"]
+    soroban_txs: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    ledger_bytes: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    meta_version: int = attrs.field(default=0, validator=attrs.validators.in_((0, 1, 2)))
+
+    @cached_property
+    def _world(self) -> _World:
+        return _World.build(self.seed, self.passphrase)
+
+    def close_time(self, sequence: int) -> int:
+        return GENESIS_CLOSE_TIME + sequence * SECONDS_PER_LEDGER
+
+    def ledger(self, sequence: int) -> bytes:
+        """The raw ``LedgerCloseMeta`` XDR of ``sequence``."""
+        return self.ledger_meta(sequence).to_xdr_bytes()
+
+    def ledger_meta(self, sequence: int) -> xdr.LedgerCloseMeta:
+        if not 1 <= sequence < 2**32:
+            raise ValueError(f"sequence must be 1..2^32-1: {sequence}")
+        rng = random.Random(_h("ledger", self.seed, sequence))
+        version = self.meta_version or (1 if sequence % 3 == 0 else 2)
+        w = self._world
+        txs: list[tuple[bytes, list[xdr.LedgerEntryChange], list[list[xdr.LedgerEntryChange]]]] = []
+        for i in range(self.soroban_txs):
+            action = _ACTIONS[0] if i == 0 else rng.choice(_ACTIONS)
+            tx_hash = _h("tx", self.seed, sequence, i)
+            fee = updated(*w.fee_account(rng, sequence))
+            txs.append((tx_hash, fee, action(w, rng, sequence)))
+        meta = self._assemble(sequence, version, txs)
+        if self.ledger_bytes:
+            self._pad(meta, sequence, version, rng)
+        return meta
+
+    def _pad(self, meta: xdr.LedgerCloseMeta, sequence: int, version: int, rng: random.Random) -> None:
+        body = meta.v2 if version == 2 else meta.v1
+        size = len(meta.to_xdr_bytes())
+        one = len(self._classic_tx(sequence, version, 0, rng).to_xdr_bytes())
+        for i in range(max(0, (self.ledger_bytes - size) // one)):
+            body.tx_processing.append(self._classic_tx(sequence, version, i, rng))
+
+    def _classic_tx(self, sequence: int, version: int, i: int, rng: random.Random) -> xdr.TransactionResultMeta:
+        changes = updated(*self._world.fee_account(rng, sequence)) + updated(*self._world.fee_account(rng, sequence))
+        return self._tx_meta(version, _h("classic", self.seed, sequence, i), changes, [changes])
+
+    def _tx_meta(
+        self,
+        version: int,
+        tx_hash: bytes,
+        fee: list[xdr.LedgerEntryChange],
+        ops: list[list[xdr.LedgerEntryChange]],
+    ) -> xdr.TransactionResultMeta:
+        result = xdr.TransactionResultPair(
+            xdr.Hash(tx_hash),
+            xdr.TransactionResult(
+                xdr.Int64(100),
+                xdr.TransactionResultResult(xdr.TransactionResultCode.txSUCCESS, results=[]),
+                xdr.TransactionResultExt(0),
+            ),
+        )
+        none = xdr.LedgerEntryChanges([])
+        if version == 2:
+            meta = xdr.TransactionMeta(
+                4,
+                v4=xdr.TransactionMetaV4(
+                    xdr.ExtensionPoint(0),
+                    none,
+                    [xdr.OperationMetaV2(xdr.ExtensionPoint(0), xdr.LedgerEntryChanges(c), []) for c in ops],
+                    none,
+                    None,
+                    [],
+                    [],
+                ),
+            )
+            return xdr.TransactionResultMetaV1(
+                xdr.ExtensionPoint(0), result, xdr.LedgerEntryChanges(fee), meta, none
+            )
+        meta = xdr.TransactionMeta(
+            3,
+            v3=xdr.TransactionMetaV3(
+                xdr.ExtensionPoint(0),
+                none,
+                [xdr.OperationMeta(xdr.LedgerEntryChanges(c)) for c in ops],
+                none,
+                None,
+            ),
+        )
+        return xdr.TransactionResultMeta(result, xdr.LedgerEntryChanges(fee), meta)
+
+    def _assemble(
+        self,
+        sequence: int,
+        version: int,
+        txs: list[tuple[bytes, list[xdr.LedgerEntryChange], list[list[xdr.LedgerEntryChange]]]],
+    ) -> xdr.LedgerCloseMeta:
+        zero = xdr.Hash(b"\x00" * 32)
+        header = xdr.LedgerHeader(
+            ledger_version=xdr.Uint32(23 if version == 2 else 22),
+            previous_ledger_hash=xdr.Hash(_h("hdr", self.seed, sequence - 1)),
+            scp_value=xdr.StellarValue(
+                zero,
+                xdr.TimePoint(xdr.Uint64(self.close_time(sequence))),
+                [],
+                xdr.StellarValueExt(xdr.StellarValueType.STELLAR_VALUE_BASIC),
+            ),
+            tx_set_result_hash=zero,
+            bucket_list_hash=zero,
+            ledger_seq=xdr.Uint32(sequence),
+            total_coins=xdr.Int64(10**18),
+            fee_pool=xdr.Int64(0),
+            inflation_seq=xdr.Uint32(0),
+            id_pool=xdr.Uint64(0),
+            base_fee=xdr.Uint32(100),
+            base_reserve=xdr.Uint32(5_000_000),
+            max_tx_set_size=xdr.Uint32(1000),
+            skip_list=[zero, zero, zero, zero],
+            ext=xdr.LedgerHeaderExt(0),
+        )
+        hhe = xdr.LedgerHeaderHistoryEntry(
+            xdr.Hash(_h("hdr", self.seed, sequence)), header, xdr.LedgerHeaderHistoryEntryExt(0)
+        )
+        tx_set = xdr.GeneralizedTransactionSet(
+            1, v1_tx_set=xdr.TransactionSetV1(header.previous_ledger_hash, [xdr.TransactionPhase(0, v0_components=[])])
+        )
+        processing = [self._tx_meta(version, h, fee, ops) for h, fee, ops in txs]
+        if version == 2:
+            return xdr.LedgerCloseMeta(
+                2,
+                v2=xdr.LedgerCloseMetaV2(
+                    xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, [], [], xdr.Uint64(0), []
+                ),
+            )
+        return xdr.LedgerCloseMeta(
+            1,
+            v1=xdr.LedgerCloseMetaV1(
+                xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, [], [], xdr.Uint64(0), [], []
+            ),
+        )
+
+
+@attrs.frozen
+class _World:
+    """The accounts and contracts a seed fixes; every ledger draws from them."""
+
+    accounts: tuple[bytes, ...]
+    sacs: tuple[tuple[bytes, str, bytes], ...]  # (contract id, code, issuer public key)
+    wasm_contracts: tuple[tuple[bytes, bytes], ...]  # (contract id, wasm hash)
+    holders: tuple[bytes, ...]  # contract ids that hold SAC balances
+
+    @classmethod
+    def build(cls, seed: int, passphrase: str) -> _World:
+        accounts = tuple(Keypair.from_raw_ed25519_seed(_h("acct", seed, i)).raw_public_key() for i in range(8))
+        sacs = []
+        for code, issuer in (("USDC", accounts[0]), ("EURO", accounts[1]), ("LONGASSET12", accounts[2]), ("yXLMx", accounts[3])):
+            asset = Asset(code, StrKey.encode_ed25519_public_key(issuer))
+            sacs.append((StrKey.decode_contract(asset.contract_id(passphrase)), code, issuer))
+        wasm = tuple((_h("wasm-contract", seed, i), _h("wasm", seed, i % 2)) for i in range(3))
+        holders = tuple(_h("holder", seed, i) for i in range(6))
+        return cls(accounts, tuple(sacs), wasm, holders)
+
+    def fee_account(self, rng: random.Random, seq: int) -> tuple[xdr.LedgerEntry, xdr.LedgerEntry]:
+        pub = rng.choice(self.accounts)
+        balance = rng.randrange(10**7, 10**12)
+
+        def acct(last: int, bal: int) -> xdr.LedgerEntry:
+            a = xdr.AccountEntry(
+                _account_id(pub), xdr.Int64(bal), xdr.SequenceNumber(xdr.Int64(seq << 8)), xdr.Uint32(0),
+                None, xdr.Uint32(0), xdr.String32(b""), xdr.Thresholds(b"\x01\x00\x00\x00"), [],
+                xdr.AccountEntryExt(0),
+            )  # fmt: skip
+            return _entry(last, xdr.LedgerEntryData(xdr.LedgerEntryType.ACCOUNT, account=a))
+
+        return acct(max(1, seq - 1 - rng.randrange(100)), balance), acct(seq, balance - 100)
+
+    def balance_entry(self, rng: random.Random, last: int, amount: int | None = None) -> xdr.LedgerEntry:
+        cid = rng.choice(self.sacs)[0]
+        holder = rng.choice(self.holders)
+        key = _vec(_sym("Balance"), xdr.SCVal(_SCV.SCV_ADDRESS, address=_contract(holder)))
+        if amount is None:
+            amount = rng.choice((rng.randrange(10**9), rng.randrange(2**63, 2**100), -rng.randrange(1, 10**6)))
+        val = _map((_sym("amount"), _i128(amount)), (_sym("authorized"), _bool(True)), (_sym("clawback"), _bool(False)))
+        return contract_data_entry(last, cid, key, val, _PERSISTENT)
+
+    def instance_entry(self, rng: random.Random, last: int) -> xdr.LedgerEntry:
+        key = xdr.SCVal(_SCV.SCV_LEDGER_KEY_CONTRACT_INSTANCE)
+        if rng.random() < 0.6:
+            cid, code, issuer = rng.choice(self.sacs)
+            kind = "AlphaNum4" if len(code) <= 4 else "AlphaNum12"
+            info = _vec(
+                _sym(kind),
+                _map(
+                    (_sym("asset_code"), xdr.SCVal(_SCV.SCV_STRING, str=xdr.SCString(code.encode()))),
+                    (_sym("issuer"), xdr.SCVal(_SCV.SCV_BYTES, bytes=xdr.SCBytes(issuer))),
+                ),
+            )
+            storage = xdr.SCMap([
+                xdr.SCMapEntry(_vec(_sym("Admin")), xdr.SCVal(_SCV.SCV_ADDRESS, address=_contract(self.holders[0]))),
+                xdr.SCMapEntry(_vec(_sym("AssetInfo")), info),
+                xdr.SCMapEntry(_sym("counter"), _u32(rng.randrange(1000))),
+            ])
+            exe = xdr.ContractExecutable(xdr.ContractExecutableType.CONTRACT_EXECUTABLE_STELLAR_ASSET)
+        else:
+            cid, wasm_hash = rng.choice(self.wasm_contracts)
+            storage = xdr.SCMap([xdr.SCMapEntry(_sym("counter"), _u32(rng.randrange(1000)))])
+            exe = xdr.ContractExecutable(xdr.ContractExecutableType.CONTRACT_EXECUTABLE_WASM, wasm_hash=xdr.Hash(wasm_hash))
+        val = xdr.SCVal(_SCV.SCV_CONTRACT_INSTANCE, instance=xdr.SCContractInstance(exe, storage))
+        return contract_data_entry(last, cid, key, val, _PERSISTENT)
+
+    def temp_entry(self, rng: random.Random, last: int, seq: int) -> xdr.LedgerEntry:
+        cid = rng.choice(self.wasm_contracts)[0]
+        key = _vec(_sym("Pending"), _u32(rng.randrange(50)))
+        return contract_data_entry(last, cid, key, _u32(seq), _TEMPORARY)
+
+
+def _create_balance(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
+    e = w.balance_entry(rng, seq)
+    return [created(e) + created(ttl_entry(seq, data_key_hash(e), seq + 500_000))]
+
+
+def _update_balance(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
+    state = random.Random(rng.random())
+    before = w.balance_entry(state, max(1, seq - 1 - rng.randrange(1000)))
+    after = w.balance_entry(random.Random(state.random()), seq)  # same key? only if the draws match
+    after = contract_data_entry(seq, before.data.contract_data.contract.contract_id.contract_id.hash,
+                                before.data.contract_data.key, after.data.contract_data.val, _PERSISTENT)  # fmt: skip
+    return [updated(before, after)]
+
+
+def _update_instance(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
+    pick = rng.random()
+    before = w.instance_entry(random.Random(pick), max(1, seq - 1 - rng.randrange(1000)))
+    after = w.instance_entry(random.Random(pick), seq)
+    return [updated(before, after)]
+
+
+def _remove_temp(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
+    before = w.temp_entry(rng, max(1, seq - 1 - rng.randrange(100)), seq - 1)
+    ttl = ttl_entry(before.last_modified_ledger_seq.uint32, data_key_hash(before), seq + 10)
+    return [removed(before) + removed(ttl)]
+
+
+def _restore_then_update(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
+    old = w.balance_entry(rng, seq)
+    new = contract_data_entry(seq, old.data.contract_data.contract.contract_id.contract_id.hash,
+                              old.data.contract_data.key, _map(*[(e.key, e.val) for e in old.data.contract_data.val.map.sc_map]),
+                              _PERSISTENT)  # fmt: skip
+    ttl = ttl_entry(seq, data_key_hash(old), seq + 100_000)
+    follow = updated(old, new) if rng.random() < 0.5 else removed(old)
+    return [restored(old) + follow[1:] + restored(ttl)]
+
+
+def _extend_and_nonce(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
+    e = w.temp_entry(rng, seq, seq)
+    nonce_key = xdr.SCVal(_SCV.SCV_LEDGER_KEY_NONCE, nonce_key=xdr.SCNonceKey(xdr.Int64(rng.randrange(2**62))))
+    nonce = contract_data_entry(seq, rng.choice(w.holders), nonce_key, xdr.SCVal(_SCV.SCV_VOID), _TEMPORARY)
+    return [created(e) + created(ttl_entry(seq, data_key_hash(e), seq + 16)) + created(nonce)]
+
+
+_ACTIONS: Final = (
+    _create_balance,
+    _update_balance,
+    _update_instance,
+    _remove_temp,
+    _restore_then_update,
+    _extend_and_nonce,
+)
