@@ -213,8 +213,16 @@ def _ttl_index(changes: Iterable[Change]) -> dict[str, int]:
 
 
 def extract_rows(raw: bytes, passphrase: str, mode: Mode = "compact") -> list[Row]:
-    """Rows for one raw ``LedgerCloseMeta`` (full decode; the reference for the fast path)."""
-    lcm = decode_ledger(raw)
+    """Rows for one raw ``LedgerCloseMeta`` (full decode; the reference for the fast path).
+
+    Raises:
+        LedgerDecodeError: the bytes are not a ``LedgerCloseMeta`` we can read.
+    """
+    return rows_from_meta(decode_ledger(raw), passphrase, mode)
+
+
+def rows_from_meta(lcm: xdr.LedgerCloseMeta, passphrase: str, mode: Mode = "compact") -> list[Row]:
+    """Rows for an already decoded ``LedgerCloseMeta``."""
     info = ledger_info(lcm)
     changes = list(read_changes(lcm, (CONTRACT_DATA, TTL)))
     data = [c for c in changes if c.entry.data.type.value == CONTRACT_DATA]

@@ -110,8 +110,9 @@ class FakeRawLedgerService(RawLedgerServiceBase):  # type: ignore[misc]
                 raw = b"\x00\x00\x00\x07" + os.urandom(64)
             label = seq + 1000 if seq in o.mislabel else seq
             for _ in range(2 if seq in o.duplicate else 1):
-                if o.rate:
-                    await asyncio.sleep(1 / o.rate)
+                # Yield to the loop per message: an in-process client would otherwise wait until
+                # the whole HTTP/2 window (4 MiB) had been filled before seeing the first ledger.
+                await asyncio.sleep(1 / o.rate if o.rate else 0)
                 yield RawLedger(sequence=label, ledger_close_meta_xdr=raw)
                 sent += 1
                 self.sent_total += 1

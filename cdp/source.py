@@ -48,6 +48,7 @@ CONNECTION_ERRORS: Final = (
     StreamTerminatedError,
     ProtocolError,
     h2.exceptions.ProtocolError,
+    h2.exceptions.StreamClosedError,
     asyncio.TimeoutError,
     EOFError,
 )
@@ -170,6 +171,8 @@ class LedgerSource:
             watchdog.deadline = trio.current_time() + self.config.connect_timeout_s
             try:
                 await trio_asyncio.aio_as_trio(self._stream)(endpoint, send, watchdog)
+            except (GRPCError, *CONNECTION_ERRORS) if self.done else () as exc:
+                LOG.debug("ignoring error after end_ledger error=%r", str(exc))  # all was delivered
             except GRPCError as exc:
                 if exc.status in RETRIABLE_STATUSES:
                     raise RetriableFailure(exc.status.name.lower(), f"{exc.status.name}: {exc.message}") from None

@@ -1,0 +1,39 @@
+"""Shared fixtures: where ``../shared`` lives, synthetic ledgers, a fake upstream on port 0."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CDP_SHARED_DIR", ROOT.parent / "shared"))
+LEDGERS = Path(os.environ.get("CDP_SHARED_LEDGERS", SHARED / "ledgers"))
+EXPECTED = SHARED / "expected"
+GOLDEN = SHARED / "golden" / "stellar-etl-contract_data.golden.jsonl"
+
+needs_shared = pytest.mark.skipif(
+    not (LEDGERS / "index.json").is_file(),
+    reason=f"shared ledgers not found at {LEDGERS} (set CDP_SHARED_LEDGERS to point at them)",
+)
+
+
+def shared_index() -> list[dict[str, Any]]:
+    if not (LEDGERS / "index.json").is_file():
+        return []
+    return list(json.loads((LEDGERS / "index.json").read_text()))
+
+
+def expected_rows(mode: str, file: str) -> list[dict[str, Any]]:
+    path = EXPECTED / mode / file.replace(".xdr", ".jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path

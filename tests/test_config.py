@@ -1,0 +1,105 @@
+"""Config layering and the one-line errors for bad values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cdp.config import NETWORKS, Config
+from cdp.errors import ConfigError
+
+
+def test_defaults_match_the_original_service() -> None:
+    """Defaults keep the seed's values."""
+    c = Config.load(environ={})
+    assert ("localhost:50053",) == c.source_endpoint
+    assert 8089 == c.health_port
+    assert 4 == c.worker_count
+    assert 100 == c.channel_buffer_size
+    assert NETWORKS["testnet"] == c.network_passphrase
+    assert c.include_deleted is True
+    assert 0 == c.end_ledger
+
+
+def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
+    """TOML beats defaults, environment beats TOML, flags beat environment."""
+    toml = tmp_path / "cdp.toml"
+    toml.write_text('worker_count = 2\nhealth_port = 9000\nnetwork_passphrase = "pubnet"\nmode = "changes"\n')
+    c = Config.load(toml_path=toml, environ={"HEALTH_PORT": "9100", "WORKER_COUNT": "3"}, flags={"worker_count": "5"})
+    assert 5 == c.worker_count
+    assert 9100 == c.health_port
+    assert NETWORKS["pubnet"] == c.network_passphrase
+    assert "changes" == c.mode
+
+
+def test_lists_are_trimmed_and_endpoints_split() -> None:
+    """Comma lists are split and trimmed; empty items are dropped."""
+    c = Config.load(environ={"FILTER_ASSET_CODES": " USDC, EURC ,", "SOURCE_ENDPOINT": "a:1, b:2"})
+    assert ("USDC", "EURC") == c.filter_asset_codes
+    assert ("a:1", "b:2") == c.source_endpoint
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HEALTH_PORT": "0x"}, "HEALTH_PORT=0x: expected a whole number"),
+        ({"HEALTH_PORT": "70000"}, "HEALTH_PORT=70000: must be 0..65535"),
+        ({"WORKER_COUNT": "-1"}, "WORKER_COUNT=-1: must be 1..256"),
+        ({"WORKER_COUNT": "many"}, "WORKER_COUNT=many: expected a whole number"),
+        ({"CHANNEL_BUFFER_SIZE": "0"}, "CHANNEL_BUFFER_SIZE=0: must be 1..100000"),
+        ({"SOURCE_ENDPOINT": "nohostport"}, "SOURCE_ENDPOINT=nohostport: 'nohostport' is not host:port"),
+        ({"SOURCE_ENDPOINT": ""}, "SOURCE_ENDPOINT=: needs at least one host:port"),
+        ({"INCLUDE_DELETED": "perhaps"}, "INCLUDE_DELETED=perhaps: expected true or false"),
+        ({"START_LEDGER": "0"}, "START_LEDGER=0: must be 1..4294967295"),
+        ({"END_LEDGER": "-5"}, "END_LEDGER=-5: must be 0..4294967295"),
+        ({"START_LEDGER": "10", "END_LEDGER": "5"}, "END_LEDGER=5: must be 0 or >= START_LEDGER (10)"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL=LOUD: must be one of DEBUG, INFO, WARNING, ERROR"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT=xml: must be one of text, json"),
+        ({"MODE": "all"}, "MODE=all: must be one of compact, changes"),
+        ({"WORKER_MODE": "gpu"}, "WORKER_MODE=gpu: must be one of process, thread"),
+        ({"ON_BAD_LEDGER": "ignore"}, "ON_BAD_LEDGER=ignore: must be one of stop, skip"),
+        ({"IDLE_TIMEOUT_S": "soon"}, "IDLE_TIMEOUT_S=soon: expected a number"),
+        ({"IDLE_TIMEOUT_S": "0"}, "IDLE_TIMEOUT_S=0: must be 0.01..86400"),
+        ({"BACKOFF_BASE_S": "5", "BACKOFF_CAP_S": "1"}, "BACKOFF_CAP_S=1.0: must be >= BACKOFF_BASE_S"),
+        ({"BREAKER_FAILURE_THRESHOLD": "0"}, "BREAKER_FAILURE_THRESHOLD=0: must be 1..1000"),
+        ({"MAX_LEDGER_BYTES": "10"}, "MAX_LEDGER_BYTES=10: must be 1024..2147483647"),
+        ({"PROGRESS_EVERY": "0"}, "PROGRESS_EVERY=0: must be >= 1"),
+    ],
+)
+def test_bad_values_name_setting_value_and_rule(env: dict[str, str], message: str) -> None:
+    """Each bad value gives one line: the setting as spelled, the value, the rule."""
+    with pytest.raises(ConfigError) as info:
+        Config.load(environ=env)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_flag_errors_name_the_flag() -> None:
+    """A bad CLI value is reported under its flag name."""
+    with pytest.raises(ConfigError, match=r"^--worker-count=0: must be 1\.\.256$"):
+        Config.load(environ={}, flags={"worker_count": "0"})
+
+
+def test_unknown_toml_key_is_rejected(tmp_path: Path) -> None:
+    """A typo in the TOML file is an error, not silently ignored."""
+    toml = tmp_path / "c.toml"
+    toml.write_text("wokrer_count = 3\n")
+    with pytest.raises(ConfigError, match="unknown setting 'wokrer_count'"):
+        Config.load(toml_path=toml, environ={})
+
+
+@pytest.mark.parametrize(("var", "value"), [("HEALTH_PORT", "0x"), ("WORKER_COUNT", "-1")])
+def test_cdp_run_exits_2_with_one_line(var: str, value: str) -> None:
+    """`cdp run` with a bad setting exits 2 and prints one readable line, no traceback."""
+    env = {**os.environ, var: value}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cdp.cli", "run"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert 2 == proc.returncode
+    lines = proc.stderr.strip().splitlines()
+    assert 1 == len(lines), proc.stderr
+    assert lines[0].startswith(f"cdp: error: {var}={value}: ")
