@@ -5,7 +5,7 @@ pipeline work (workers are separate processes) and answer in well under 100 ms u
 
 Health rules: ``unhealthy`` (HTTP 503) when the circuit breaker is open or the service has
 failed; ``degraded`` when the breaker is half-open, the source is reconnecting, or the last
-committed ledger closed more than ``LAG_DEGRADED_S`` ago; ``healthy`` otherwise.
+committed ledger took more than ``LAG_DEGRADED_S`` from receipt to commit; ``healthy`` otherwise.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from quart_trio import QuartTrio
 from ._version import __version__
 from .breaker import BreakerState
 
-LAG_DEGRADED_S: Final = 120.0  # pubnet closes a ledger every ~6 s: 20 ledgers behind is a problem
+LAG_DEGRADED_S: Final = 30.0  # receipt to commit; pubnet closes a ledger every ~6 s, so 5 behind
 
 
 class ServiceView:

@@ -92,6 +92,7 @@ def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Le
 @attrs.define(eq=False)
 class _Slot:
     ledger: Ledger
+    received_at: float
     done: trio.Event = attrs.field(factory=trio.Event)
     result: WorkResult | None = None
     error: str | None = None
@@ -108,7 +109,7 @@ class PipelineStatistics:
     reorder_window: int
     last_committed_ledger: int | None
     last_commit_at: float | None  # trio clock
-    processing_lag_s: float | None  # wall time from ledger close to commit, last ledger
+    processing_lag_s: float | None  # from receipt to commit, last ledger committed
     finished: bool
 
 
@@ -182,7 +183,7 @@ class Pipeline:
         async with ledgers, work, self._order_send:
             async for ledger in ledgers:
                 self._queue = ledgers.statistics().current_buffer_used
-                slot = _Slot(ledger)
+                slot = _Slot(ledger, trio.current_time())
                 await self._order_send.send(slot)
                 self._in_window += 1
                 await work.send(slot)
@@ -223,9 +224,10 @@ class Pipeline:
                 offset = await self.sink.write(seq, rows)
                 if self.checkpoint_path is not None:
                     await trio.to_thread.run_sync(write_checkpoint, self.checkpoint_path, Checkpoint(seq, offset))
-                self._committed(slot.ledger, len(rows))
+                self._committed(slot, len(rows))
 
-    def _committed(self, ledger: Ledger, n_rows: int) -> None:
+    def _committed(self, slot: _Slot, n_rows: int) -> None:
+        ledger = slot.ledger
         self._processed += 1
         self._rows += n_rows
         self._last = ledger.sequence
@@ -234,9 +236,9 @@ class Pipeline:
         m.ledgers_processed.inc()
         m.contracts_found.inc(n_rows)
         m.last_committed_ledger.set(ledger.sequence)
+        self._lag = self._last_at - slot.received_at
         if ledger.close_time is not None:
-            self._lag = max(0.0, time.time() - ledger.close_time)
-            m.ledger_end_to_end_seconds.observe(self._lag)
+            m.ledger_end_to_end_seconds.observe(max(0.0, time.time() - ledger.close_time))
         if self._processed % self.config.progress_every == 0:
             LOG.info("progress ledger=%d processed=%d rows=%d", ledger.sequence, self._processed, self._rows)
 
