@@ -220,7 +220,6 @@ class Pipeline:
                     rows = slot.result.rows
                     for reason, count in slot.result.skipped.items():
                         self.metrics.rows_skipped.labels(reason).inc(count)
-                    self.metrics.ledger_processing_seconds.observe(slot.result.seconds)
                 offset = await self.sink.write(seq, rows)
                 if self.checkpoint_path is not None:
                     await trio.to_thread.run_sync(write_checkpoint, self.checkpoint_path, Checkpoint(seq, offset))
@@ -236,6 +235,8 @@ class Pipeline:
         m.ledgers_processed.inc()
         m.contracts_found.inc(n_rows)
         m.last_committed_ledger.set(ledger.sequence)
+        if slot.result is not None:
+            m.ledger_processing_seconds.observe(slot.result.seconds)
         self._lag = self._last_at - slot.received_at
         if ledger.close_time is not None:
             m.ledger_end_to_end_seconds.observe(max(0.0, time.time() - ledger.close_time))
