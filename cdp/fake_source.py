@@ -138,6 +138,8 @@ async def serve_fake_source(
         sockets = server._server.sockets  # grpclib keeps the asyncio server private
         port = sockets[0].getsockname()[1]
         LOG.info("fake source listening host=%s port=%d", options.host, port)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
         task_status.started(port)
         await trio.sleep_forever()
     finally:

@@ -96,6 +96,7 @@ class _Slot:
     done: trio.Event = attrs.field(factory=trio.Event)
     result: WorkResult | None = None
     error: str | None = None
+    abandoned: bool = False  # intake stopped before a worker took it: never committed
 
 
 @attrs.frozen
@@ -141,6 +142,11 @@ class Pipeline:
         self._last_at: float | None = None
         self._lag: float | None = None
         self.finished = trio.Event()
+        self._intake = trio.CancelScope()
+
+    def stop_intake(self) -> None:
+        """Take no new ledgers; those already with workers are finished and committed."""
+        self._intake.cancel("stop requested")
 
     def statistics(self) -> PipelineStatistics:
         return PipelineStatistics(
@@ -181,12 +187,18 @@ class Pipeline:
 
     async def _dispatch(self, ledgers: trio.MemoryReceiveChannel[Ledger], work: trio.MemorySendChannel[_Slot]) -> None:
         async with ledgers, work, self._order_send:
-            async for ledger in ledgers:
-                self._queue = ledgers.statistics().current_buffer_used
-                slot = _Slot(ledger, trio.current_time())
-                await self._order_send.send(slot)
-                self._in_window += 1
-                await work.send(slot)
+            with self._intake:
+                async for ledger in ledgers:
+                    self._queue = ledgers.statistics().current_buffer_used
+                    slot = _Slot(ledger, trio.current_time())
+                    await self._order_send.send(slot)
+                    self._in_window += 1
+                    try:
+                        await work.send(slot)
+                    except trio.Cancelled:
+                        slot.abandoned = True
+                        slot.done.set()
+                        raise
 
     async def _work(self, slots: trio.MemoryReceiveChannel[_Slot]) -> None:
         async with slots:
@@ -211,6 +223,9 @@ class Pipeline:
             async for slot in self._order_recv:
                 await slot.done.wait()
                 self._in_window -= 1
+                if slot.abandoned:
+                    LOG.info("stopped before ledger=%d: not committed", slot.ledger.sequence)
+                    break
                 seq = slot.ledger.sequence
                 if slot.error is not None:
                     await self._bad_ledger(slot.ledger, slot.error)

@@ -147,6 +147,7 @@ async def _serve(
                     await stop.wait()
                     LOG.info("stop requested: finishing in-flight ledgers")
                     intake.cancel()
+                    pipeline.stop_intake()
                     drain.deadline = trio.current_time() + config.shutdown_grace_s
 
                 nursery.start_soon(watch_stop)

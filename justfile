@@ -1,0 +1,30 @@
+# cdp task runner: `just --list`
+
+venv := ".venv"
+py := venv + "/bin/python"
+
+# create the virtualenv and install cdp with its test and dev extras
+setup:
+    python3 -m venv {{venv}}
+    {{py}} -m pip install -q -e '.[dev]'
+
+# fake source + service in one process: five ledgers of rows on stdout
+demo ledgers="5": setup
+    {{venv}}/bin/cdp demo --ledgers {{ledgers}}
+
+# the whole test suite (what .ci/run runs)
+test: setup
+    {{py}} -m pytest -q
+
+# regenerate the betterproto code from schema/ (needs the test extra: grpcio-tools, betterproto[compiler])
+gen:
+    PATH="{{venv}}/bin:$PATH" {{py}} -m grpc_tools.protoc -I schema --python_betterproto_out=cdp/proto schema/raw_ledger_service.proto
+
+# benchmarks: extraction and end-to-end ratios (run by hand, prints ratios)
+bench: setup
+    {{py}} bench/run.py
+
+# ruff and mypy
+lint: setup
+    {{venv}}/bin/ruff check cdp tests examples bench
+    {{venv}}/bin/mypy cdp

@@ -1,0 +1,122 @@
+"""The `cdp` command as users run it: demo, extract, version, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cdp.contract_data import ETL_FIELDS
+
+from .conftest import LEDGERS, ROOT, expected_rows, needs_shared
+
+CDP = [sys.executable, "-m", "cdp.cli"]
+
+
+def _run(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CDP, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def test_version() -> None:
+    """`cdp --version` prints the package version."""
+    from cdp import __version__
+
+    proc = _run("--version")
+    assert 0 == proc.returncode
+    assert f"cdp {__version__}" == proc.stdout.strip()
+
+
+def test_demo_prints_rows_with_every_etl_field() -> None:
+    """`cdp demo --ledgers 5` prints JSONL rows with all stellar-etl fields and exits 0."""
+    proc = _run("demo", "--ledgers", "5")
+    assert 0 == proc.returncode, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert rows
+    for row in rows:
+        assert set(ETL_FIELDS) <= set(row)
+    assert list(range(2, 7)) == sorted({r["ledger_sequence"] for r in rows})
+    seqs = [r["ledger_sequence"] for r in rows]
+    assert seqs == sorted(seqs)
+
+
+@needs_shared
+def test_extract_matches_expected_rows() -> None:
+    """`cdp extract` prints exactly the expected compact rows, sorted keys, compact JSON."""
+    files = ["pubnet-56065483.xdr", "pubnet-53312000.xdr", "testnet-4873.xdr"]
+    for mode in ("compact", "changes"):
+        for f in files:
+            network = "pubnet" if f.startswith("pubnet") else "testnet"
+            proc = _run("extract", "--network", network, "--mode", mode, str(LEDGERS / f))
+            assert 0 == proc.returncode, proc.stderr
+            lines = proc.stdout.splitlines()
+            assert expected_rows(mode, f) == [json.loads(line) for line in lines]
+            for line in lines:
+                assert json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"), ensure_ascii=False) == line
+
+
+@needs_shared
+def test_extract_orders_by_sequence_and_survives_a_bad_file(tmp_path: Path) -> None:
+    """A bad file gives one error line with file and byte offset, exit 1; the others still print, in order."""
+    bad = tmp_path / "bad.xdr"
+    good = LEDGERS / "pubnet-53312000.xdr"
+    bad.write_bytes(good.read_bytes()[:5000])
+    other = LEDGERS / "testnet-4873.xdr"
+    proc = _run("extract", "--network", "pubnet", str(good), str(bad), str(other))
+    assert 1 == proc.returncode
+    errors = proc.stderr.strip().splitlines()
+    assert 1 == len(errors)
+    assert str(bad) in errors[0] and "at byte" in errors[0]
+    seqs = [json.loads(line)["ledger_sequence"] for line in proc.stdout.splitlines()]
+    assert seqs == sorted(seqs) and {4873, 53312000} == set(seqs)
+
+
+def test_extract_reads_galexie_batches(tmp_path: Path) -> None:
+    """A zstd LedgerCloseMetaBatch yields the same rows as its ledgers one by one."""
+    import zstandard
+    from stellar_sdk import xdr
+
+    from cdp.synthetic import SyntheticLedgers
+
+    gen = SyntheticLedgers(seed=4)
+    metas = [gen.ledger_meta(s) for s in (10, 11, 12)]
+    batch = xdr.LedgerCloseMetaBatch(xdr.Uint32(10), xdr.Uint32(12), metas)
+    path = tmp_path / "FFFFFFF5--10-12.xdr.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(batch.to_xdr_bytes()))
+    for s in (10, 11, 12):
+        (tmp_path / f"{s}.xdr").write_bytes(gen.ledger(s))
+    from_batch = _run("extract", str(path))
+    from_files = _run("extract", *(str(tmp_path / f"{s}.xdr") for s in (12, 10, 11)))
+    assert 0 == from_batch.returncode == from_files.returncode, from_batch.stderr
+    assert from_files.stdout == from_batch.stdout
+    assert from_batch.stdout
+
+
+def test_run_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    """SIGTERM mid-run: exit 0 within 5 s, and the checkpoint resumes exactly where the file ends."""
+    fake = subprocess.Popen([*CDP, "fake-source", "--port", "0"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert fake.stderr is not None
+        line = fake.stderr.readline()
+        port = int(line.rsplit("port=", 1)[1])
+        out, cp = tmp_path / "out.jsonl", tmp_path / "cp.json"
+        env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "WORKER_MODE": "thread",
+               "CHECKPOINT_PATH": str(cp), "OUTPUT": str(out), "PROGRESS_EVERY": "1"}  # fmt: skip
+        run = subprocess.Popen([*CDP, "run"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        assert run.stderr is not None
+        for line in run.stderr:
+            if "progress ledger=5 " in line:  # logged after ledger 5's checkpoint is written
+                break
+        run.send_signal(signal.SIGTERM)
+        assert 0 == run.wait(timeout=5)
+        state = json.loads(cp.read_text())
+        assert out.stat().st_size == state["output_offset"]
+        last = json.loads(out.read_text().splitlines()[-1])["ledger_sequence"]
+        assert last == state["ledger"]
+    finally:
+        fake.kill()
+        fake.wait()
