@@ -38,6 +38,18 @@ class CircuitBreaker:
         self._consecutive = 0
         self._total = 0
         self._times_opened = 0
+        self._changed = trio.Event()
+
+    def _set(self, state: BreakerState) -> None:
+        if state != self._state:
+            self._state = state
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_state(self, state: BreakerState) -> None:
+        """Return once the breaker is in ``state`` (for tests and supervisors)."""
+        while self._state != state:
+            await self._changed.wait()
 
     @property
     def state(self) -> BreakerState:
@@ -50,12 +62,12 @@ class CircuitBreaker:
         """Return when a connection attempt is allowed; while open, that is after the reset timeout."""
         if self._state == BreakerState.OPEN:
             await trio.sleep_until(self._opened_at + self.reset_timeout)
-            self._state = BreakerState.HALF_OPEN
+            self._set(BreakerState.HALF_OPEN)
         await trio.lowlevel.checkpoint()
 
     def record_success(self) -> None:
         self._consecutive = 0
-        self._state = BreakerState.CLOSED
+        self._set(BreakerState.CLOSED)
 
     def record_failure(self) -> None:
         self._consecutive += 1
@@ -63,7 +75,7 @@ class CircuitBreaker:
         if self._state == BreakerState.HALF_OPEN or self._consecutive >= self.threshold:
             if self._state != BreakerState.OPEN:
                 self._times_opened += 1
-            self._state = BreakerState.OPEN
+            self._set(BreakerState.OPEN)
             self._opened_at = trio.current_time()
 
 

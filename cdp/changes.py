@@ -8,7 +8,7 @@ through here, so fee, operation, post-apply and upgrade groups are handled in on
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Final
+from typing import Any, Final
 
 import attrs
 from stellar_sdk import xdr
@@ -86,7 +86,8 @@ def ledger_info(lcm: xdr.LedgerCloseMeta) -> LedgerInfo:
     )
 
 
-def _body(lcm: xdr.LedgerCloseMeta) -> xdr.LedgerCloseMetaV0 | xdr.LedgerCloseMetaV1 | xdr.LedgerCloseMetaV2:
+def _body(lcm: xdr.LedgerCloseMeta) -> Any:
+    """The version's body; v0, v1 and v2 share the fields this module reads."""
     body = {0: lcm.v0, 1: lcm.v1, 2: lcm.v2}.get(lcm.v)
     if body is None:
         raise LedgerDecodeError(f"unsupported LedgerCloseMeta version {lcm.v}")

@@ -160,7 +160,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     if args.network and passphrase is None:
         _fail(f"--network={args.network}: must be one of {', '.join(NETWORKS)}", EXIT_USAGE)
     passphrase = passphrase or Config.load(flags={}).network_passphrase
-    keep = ETL_FIELDS + ("live_until_ledger_seq",)
+    keep: tuple[str, ...] = ETL_FIELDS + ("live_until_ledger_seq",)
     keep += CHANGE_FIELDS if args.mode == "changes" else ()
     keep += INSTANCE_FIELDS if args.instance_extras else ()
     failed = False

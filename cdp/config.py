@@ -102,9 +102,7 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         if self.end_ledger and self.end_ledger < self.start_ledger:
-            raise ConfigError(
-                f"END_LEDGER={self.end_ledger}: must be 0 or >= START_LEDGER ({self.start_ledger})"
-            )
+            raise ConfigError(f"END_LEDGER={self.end_ledger}: must be 0 or >= START_LEDGER ({self.start_ledger})")
         if self.backoff_cap_s < self.backoff_base_s:
             raise ConfigError(f"BACKOFF_CAP_S={self.backoff_cap_s}: must be >= BACKOFF_BASE_S")
 
@@ -155,17 +153,17 @@ class Config:
                 raise ConfigError(f"unknown setting {name!r}")
             where = origin.get(name, name)
             try:
-                kwargs[name] = _converter.structure(raw, _FIELDS[name].type)
+                kwargs[name] = _converter.structure(raw, _TYPES[name])
             except Exception as exc:
-                raise ConfigError(f"{where}={_show(raw)}: {_reason(exc, _FIELDS[name].type)}") from None
+                raise ConfigError(f"{where}={_show(raw)}: {_reason(exc, _TYPES[name])}") from None
         try:
             return cls(**kwargs)
         except ConfigError:
             raise
         except (ValueError, TypeError) as exc:
-            name = _failing_field(kwargs)
-            where = origin.get(name, name.upper()) if name else "config"
-            raw = values.get(name, "") if name else ""
+            failing = _failing_field(kwargs)
+            where = origin.get(failing, failing.upper()) if failing else "config"
+            raw = values.get(failing, "") if failing else ""
             raise ConfigError(f"{where}={_show(raw)}: {exc}") from None
 
 
@@ -260,3 +258,4 @@ _converter.register_structure_hook_func(lambda t: getattr(t, "__origin__", None)
 
 attrs.resolve_types(Config)
 _FIELDS: Final = {a.name: a for a in attrs.fields(Config)}
+_TYPES: Final[dict[str, Any]] = {a.name: a.type for a in attrs.fields(Config)}

@@ -18,8 +18,8 @@ from .changes import (
     CONTRACT_DATA,
     CREATED,
     REMOVED,
-    UPDATED,
     TTL,
+    UPDATED,
     Change,
     compact,
     decode_ledger,
@@ -65,7 +65,12 @@ def sac_asset(cd: xdr.ContractDataEntry, passphrase: str) -> tuple[str, str, str
     info = None
     for item in cd.val.instance.storage.sc_map:
         k = item.key
-        if k.type == _SCV.SCV_VEC and k.vec is not None and len(k.vec.sc_vec) == 1 and _sym(k.vec.sc_vec[0], b"AssetInfo"):
+        if (
+            k.type == _SCV.SCV_VEC
+            and k.vec is not None
+            and len(k.vec.sc_vec) == 1
+            and _sym(k.vec.sc_vec[0], b"AssetInfo")
+        ):
             info = item.val
             break
     if info is None or info.type != _SCV.SCV_VEC or info.vec is None or len(info.vec.sc_vec) != 2:

@@ -55,10 +55,13 @@ class _Provider:
 
     def __init__(self, options: FakeSourceOptions) -> None:
         self.stored: Mapping[int, StoredLedger] = load_ledgers(options.ledgers) if options.ledgers else {}
-        kwargs = {"passphrase": options.passphrase} if options.passphrase else {}
-        self.synthetic = None if self.stored else SyntheticLedgers(
-            seed=options.seed, soroban_txs=options.soroban_txs, ledger_bytes=options.ledger_bytes, **kwargs
-        )
+        self.synthetic: SyntheticLedgers | None = None
+        if not self.stored:
+            self.synthetic = SyntheticLedgers(
+                seed=options.seed, soroban_txs=options.soroban_txs, ledger_bytes=options.ledger_bytes
+            )
+            if options.passphrase:
+                self.synthetic = attrs.evolve(self.synthetic, passphrase=options.passphrase)
 
     @property
     def first(self) -> int:
@@ -75,7 +78,7 @@ class _Provider:
         return stored.raw if stored else None
 
 
-class FakeRawLedgerService(RawLedgerServiceBase):  # type: ignore[misc]
+class FakeRawLedgerService(RawLedgerServiceBase):
     def __init__(self, options: FakeSourceOptions) -> None:
         self.options = options
         self.provider = _Provider(options)
@@ -135,8 +138,9 @@ async def serve_fake_source(
     server = Server([service])
     await trio_asyncio.aio_as_trio(server.start)(options.host, options.port)
     try:
-        sockets = server._server.sockets  # grpclib keeps the asyncio server private
-        port = sockets[0].getsockname()[1]
+        aio_server = server._server  # grpclib keeps the asyncio server private
+        assert aio_server is not None
+        port = int(aio_server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
         LOG.info("fake source listening host=%s port=%d", options.host, port)
         for handler in logging.getLogger().handlers:
             handler.flush()

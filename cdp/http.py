@@ -88,7 +88,11 @@ class ServiceView:
                 "metrics": {"kind": self.sink_name, "rows_written": pipe.rows},
             },
         }
-        for name, error in (("data_source", src.last_error), ("stream_manager", self.fatal_error), ("sink", self.sink_error)):
+        for name, error in (
+            ("data_source", src.last_error),
+            ("stream_manager", self.fatal_error),
+            ("sink", self.sink_error),
+        ):
             if error:
                 components[name]["last_error"] = error
         if self.fatal_error or breaker == BreakerState.OPEN:

@@ -18,7 +18,8 @@ _PAIR: Final = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"{ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} component={record.name} {record.getMessage()}"
+        level = record.levelname.lower()
+        line = f"{ts}.{int(record.msecs):03d}Z level={level} component={record.name} {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

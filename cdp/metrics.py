@@ -18,7 +18,9 @@ class Metrics:
             return f"{PREFIX}_{name}"
 
         self.up = Gauge(n("up"), "1 while the service runs", registry=r)
-        self.component_healthy = Gauge(n("component_healthy"), "1 if the component is healthy", ["component"], registry=r)
+        self.component_healthy = Gauge(
+            n("component_healthy"), "1 if the component is healthy", ["component"], registry=r
+        )
         self.ledgers_received = Counter(n("ledgers_received"), "Ledgers received from upstream", registry=r)
         self.bytes_received = Counter(n("bytes_received"), "LedgerCloseMeta bytes received", registry=r)
         self.ingest_rate = Gauge(n("ingest_rate"), "Ledgers per second from upstream, smoothed", registry=r)
@@ -33,7 +35,9 @@ class Metrics:
         self.gaps = Counter(n("gaps"), "Gaps detected in the upstream stream", registry=r)
         self.duplicates = Counter(n("duplicates"), "Duplicate ledgers dropped", registry=r)
         self.rows_skipped = Counter(n("rows_skipped"), "Rows dropped by filters", ["reason"], registry=r)
-        self.ledgers_skipped = Counter(n("ledgers_dead_lettered"), "Bad ledgers written to the dead-letter file", registry=r)
+        self.ledgers_skipped = Counter(
+            n("ledgers_dead_lettered"), "Bad ledgers written to the dead-letter file", registry=r
+        )
         self.ledger_processing_seconds = Histogram(
             n("ledger_processing_seconds"), "Worker time per ledger", registry=r, buckets=LATENCY_BUCKETS
         )

@@ -274,7 +274,9 @@ class Pipeline:
         await trio.to_thread.run_sync(_append_line, path, json.dumps(record, sort_keys=True))
         self._dead += 1
         self.metrics.ledgers_skipped.inc()
-        LOG.error("bad ledger dead-lettered ledger=%d processor=%s error=%r path=%s", ledger.sequence, name, reason, path)
+        LOG.error(
+            "bad ledger dead-lettered ledger=%d processor=%s error=%r path=%s", ledger.sequence, name, reason, path
+        )
 
 
 def _append_line(path: Path, line: str) -> None:

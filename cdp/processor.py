@@ -42,7 +42,8 @@ class LedgerProcessor(Protocol):
     ``name`` labels its metrics and logs.
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def process(self, ledger: Ledger) -> Sequence[Row]: ...
 

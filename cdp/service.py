@@ -7,9 +7,8 @@ the same service as an async context manager yielding a channel of ``(sequence, 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
@@ -116,7 +115,9 @@ async def _serve(
     metrics = Metrics()
     metrics.up.set(1)
     source = LedgerSource(config, start)
-    pipeline = Pipeline(config, processor or default_processor(config), sink, metrics, checkpoint_path=config.checkpoint_path)
+    pipeline = Pipeline(
+        config, processor or default_processor(config), sink, metrics, checkpoint_path=config.checkpoint_path
+    )
     view = ServiceView(source, pipeline, sink.name, metrics)
     stop = trio.Event()
     done = trio.Event()
@@ -185,7 +186,7 @@ async def _run_pipeline(
 @trio.as_safe_channel
 async def open_row_stream(
     config: Config, *, processor: LedgerProcessor | None = None
-) -> AsyncIterator[tuple[int, Sequence[Row]]]:
+) -> AsyncGenerator[tuple[int, Sequence[Row]], None]:
     """The service as a channel of ``(sequence, rows)`` batches, in ledger order.
 
     Use as ``async with open_row_stream(config) as batches: async for sequence, rows in batches``.

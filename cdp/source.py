@@ -171,23 +171,26 @@ class LedgerSource:
             watchdog.deadline = trio.current_time() + self.config.connect_timeout_s
             try:
                 await trio_asyncio.aio_as_trio(self._stream)(endpoint, send, watchdog)
-            except (GRPCError, *CONNECTION_ERRORS) if self.done else () as exc:
-                LOG.debug("ignoring error after end_ledger error=%r", str(exc))  # all was delivered
-            except GRPCError as exc:
-                if exc.status in RETRIABLE_STATUSES:
-                    raise RetriableFailure(exc.status.name.lower(), f"{exc.status.name}: {exc.message}") from None
-                raise UpstreamError(
-                    f"upstream {endpoint} refused the stream at ledger {self._next}: "
-                    f"{exc.status.name}: {exc.message}"
-                ) from None
-            except CONNECTION_ERRORS as exc:
-                raise RetriableFailure("connection", f"{type(exc).__name__}: {exc}") from None
+            except (GRPCError, *CONNECTION_ERRORS) as exc:
+                if self.done:  # everything asked for was delivered: how the stream ended is moot
+                    LOG.debug("ignoring error after end_ledger error=%r", str(exc))
+                    return
+                raise self._classify(endpoint, exc) from None
         if watchdog.cancelled_caught:
             if self._answered:
                 raise RetriableFailure("idle", f"no ledger for {self.config.idle_timeout_s}s")
             raise RetriableFailure("connect", f"no answer within {self.config.connect_timeout_s}s")
         if not self.done:
             raise RetriableFailure("ended", "upstream ended the stream")
+
+    def _classify(self, endpoint: str, exc: BaseException) -> Exception:
+        if isinstance(exc, GRPCError):
+            if exc.status in RETRIABLE_STATUSES:
+                return RetriableFailure(exc.status.name.lower(), f"{exc.status.name}: {exc.message}")
+            return UpstreamError(
+                f"upstream {endpoint} refused the stream at ledger {self._next}: {exc.status.name}: {exc.message}"
+            )
+        return RetriableFailure("connection", f"{type(exc).__name__}: {exc}")
 
     async def _stream(self, endpoint: str, send: trio.MemorySendChannel[Ledger], watchdog: trio.CancelScope) -> None:
         """asyncio side: owns the grpclib channel and call for one attempt."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 from functools import cached_property
-from typing import Final
+from typing import Any, Final
 
 import attrs
 from stellar_sdk import Asset, Keypair, StrKey, xdr
@@ -176,7 +176,7 @@ class SyntheticLedgers:
         for i in range(max(0, (self.ledger_bytes - size) // one)):
             body.tx_processing.append(self._classic_tx(sequence, version, i, rng))
 
-    def _classic_tx(self, sequence: int, version: int, i: int, rng: random.Random) -> xdr.TransactionResultMeta:
+    def _classic_tx(self, sequence: int, version: int, i: int, rng: random.Random) -> Any:
         changes = updated(*self._world.fee_account(rng, sequence)) + updated(*self._world.fee_account(rng, sequence))
         return self._tx_meta(version, _h("classic", self.seed, sequence, i), changes, [changes])
 
@@ -186,7 +186,8 @@ class SyntheticLedgers:
         tx_hash: bytes,
         fee: list[xdr.LedgerEntryChange],
         ops: list[list[xdr.LedgerEntryChange]],
-    ) -> xdr.TransactionResultMeta:
+    ) -> Any:
+        """A ``TransactionResultMetaV1`` for LCM v2, a ``TransactionResultMeta`` for v1."""
         result = xdr.TransactionResultPair(
             xdr.Hash(tx_hash),
             xdr.TransactionResult(
@@ -209,9 +210,7 @@ class SyntheticLedgers:
                     [],
                 ),
             )
-            return xdr.TransactionResultMetaV1(
-                xdr.ExtensionPoint(0), result, xdr.LedgerEntryChanges(fee), meta, none
-            )
+            return xdr.TransactionResultMetaV1(xdr.ExtensionPoint(0), result, xdr.LedgerEntryChanges(fee), meta, none)
         meta = xdr.TransactionMeta(
             3,
             v3=xdr.TransactionMetaV3(
@@ -263,15 +262,11 @@ class SyntheticLedgers:
         if version == 2:
             return xdr.LedgerCloseMeta(
                 2,
-                v2=xdr.LedgerCloseMetaV2(
-                    xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, [], [], xdr.Uint64(0), []
-                ),
+                v2=xdr.LedgerCloseMetaV2(xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, [], [], xdr.Uint64(0), []),
             )
         return xdr.LedgerCloseMeta(
             1,
-            v1=xdr.LedgerCloseMetaV1(
-                xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, [], [], xdr.Uint64(0), [], []
-            ),
+            v1=xdr.LedgerCloseMetaV1(xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, [], [], xdr.Uint64(0), [], []),
         )
 
 
@@ -288,7 +283,12 @@ class _World:
     def build(cls, seed: int, passphrase: str) -> _World:
         accounts = tuple(Keypair.from_raw_ed25519_seed(_h("acct", seed, i)).raw_public_key() for i in range(8))
         sacs = []
-        for code, issuer in (("USDC", accounts[0]), ("EURO", accounts[1]), ("LONGASSET12", accounts[2]), ("yXLMx", accounts[3])):
+        for code, issuer in (
+            ("USDC", accounts[0]),
+            ("EURO", accounts[1]),
+            ("LONGASSET12", accounts[2]),
+            ("yXLMx", accounts[3]),
+        ):
             asset = Asset(code, StrKey.encode_ed25519_public_key(issuer))
             sacs.append((StrKey.decode_contract(asset.contract_id(passphrase)), code, issuer))
         wasm = tuple((_h("wasm-contract", seed, i), _h("wasm", seed, i % 2)) for i in range(3))
@@ -330,16 +330,22 @@ class _World:
                     (_sym("issuer"), xdr.SCVal(_SCV.SCV_BYTES, bytes=xdr.SCBytes(issuer))),
                 ),
             )
-            storage = xdr.SCMap([
-                xdr.SCMapEntry(_vec(_sym("Admin")), xdr.SCVal(_SCV.SCV_ADDRESS, address=_contract(self.holders[0]))),
-                xdr.SCMapEntry(_vec(_sym("AssetInfo")), info),
-                xdr.SCMapEntry(_sym("counter"), _u32(rng.randrange(1000))),
-            ])
+            storage = xdr.SCMap(
+                [
+                    xdr.SCMapEntry(
+                        _vec(_sym("Admin")), xdr.SCVal(_SCV.SCV_ADDRESS, address=_contract(self.holders[0]))
+                    ),
+                    xdr.SCMapEntry(_vec(_sym("AssetInfo")), info),
+                    xdr.SCMapEntry(_sym("counter"), _u32(rng.randrange(1000))),
+                ]
+            )
             exe = xdr.ContractExecutable(xdr.ContractExecutableType.CONTRACT_EXECUTABLE_STELLAR_ASSET)
         else:
             cid, wasm_hash = rng.choice(self.wasm_contracts)
             storage = xdr.SCMap([xdr.SCMapEntry(_sym("counter"), _u32(rng.randrange(1000)))])
-            exe = xdr.ContractExecutable(xdr.ContractExecutableType.CONTRACT_EXECUTABLE_WASM, wasm_hash=xdr.Hash(wasm_hash))
+            exe = xdr.ContractExecutable(
+                xdr.ContractExecutableType.CONTRACT_EXECUTABLE_WASM, wasm_hash=xdr.Hash(wasm_hash)
+            )
         val = xdr.SCVal(_SCV.SCV_CONTRACT_INSTANCE, instance=xdr.SCContractInstance(exe, storage))
         return contract_data_entry(last, cid, key, val, _PERSISTENT)
 
@@ -378,9 +384,9 @@ def _remove_temp(w: _World, rng: random.Random, seq: int) -> list[list[xdr.Ledge
 
 def _restore_then_update(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
     old = w.balance_entry(rng, seq)
-    new = contract_data_entry(seq, old.data.contract_data.contract.contract_id.contract_id.hash,
-                              old.data.contract_data.key, _map(*[(e.key, e.val) for e in old.data.contract_data.val.map.sc_map]),
-                              _PERSISTENT)  # fmt: skip
+    cd = old.data.contract_data
+    bumped = _map(*[(e.key, e.val) for e in cd.val.map.sc_map])
+    new = contract_data_entry(seq, cd.contract.contract_id.contract_id.hash, cd.key, bumped, _PERSISTENT)
     ttl = ttl_entry(seq, data_key_hash(old), seq + 100_000)
     follow = updated(old, new) if rng.random() < 0.5 else removed(old)
     return [restored(old) + follow[1:] + restored(ttl)]

@@ -36,4 +36,4 @@ def expected_rows(mode: str, file: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
-    yield tmp_path
+    return tmp_path

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from cdp.contract_data import ETL_FIELDS
 
 from .conftest import LEDGERS, ROOT, expected_rows, needs_shared
@@ -70,9 +68,11 @@ def test_extract_orders_by_sequence_and_survives_a_bad_file(tmp_path: Path) -> N
     assert 1 == proc.returncode
     errors = proc.stderr.strip().splitlines()
     assert 1 == len(errors)
-    assert str(bad) in errors[0] and "at byte" in errors[0]
+    assert str(bad) in errors[0]
+    assert "at byte" in errors[0]
     seqs = [json.loads(line)["ledger_sequence"] for line in proc.stdout.splitlines()]
-    assert seqs == sorted(seqs) and {4873, 53312000} == set(seqs)
+    assert seqs == sorted(seqs)
+    assert {4873, 53312000} == set(seqs)
 
 
 def test_extract_reads_galexie_batches(tmp_path: Path) -> None:

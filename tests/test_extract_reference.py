@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from stellar_sdk import xdr
 
-from cdp.changes import decode_ledger
+from cdp.changes import Change, decode_ledger
 from cdp.contract_data import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS, contract_data_row, rows_from_meta
-from cdp.changes import Change
 
 from .conftest import GOLDEN, LEDGERS, expected_rows, needs_shared, shared_index
 

@@ -35,7 +35,9 @@ def test_peek_on_synthetic() -> None:
     assert gen.close_time(1234) == facts.close_time
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x00\x00\x00\x02", b"\x00\x00\x00\x09" + b"\x00" * 400, b"\x00\x00\x00\x01" * 3])
+@pytest.mark.parametrize(
+    "raw", [b"", b"\x00\x00\x00\x02", b"\x00\x00\x00\x09" + b"\x00" * 400, b"\x00\x00\x00\x01" * 3]
+)
 def test_peek_rejects_garbage(raw: bytes) -> None:
     """Truncated or unknown input is a LedgerDecodeError, never another exception."""
     with pytest.raises(LedgerDecodeError):

@@ -80,7 +80,10 @@ async def test_bad_ledger_stops_by_default_at_the_previous_checkpoint(upstream: 
     cp = tmp_path / "cp.json"
     cfg = _config(ep, start_ledger=2, end_ledger=10, worker_mode="thread", checkpoint_path=str(cp),
                   output=str(tmp_path / "out.jsonl"))  # fmt: skip
-    with trio.fail_after(30), pytest.RaisesGroup(pytest.RaisesExc(BadLedgerError, match="ledger 6 "), flatten_subgroups=True):
+    with (
+        trio.fail_after(30),
+        pytest.RaisesGroup(pytest.RaisesExc(BadLedgerError, match="ledger 6 "), flatten_subgroups=True),
+    ):
         await cdp.serve(cfg)
     assert 5 == json.loads(cp.read_text())["ledger"]
 
@@ -151,7 +154,9 @@ async def test_http_health_ready_metrics(upstream: Any) -> None:
             handle.stop()
             await handle.wait_done()
         nursery.cancel_scope.cancel()
-    metrics = {s.name + str(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    metrics = {
+        s.name + str(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples
+    }
     p = "contract_data_processor_"
     assert rows_then == metrics[p + "contracts_found_total[]"]
     assert 11 == metrics[p + "ledgers_processed_total[]"]

@@ -21,7 +21,13 @@ from cdp.source import LedgerSource
 from .conftest import LEDGERS, ROOT, needs_shared
 from .helpers import free_port
 
-FAST = {"backoff_base_s": 0.01, "backoff_cap_s": 0.05, "breaker_reset_timeout_s": 0.3, "connect_timeout_s": 5.0, "idle_timeout_s": 5.0}
+FAST = {
+    "backoff_base_s": 0.01,
+    "backoff_cap_s": 0.05,
+    "breaker_reset_timeout_s": 0.3,
+    "connect_timeout_s": 5.0,
+    "idle_timeout_s": 5.0,
+}
 
 
 def _config(*endpoints: str, **kw: object) -> Config:
@@ -73,7 +79,9 @@ async def test_delivers_exact_range_in_order(loop: object) -> None:
     ],
     ids=["duplicate", "gap", "mislabel", "fail-after"],
 )
-async def test_faults_never_change_what_is_delivered(loop: object, fault: dict[str, object], check: dict[str, int]) -> None:
+async def test_faults_never_change_what_is_delivered(
+    loop: object, fault: dict[str, object], check: dict[str, int]
+) -> None:
     """Duplicates dropped, gaps re-requested, mislabels corrected, aborts resumed: still exactly 2..12."""
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -153,8 +161,7 @@ async def test_breaker_opens_then_closes_after_recovery(loop: object) -> None:
             src = LedgerSource(cfg, 2)
             send, receive = trio.open_memory_channel[Ledger](10)
             nursery.start_soon(src.run, send)
-            while src.breaker.state != BreakerState.OPEN:
-                await trio.sleep(0.01)
+            await src.breaker.wait_state(BreakerState.OPEN)
             await nursery.start(serve_fake_source, FakeSourceOptions(port=port))
             got = [ledger.sequence async for ledger in receive]
             assert list(range(2, 7)) == got

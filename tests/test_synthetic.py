@@ -45,7 +45,8 @@ def test_both_meta_versions_and_every_kind_of_row() -> None:
     assert {1, 2} == set(versions)
     assert {0, 1, 2, 4} <= set(kinds)
     assert {"credit_alphanum4", "credit_alphanum12"} == {t for t, _ in assets}
-    assert big and negative_seen
+    assert big
+    assert negative_seen
     assert min(per_ledger) >= 1
 
 
