@@ -1,6 +1,6 @@
 """A misbehaving upstream to point ``cdp run`` at: synthetic ledgers with injected faults.
 
-    python examples/fake_upstream.py &            # listens on 127.0.0.1:50053
+    python examples/fake_upstream.py &            # listens on 127.0.0.1:50053 (or the port in argv[1])
     SOURCE_ENDPOINT=127.0.0.1:50053 cdp run --end-ledger 60
 
 Every 25 ledgers it aborts the stream with UNAVAILABLE, it sends ledger 10 twice, skips 20 once
@@ -9,23 +9,25 @@ Every 25 ledgers it aborts the stream with UNAVAILABLE, it sends ledger 10 twice
 
 from __future__ import annotations
 
+import sys
+
 import trio
 import trio_asyncio
 
 import cdp
 
 
-async def main() -> None:
+async def main(port: int) -> None:
     options = cdp.FakeSourceOptions(
-        port=50053, rate=20, fail_after=25, duplicate=frozenset({10}), skip=frozenset({20}), mislabel=frozenset({30})
+        port=port, rate=20, fail_after=25, duplicate=frozenset({10}), skip=frozenset({20}), mislabel=frozenset({30})
     )
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         port = await nursery.start(cdp.serve_fake_source, options)
-        print(f"fake upstream on 127.0.0.1:{port}; Ctrl-C to stop")
+        print(f"fake upstream on 127.0.0.1:{port}; Ctrl-C to stop", flush=True)
 
 
 if __name__ == "__main__":
     try:
-        trio.run(main)
+        trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 50053)
     except KeyboardInterrupt:
         pass
