@@ -22,6 +22,7 @@ from .errors import CdpError, ConfigError, LedgerDecodeError
 from .fake_source import FakeSourceOptions, serve_fake_source
 from .ledger_files import StoredLedger, expand_paths, read_file
 from .logs import configure_logging
+from .pipeline import RowFilter
 from .service import ServiceHandle, serve
 from .sinks import dumps_row
 
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--passphrase", default=None)
     ext.add_argument("--mode", choices=("compact", "changes"), default="compact")
     ext.add_argument("--instance-extras", action="store_true", help="add contract_instance_type/_wasm_hash")
+    for a in attrs.fields(Config):
+        if a.name.startswith("filter_") or a.name == "include_deleted":
+            ext.add_argument("--" + a.name.replace("_", "-"), dest=a.name, metavar=a.name.upper(), default=None)
     return parser
 
 
@@ -163,6 +167,8 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     keep: tuple[str, ...] = ETL_FIELDS + ("live_until_ledger_seq",)
     keep += CHANGE_FIELDS if args.mode == "changes" else ()
     keep += INSTANCE_FIELDS if args.instance_extras else ()
+    filters = {a.name: getattr(args, a.name) for a in attrs.fields(Config) if hasattr(args, a.name)}
+    row_filter = RowFilter.from_config(Config.load(environ={}, flags=filters))
     failed = False
     ledgers: list[StoredLedger] = []
     for path in expand_paths(args.paths):
@@ -179,7 +185,8 @@ def _cmd_extract(args: argparse.Namespace) -> None:
             print(f"cdp extract: {ledger.origin}: {exc}", file=sys.stderr)
             failed = True
             continue
-        out.write("".join(dumps_row({k: r[k] for k in keep}) + "\n" for r in rows))
+        kept = [r for r in rows if row_filter.reason_to_skip(r) is None]
+        out.write("".join(dumps_row({k: r[k] for k in keep}) + "\n" for r in kept))
     out.flush()
     if failed:
         raise SystemExit(1)

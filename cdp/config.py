@@ -58,6 +58,33 @@ def _endpoints(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]
             raise ValueError(f"{ep!r} is not host:port with a port in 1..65535")
 
 
+def key_type_word(name: str) -> str:
+    """``SCV_LEDGER_KEY_NONCE``, ``ScValTypeScvLedgerKeyNonce`` and ``ledger_key_nonce`` all read alike."""
+    word = name.strip().lower().replace("_", "")
+    return word.removeprefix("scvaltype").removeprefix("scv")
+
+
+KEY_TYPES: Final = frozenset(
+    key_type_word(n)
+    for n in (
+        "BOOL VOID ERROR U32 I32 U64 I64 TIMEPOINT DURATION U128 I128 U256 I256 BYTES STRING SYMBOL VEC MAP "
+        "ADDRESS CONTRACT_INSTANCE LEDGER_KEY_CONTRACT_INSTANCE LEDGER_KEY_NONCE"
+    ).split()
+)
+
+
+def _key_types(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for item in value:
+        if key_type_word(item) not in KEY_TYPES:
+            raise ValueError(f"{item!r} is not an ScVal type (e.g. vec, symbol, ledger_key_contract_instance)")
+
+
+def _durabilities(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for item in value:
+        if item.lower().removeprefix("contractdatadurability") not in ("persistent", "temporary"):
+            raise ValueError(f"{item!r} must be persistent or temporary")
+
+
 def _passphrase(value: str) -> str:
     return NETWORKS.get(value.strip().lower(), value)
 
@@ -79,6 +106,9 @@ class Config:
     filter_contract_ids: tuple[str, ...] = ()
     filter_asset_codes: tuple[str, ...] = ()
     filter_asset_issuers: tuple[str, ...] = ()
+    filter_key_types: tuple[str, ...] = field(default=(), validator=_key_types)
+    filter_durability: tuple[str, ...] = field(default=(), validator=_durabilities)
+    filter_balance_holders: tuple[str, ...] = ()
     include_deleted: bool = True
     mode: Mode = "compact"
     instance_extras: bool = True

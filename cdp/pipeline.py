@@ -21,7 +21,7 @@ import trio
 import trio_parallel
 
 from .checkpoint import Checkpoint, write_checkpoint
-from .config import Config
+from .config import Config, key_type_word
 from .errors import CdpError
 from .metrics import Metrics
 from .processor import Ledger, LedgerProcessor, Row, describe
@@ -44,25 +44,46 @@ class RowFilter:
     contract_ids: frozenset[str] = frozenset()
     asset_codes: frozenset[str] = frozenset()
     asset_issuers: frozenset[str] = frozenset()
+    key_types: frozenset[str] = frozenset()  # normalized words, see config.key_type_word
+    durability: frozenset[str] = frozenset()  # "persistent" / "temporary"
+    balance_holders: frozenset[str] = frozenset()
     include_deleted: bool = True
 
     @classmethod
     def from_config(cls, config: Config) -> RowFilter:
         return cls(
-            frozenset(config.filter_contract_ids),
-            frozenset(config.filter_asset_codes),
-            frozenset(config.filter_asset_issuers),
-            config.include_deleted,
+            contract_ids=frozenset(config.filter_contract_ids),
+            asset_codes=frozenset(config.filter_asset_codes),
+            asset_issuers=frozenset(config.filter_asset_issuers),
+            key_types=frozenset(key_type_word(k) for k in config.filter_key_types),
+            durability=frozenset(d.lower().removeprefix("contractdatadurability") for d in config.filter_durability),
+            balance_holders=frozenset(config.filter_balance_holders),
+            include_deleted=config.include_deleted,
         )
 
     def reason_to_skip(self, row: Row) -> str | None:
-        if self.contract_ids and row.get("contract_id") not in self.contract_ids:
+        """The filter that drops ``row`` (the metric's ``reason`` label), or None to keep it.
+
+        Rows without the field a filter reads (e.g. from a custom processor) are never dropped by it.
+        """
+        if self.contract_ids and "contract_id" in row and row["contract_id"] not in self.contract_ids:
             return "contract_id"
         # Asset filters only judge rows that carry asset fields, as the original service does.
         if self.asset_codes and row.get("asset_code") and row["asset_code"] not in self.asset_codes:
             return "asset_code"
         if self.asset_issuers and row.get("asset_issuer") and row["asset_issuer"] not in self.asset_issuers:
             return "asset_issuer"
+        if (
+            self.key_types
+            and "contract_key_type" in row
+            and key_type_word(row["contract_key_type"]) not in self.key_types
+        ):
+            return "key_type"
+        if self.durability and "contract_durability" in row:
+            if row["contract_durability"].lower().removeprefix("contractdatadurability") not in self.durability:
+                return "durability"
+        if self.balance_holders and "balance_holder" in row and row["balance_holder"] not in self.balance_holders:
+            return "balance_holder"
         if not self.include_deleted and row.get("deleted"):
             return "deleted"
         return None

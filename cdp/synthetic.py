@@ -29,40 +29,43 @@ _PERSISTENT = xdr.ContractDataDurability.PERSISTENT
 _TEMPORARY = xdr.ContractDataDurability.TEMPORARY
 
 
+TxChanges = tuple[bytes, list[xdr.LedgerEntryChange], list[list[xdr.LedgerEntryChange]]]
+
+
 def _h(*parts: object) -> bytes:
     return hashlib.sha256(":".join(map(str, parts)).encode()).digest()
 
 
-def _sym(s: str) -> xdr.SCVal:
+def sym(s: str) -> xdr.SCVal:
     return xdr.SCVal(_SCV.SCV_SYMBOL, sym=xdr.SCSymbol(s.encode()))
 
 
-def _u32(n: int) -> xdr.SCVal:
+def u32(n: int) -> xdr.SCVal:
     return xdr.SCVal(_SCV.SCV_U32, u32=xdr.Uint32(n))
 
 
-def _i128(n: int) -> xdr.SCVal:
+def i128(n: int) -> xdr.SCVal:
     hi, lo = n >> 64, n & (2**64 - 1)
     return xdr.SCVal(_SCV.SCV_I128, i128=xdr.Int128Parts(xdr.Int64(hi), xdr.Uint64(lo)))
 
 
-def _vec(*items: xdr.SCVal) -> xdr.SCVal:
+def vec(*items: xdr.SCVal) -> xdr.SCVal:
     return xdr.SCVal(_SCV.SCV_VEC, vec=xdr.SCVec(list(items)))
 
 
-def _map(*pairs: tuple[xdr.SCVal, xdr.SCVal]) -> xdr.SCVal:
+def scmap(*pairs: tuple[xdr.SCVal, xdr.SCVal]) -> xdr.SCVal:
     return xdr.SCVal(_SCV.SCV_MAP, map=xdr.SCMap([xdr.SCMapEntry(k, v) for k, v in pairs]))
 
 
-def _bool(b: bool) -> xdr.SCVal:
+def boolean(b: bool) -> xdr.SCVal:
     return xdr.SCVal(_SCV.SCV_BOOL, b=b)
 
 
-def _contract(cid: bytes) -> xdr.SCAddress:
+def contract_address(cid: bytes) -> xdr.SCAddress:
     return xdr.SCAddress(xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT, contract_id=xdr.ContractID(xdr.Hash(cid)))
 
 
-def _account_id(pub: bytes) -> xdr.AccountID:
+def account_id(pub: bytes) -> xdr.AccountID:
     return xdr.AccountID(xdr.PublicKey(xdr.PublicKeyType.PUBLIC_KEY_TYPE_ED25519, xdr.Uint256(pub)))
 
 
@@ -73,7 +76,7 @@ def _entry(last_modified: int, data: xdr.LedgerEntryData) -> xdr.LedgerEntry:
 def contract_data_entry(
     last_modified: int, cid: bytes, key: xdr.SCVal, val: xdr.SCVal, durability: xdr.ContractDataDurability
 ) -> xdr.LedgerEntry:
-    cd = xdr.ContractDataEntry(xdr.ExtensionPoint(0), _contract(cid), key, durability, val)
+    cd = xdr.ContractDataEntry(xdr.ExtensionPoint(0), contract_address(cid), key, durability, val)
     return _entry(last_modified, xdr.LedgerEntryData(xdr.LedgerEntryType.CONTRACT_DATA, contract_data=cd))
 
 
@@ -158,13 +161,13 @@ class SyntheticLedgers:
         rng = random.Random(_h("ledger", self.seed, sequence))
         version = self.meta_version or (1 if sequence % 3 == 0 else 2)
         w = self._world
-        txs: list[tuple[bytes, list[xdr.LedgerEntryChange], list[list[xdr.LedgerEntryChange]]]] = []
+        txs: list[TxChanges] = []
         for i in range(self.soroban_txs):
             action = _ACTIONS[0] if i == 0 else rng.choice(_ACTIONS)
             tx_hash = _h("tx", self.seed, sequence, i)
             fee = updated(*w.fee_account(rng, sequence))
             txs.append((tx_hash, fee, action(w, rng, sequence)))
-        meta = self._assemble(sequence, version, txs)
+        meta = self.assemble(sequence, version, txs)
         if self.ledger_bytes:
             self._pad(meta, sequence, version, rng)
         return meta
@@ -223,12 +226,14 @@ class SyntheticLedgers:
         )
         return xdr.TransactionResultMeta(result, xdr.LedgerEntryChanges(fee), meta)
 
-    def _assemble(
+    def assemble(
         self,
         sequence: int,
         version: int,
-        txs: list[tuple[bytes, list[xdr.LedgerEntryChange], list[list[xdr.LedgerEntryChange]]]],
+        txs: list[TxChanges],
+        upgrades: list[list[xdr.LedgerEntryChange]] | None = None,
     ) -> xdr.LedgerCloseMeta:
+        """A ledger from explicit change groups: per tx (hash, fee changes, op changes), plus upgrades."""
         zero = xdr.Hash(b"\x00" * 32)
         header = xdr.LedgerHeader(
             ledger_version=xdr.Uint32(23 if version == 2 else 22),
@@ -259,14 +264,20 @@ class SyntheticLedgers:
             1, v1_tx_set=xdr.TransactionSetV1(header.previous_ledger_hash, [xdr.TransactionPhase(0, v0_components=[])])
         )
         processing = [self._tx_meta(version, h, fee, ops) for h, fee, ops in txs]
+        upgrade = xdr.LedgerUpgrade(xdr.LedgerUpgradeType.LEDGER_UPGRADE_BASE_FEE, new_base_fee=xdr.Uint32(100))
+        ups = [xdr.UpgradeEntryMeta(upgrade, xdr.LedgerEntryChanges(c)) for c in upgrades or []]
         if version == 2:
             return xdr.LedgerCloseMeta(
                 2,
-                v2=xdr.LedgerCloseMetaV2(xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, [], [], xdr.Uint64(0), []),
+                v2=xdr.LedgerCloseMetaV2(
+                    xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, ups, [], xdr.Uint64(0), []
+                ),
             )
         return xdr.LedgerCloseMeta(
             1,
-            v1=xdr.LedgerCloseMetaV1(xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, [], [], xdr.Uint64(0), [], []),
+            v1=xdr.LedgerCloseMetaV1(
+                xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, ups, [], xdr.Uint64(0), [], []
+            ),
         )
 
 
@@ -301,7 +312,7 @@ class _World:
 
         def acct(last: int, bal: int) -> xdr.LedgerEntry:
             a = xdr.AccountEntry(
-                _account_id(pub), xdr.Int64(bal), xdr.SequenceNumber(xdr.Int64(seq << 8)), xdr.Uint32(0),
+                account_id(pub), xdr.Int64(bal), xdr.SequenceNumber(xdr.Int64(seq << 8)), xdr.Uint32(0),
                 None, xdr.Uint32(0), xdr.String32(b""), xdr.Thresholds(b"\x01\x00\x00\x00"), [],
                 xdr.AccountEntryExt(0),
             )  # fmt: skip
@@ -312,10 +323,12 @@ class _World:
     def balance_entry(self, rng: random.Random, last: int, amount: int | None = None) -> xdr.LedgerEntry:
         cid = rng.choice(self.sacs)[0]
         holder = rng.choice(self.holders)
-        key = _vec(_sym("Balance"), xdr.SCVal(_SCV.SCV_ADDRESS, address=_contract(holder)))
+        key = vec(sym("Balance"), xdr.SCVal(_SCV.SCV_ADDRESS, address=contract_address(holder)))
         if amount is None:
             amount = rng.choice((rng.randrange(10**9), rng.randrange(2**63, 2**100), -rng.randrange(1, 10**6)))
-        val = _map((_sym("amount"), _i128(amount)), (_sym("authorized"), _bool(True)), (_sym("clawback"), _bool(False)))
+        val = scmap(
+            (sym("amount"), i128(amount)), (sym("authorized"), boolean(True)), (sym("clawback"), boolean(False))
+        )
         return contract_data_entry(last, cid, key, val, _PERSISTENT)
 
     def instance_entry(self, rng: random.Random, last: int) -> xdr.LedgerEntry:
@@ -323,26 +336,26 @@ class _World:
         if rng.random() < 0.6:
             cid, code, issuer = rng.choice(self.sacs)
             kind = "AlphaNum4" if len(code) <= 4 else "AlphaNum12"
-            info = _vec(
-                _sym(kind),
-                _map(
-                    (_sym("asset_code"), xdr.SCVal(_SCV.SCV_STRING, str=xdr.SCString(code.encode()))),
-                    (_sym("issuer"), xdr.SCVal(_SCV.SCV_BYTES, bytes=xdr.SCBytes(issuer))),
+            info = vec(
+                sym(kind),
+                scmap(
+                    (sym("asset_code"), xdr.SCVal(_SCV.SCV_STRING, str=xdr.SCString(code.encode()))),
+                    (sym("issuer"), xdr.SCVal(_SCV.SCV_BYTES, bytes=xdr.SCBytes(issuer))),
                 ),
             )
             storage = xdr.SCMap(
                 [
                     xdr.SCMapEntry(
-                        _vec(_sym("Admin")), xdr.SCVal(_SCV.SCV_ADDRESS, address=_contract(self.holders[0]))
+                        vec(sym("Admin")), xdr.SCVal(_SCV.SCV_ADDRESS, address=contract_address(self.holders[0]))
                     ),
-                    xdr.SCMapEntry(_vec(_sym("AssetInfo")), info),
-                    xdr.SCMapEntry(_sym("counter"), _u32(rng.randrange(1000))),
+                    xdr.SCMapEntry(vec(sym("AssetInfo")), info),
+                    xdr.SCMapEntry(sym("counter"), u32(rng.randrange(1000))),
                 ]
             )
             exe = xdr.ContractExecutable(xdr.ContractExecutableType.CONTRACT_EXECUTABLE_STELLAR_ASSET)
         else:
             cid, wasm_hash = rng.choice(self.wasm_contracts)
-            storage = xdr.SCMap([xdr.SCMapEntry(_sym("counter"), _u32(rng.randrange(1000)))])
+            storage = xdr.SCMap([xdr.SCMapEntry(sym("counter"), u32(rng.randrange(1000)))])
             exe = xdr.ContractExecutable(
                 xdr.ContractExecutableType.CONTRACT_EXECUTABLE_WASM, wasm_hash=xdr.Hash(wasm_hash)
             )
@@ -351,8 +364,8 @@ class _World:
 
     def temp_entry(self, rng: random.Random, last: int, seq: int) -> xdr.LedgerEntry:
         cid = rng.choice(self.wasm_contracts)[0]
-        key = _vec(_sym("Pending"), _u32(rng.randrange(50)))
-        return contract_data_entry(last, cid, key, _u32(seq), _TEMPORARY)
+        key = vec(sym("Pending"), u32(rng.randrange(50)))
+        return contract_data_entry(last, cid, key, u32(seq), _TEMPORARY)
 
 
 def _create_balance(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
@@ -385,7 +398,7 @@ def _remove_temp(w: _World, rng: random.Random, seq: int) -> list[list[xdr.Ledge
 def _restore_then_update(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
     old = w.balance_entry(rng, seq)
     cd = old.data.contract_data
-    bumped = _map(*[(e.key, e.val) for e in cd.val.map.sc_map])
+    bumped = scmap(*[(e.key, e.val) for e in cd.val.map.sc_map])
     new = contract_data_entry(seq, cd.contract.contract_id.contract_id.hash, cd.key, bumped, _PERSISTENT)
     ttl = ttl_entry(seq, data_key_hash(old), seq + 100_000)
     follow = updated(old, new) if rng.random() < 0.5 else removed(old)
