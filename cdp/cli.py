@@ -23,6 +23,7 @@ from .fake_source import FakeSourceOptions, serve_fake_source
 from .ledger_files import StoredLedger, expand_paths, read_file
 from .logs import configure_logging
 from .pipeline import RowFilter
+from .processor import LedgerProcessor, load_processor
 from .service import ServiceHandle, serve
 from .sinks import dumps_row
 
@@ -92,12 +93,12 @@ def _fail(message: str, status: int) -> NoReturn:
     raise SystemExit(status)
 
 
-async def _with_signals(config: Config, *, prelude: Any = None) -> None:
+async def _with_signals(config: Config, *, prelude: Any = None, processor: LedgerProcessor | None = None) -> None:
     """Run the service; the first SIGINT/SIGTERM stops it gracefully, a second one at once."""
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         if prelude is not None:
             config = await prelude(nursery)
-        handle: ServiceHandle = await nursery.start(serve, config)
+        handle: ServiceHandle = await nursery.start(partial(serve, config, processor=processor))
 
         async def on_signals() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -115,7 +116,8 @@ async def _with_signals(config: Config, *, prelude: Any = None) -> None:
 def _cmd_run(args: argparse.Namespace) -> None:
     config = _config(args)
     configure_logging(config.log_level, config.log_format)
-    trio.run(_with_signals, config)
+    processor = load_processor(config.processor, config)  # fails here, with status 2, if it is bad
+    trio.run(partial(_with_signals, config, processor=processor))
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:

@@ -111,6 +111,7 @@ class Config:
     filter_balance_holders: tuple[str, ...] = ()
     include_deleted: bool = True
     mode: Mode = "compact"
+    processor: str = "contract_data"  # a built-in (contract_data, ttl) or package.module:factory
     instance_extras: bool = True
     start_ledger: int = field(default=2, validator=_between(1, U32_MAX))
     end_ledger: int = field(default=0, validator=_between(0, U32_MAX, " (0 streams forever)"))

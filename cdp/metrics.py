@@ -27,6 +27,9 @@ class Metrics:
         self.ledgers_processed = Counter(n("ledgers_processed"), "Ledgers committed", registry=r)
         self.contracts_found = Counter(n("contracts_found"), "Rows written", registry=r)
         self.processing_errors = Counter(n("processing_errors"), "Errors by kind", ["kind"], registry=r)
+        self.processor_errors = Counter(
+            n("processor_errors"), "Ledgers a processor failed on", ["processor"], registry=r
+        )
         self.queue_depth = Gauge(n("queue_depth"), "Ledgers waiting for a worker", registry=r)
         self.current_ledger = Gauge(n("current_ledger"), "Newest ledger received", registry=r)
         self.last_committed_ledger = Gauge(n("last_committed_ledger"), "Newest ledger committed", registry=r)

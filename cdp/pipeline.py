@@ -283,6 +283,7 @@ class Pipeline:
         name = describe(self.processor)
         self._errors += 1
         self.metrics.processing_errors.labels("bad_ledger").inc()
+        self.metrics.processor_errors.labels(name).inc()
         if self.config.on_bad_ledger == "stop":
             raise BadLedgerError(ledger.sequence, name, reason)
         path = self.config.dead_letter_path or Path("cdp-dead-letter.jsonl")

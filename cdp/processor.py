@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, Protocol, runtime_checkable
+import importlib
+import pickle
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
 from stellar_sdk import xdr
 
 from .changes import decode_ledger
 from .contract_data import INSTANCE_FIELDS, Mode, Row, extract_rows
+from .errors import ConfigError
 
-__all__ = ["ContractDataProcessor", "Ledger", "LedgerProcessor", "Row"]
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["ContractDataProcessor", "Ledger", "LedgerProcessor", "Row", "load_processor"]
 
 
 @attrs.frozen
@@ -68,3 +74,50 @@ class ContractDataProcessor:
 
 def describe(processor: Any) -> str:
     return str(getattr(processor, "name", type(processor).__name__))
+
+
+BUILTIN: Final = {"contract_data": "cdp.processor:contract_data", "ttl": "cdp.processor:ttl"}
+
+
+def contract_data(config: Config) -> LedgerProcessor:
+    """The default processor's factory: ``--processor contract_data``."""
+    return ContractDataProcessor(config.network_passphrase, config.mode, config.instance_extras)
+
+
+def ttl(config: Config) -> LedgerProcessor:
+    """``--processor ttl``: stellar-etl ``ttl`` rows."""
+    from .ttl import TtlProcessor
+
+    return TtlProcessor(config.mode)
+
+
+def load_processor(spec: str, config: Config) -> LedgerProcessor:
+    """Build the processor named by ``spec``: a built-in name or ``package.module:factory``.
+
+    The factory is called with the ``Config`` and must return a picklable ``LedgerProcessor``
+    (a class taking the config works too).
+
+    Raises:
+        ConfigError: naming the spec and what was wrong with it.
+    """
+    target = BUILTIN.get(spec, spec)
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"PROCESSOR={spec}: expected a built-in ({', '.join(BUILTIN)}) or package.module:factory")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"PROCESSOR={spec}: cannot import: {exc}") from None
+    if not callable(factory):
+        raise ConfigError(f"PROCESSOR={spec}: {attr} is not callable")
+    try:
+        processor = factory(config)
+    except Exception as exc:
+        raise ConfigError(f"PROCESSOR={spec}: the factory failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(processor, LedgerProcessor):
+        raise ConfigError(f"PROCESSOR={spec}: {type(processor).__name__} has no process(ledger) and name")
+    try:
+        pickle.dumps(processor)
+    except Exception as exc:
+        raise ConfigError(f"PROCESSOR={spec}: must be picklable to run in worker processes: {exc}") from None
+    return processor

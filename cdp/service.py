@@ -20,7 +20,7 @@ from .errors import CdpError
 from .http import ServiceView, create_app, serve_http
 from .metrics import Metrics
 from .pipeline import Pipeline
-from .processor import ContractDataProcessor, Ledger, LedgerProcessor, Row
+from .processor import Ledger, LedgerProcessor, Row, load_processor
 from .sinks import CallbackSink, JsonlFileSink, RowsCallback, Sink, StdoutSink
 from .source import LedgerSource
 
@@ -48,10 +48,6 @@ class ServiceHandle:
     async def wait_done(self) -> None:
         """Wait until ``serve`` has returned (or failed)."""
         await self._done.wait()
-
-
-def default_processor(config: Config) -> LedgerProcessor:
-    return ContractDataProcessor(config.network_passphrase, config.mode, config.instance_extras)
 
 
 def _open_sink(config: Config, on_rows: RowsCallback | None, resume_offset: int | None) -> Sink:
@@ -116,7 +112,11 @@ async def _serve(
     metrics.up.set(1)
     source = LedgerSource(config, start)
     pipeline = Pipeline(
-        config, processor or default_processor(config), sink, metrics, checkpoint_path=config.checkpoint_path
+        config,
+        processor or load_processor(config.processor, config),
+        sink,
+        metrics,
+        checkpoint_path=config.checkpoint_path,
     )
     view = ServiceView(source, pipeline, sink.name, metrics)
     stop = trio.Event()
