@@ -6,10 +6,10 @@ A processor must be picklable and hold no Trio objects: the pipeline ships it to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import cached_property
 import importlib
 import pickle
+from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs

@@ -9,7 +9,6 @@ Run: ``python examples/custom_processor.py`` (against the built-in fake upstream
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import attrs

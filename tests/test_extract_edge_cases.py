@@ -106,8 +106,8 @@ def test_native_asset_info_forms() -> None:
     assert ("", "", "") == (row["asset_type"], row["asset_code"], row["asset_issuer"])
     (only,) = _rows(_ledger(created(two)))
     assert ("native", "", "") == (only["asset_type"], only["asset_code"], only["asset_issuer"])
-    assert ("wasm", "0a" * 32) == (rows[StrKey.encode_contract(b"\x01" * 32)]["contract_instance_type"],
-                                   rows[StrKey.encode_contract(b"\x01" * 32)]["contract_instance_wasm_hash"])  # fmt: skip
+    wasm_row = rows[StrKey.encode_contract(b"\x01" * 32)]
+    assert ("wasm", "0a" * 32) == (wasm_row["contract_instance_type"], wasm_row["contract_instance_wasm_hash"])
 
 
 @pytest.mark.parametrize(

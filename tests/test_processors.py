@@ -100,8 +100,8 @@ async def test_processor_error_stops_naming_ledger_and_processor(upstream: str) 
         {"source_endpoint": upstream, "health_port": 0, "end_ledger": 20, "worker_mode": "thread"}
     )
     committed: list[int] = []
-    with pytest.RaisesGroup(pytest.RaisesExc(BadLedgerError, match=r"^ledger 7 could not be processed by "
-                                             r"sequence: ValueError: refusing ledger 7$"), flatten_subgroups=True):  # fmt: skip
+    message = r"^ledger 7 could not be processed by sequence: ValueError: refusing ledger 7$"
+    with pytest.RaisesGroup(pytest.RaisesExc(BadLedgerError, match=message), flatten_subgroups=True):
         await cdp.serve(cfg, processor=SequenceProcessor(fail_on=frozenset({7})),
                         on_rows=lambda s, r: committed.append(s))  # fmt: skip
     assert [2, 3, 4, 5, 6] == committed
