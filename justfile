@@ -16,9 +16,10 @@ demo ledgers="5": setup
 test: setup
     {{py}} -m pytest -q
 
-# regenerate the betterproto code from schema/ (needs the test extra: grpcio-tools, betterproto[compiler])
+# regenerate the betterproto code from schema/ (needs the test extra) and the XDR skippers from the grammar
 gen:
     PATH="{{venv}}/bin:$PATH" {{py}} -m grpc_tools.protoc -I schema --python_betterproto_out=cdp/proto schema/raw_ledger_service.proto
+    {{py}} cdp/xdr_codegen.py ../shared/docs/xdr-grammar.json cdp/xdr_skip.py
 
 # benchmarks: extraction and end-to-end ratios (run by hand, prints ratios)
 bench: setup

@@ -7,8 +7,8 @@ through here, so fee, operation, post-apply and upgrade groups are handled in on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import attrs
 from stellar_sdk import xdr
@@ -55,6 +55,18 @@ class Change:
         entry = self.pre if self.change_type == REMOVED else self.post
         assert entry is not None
         return entry
+
+
+class _ChangeLike(Protocol):
+    @property
+    def change_type(self) -> int: ...
+    @property
+    def pre(self) -> Any: ...
+    @property
+    def post(self) -> Any: ...
+
+
+C = TypeVar("C", bound=_ChangeLike)
 
 
 def decode_ledger(raw: bytes) -> xdr.LedgerCloseMeta:
@@ -192,43 +204,58 @@ _MERGE: Final[dict[tuple[int, int], str]] = {
 }
 
 
-def compact(changes: Iterable[Change]) -> list[Change]:
+def _entry_key(change: Change) -> bytes:
+    entry = change.pre if change.pre is not None else change.post
+    assert entry is not None
+    return entry_ledger_key(entry).to_xdr_bytes()
+
+
+def _entry_live_until(entry: xdr.LedgerEntry) -> int | None:
+    return entry.data.ttl.live_until_ledger_seq.uint32 if entry.data.type.value == TTL else None
+
+
+def compact(
+    changes: Iterable[C],
+    key: Callable[[C], bytes] = _entry_key,  # type: ignore[assignment]
+    live_until: Callable[[Any], int | None] = _entry_live_until,
+) -> list[C]:
     """Merge changes by ledger key as Go's ``ChangeCompactor`` does; illegal transitions are dropped.
 
-    Returns one change per surviving key, in first-seen order (callers sort as they need).
+    Works on ``Change`` and on the fast path's byte-range changes alike (``key`` gives the ledger
+    key bytes, ``live_until`` a TTL entry's expiry). Returns one change per surviving key, in
+    first-seen order (callers sort as they need).
     """
-    cache: dict[bytes, Change] = {}
+    cache: dict[bytes, C] = {}
     for new in changes:
-        entry = new.pre if new.pre is not None else new.post
-        assert entry is not None
-        key = entry_ledger_key(entry).to_xdr_bytes()
-        old = cache.get(key)
+        k = key(new)
+        old = cache.get(k)
         if old is None:
-            cache[key] = new
+            cache[k] = new
             continue
         rule = _MERGE.get((old.change_type, new.change_type))
         if rule is None:
             continue  # ETL ignores AddChange's error: the illegal change is dropped
+        make = cast("Callable[..., C]", type(new))
         if rule == "drop":
-            del cache[key]
+            del cache[k]
         elif rule == "created":
-            cache[key] = Change(CREATED, old.pre, _ttl_max(old, new), "compacted")
+            cache[k] = make(CREATED, old.pre, _ttl_max(old.post, new.post, live_until), "compacted")
         elif rule == "updated":
-            cache[key] = Change(UPDATED, old.pre, _ttl_max(old, new), "compacted")
+            cache[k] = make(UPDATED, old.pre, _ttl_max(old.post, new.post, live_until), "compacted")
         elif rule == "restored":
-            cache[key] = Change(RESTORED, old.pre, new.post, "compacted")
+            cache[k] = make(RESTORED, old.pre, new.post, "compacted")
         elif rule == "removed_existing_pre":
-            cache[key] = Change(REMOVED, old.pre, None, "compacted")
+            cache[k] = make(REMOVED, old.pre, None, "compacted")
         else:
-            cache[key] = Change(REMOVED, new.pre, None, "compacted")
+            cache[k] = make(REMOVED, new.pre, None, "compacted")
     return list(cache.values())
 
 
-def _ttl_max(old: Change, new: Change) -> xdr.LedgerEntry | None:
+def _ttl_max(old: Any, new: Any, live_until: Callable[[Any], int | None]) -> Any:
     """For TTL entries an update keeps the larger ``live_until_ledger_seq`` (CAP-63)."""
-    post = new.post
-    if post is None or old.post is None or post.data.type.value != TTL:
-        return post
-    if old.post.data.ttl.live_until_ledger_seq.uint32 > post.data.ttl.live_until_ledger_seq.uint32:
-        return old.post
-    return post
+    if new is None or old is None:
+        return new
+    a, b = live_until(old), live_until(new)
+    if a is not None and b is not None and a > b:
+        return old
+    return new

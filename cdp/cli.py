@@ -19,6 +19,7 @@ from ._version import __version__
 from .config import NETWORKS, Config
 from .contract_data import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS, extract_rows
 from .errors import CdpError, ConfigError, LedgerDecodeError
+from .fast_path import extract_rows_fast
 from .fake_source import FakeSourceOptions, serve_fake_source
 from .ledger_files import StoredLedger, expand_paths, read_file
 from .logs import configure_logging
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--passphrase", default=None)
     ext.add_argument("--mode", choices=("compact", "changes"), default="compact")
     ext.add_argument("--instance-extras", action="store_true", help="add contract_instance_type/_wasm_hash")
+    ext.add_argument("--decoder", choices=("fast", "full"), default="fast", help="full: decode whole ledgers")
     for a in attrs.fields(Config):
         if a.name.startswith("filter_") or a.name == "include_deleted":
             ext.add_argument("--" + a.name.replace("_", "-"), dest=a.name, metavar=a.name.upper(), default=None)
@@ -182,7 +184,10 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     out = sys.stdout
     for ledger in sorted(ledgers, key=lambda item: item.sequence):
         try:
-            rows = extract_rows(ledger.raw, passphrase, args.mode)
+            if args.decoder == "fast":
+                rows, _ = extract_rows_fast(ledger.raw, passphrase, args.mode)
+            else:
+                rows = extract_rows(ledger.raw, passphrase, args.mode)
         except LedgerDecodeError as exc:
             print(f"cdp extract: {ledger.origin}: {exc}", file=sys.stderr)
             failed = True

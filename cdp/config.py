@@ -31,6 +31,7 @@ LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 WorkerMode = Literal["process", "thread"]
 BadLedgerPolicy = Literal["stop", "skip"]
+Decoder = Literal["fast", "full"]
 
 
 def _between(lo: float, hi: float, hint: str = "") -> Any:
@@ -111,6 +112,7 @@ class Config:
     filter_balance_holders: tuple[str, ...] = ()
     include_deleted: bool = True
     mode: Mode = "compact"
+    decoder: Decoder = "fast"  # contract_data: "full" always decodes the whole ledger
     processor: str = "contract_data"  # a built-in (contract_data, ttl) or package.module:factory
     instance_extras: bool = True
     start_ledger: int = field(default=2, validator=_between(1, U32_MAX))

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
+import attrs
 from stellar_sdk import Asset, StrKey, xdr
 
 from .changes import (
@@ -21,6 +22,7 @@ from .changes import (
     TTL,
     UPDATED,
     Change,
+    LedgerInfo,
     compact,
     decode_ledger,
     ledger_info,
@@ -39,6 +41,7 @@ ETL_FIELDS: Final = (
 CHANGE_FIELDS: Final = ("tx_hash", "tx_index", "operation_index", "change_group")
 INSTANCE_FIELDS: Final = ("contract_instance_type", "contract_instance_wasm_hash")
 
+ROW_ENTRY_TYPES: Final = (CONTRACT_DATA, TTL)  # TTLs give live_until_ledger_seq
 _DURABILITY: Final = {0: "ContractDataDurabilityTemporary", 1: "ContractDataDurabilityPersistent"}
 _SCV = xdr.SCValType
 
@@ -162,23 +165,60 @@ def instance_extras(cd: xdr.ContractDataEntry) -> tuple[str | None, str | None]:
     return exe.type.name.removeprefix("CONTRACT_EXECUTABLE_").lower(), None
 
 
+@attrs.frozen
+class Encoded:
+    """A contract-data entry's canonical XDR pieces, when the caller already has them as bytes."""
+
+    ledger_key: bytes
+    key: bytes
+    val: bytes
+    entry: bytes  # the whole ContractDataEntry
+
+
+def encode(cd: xdr.ContractDataEntry) -> Encoded:
+    ledger_key = xdr.LedgerKey(
+        xdr.LedgerEntryType.CONTRACT_DATA,
+        contract_data=xdr.LedgerKeyContractData(cd.contract, cd.key, cd.durability),
+    )
+    return Encoded(ledger_key.to_xdr_bytes(), cd.key.to_xdr_bytes(), cd.val.to_xdr_bytes(), cd.to_xdr_bytes())
+
+
 def contract_data_row(
     change: Change, ledger_seq: int, close_time: int, passphrase: str, live_until: int | None
 ) -> Row | None:
     """One ETL row, or None for what ETL skips (nonce keys, non-contract addresses)."""
     entry = change.entry
-    cd = entry.data.contract_data
+    return entry_row(
+        entry.data.contract_data,
+        entry.last_modified_ledger_seq.uint32,
+        change.change_type,
+        ledger_seq,
+        close_time,
+        passphrase,
+        live_until,
+        None,
+    )
+
+
+def entry_row(
+    cd: xdr.ContractDataEntry,
+    last_modified: int,
+    change_type: int,
+    ledger_seq: int,
+    close_time: int,
+    passphrase: str,
+    live_until: int | None,
+    encoded: Encoded | None,
+) -> Row | None:
+    """The row of one contract-data entry; ``encoded`` saves re-encoding what the caller has as bytes."""
     if cd.key.type == _SCV.SCV_LEDGER_KEY_NONCE:
         return None
     if cd.contract.type != xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT:
         return None
-    ledger_key = xdr.LedgerKey(
-        xdr.LedgerEntryType.CONTRACT_DATA,
-        contract_data=xdr.LedgerKeyContractData(cd.contract, cd.key, cd.durability),
-    )
-    lk = ledger_key.to_xdr_bytes()
+    enc = encoded or encode(cd)
     asset = sac_asset(cd, passphrase)
     balance = sac_balance(cd)
+    b64 = base64.b64encode
     row: Row = {
         "contract_id": StrKey.encode_contract(cd.contract.contract_id.contract_id.hash),
         "contract_key_type": scval_type_name(cd.key.type),
@@ -188,24 +228,29 @@ def contract_data_row(
         "asset_issuer": asset[2] if asset else "",
         "balance_holder": balance[0] if balance else "",
         "balance": balance[1] if balance else "",
-        "last_modified_ledger": entry.last_modified_ledger_seq.uint32,
-        "ledger_entry_change": change.change_type,
-        "deleted": change.change_type == REMOVED,
+        "last_modified_ledger": last_modified,
+        "ledger_entry_change": change_type,
+        "deleted": change_type == REMOVED,
         "closed_at": closed_at(close_time),
         "ledger_sequence": ledger_seq,
-        "ledger_key_hash": hashlib.sha256(lk).hexdigest(),
-        "ledger_key_hash_base_64": base64.b64encode(lk).decode(),
-        "key": cd.key.to_xdr(),
-        "key_decoded": json.loads(cd.key.to_json()),
-        "val": cd.val.to_xdr(),
-        "val_decoded": json.loads(cd.val.to_json()),
-        "contract_data_xdr": cd.to_xdr(),
+        "ledger_key_hash": hashlib.sha256(enc.ledger_key).hexdigest(),
+        "ledger_key_hash_base_64": b64(enc.ledger_key).decode(),
+        "key": b64(enc.key).decode(),
+        "key_decoded": scval_json(cd.key),
+        "val": b64(enc.val).decode(),
+        "val_decoded": scval_json(cd.val),
+        "contract_data_xdr": b64(enc.entry).decode(),
         "live_until_ledger_seq": live_until,
     }
     itype, ihash = instance_extras(cd)
     row["contract_instance_type"] = itype
     row["contract_instance_wasm_hash"] = ihash
     return row
+
+
+def scval_json(val: xdr.SCVal) -> Any:
+    """The stellar-xdr serde JSON of an ScVal, as stellar-etl writes ``key_decoded``/``val_decoded``."""
+    return val.to_json_dict()  # type: ignore[no-untyped-call]
 
 
 def _ttl_index(changes: Iterable[Change]) -> dict[str, int]:
@@ -228,8 +273,11 @@ def extract_rows(raw: bytes, passphrase: str, mode: Mode = "compact") -> list[Ro
 
 def rows_from_meta(lcm: xdr.LedgerCloseMeta, passphrase: str, mode: Mode = "compact") -> list[Row]:
     """Rows for an already decoded ``LedgerCloseMeta``."""
-    info = ledger_info(lcm)
-    changes = list(read_changes(lcm, (CONTRACT_DATA, TTL)))
+    return rows_from_changes(ledger_info(lcm), list(read_changes(lcm, ROW_ENTRY_TYPES)), passphrase, mode)
+
+
+def rows_from_changes(info: LedgerInfo, changes: list[Change], passphrase: str, mode: Mode = "compact") -> list[Row]:
+    """Rows from a ledger's contract-data and TTL changes in reader order (shared by both paths)."""
     data = [c for c in changes if c.entry.data.type.value == CONTRACT_DATA]
     ttls = [c for c in changes if c.entry.data.type.value == TTL]
     rows: list[Row] = []

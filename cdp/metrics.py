@@ -30,6 +30,9 @@ class Metrics:
         self.processor_errors = Counter(
             n("processor_errors"), "Ledgers a processor failed on", ["processor"], registry=r
         )
+        self.processor_events = Counter(
+            n("processor_events"), "Processor events, e.g. fast_path_fallback", ["processor", "event"], registry=r
+        )
         self.queue_depth = Gauge(n("queue_depth"), "Ledgers waiting for a worker", registry=r)
         self.current_ledger = Gauge(n("current_ledger"), "Newest ledger received", registry=r)
         self.last_committed_ledger = Gauge(n("last_committed_ledger"), "Newest ledger committed", registry=r)

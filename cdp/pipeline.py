@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -24,7 +24,7 @@ from .checkpoint import Checkpoint, write_checkpoint
 from .config import Config, key_type_word
 from .errors import CdpError
 from .metrics import Metrics
-from .processor import Ledger, LedgerProcessor, Row, describe
+from .processor import Ledger, LedgerProcessor, ProcessResult, Row, describe
 from .sinks import Sink
 
 LOG = logging.getLogger("cdp.pipeline")
@@ -94,6 +94,7 @@ class WorkResult:
     rows: list[Row]
     skipped: dict[str, int]
     seconds: float
+    events: Mapping[str, int]
 
 
 def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
@@ -101,13 +102,15 @@ def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Le
     t0 = time.perf_counter()
     rows: list[Row] = []
     skipped: dict[str, int] = {}
-    for row in processor.process(ledger):
+    out = processor.process(ledger)
+    produced, events = (out.rows, out.events) if isinstance(out, ProcessResult) else (out, {})
+    for row in produced:
         reason = row_filter.reason_to_skip(row)
         if reason is None:
             rows.append(row)
         else:
             skipped[reason] = skipped.get(reason, 0) + 1
-    return WorkResult(rows, skipped, time.perf_counter() - t0)
+    return WorkResult(rows, skipped, time.perf_counter() - t0, events)
 
 
 @attrs.define(eq=False)
@@ -164,6 +167,7 @@ class Pipeline:
         self._lag: float | None = None
         self.finished = trio.Event()
         self._intake = trio.CancelScope()
+        self._events_logged: set[str] = set()
 
     def stop_intake(self) -> None:
         """Take no new ledgers; those already with workers are finished and committed."""
@@ -256,6 +260,7 @@ class Pipeline:
                     rows = slot.result.rows
                     for reason, count in slot.result.skipped.items():
                         self.metrics.rows_skipped.labels(reason).inc(count)
+                    self._note_events(seq, slot.result.events)
                 offset = await self.sink.write(seq, rows)
                 if self.checkpoint_path is not None:
                     await trio.to_thread.run_sync(write_checkpoint, self.checkpoint_path, Checkpoint(seq, offset))
@@ -278,6 +283,14 @@ class Pipeline:
             m.ledger_end_to_end_seconds.observe(max(0.0, time.time() - ledger.close_time))
         if self._processed % self.config.progress_every == 0:
             LOG.info("progress ledger=%d processed=%d rows=%d", ledger.sequence, self._processed, self._rows)
+
+    def _note_events(self, sequence: int, events: Mapping[str, int]) -> None:
+        name = describe(self.processor)
+        for event, count in events.items():
+            self.metrics.processor_events.labels(name, event).inc(count)
+            if event not in self._events_logged:
+                self._events_logged.add(event)
+                LOG.warning("processor event processor=%s event=%s ledger=%d (logged once)", name, event, sequence)
 
     async def _bad_ledger(self, ledger: Ledger, reason: str) -> None:
         name = describe(self.processor)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
@@ -18,11 +18,12 @@ from stellar_sdk import xdr
 from .changes import decode_ledger
 from .contract_data import INSTANCE_FIELDS, Mode, Row, extract_rows
 from .errors import ConfigError
+from .fast_path import extract_rows_fast
 
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["ContractDataProcessor", "Ledger", "LedgerProcessor", "Row", "load_processor"]
+__all__ = ["ContractDataProcessor", "Ledger", "LedgerProcessor", "ProcessResult", "Row", "load_processor"]
 
 
 @attrs.frozen
@@ -41,9 +42,21 @@ class Ledger:
         return decode_ledger(self.raw)
 
 
+@attrs.frozen
+class ProcessResult:
+    """Rows plus counts of notable events (e.g. ``fast_path_fallback``), for processors that have them.
+
+    The pipeline adds the counts to ``processor_events_total{processor, event}`` and logs the first
+    occurrence of each event.
+    """
+
+    rows: Sequence[Row]
+    events: Mapping[str, int] = attrs.field(factory=dict)
+
+
 @runtime_checkable
 class LedgerProcessor(Protocol):
-    """Turns one ledger into rows (JSON-ready dicts); raise to reject the ledger.
+    """Turns one ledger into rows (JSON-ready dicts), or a ``ProcessResult``; raise to reject it.
 
     ``name`` labels its metrics and logs.
     """
@@ -51,25 +64,33 @@ class LedgerProcessor(Protocol):
     @property
     def name(self) -> str: ...
 
-    def process(self, ledger: Ledger) -> Sequence[Row]: ...
+    def process(self, ledger: Ledger) -> Sequence[Row] | ProcessResult: ...
 
 
 @attrs.frozen
 class ContractDataProcessor:
-    """Soroban contract-data rows with the stellar-etl ``contract_data`` fields."""
+    """Soroban contract-data rows with the stellar-etl ``contract_data`` fields.
+
+    ``fast`` walks the XDR and decodes only contract-data and TTL entries (``fast_path``), falling
+    back to the full decode for a ledger it cannot vouch for; ``fast=False`` always decodes fully.
+    """
 
     passphrase: str
     mode: Mode = "compact"
     instance_extras: bool = True
+    fast: bool = True
     name: str = "contract_data"
 
-    def process(self, ledger: Ledger) -> list[Row]:
-        rows = extract_rows(ledger.raw, self.passphrase, self.mode)
+    def process(self, ledger: Ledger) -> ProcessResult:
+        if self.fast:
+            rows, fell_back = extract_rows_fast(ledger.raw, self.passphrase, self.mode)
+        else:
+            rows, fell_back = extract_rows(ledger.raw, self.passphrase, self.mode), False
         if not self.instance_extras:
             for row in rows:
                 for f in INSTANCE_FIELDS:
                     del row[f]
-        return rows
+        return ProcessResult(rows, {"fast_path_fallback": 1} if fell_back else {})
 
 
 def describe(processor: Any) -> str:
@@ -81,7 +102,9 @@ BUILTIN: Final = {"contract_data": "cdp.processor:contract_data", "ttl": "cdp.pr
 
 def contract_data(config: Config) -> LedgerProcessor:
     """The default processor's factory: ``--processor contract_data``."""
-    return ContractDataProcessor(config.network_passphrase, config.mode, config.instance_extras)
+    return ContractDataProcessor(
+        config.network_passphrase, config.mode, config.instance_extras, fast=config.decoder == "fast"
+    )
 
 
 def ttl(config: Config) -> LedgerProcessor:

@@ -1,0 +1,324 @@
+"""Contract-data rows without decoding the whole ledger: walk the XDR, decode only what rows need.
+
+A full stellar-sdk decode of a pubnet ledger builds ~10^6 objects to reach a few dozen
+contract-data and TTL entries. Here the generated skippers (``xdr_skip``) jump over envelopes,
+results, events and classic entries by offset, and only CONTRACT_DATA/TTL ``LedgerEntry`` bytes
+are decoded, then fed through the same change pairing, compaction and row code as the full
+decode, so the rows are the same by construction (and tests compare both on every shared ledger).
+
+Anything the walk does not recognise (a future protocol's union arm, malformed bytes, deeper
+nesting than it follows) makes ``extract_rows_fast`` fall back to the full decode for that ledger,
+which then yields the reference rows or the reference error: never a different row.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from array import array
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+from stellar_sdk import xdr
+
+from . import xdr_skip as sk
+from .changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo, compact
+from .contract_data import ROW_ENTRY_TYPES, Encoded, Mode, Row, entry_row, extract_rows
+from .errors import LedgerDecodeError
+from .header import peek_header
+
+LOG = logging.getLogger("cdp.fast_path")
+
+U32 = sk.U32  # byte-offset readers, for the few fields rows take from the raw bytes
+I32 = sk.I32
+
+# (change kind, entry type, start, end) of one LedgerEntryChange's entry (or key, for REMOVED)
+_Item = tuple[int, int, int, int]
+# (group name, tx index, tx hash, operation index, items)
+_Group = tuple[str, int | None, str | None, int | None, list[_Item]]
+
+
+class FastPathError(Exception):
+    """The walk cannot vouch for this ledger; the full decode must answer instead."""
+
+
+def _count(w: array[int], o: int) -> int:
+    n = w[o]
+    if not 0 <= n <= len(w) - o - 1:
+        raise FastPathError(f"count {n} at byte {4 * o} exceeds the input")
+    return n
+
+
+def _changes(w: array[int], o: int) -> tuple[list[_Item], int]:
+    """One ``LedgerEntryChanges``: each change's kind, entry type and byte range, and the next word."""
+    n = _count(w, o)
+    o += 1
+    items: list[_Item] = []
+    for _ in range(n):
+        kind = w[o]
+        start = o + 1
+        if kind == REMOVED:
+            etype = w[start]
+            o = sk.s_LedgerKey(w, start)
+        elif kind in (CREATED, UPDATED, STATE, RESTORED):
+            etype = w[start + 1]
+            o = sk.s_LedgerEntry(w, start)
+        else:
+            raise FastPathError(f"LedgerEntryChangeType {kind} at byte {4 * o}")
+        items.append((kind, etype, 4 * start, 4 * o))
+    return items, o
+
+
+def _array(w: array[int], o: int, skip: Callable[[array[int], int], int]) -> int:
+    n = _count(w, o)
+    o += 1
+    for _ in range(n):
+        o = skip(w, o)
+    return o
+
+
+def _tx_meta(w: array[int], o: int, i: int, tx_hash: str, groups: list[_Group]) -> int:
+    """Walk one ``TransactionMeta``, appending its before/operation/after groups."""
+    v = w[o]
+    o += 1
+    if v == 0:  # Go refuses meta v0 and the reference skips it: so do we
+        return _array(w, o, sk.s_OperationMeta)
+    if v == 1:
+        items, o = _changes(w, o)
+        groups.append(("before", i, tx_hash, None, items))
+        n = _count(w, o)
+        o += 1
+        for k in range(n):
+            items, o = _changes(w, o)
+            groups.append(("operation", i, tx_hash, k, items))
+        return o
+    if v not in (2, 3, 4):
+        raise FastPathError(f"TransactionMeta version {v} at byte {4 * o - 4}")
+    if v >= 3:
+        o = sk.s_ExtensionPoint(w, o)
+    items, o = _changes(w, o)
+    groups.append(("before", i, tx_hash, None, items))
+    n = _count(w, o)
+    o += 1
+    for k in range(n):
+        if v == 4:
+            o = sk.s_ExtensionPoint(w, o)
+        items, o = _changes(w, o)
+        groups.append(("operation", i, tx_hash, k, items))
+        if v == 4:
+            o = _array(w, o, sk.s_ContractEvent)
+    items, o = _changes(w, o)
+    groups.append(("after", i, tx_hash, None, items))
+    if v == 3:
+        o = sk.s_SorobanTransactionMeta(w, o + 1) if w[o] else o + 1
+    elif v == 4:
+        o = sk.s_SorobanTransactionMetaV2(w, o + 1) if w[o] else o + 1
+        o = _array(w, o, sk.s_TransactionEvent)
+        o = _array(w, o, sk.s_DiagnosticEvent)
+    return o
+
+
+def walk(raw: bytes) -> list[_Group]:
+    """Every change group of the ledger, in ``LedgerChangeReader`` order, as byte ranges."""
+    w = sk.words(raw)
+    v = w[0]
+    o = 1
+    if v not in (0, 1, 2):
+        raise FastPathError(f"LedgerCloseMeta version {v}")
+    if v:
+        o = sk.s_LedgerCloseMetaExt(w, o)
+    o = sk.s_LedgerHeaderHistoryEntry(w, o)
+    o = sk.s_TransactionSet(w, o) if v == 0 else sk.s_GeneralizedTransactionSet(w, o)
+    fees: list[_Group] = []
+    metas: list[_Group] = []
+    posts: list[_Group] = []
+    n = _count(w, o)
+    o += 1
+    for i in range(n):
+        if v == 2:
+            o = sk.s_ExtensionPoint(w, o)
+        tx_hash = raw[4 * o : 4 * o + 32].hex()
+        o = sk.s_TransactionResultPair(w, o)
+        items, o = _changes(w, o)
+        fees.append(("fee", i, tx_hash, None, items))
+        o = _tx_meta(w, o, i, tx_hash, metas)
+        if v == 2:
+            items, o = _changes(w, o)
+            posts.append(("post_apply_fee", i, tx_hash, None, items))
+    upgrades: list[_Group] = []
+    n = _count(w, o)
+    o += 1
+    for _ in range(n):
+        o = sk.s_LedgerUpgrade(w, o)
+        items, o = _changes(w, o)
+        upgrades.append(("upgrade", None, None, None, items))
+    o = _array(w, o, sk.s_SCPHistoryEntry)
+    if v:
+        o += 2  # totalByteSizeOfLiveSorobanState
+        o = _array(w, o, sk.s_LedgerKey)
+        if v == 1:
+            o = _array(w, o, sk.s_LedgerEntry)
+    if o != len(w):
+        raise FastPathError(f"walk ended at byte {4 * o} of {len(raw)}")
+    return fees + metas + posts + upgrades
+
+
+@attrs.frozen
+class RawChange:
+    """A ``Change`` whose entries are still byte ranges ``(start, end)`` of the ledger."""
+
+    change_type: int
+    pre: tuple[int, int] | None
+    post: tuple[int, int] | None
+    group: str
+    tx_index: int | None = None
+    tx_hash: str | None = None
+    operation_index: int | None = None
+    etype: int = 0
+
+
+_CD_KEY_PREFIX: Final = CONTRACT_DATA.to_bytes(4, "big")
+_TTL_KEY_PREFIX: Final = TTL.to_bytes(4, "big")
+
+
+def _key_end(b: bytes, start: int) -> int:
+    """End of the durability field of the CONTRACT_DATA entry at ``start``; the bytes from the
+    address to here are the ledger key's body, checked canonical so they equal a re-encoding."""
+    if I32(b, start + 8)[0] != 0:
+        raise FastPathError(f"ContractDataEntry ext at byte {start + 8}")
+    o = sk.c_SCVal(b, sk.c_SCAddress(b, start + 12))
+    if I32(b, o)[0] not in (0, 1):
+        raise FastPathError(f"ContractDataDurability at byte {o}")
+    return o + 4
+
+
+def _ledger_key(b: bytes, rng: tuple[int, int], etype: int) -> bytes:
+    s = rng[0]
+    if etype == TTL:
+        return _TTL_KEY_PREFIX + b[s + 8 : s + 40]
+    return _CD_KEY_PREFIX + b[s + 12 : _key_end(b, s)]
+
+
+def _group_changes(b: bytes, group: _Group, wanted: frozenset[int]) -> list[RawChange]:
+    """``changes.group_changes`` on byte ranges: pair, keep ``wanted`` types, sort by key bytes."""
+    name, tx_index, tx_hash, op_index, items = group
+    out: list[tuple[bytes, RawChange]] = []
+    for i, item in enumerate(items):
+        kind, etype = item[0], item[1]
+        if kind == STATE:
+            continue
+        if kind in (UPDATED, REMOVED):
+            if i == 0 or items[i - 1][0] not in (STATE, RESTORED):
+                raise FastPathError(f"{name} group: change {i} has no preceding STATE")
+            prev = items[i - 1]
+            if prev[1] not in wanted:
+                continue
+            pre: tuple[int, int] | None = (prev[2], prev[3])
+            post = (item[2], item[3]) if kind == UPDATED else None
+            etype = prev[1]
+            key = _ledger_key(b, (prev[2], prev[3]), etype)
+        else:
+            if etype not in wanted:
+                continue
+            pre, post = None, (item[2], item[3])
+            key = _ledger_key(b, post, etype)
+        out.append((key, RawChange(kind, pre, post, name, tx_index, tx_hash, op_index, etype)))
+    out.sort(key=lambda pair: pair[0])
+    return [c for _, c in out]
+
+
+def read_raw_changes(raw: bytes) -> tuple[LedgerInfo, list[RawChange]]:
+    """The ledger's header facts and its CONTRACT_DATA and TTL changes, as byte ranges.
+
+    Raises:
+        FastPathError: (or ``SkipError``, ``struct.error``, ``RecursionError``) the walk cannot
+            vouch for these bytes; use the full decode.
+    """
+    facts = peek_header(raw)
+    info = LedgerInfo(facts.sequence, facts.close_time, facts.protocol, facts.meta_version)
+    changes: list[RawChange] = []
+    for group in walk(raw):
+        if any(item[1] in ROW_ENTRY_TYPES for item in group[4]):
+            changes.extend(_group_changes(raw, group, _WANTED))
+    return info, changes
+
+
+_WANTED: Final = frozenset(ROW_ENTRY_TYPES)
+
+
+def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str, mode: Mode) -> list[Row]:
+    """``contract_data.rows_from_changes`` on byte ranges, decoding only the entries rows show."""
+    data = [c for c in changes if c.etype == CONTRACT_DATA]
+    ttls = [c for c in changes if c.etype == TTL]
+
+    def key(c: RawChange) -> bytes:
+        rng = c.pre if c.pre is not None else c.post
+        assert rng is not None
+        return _ledger_key(b, rng, c.etype)
+
+    def live_until(rng: tuple[int, int]) -> int | None:
+        return int(U32(b, rng[0] + 40)[0]) if I32(b, rng[0] + 4)[0] == TTL else None
+
+    if mode == "compact":
+        data = compact(data, key, live_until)
+        ttls = compact(ttls, key, live_until)
+    live = {b[p[0] + 8 : p[0] + 40].hex(): U32(b, p[0] + 40)[0] for p in (c.post for c in ttls) if p is not None}
+    rows: list[Row] = []
+    for c in data:
+        rng = c.pre if c.change_type == REMOVED else c.post
+        assert rng is not None
+        s = rng[0]
+        key_end = _key_end(b, s)
+        val_end = sk.c_SCVal(b, key_end)
+        cd_bytes = b[s + 8 : val_end]
+        cd = xdr.ContractDataEntry.from_xdr_bytes(cd_bytes)
+        key_start = sk.c_SCAddress(b, s + 12)
+        encoded = Encoded(
+            ledger_key=_CD_KEY_PREFIX + b[s + 12 : key_end],
+            key=b[key_start : key_end - 4],
+            val=b[key_end:val_end],
+            entry=cd_bytes,
+        )
+        row = entry_row(cd, U32(b, s)[0], c.change_type, info.sequence, info.close_time, passphrase, None, encoded)
+        if row is None:
+            continue
+        if c.change_type in (CREATED, UPDATED):
+            row["live_until_ledger_seq"] = live.get(row["ledger_key_hash"])
+        if mode == "changes":
+            row["tx_hash"] = c.tx_hash
+            row["tx_index"] = c.tx_index
+            row["operation_index"] = c.operation_index
+            row["change_group"] = c.group
+        rows.append(row)
+    if mode == "compact":
+        rows.sort(key=lambda r: r["ledger_key_hash"])
+    return rows
+
+
+# LedgerDecodeError too (from the header peek): then the full decode names what is wrong, so the error
+# a user sees does not depend on which path ran.
+FALLBACK_ERRORS: Final = (
+    FastPathError,
+    sk.SkipError,
+    LedgerDecodeError,
+    struct.error,
+    IndexError,
+    RecursionError,
+    ValueError,
+    EOFError,
+)
+
+
+def extract_rows_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> tuple[list[Row], bool]:
+    """Rows for one ledger and whether the full decode had to answer instead of the walk.
+
+    Raises:
+        LedgerDecodeError: from the full decode, when the bytes are not a ledger at all.
+    """
+    try:
+        info, changes = read_raw_changes(raw)
+        return _rows(raw, info, changes, passphrase, mode), False
+    except FALLBACK_ERRORS as exc:
+        LOG.debug("fast path fell back error=%r", str(exc))
+        return extract_rows(raw, passphrase, mode), True
