@@ -19,8 +19,8 @@ from ._version import __version__
 from .config import NETWORKS, Config
 from .contract_data import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS, extract_rows
 from .errors import CdpError, ConfigError, LedgerDecodeError
-from .fast_path import extract_rows_fast
 from .fake_source import FakeSourceOptions, serve_fake_source
+from .fast_path import extract_rows_fast
 from .ledger_files import StoredLedger, expand_paths, read_file
 from .logs import configure_logging
 from .pipeline import RowFilter
