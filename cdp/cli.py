@@ -17,16 +17,16 @@ import trio_asyncio
 
 from ._version import __version__
 from .config import NETWORKS, Config
-from .contract_data import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS, extract_rows
 from .errors import CdpError, ConfigError, LedgerDecodeError
-from .fake_source import FakeSourceOptions, serve_fake_source
-from .fast_path import extract_rows_fast
-from .ledger_files import StoredLedger, expand_paths, read_file
 from .logs import configure_logging
-from .pipeline import RowFilter
 from .processor import LedgerProcessor, load_processor
+from .rows import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS
 from .service import ServiceHandle, serve
 from .sinks import dumps_row
+from .work import RowFilter
+
+# The fake source, synthetic ledgers and the extractor load stellar-sdk (~50 MB); `cdp run` does not
+# need it in the service process (workers load it), so those imports live in their commands.
 
 EXIT_USAGE = 2
 
@@ -128,6 +128,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     base = _config(args, health_port="0", end_ledger=str(args.ledgers + 1), start_ledger="2")
     configure_logging(base.log_level, base.log_format)
 
+    from .fake_source import FakeSourceOptions, serve_fake_source
+
     async def start_fake(nursery: trio.Nursery) -> Config:
         options = FakeSourceOptions(port=0, seed=args.seed, passphrase=base.network_passphrase)
         port = await nursery.start(serve_fake_source, options)
@@ -138,6 +140,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_fake_source(args: argparse.Namespace) -> None:
+    from .fake_source import FakeSourceOptions, serve_fake_source
+
     configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper(), os.environ.get("LOG_FORMAT", "text"))
     passphrase = NETWORKS.get((args.network or "").lower(), args.network)
     options = FakeSourceOptions(
@@ -164,6 +168,10 @@ def _cmd_fake_source(args: argparse.Namespace) -> None:
 
 
 def _cmd_extract(args: argparse.Namespace) -> None:
+    from .contract_data import extract_rows
+    from .fast_path import extract_rows_fast
+    from .ledger_files import StoredLedger, expand_paths, read_file
+
     passphrase = args.passphrase or NETWORKS.get((args.network or "").lower())
     if args.network and passphrase is None:
         _fail(f"--network={args.network}: must be one of {', '.join(NETWORKS)}", EXIT_USAGE)

@@ -131,6 +131,7 @@ class Config:
     breaker_failure_threshold: int = field(default=5, validator=_between(1, 1000))
     breaker_reset_timeout_s: float = field(default=30.0, validator=_between(0.001, 86400))
     max_ledger_bytes: int = field(default=64 * 1024 * 1024, validator=_between(1024, 2**31 - 1))
+    max_buffered_bytes: int = field(default=16 * 1024 * 1024, validator=_between(1024 * 1024, 2**40))
     shutdown_grace_s: float = field(default=3.0, validator=_between(0, 600))
 
     def __attrs_post_init__(self) -> None:

@@ -9,7 +9,7 @@ import base64
 import datetime as dt
 import hashlib
 from collections.abc import Iterable
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import attrs
 from stellar_sdk import Asset, StrKey, xdr
@@ -27,18 +27,7 @@ from .changes import (
     ledger_info,
     read_changes,
 )
-
-Row = dict[str, Any]
-Mode = Literal["compact", "changes"]
-
-ETL_FIELDS: Final = (
-    "contract_id", "contract_key_type", "contract_durability", "asset_code", "asset_issuer",
-    "asset_type", "balance_holder", "balance", "last_modified_ledger", "ledger_entry_change",
-    "deleted", "closed_at", "ledger_sequence", "ledger_key_hash", "ledger_key_hash_base_64",
-    "key", "key_decoded", "val", "val_decoded", "contract_data_xdr",
-)  # fmt: skip
-CHANGE_FIELDS: Final = ("tx_hash", "tx_index", "operation_index", "change_group")
-INSTANCE_FIELDS: Final = ("contract_instance_type", "contract_instance_wasm_hash")
+from .rows import Mode, Row
 
 ROW_ENTRY_TYPES: Final = (CONTRACT_DATA, TTL)  # TTLs give live_until_ledger_seq
 _DURABILITY: Final = {0: "ContractDataDurabilityTemporary", 1: "ContractDataDurabilityPersistent"}

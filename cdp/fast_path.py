@@ -24,9 +24,10 @@ from stellar_sdk import xdr
 
 from . import xdr_skip as sk
 from .changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo, compact
-from .contract_data import ROW_ENTRY_TYPES, Encoded, Mode, Row, entry_row, extract_rows
+from .contract_data import ROW_ENTRY_TYPES, Encoded, entry_row, extract_rows
 from .errors import LedgerDecodeError
 from .header import peek_header
+from .rows import Mode, Row
 
 LOG = logging.getLogger("cdp.fast_path")
 

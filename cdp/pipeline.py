@@ -20,12 +20,14 @@ import attrs
 import trio
 import trio_parallel
 
+from .budget import ByteBudget
 from .checkpoint import Checkpoint, write_checkpoint
-from .config import Config, key_type_word
+from .config import Config
 from .errors import CdpError
 from .metrics import Metrics
-from .processor import Ledger, LedgerProcessor, ProcessResult, Row, describe
+from .processor import Ledger, LedgerProcessor, Row, describe
 from .sinks import Sink
+from .work import RowFilter, WorkResult, process_ledger
 
 LOG = logging.getLogger("cdp.pipeline")
 
@@ -35,82 +37,6 @@ class BadLedgerError(CdpError):
         super().__init__(f"ledger {sequence} could not be processed by {processor}: {reason}")
         self.sequence = sequence
         self.reason = reason
-
-
-@attrs.frozen
-class RowFilter:
-    """The configured row filters; picklable, applied in the worker."""
-
-    contract_ids: frozenset[str] = frozenset()
-    asset_codes: frozenset[str] = frozenset()
-    asset_issuers: frozenset[str] = frozenset()
-    key_types: frozenset[str] = frozenset()  # normalized words, see config.key_type_word
-    durability: frozenset[str] = frozenset()  # "persistent" / "temporary"
-    balance_holders: frozenset[str] = frozenset()
-    include_deleted: bool = True
-
-    @classmethod
-    def from_config(cls, config: Config) -> RowFilter:
-        return cls(
-            contract_ids=frozenset(config.filter_contract_ids),
-            asset_codes=frozenset(config.filter_asset_codes),
-            asset_issuers=frozenset(config.filter_asset_issuers),
-            key_types=frozenset(key_type_word(k) for k in config.filter_key_types),
-            durability=frozenset(d.lower().removeprefix("contractdatadurability") for d in config.filter_durability),
-            balance_holders=frozenset(config.filter_balance_holders),
-            include_deleted=config.include_deleted,
-        )
-
-    def reason_to_skip(self, row: Row) -> str | None:
-        """The filter that drops ``row`` (the metric's ``reason`` label), or None to keep it.
-
-        Rows without the field a filter reads (e.g. from a custom processor) are never dropped by it.
-        """
-        if self.contract_ids and "contract_id" in row and row["contract_id"] not in self.contract_ids:
-            return "contract_id"
-        # Asset filters only judge rows that carry asset fields, as the original service does.
-        if self.asset_codes and row.get("asset_code") and row["asset_code"] not in self.asset_codes:
-            return "asset_code"
-        if self.asset_issuers and row.get("asset_issuer") and row["asset_issuer"] not in self.asset_issuers:
-            return "asset_issuer"
-        if (
-            self.key_types
-            and "contract_key_type" in row
-            and key_type_word(row["contract_key_type"]) not in self.key_types
-        ):
-            return "key_type"
-        if self.durability and "contract_durability" in row:
-            if row["contract_durability"].lower().removeprefix("contractdatadurability") not in self.durability:
-                return "durability"
-        if self.balance_holders and "balance_holder" in row and row["balance_holder"] not in self.balance_holders:
-            return "balance_holder"
-        if not self.include_deleted and row.get("deleted"):
-            return "deleted"
-        return None
-
-
-@attrs.frozen
-class WorkResult:
-    rows: list[Row]
-    skipped: dict[str, int]
-    seconds: float
-    events: Mapping[str, int]
-
-
-def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
-    """Runs in a worker process: process one ledger and filter its rows."""
-    t0 = time.perf_counter()
-    rows: list[Row] = []
-    skipped: dict[str, int] = {}
-    out = processor.process(ledger)
-    produced, events = (out.rows, out.events) if isinstance(out, ProcessResult) else (out, {})
-    for row in produced:
-        reason = row_filter.reason_to_skip(row)
-        if reason is None:
-            rows.append(row)
-        else:
-            skipped[reason] = skipped.get(reason, 0) + 1
-    return WorkResult(rows, skipped, time.perf_counter() - t0, events)
 
 
 @attrs.define(eq=False)
@@ -147,6 +73,7 @@ class Pipeline:
         metrics: Metrics,
         *,
         checkpoint_path: Path | None,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.config = config
         self.processor = processor
@@ -154,6 +81,9 @@ class Pipeline:
         self.metrics = metrics
         self.checkpoint_path = checkpoint_path
         self.row_filter = RowFilter.from_config(config)
+        self.budget = budget
+        # Worker processes: no more than cores (each holds ~75 MB); WORKER_COUNT tasks keep them fed.
+        self.limiter = trio.CapacityLimiter(max(1, min(config.worker_count, os.cpu_count() or 1)))
         self.window = max(2 * config.worker_count, 4)
         self._order_send, self._order_recv = trio.open_memory_channel[_Slot](self.window)
         self._processed = 0
@@ -231,7 +161,12 @@ class Pipeline:
                 try:
                     if self.config.worker_mode == "process":
                         slot.result = await trio_parallel.run_sync(
-                            process_ledger, self.processor, self.row_filter, slot.ledger, kill_on_cancel=True
+                            process_ledger,
+                            self.processor,
+                            self.row_filter,
+                            slot.ledger,
+                            kill_on_cancel=True,
+                            limiter=self.limiter,
                         )
                     else:
                         slot.result = await trio.to_thread.run_sync(
@@ -248,6 +183,8 @@ class Pipeline:
             async for slot in self._order_recv:
                 await slot.done.wait()
                 self._in_window -= 1
+                if self.budget is not None:
+                    self.budget.give_back(len(slot.ledger.raw))
                 if slot.abandoned:
                     LOG.info("stopped before ledger=%d: not committed", slot.ledger.sequence)
                     break

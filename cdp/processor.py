@@ -13,14 +13,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
-from stellar_sdk import xdr
 
-from .changes import decode_ledger
-from .contract_data import INSTANCE_FIELDS, Mode, Row, extract_rows
 from .errors import ConfigError
-from .fast_path import extract_rows_fast
+from .rows import INSTANCE_FIELDS, Mode, Row
 
 if TYPE_CHECKING:
+    from stellar_sdk import xdr
+
     from .config import Config
 
 __all__ = ["ContractDataProcessor", "Ledger", "LedgerProcessor", "ProcessResult", "Row", "load_processor"]
@@ -39,6 +38,8 @@ class Ledger:
 
     @cached_property
     def meta(self) -> xdr.LedgerCloseMeta:
+        from .changes import decode_ledger  # stellar-sdk is ~50 MB: loaded where ledgers are decoded
+
         return decode_ledger(self.raw)
 
 
@@ -82,6 +83,9 @@ class ContractDataProcessor:
     name: str = "contract_data"
 
     def process(self, ledger: Ledger) -> ProcessResult:
+        from .contract_data import extract_rows
+        from .fast_path import extract_rows_fast
+
         if self.fast:
             rows, fell_back = extract_rows_fast(ledger.raw, self.passphrase, self.mode)
         else:

@@ -14,6 +14,7 @@ import attrs
 import trio
 import trio_asyncio
 
+from .budget import ByteBudget
 from .checkpoint import read_checkpoint
 from .config import Config
 from .errors import CdpError
@@ -110,13 +111,15 @@ async def _serve(
     sink = _open_sink(config, on_rows, resume_offset)
     metrics = Metrics()
     metrics.up.set(1)
-    source = LedgerSource(config, start)
+    budget = ByteBudget(config.max_buffered_bytes)
+    source = LedgerSource(config, start, budget)
     pipeline = Pipeline(
         config,
         processor or load_processor(config.processor, config),
         sink,
         metrics,
         checkpoint_path=config.checkpoint_path,
+        budget=budget,
     )
     view = ServiceView(source, pipeline, sink.name, metrics)
     stop = trio.Event()

@@ -29,6 +29,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from .breaker import Backoff, BreakerStatistics, CircuitBreaker
+from .budget import ByteBudget
 from .config import Config
 from .errors import LedgerDecodeError, UpstreamError
 from .header import peek_header
@@ -83,8 +84,9 @@ class SourceStatistics:
 class LedgerSource:
     """Streams ledgers from ``start`` on into a Trio channel, reconnecting and failing over."""
 
-    def __init__(self, config: Config, start: int) -> None:
+    def __init__(self, config: Config, start: int, budget: ByteBudget | None = None) -> None:
         self.config = config
+        self.budget = budget or ByteBudget(config.max_buffered_bytes)
         self.endpoints = config.source_endpoint
         self.breaker = CircuitBreaker(config.breaker_failure_threshold, config.breaker_reset_timeout_s)
         self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s)
@@ -246,6 +248,10 @@ class LedgerSource:
             raise RetriableFailure("gap", f"gap in upstream stream: expected ledger {self._next}, got {seq}")
         ledger = Ledger(seq, close_time, raw)
         watchdog.deadline = math.inf  # waiting on our own full channel is not an upstream stall
+        if self.budget.would_block(len(raw)):
+            await trio_asyncio.trio_as_aio(self.budget.take)(len(raw))
+        else:
+            self.budget.take_nowait(len(raw))
         try:
             send.send_nowait(ledger)
         except trio.WouldBlock:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import attrs
 
 from .changes import REMOVED, TTL, compact, ledger_info, read_changes
-from .contract_data import Mode, Row, closed_at
+from .contract_data import closed_at
 from .processor import Ledger
+from .rows import Mode, Row
 
 
 @attrs.frozen

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cdp.contract_data import ETL_FIELDS
+from cdp.rows import ETL_FIELDS
 
 from .conftest import LEDGERS, ROOT, expected_rows, needs_shared
 

@@ -10,7 +10,8 @@ import pytest
 from stellar_sdk import xdr
 
 from cdp.changes import Change, decode_ledger
-from cdp.contract_data import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS, contract_data_row, rows_from_meta
+from cdp.contract_data import contract_data_row, rows_from_meta
+from cdp.rows import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS
 
 from .conftest import GOLDEN, LEDGERS, expected_rows, needs_shared, shared_index
 

@@ -1,0 +1,193 @@
+"""Benchmarks for the performance targets (run by hand: `just bench`); prints ratios, asserts nothing.
+
+1. Extraction, single core: full stellar-sdk decode + walk (the baseline, `cdp.contract_data.
+   extract_rows`) against the fast path (`cdp.fast_path.extract_rows_fast`) on the real pubnet
+   ledgers of ../shared/ledgers, with the rows checked identical.
+2. End to end over real gRPC on loopback: the fake source in its own process serves pubnet-sized
+   synthetic ledgers (~1 MB, ~40 contract-data changes each) from files; first a bare client
+   measures the raw stream rate, then `cdp run` with default settings processes the same range.
+3. Peak RSS of the whole `cdp run` process tree (service + worker processes) during (2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CDP_SHARED_LEDGERS", ROOT.parent / "shared" / "ledgers"))
+sys.path.insert(0, str(ROOT))
+
+
+def best_of(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_extraction(repeat: int) -> None:
+    from cdp.contract_data import extract_rows
+    from cdp.fast_path import extract_rows_fast
+
+    index = {e["file"]: e for e in json.loads((SHARED / "index.json").read_text())}
+    files = sorted(f for f, e in index.items() if e["network"] == "pubnet" and e["bytes"] > 100_000)
+    print("\n== 1. extraction, single core (ms per ledger; best of %d) ==" % repeat)
+    print(f"{'ledger':<24}{'MB':>6}{'rows':>6}{'full':>10}{'fast':>9}{'ratio':>8}")
+    total_full = total_fast = 0.0
+    bench_full = bench_fast = 0.0
+    for f in files:
+        raw = (SHARED / f).read_bytes()
+        phrase = index[f]["passphrase"]
+        rows, fell_back = extract_rows_fast(raw, phrase)
+        assert rows == extract_rows(raw, phrase), f"{f}: fast rows differ"
+        assert not fell_back, f"{f}: fast path fell back"
+        full = best_of(lambda: extract_rows(raw, phrase), repeat)
+        fast = best_of(lambda: extract_rows_fast(raw, phrase), repeat)
+        total_full += full
+        total_fast += fast
+        if f.startswith("pubnet-630929"):
+            bench_full += full
+            bench_fast += fast
+        print(f"{f:<24}{len(raw) / 1e6:>6.2f}{len(rows):>6}{full * 1e3:>10.1f}{fast * 1e3:>9.1f}{full / fast:>7.1f}x")
+    print(f"RESULT extraction 63092982..91: baseline {bench_full * 100:.1f} ms/ledger, fast {bench_fast * 100:.1f} "
+          f"ms/ledger, ratio {bench_full / bench_fast:.1f}x (target >= 20x)")  # fmt: skip
+    print(f"RESULT extraction all {len(files)} pubnet files: ratio {total_full / total_fast:.1f}x")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_ledgers(directory: Path, first: int, count: int) -> None:
+    from cdp.synthetic import SyntheticLedgers
+
+    gen = SyntheticLedgers(seed=2026, soroban_txs=40, ledger_bytes=1_000_000)
+    for seq in range(first, first + count):
+        path = directory / f"{seq}.xdr"
+        if not path.exists():
+            path.write_bytes(gen.ledger(seq))
+
+
+def raw_stream_rate(port: int, first: int, last: int) -> tuple[float, float]:
+    """Ledgers/s and MB/s of a bare grpclib client (no processing) against the fake source."""
+    import asyncio
+
+    from grpclib.client import Channel
+
+    from cdp.proto.raw_ledger_service import RawLedgerServiceStub, StreamLedgersRequest
+
+    async def run() -> tuple[float, float]:
+        channel = Channel("127.0.0.1", port)
+        n = size = 0
+        t0 = time.perf_counter()
+        async for msg in RawLedgerServiceStub(channel).stream_raw_ledgers(StreamLedgersRequest(start_ledger=first)):
+            n += 1
+            size += len(msg.ledger_close_meta_xdr)
+            if msg.sequence >= last:
+                break
+        dt = time.perf_counter() - t0
+        channel.close()
+        return n / dt, size / dt / 1e6
+
+    return asyncio.run(run())
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pids.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, AttributeError):
+            continue
+    return total / 1024
+
+
+def bench_end_to_end(count: int, workdir: Path) -> None:
+    first = 1000
+    last = first + count - 1
+    ledgers = workdir / "ledgers"
+    ledgers.mkdir(exist_ok=True)
+    print(f"\n== 2. end to end, {count} synthetic pubnet-sized ledgers over loopback gRPC ==")
+    t0 = time.perf_counter()
+    make_ledgers(ledgers, first, count)
+    print(f"(ledger files ready in {time.perf_counter() - t0:.1f}s)")
+    port = free_port()
+    fake = subprocess.Popen([sys.executable, "-m", "cdp.cli", "fake-source", "--port", str(port), "--ledgers",
+                             str(ledgers)], cwd=ROOT, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert fake.stderr is not None
+        for line in fake.stderr:
+            if "listening" in line:
+                break
+        raw_rate, raw_mb = raw_stream_rate(port, first, last)
+        print(f"raw stream (no processing): {raw_rate:.1f} ledgers/s, {raw_mb:.0f} MB/s")
+        env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "PROGRESS_EVERY": "25",
+               "LOG_LEVEL": "INFO"}  # fmt: skip
+        out = workdir / "rows.jsonl"
+        log = workdir / "run.log"
+        with log.open("w") as log_file:
+            run = subprocess.Popen([sys.executable, "-m", "cdp.cli", "run", "--start-ledger", str(first),
+                                    "--end-ledger", str(last), "--output", str(out)], cwd=ROOT, env=env,
+                                   stderr=log_file)  # fmt: skip
+            peak = 0.0
+            marks: dict[int, float] = {}
+            while run.poll() is None:
+                peak = max(peak, tree_rss_mb(run.pid))
+                for m in re.finditer(r"progress ledger=(\d+)", log.read_text()):
+                    marks.setdefault(int(m.group(1)), time.perf_counter())
+                time.sleep(0.05)
+        end = time.perf_counter()
+        buffer = log.read_text()
+        assert run.returncode == 0, buffer
+        rows = sum(1 for _ in out.open())
+        start_seq, start_t = min(marks.items())
+        rate = (last - start_seq) / (end - start_t)
+        print(f"cdp run (defaults: WORKER_COUNT=4, process workers): {rate:.1f} ledgers/s after warm-up, {rows} rows")
+        print(f"RESULT end-to-end: {rate:.1f} ledgers/s (target >= 30), {rate / raw_rate:.2f}x of the raw stream "
+              f"rate {raw_rate:.1f} ledgers/s; one day of pubnet (15,000 ledgers) in {15000 / rate / 60:.1f} min")
+        print(f"RESULT memory: peak RSS of the cdp run process tree {peak:.0f} MB (target < 300 MB)")
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ledgers", type=int, default=300, help="ledgers for the end-to-end run")
+    parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--skip-extraction", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    if args.skip_extraction:
+        pass
+    elif (SHARED / "index.json").is_file():
+        bench_extraction(args.repeat)
+    else:
+        print(f"(extraction bench skipped: no shared ledgers at {SHARED})")
+    if not args.skip_e2e:
+        cache = Path(os.environ.get("CDP_BENCH_DIR", Path(tempfile.gettempdir()) / "cdp-bench"))
+        cache.mkdir(exist_ok=True)
+        bench_end_to_end(args.ledgers, cache)
+
+
+if __name__ == "__main__":
+    main()
