@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import hashlib
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any, Final
 
 import attrs
@@ -71,7 +72,7 @@ def sac_asset(cd: xdr.ContractDataEntry, passphrase: str) -> tuple[str, str, str
         return None
     if _sym(kind, b"Native"):
         # Unreachable in practice: the real SAC writes a 1-element Native vec (spec §3a.4).
-        if StrKey.encode_contract(cd.contract.contract_id.contract_id.hash) == Asset.native().contract_id(passphrase):
+        if StrKey.encode_contract(cd.contract.contract_id.contract_id.hash) == native_contract_id(passphrase):
             return ("native", "", "")
     if body.type != _SCV.SCV_MAP or body.map is None or len(body.map.sc_map) != 2:
         return None
@@ -88,12 +89,18 @@ def sac_asset(cd: xdr.ContractDataEntry, passphrase: str) -> tuple[str, str, str
         return None
     issuer = StrKey.encode_ed25519_public_key(raw_issuer)
     asset_type = "credit_alphanum4" if len(code) <= 4 else "credit_alphanum12"
-    if _asset_contract_id(code, raw_issuer, passphrase) != cd.contract.contract_id.contract_id.hash:
+    if asset_contract_id(code, raw_issuer, passphrase) != cd.contract.contract_id.contract_id.hash:
         return None  # anti-forgery: the id must be the one the asset deterministically gets
     return (asset_type, code.decode("utf-8", "replace"), issuer)
 
 
-def _asset_contract_id(code: bytes, issuer: bytes, passphrase: str) -> bytes:
+@lru_cache(maxsize=16)
+def native_contract_id(passphrase: str) -> str:
+    return str(Asset.native().contract_id(passphrase))
+
+
+@lru_cache(maxsize=4096)
+def asset_contract_id(code: bytes, issuer: bytes, passphrase: str) -> bytes:
     """sha256 of ``HashIDPreimage{CONTRACT_ID, FROM_ASSET}``, built by hand so odd codes still hash."""
     account = xdr.AccountID(xdr.PublicKey(xdr.PublicKeyType.PUBLIC_KEY_TYPE_ED25519, xdr.Uint256(issuer)))
     if len(code) <= 4:

@@ -13,21 +13,33 @@ which then yields the reference rows or the reference error: never a different r
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import struct
 from array import array
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import attrs
 from stellar_sdk import xdr
 
 from . import xdr_skip as sk
 from .changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo, compact
-from .contract_data import ROW_ENTRY_TYPES, Encoded, entry_row, extract_rows
+from .contract_data import (
+    ROW_ENTRY_TYPES,
+    Encoded,
+    asset_contract_id,
+    closed_at,
+    entry_row,
+    extract_rows,
+    native_contract_id,
+    scval_type_name,
+)
 from .errors import LedgerDecodeError
 from .header import peek_header
 from .rows import Mode, Row
+from .scval_json import Unsupported, account_strkey, contract_strkey, scval
 
 LOG = logging.getLogger("cdp.fast_path")
 
@@ -273,7 +285,6 @@ def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str,
         key_end = _key_end(b, s)
         val_end = sk.c_SCVal(b, key_end)
         cd_bytes = b[s + 8 : val_end]
-        cd = xdr.ContractDataEntry.from_xdr_bytes(cd_bytes)
         key_start = sk.c_SCAddress(b, s + 12)
         encoded = Encoded(
             ledger_key=_CD_KEY_PREFIX + b[s + 12 : key_end],
@@ -281,7 +292,12 @@ def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str,
             val=b[key_end:val_end],
             entry=cd_bytes,
         )
-        row = entry_row(cd, U32(b, s)[0], c.change_type, info.sequence, info.close_time, passphrase, None, encoded)
+        last_modified = U32(b, s)[0]
+        try:
+            row = native_row(b, s + 12, key_start, key_end, last_modified, c.change_type, info, passphrase, encoded)
+        except Unsupported:
+            cd = xdr.ContractDataEntry.from_xdr_bytes(cd_bytes)
+            row = entry_row(cd, last_modified, c.change_type, info.sequence, info.close_time, passphrase, None, encoded)
         if row is None:
             continue
         if c.change_type in (CREATED, UPDATED):
@@ -299,6 +315,134 @@ def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str,
 
 # LedgerDecodeError too (from the header peek): then the full decode names what is wrong, so the error
 # a user sees does not depend on which path ran.
+_KEY_TYPE_NAMES: Final = {t.value: scval_type_name(t) for t in xdr.SCValType}
+_DURABILITY_NAMES: Final = {0: "ContractDataDurabilityTemporary", 1: "ContractDataDurabilityPersistent"}
+_ASSET_INFO_KEY: Final = {"vec": [{"symbol": "AssetInfo"}]}
+_ASSET_KINDS: Final = frozenset(("AlphaNum4", "AlphaNum12", "Native"))
+
+
+def native_row(
+    b: bytes,
+    address_start: int,
+    key_start: int,
+    key_end: int,
+    last_modified: int,
+    change_type: int,
+    info: LedgerInfo,
+    passphrase: str,
+    encoded: Encoded,
+) -> Row | None:
+    """``contract_data.entry_row`` from bytes (``scval_json``), for entries already checked canonical.
+
+    Raises:
+        Unsupported: a shape left to the sdk-based ``entry_row``.
+    """
+    key_type = I32(b, key_start)[0]
+    if key_type == 21:  # SCV_LEDGER_KEY_NONCE
+        return None
+    if I32(b, address_start)[0] != 1:  # not SC_ADDRESS_TYPE_CONTRACT
+        return None
+    contract = b[address_start + 4 : address_start + 36]
+    key_json, _ = scval(b, key_start)
+    val_json, _ = scval(b, key_end)
+    asset = _sac_asset(key_type, contract, val_json, passphrase)
+    balance = _sac_balance(key_json, val_json)
+    itype: str | None = None
+    ihash: str | None = None
+    if isinstance(val_json, dict) and "contract_instance" in val_json:
+        exe = val_json["contract_instance"]["executable"]
+        itype, ihash = ("stellar_asset", None) if exe == "stellar_asset" else ("wasm", exe["wasm"])
+    b64 = base64.b64encode
+    return {
+        "contract_id": contract_strkey(contract),
+        "contract_key_type": _KEY_TYPE_NAMES[key_type],
+        "contract_durability": _DURABILITY_NAMES[I32(b, key_end - 4)[0]],
+        "asset_type": asset[0] if asset else "",
+        "asset_code": asset[1] if asset else "",
+        "asset_issuer": asset[2] if asset else "",
+        "balance_holder": balance[0] if balance else "",
+        "balance": balance[1] if balance else "",
+        "last_modified_ledger": last_modified,
+        "ledger_entry_change": change_type,
+        "deleted": change_type == REMOVED,
+        "closed_at": closed_at(info.close_time),
+        "ledger_sequence": info.sequence,
+        "ledger_key_hash": hashlib.sha256(encoded.ledger_key).hexdigest(),
+        "ledger_key_hash_base_64": b64(encoded.ledger_key).decode(),
+        "key": b64(encoded.key).decode(),
+        "key_decoded": key_json,
+        "val": b64(encoded.val).decode(),
+        "val_decoded": val_json,
+        "contract_data_xdr": b64(encoded.entry).decode(),
+        "live_until_ledger_seq": None,
+        "contract_instance_type": itype,
+        "contract_instance_wasm_hash": ihash,
+    }
+
+
+def _sac_balance(key: Any, val: Any) -> tuple[str, str] | None:
+    """``contract_data.sac_balance`` on the JSON form."""
+    if not (isinstance(key, dict) and isinstance(val, dict)):
+        return None
+    items, entries = key.get("vec"), val.get("map")
+    if not items or len(items) != 2 or items[0] != {"symbol": "Balance"} or not entries or len(entries) != 3:
+        return None
+    holder = items[1].get("address") if isinstance(items[1], dict) else None
+    if not holder or holder[0] != "C":  # a contract address (scval_json only renders C and G)
+        return None
+    amount, authorized, clawback = entries
+    if amount["key"] != {"symbol": "amount"} or not isinstance(amount["val"], dict) or "i128" not in amount["val"]:
+        return None
+    for entry, name in ((authorized, "authorized"), (clawback, "clawback")):
+        if entry["key"] != {"symbol": name} or not isinstance(entry["val"], dict) or "bool" not in entry["val"]:
+            return None
+    value = amount["val"]["i128"]
+    return None if value.startswith("-") else (holder, value)
+
+
+def _sac_asset(key_type: int, contract: bytes, val: Any, passphrase: str) -> tuple[str, str, str] | None:
+    """``contract_data.sac_asset`` on the JSON form."""
+    if key_type != 20 or not isinstance(val, dict) or "contract_instance" not in val:
+        return None
+    storage = val["contract_instance"]["storage"]
+    if storage is None:
+        return None
+    info = next((e["val"] for e in storage if e["key"] == _ASSET_INFO_KEY), None)
+    if not isinstance(info, dict) or len(info.get("vec") or ()) != 2:
+        return None
+    kind, body = info["vec"]
+    if not isinstance(kind, dict) or kind.get("symbol") not in _ASSET_KINDS:
+        return None
+    if kind["symbol"] == "Native" and contract_strkey(contract) == native_contract_id(passphrase):
+        return ("native", "", "")
+    if not isinstance(body, dict) or len(body.get("map") or ()) != 2:
+        return None
+    code_e, issuer_e = body["map"]
+    if (
+        code_e["key"] != {"symbol": "asset_code"}
+        or not isinstance(code_e["val"], dict)
+        or "string" not in code_e["val"]
+    ):
+        return None
+    if (
+        issuer_e["key"] != {"symbol": "issuer"}
+        or not isinstance(issuer_e["val"], dict)
+        or "bytes" not in issuer_e["val"]
+    ):
+        return None
+    text = code_e["val"]["string"]
+    if "\\" in text:
+        raise Unsupported("escaped bytes in an asset code")
+    code = text.encode("ascii")
+    issuer = bytes.fromhex(issuer_e["val"]["bytes"])
+    if not code or len(code) > 12 or len(issuer) != 32:
+        return None
+    if asset_contract_id(code, issuer, passphrase) != contract:
+        return None
+    asset_type = "credit_alphanum4" if len(code) <= 4 else "credit_alphanum12"
+    return (asset_type, text, account_strkey(issuer))
+
+
 FALLBACK_ERRORS: Final = (
     FastPathError,
     sk.SkipError,

@@ -10,7 +10,8 @@ import pytest
 from stellar_sdk import Asset, Keypair, StrKey, xdr
 
 from cdp.config import NETWORKS, Config
-from cdp.contract_data import extract_rows
+from cdp.contract_data import asset_contract_id, extract_rows
+from cdp.fast_path import extract_rows_fast
 from cdp.pipeline import RowFilter
 from cdp.synthetic import (
     SyntheticLedgers,
@@ -73,7 +74,11 @@ def _balance(cid: bytes, holder: bytes, amount: int, last: int = SEQ) -> xdr.Led
 
 
 def _rows(raw: bytes, mode: str = "compact") -> list[dict[str, Any]]:
-    return extract_rows(raw, PASS, mode)  # type: ignore[arg-type]
+    """The reference rows, after checking the fast path gives exactly the same."""
+    rows = extract_rows(raw, PASS, mode)  # type: ignore[arg-type]
+    fast, _ = extract_rows_fast(raw, PASS, mode)  # type: ignore[arg-type]
+    assert rows == fast
+    return rows
 
 
 @pytest.mark.parametrize(
@@ -86,6 +91,17 @@ def test_sac_instance_gets_asset_fields(code: str, kind: str, asset_type: str) -
     (row,) = _rows(_ledger(created(_instance(_sac_id(code), _asset_info(kind, code)))))
     assert (asset_type, code, ISSUER.public_key) == (row["asset_type"], row["asset_code"], row["asset_issuer"])
     assert ("stellar_asset", None) == (row["contract_instance_type"], row["contract_instance_wasm_hash"])
+
+
+def test_asset_code_with_odd_bytes_matches_the_reference() -> None:
+    """A code with bytes JSON must escape (and a NUL) goes through the sdk path; rows still agree."""
+    for code in ("US\\D", "A\x00B", "caf\xe9"):
+        raw_code = code.encode("latin-1")
+        info = _asset_info("AlphaNum4", "X")
+        info.vec.sc_vec[1].map.sc_map[0].val.str.sc_string = raw_code
+        cid = asset_contract_id(raw_code.replace(b"\x00", b""), ISSUER.raw_public_key(), PASS)
+        (row,) = _rows(_ledger(created(_instance(cid, info))))
+        assert row["asset_code"]
 
 
 def test_forged_contract_id_gets_no_asset_fields() -> None:
