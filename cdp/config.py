@@ -32,6 +32,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 WorkerMode = Literal["process", "thread"]
 BadLedgerPolicy = Literal["stop", "skip"]
 Decoder = Literal["fast", "full"]
+OutputFormat = Literal["jsonl", "parquet"]
+ParquetSchema = Literal["full", "ttp"]
 
 
 def _between(lo: float, hi: float, hint: str = "") -> Any:
@@ -119,6 +121,9 @@ class Config:
     end_ledger: int = field(default=0, validator=_between(0, U32_MAX, " (0 streams forever)"))
     checkpoint_path: Path | None = None
     output: str = "-"
+    format: OutputFormat = "jsonl"
+    schema: ParquetSchema = "full"  # parquet only: "ttp" is the original service's 18 columns
+    parquet_ledgers_per_file: int = field(default=1000, validator=_between(1, 10_000_000))
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
     progress_every: int = field(default=100, validator=_at_least(1))
@@ -137,6 +142,10 @@ class Config:
     def __attrs_post_init__(self) -> None:
         if self.end_ledger and self.end_ledger < self.start_ledger:
             raise ConfigError(f"END_LEDGER={self.end_ledger}: must be 0 or >= START_LEDGER ({self.start_ledger})")
+        if self.format == "parquet" and self.output == "-":
+            raise ConfigError("OUTPUT=-: parquet needs a directory (--output DIR)")
+        if self.schema == "ttp" and self.processor != "contract_data":
+            raise ConfigError(f"SCHEMA=ttp: only for the contract_data processor, not {self.processor}")
         if self.backoff_cap_s < self.backoff_base_s:
             raise ConfigError(f"BACKOFF_CAP_S={self.backoff_cap_s}: must be >= BACKOFF_BASE_S")
 

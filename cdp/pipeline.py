@@ -26,7 +26,7 @@ from .config import Config
 from .errors import CdpError
 from .metrics import Metrics
 from .processor import Ledger, LedgerProcessor, Row, describe
-from .sinks import Sink
+from .sinks import Durable, Sink
 from .work import RowFilter, WorkResult, process_ledger
 
 LOG = logging.getLogger("cdp.pipeline")
@@ -198,10 +198,14 @@ class Pipeline:
                     for reason, count in slot.result.skipped.items():
                         self.metrics.rows_skipped.labels(reason).inc(count)
                     self._note_events(seq, slot.result.events)
-                offset = await self.sink.write(seq, rows)
-                if self.checkpoint_path is not None:
-                    await trio.to_thread.run_sync(write_checkpoint, self.checkpoint_path, Checkpoint(seq, offset))
+                await self._checkpoint(await self.sink.write(seq, rows))
                 self._committed(slot, len(rows))
+            await self._checkpoint(await self.sink.flush())
+
+    async def _checkpoint(self, durable: Durable | None) -> None:
+        if durable is not None and self.checkpoint_path is not None:
+            cp = Checkpoint(durable.ledger, durable.offset)
+            await trio.to_thread.run_sync(write_checkpoint, self.checkpoint_path, cp)
 
     def _committed(self, slot: _Slot, n_rows: int) -> None:
         ledger = slot.ledger

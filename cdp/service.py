@@ -7,6 +7,7 @@ the same service as an async context manager yielding a channel of ``(sequence, 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .errors import CdpError
 from .http import ServiceView, create_app, serve_http
 from .metrics import Metrics
 from .pipeline import Pipeline
-from .processor import Ledger, LedgerProcessor, Row, load_processor
+from .processor import Ledger, LedgerProcessor, Row, describe, load_processor
 from .sinks import CallbackSink, JsonlFileSink, RowsCallback, Sink, StdoutSink
 from .source import LedgerSource
 
@@ -51,9 +52,15 @@ class ServiceHandle:
         await self._done.wait()
 
 
-def _open_sink(config: Config, on_rows: RowsCallback | None, resume_offset: int | None) -> Sink:
+def _open_sink(
+    config: Config, on_rows: RowsCallback | None, start: int, resume_offset: int | None, processor_name: str
+) -> Sink:
     if on_rows is not None:
         return CallbackSink(on_rows)
+    if config.format == "parquet":
+        from .parquet_sink import ParquetSink
+
+        return ParquetSink(Path(config.output), processor_name, config.schema, config.parquet_ledgers_per_file, start)
     if config.output == "-":
         return StdoutSink()
     return JsonlFileSink(Path(config.output), resume_offset)
@@ -108,14 +115,15 @@ async def _serve(
     start, resume_offset = _resume(config)
     if config.end_ledger and start > config.end_ledger:
         raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
-    sink = _open_sink(config, on_rows, resume_offset)
+    processor = processor or load_processor(config.processor, config)
+    sink = _open_sink(config, on_rows, start, resume_offset, describe(processor))
     metrics = Metrics()
     metrics.up.set(1)
     budget = ByteBudget(config.max_buffered_bytes)
     source = LedgerSource(config, start, budget)
     pipeline = Pipeline(
         config,
-        processor or load_processor(config.processor, config),
+        processor,
         sink,
         metrics,
         checkpoint_path=config.checkpoint_path,
@@ -155,6 +163,10 @@ async def _serve(
                     drain.deadline = trio.current_time() + config.shutdown_grace_s
 
                 nursery.start_soon(watch_stop)
+                if config.bounded and sys.stderr.isatty():
+                    from .progress import show_progress
+
+                    nursery.start_soon(show_progress, pipeline, config.end_ledger - start + 1, sys.stderr)
                 await pipeline.finished.wait()
             http_done.set()
             nursery.cancel_scope.cancel()

@@ -1,7 +1,8 @@
-"""Where committed rows go: JSONL on stdout or in a file, or a callback for embedders.
+"""Where committed rows go: JSONL on stdout or in a file, Parquet files, or a callback.
 
-A sink writes one ledger's rows at a time and reports the durable output offset afterwards, so
-the checkpoint can point just past them and a restart can cut off anything written later.
+A sink writes one ledger's rows at a time and says what is durable afterwards (``Durable``: the
+last ledger fully written and, for a file, the offset after it), so the checkpoint never runs
+ahead of the output and a restart can cut off anything written after it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
+import attrs
 import trio
 
 from .processor import Row
@@ -25,11 +27,23 @@ def dumps_row(row: Row) -> str:
     return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+@attrs.frozen
+class Durable:
+    """Every ledger up to ``ledger`` is durably written; ``offset`` is the file size after it."""
+
+    ledger: int
+    offset: int | None = None
+
+
 class Sink(Protocol):
     name: str
 
-    async def write(self, sequence: int, rows: Sequence[Row]) -> int | None:
-        """Write and make durable one ledger's rows; return the output offset after them, if any."""
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
+        """Write one ledger's rows; return what is now durable (None: nothing new, keep the checkpoint)."""
+        ...
+
+    async def flush(self) -> Durable | None:
+        """Make everything written so far durable (at the end of a run)."""
         ...
 
     def close(self) -> None: ...
@@ -50,17 +64,21 @@ class JsonlFileSink:
             self._file.truncate(0)
         self.offset = self._file.tell()
 
-    async def write(self, sequence: int, rows: Sequence[Row]) -> int | None:
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         if rows:
             data = "".join(dumps_row(r) + "\n" for r in rows).encode()
             await trio.to_thread.run_sync(self._write_durably, data)
-        return self.offset
+        return Durable(sequence, self.offset)
 
     def _write_durably(self, data: bytes) -> None:
         self._file.write(data)
         self._file.flush()
         os.fsync(self._file.fileno())
         self.offset += len(data)
+
+    async def flush(self) -> Durable | None:
+        await trio.lowlevel.checkpoint()
+        return None
 
     def close(self) -> None:
         self._file.close()
@@ -72,10 +90,14 @@ class StdoutSink:
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    async def write(self, sequence: int, rows: Sequence[Row]) -> int | None:
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         if rows:
             self.stream.write("".join(dumps_row(r) + "\n" for r in rows))
             self.stream.flush()
+        await trio.lowlevel.checkpoint()
+        return Durable(sequence)
+
+    async def flush(self) -> Durable | None:
         await trio.lowlevel.checkpoint()
         return None
 
@@ -91,12 +113,16 @@ class CallbackSink:
     def __init__(self, callback: RowsCallback) -> None:
         self.callback = callback
 
-    async def write(self, sequence: int, rows: Sequence[Row]) -> int | None:
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         result = self.callback(sequence, rows)
         if result is not None:
             await result
         else:
             await trio.lowlevel.checkpoint()
+        return Durable(sequence)
+
+    async def flush(self) -> Durable | None:
+        await trio.lowlevel.checkpoint()
         return None
 
     def close(self) -> None:
