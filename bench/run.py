@@ -120,6 +120,21 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def health_latency(port: int) -> float:
+    """Seconds for one GET /health, or -1 if it did not answer."""
+    import http.client
+
+    t0 = time.perf_counter()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+        conn.close()
+    except OSError:
+        return -1.0
+    return time.perf_counter() - t0
+
+
 def bench_end_to_end(count: int, workdir: Path) -> None:
     first = 1000
     last = first + count - 1
@@ -139,8 +154,9 @@ def bench_end_to_end(count: int, workdir: Path) -> None:
                 break
         raw_rate, raw_mb = raw_stream_rate(port, first, last)
         print(f"raw stream (no processing): {raw_rate:.1f} ledgers/s, {raw_mb:.0f} MB/s")
-        env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "PROGRESS_EVERY": "25",
-               "LOG_LEVEL": "INFO"}  # fmt: skip
+        health_port = free_port()
+        env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": str(health_port),
+               "PROGRESS_EVERY": "25", "LOG_LEVEL": "INFO"}  # fmt: skip
         out = workdir / "rows.jsonl"
         log = workdir / "run.log"
         with log.open("w") as log_file:
@@ -149,8 +165,11 @@ def bench_end_to_end(count: int, workdir: Path) -> None:
                                    stderr=log_file)  # fmt: skip
             peak = 0.0
             marks: dict[int, float] = {}
+            latencies: list[float] = []
             while run.poll() is None:
                 peak = max(peak, tree_rss_mb(run.pid))
+                if marks:  # workers busy: how long does /health take?
+                    latencies.append(health_latency(health_port))
                 for m in re.finditer(r"progress ledger=(\d+)", log.read_text()):
                     marks.setdefault(int(m.group(1)), time.perf_counter())
                 time.sleep(0.05)
@@ -164,6 +183,11 @@ def bench_end_to_end(count: int, workdir: Path) -> None:
         print(f"RESULT end-to-end: {rate:.1f} ledgers/s (target >= 30), {rate / raw_rate:.2f}x of the raw stream "
               f"rate {raw_rate:.1f} ledgers/s; one day of pubnet (15,000 ledgers) in {15000 / rate / 60:.1f} min")
         print(f"RESULT memory: peak RSS of the cdp run process tree {peak:.0f} MB (target < 300 MB)")
+        answered = sorted(x for x in latencies if x >= 0)
+        if answered:
+            p99 = answered[min(len(answered) - 1, int(len(answered) * 0.99))]
+            print(f"RESULT /health under full load: {len(answered)} requests, median {answered[len(answered) // 2] * 1e3:.1f} "
+                  f"ms, p99 {p99 * 1e3:.1f} ms, max {answered[-1] * 1e3:.1f} ms (target < 100 ms)")  # fmt: skip
     finally:
         fake.kill()
         fake.wait()

@@ -91,7 +91,8 @@ class Pipeline:
         self._errors = 0
         self._dead = 0
         self._in_window = 0
-        self._queue = 0
+        self._ledgers: trio.MemoryReceiveChannel[Ledger] | None = None
+        self._committed_event = trio.Event()
         self._last: int | None = None
         self._last_at: float | None = None
         self._lag: float | None = None
@@ -109,7 +110,7 @@ class Pipeline:
             rows=self._rows,
             errors=self._errors,
             dead_lettered=self._dead,
-            queue_depth=self._queue,
+            queue_depth=self._ledgers.statistics().current_buffer_used if self._ledgers else 0,
             reorder_in_use=self._in_window,
             reorder_window=self.window,
             last_committed_ledger=self._last,
@@ -130,6 +131,7 @@ class Pipeline:
             BadLedgerError: with the ``stop`` policy, for the first ledger that fails.
             OSError: the sink or the checkpoint cannot be written.
         """
+        self._ledgers = ledgers
         work_send, work_recv = trio.open_memory_channel[_Slot](0)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._dispatch, ledgers, work_send)
@@ -144,7 +146,6 @@ class Pipeline:
         async with ledgers, work, self._order_send:
             with self._intake:
                 async for ledger in ledgers:
-                    self._queue = ledgers.statistics().current_buffer_used
                     slot = _Slot(ledger, trio.current_time())
                     await self._order_send.send(slot)
                     self._in_window += 1
@@ -207,6 +208,11 @@ class Pipeline:
             cp = Checkpoint(durable.ledger, durable.offset)
             await trio.to_thread.run_sync(write_checkpoint, self.checkpoint_path, cp)
 
+    async def wait_committed(self, sequence: int) -> None:
+        """Return once ``sequence`` (or a later ledger) has been committed."""
+        while self._last is None or self._last < sequence:
+            await self._committed_event.wait()
+
     def _committed(self, slot: _Slot, n_rows: int) -> None:
         ledger = slot.ledger
         self._processed += 1
@@ -222,6 +228,8 @@ class Pipeline:
         self._lag = self._last_at - slot.received_at
         if ledger.close_time is not None:
             m.ledger_end_to_end_seconds.observe(max(0.0, time.time() - ledger.close_time))
+        self._committed_event.set()
+        self._committed_event = trio.Event()
         if self._processed % self.config.progress_every == 0:
             LOG.info("progress ledger=%d processed=%d rows=%d", ledger.sequence, self._processed, self._rows)
 

@@ -92,7 +92,8 @@ class LedgerSource:
         self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s)
         self._next = start
         self._endpoint_index = 0
-        self._connected = False
+        self._connected_flag = False
+        self._connection_changed = trio.Event()
         self._answered = False
         self._received = 0
         self._bytes = 0
@@ -105,6 +106,22 @@ class LedgerSource:
         self._last_error: str | None = None
         self._last_message_at: float | None = None
         self.failures_by_kind: dict[str, int] = {}
+
+    @property
+    def _connected(self) -> bool:
+        return self._connected_flag
+
+    @_connected.setter
+    def _connected(self, value: bool) -> None:
+        if value != self._connected_flag:
+            self._connected_flag = value
+            self._connection_changed.set()
+            self._connection_changed = trio.Event()
+
+    async def wait_connected(self, connected: bool = True) -> None:
+        """Return once the stream is (or, with ``False``, is no longer) connected."""
+        while self._connected_flag != connected:
+            await self._connection_changed.wait()
 
     @property
     def endpoint(self) -> str:
