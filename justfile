@@ -25,6 +25,14 @@ gen:
 bench: setup
     {{py}} bench/run.py
 
+# differential fuzzing of the extractor, >= 1,000,000 mutated ledgers (about 5 minutes on 2 cores)
+fuzz inputs="1000000": setup
+    {{py}} bench/fuzz.py --inputs {{inputs}}
+
+# stream from a fake source with random faults for N minutes; prints losses (must be 0) and RSS growth
+soak minutes="5": setup
+    {{py}} bench/soak.py --minutes {{minutes}}
+
 # ruff and mypy
 lint: setup
     {{venv}}/bin/ruff check cdp tests examples bench

@@ -28,8 +28,12 @@ from .changes import (
     ledger_info,
     read_changes,
 )
+from .errors import LedgerDecodeError
 from .rows import Mode, Row
 
+# Real ledgers are ~1-2 MB; a full decode costs ~50x the bytes in objects, so a hostile 64 MB one
+# would take GBs. Larger ledgers only go through the fast path, which builds no objects.
+FULL_DECODE_LIMIT: Final = 16 * 1024 * 1024
 ROW_ENTRY_TYPES: Final = (CONTRACT_DATA, TTL)  # TTLs give live_until_ledger_seq
 _DURABILITY: Final = {0: "ContractDataDurabilityTemporary", 1: "ContractDataDurabilityPersistent"}
 _SCV = xdr.SCValType
@@ -261,9 +265,21 @@ def extract_rows(raw: bytes, passphrase: str, mode: Mode = "compact") -> list[Ro
     """Rows for one raw ``LedgerCloseMeta`` (full decode; the reference for the fast path).
 
     Raises:
-        LedgerDecodeError: the bytes are not a ``LedgerCloseMeta`` we can read.
+        LedgerDecodeError: the bytes are not a ``LedgerCloseMeta`` we can read, or hold an entry the
+            row rules cannot take (e.g. an absent ScVal vec, which stellar-sdk cannot render).
     """
-    return rows_from_meta(decode_ledger(raw), passphrase, mode)
+    if len(raw) > FULL_DECODE_LIMIT:
+        raise LedgerDecodeError(
+            f"ledger of {len(raw)} bytes is over the full-decode limit of {FULL_DECODE_LIMIT} (its objects would "
+            "take ~50x that in memory)"
+        )
+    lcm = decode_ledger(raw)
+    try:
+        return rows_from_meta(lcm, passphrase, mode)
+    except LedgerDecodeError:
+        raise
+    except Exception as exc:  # malformed-but-decodable entries trip the sdk's renderers
+        raise LedgerDecodeError(f"cannot derive rows: {type(exc).__name__}: {exc}") from None
 
 
 def rows_from_meta(lcm: xdr.LedgerCloseMeta, passphrase: str, mode: Mode = "compact") -> list[Row]:

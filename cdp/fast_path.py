@@ -68,9 +68,14 @@ def _changes(w: array[int], o: int) -> tuple[list[_Item], int]:
     n = _count(w, o)
     o += 1
     items: list[_Item] = []
+    prev = -1
     for _ in range(n):
         kind = w[o]
         start = o + 1
+        if (kind == UPDATED or kind == REMOVED) and prev != STATE and prev != RESTORED:
+            # the reference pairs every group, relevant or not, and rejects this
+            raise FastPathError(f"change at byte {4 * o} has no preceding STATE")
+        prev = kind
         if kind == REMOVED:
             etype = w[start]
             o = sk.s_LedgerKey(w, start)
@@ -464,6 +469,6 @@ def extract_rows_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> tu
     try:
         info, changes = read_raw_changes(raw)
         return _rows(raw, info, changes, passphrase, mode), False
-    except FALLBACK_ERRORS as exc:
-        LOG.debug("fast path fell back error=%r", str(exc))
+    except Exception as exc:  # anything at all: the full decode answers, with its own clean error
+        LOG.debug("fast path fell back error=%r", f"{type(exc).__name__}: {exc}")
         return extract_rows(raw, passphrase, mode), True

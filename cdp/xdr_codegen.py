@@ -280,7 +280,7 @@ class Writer:
         elif kind == "optional":
             self.emit(f"{indent}flag = {self.read()}")
             if self.strict:
-                self.emit(f"{indent}if flag > 1:")
+                self.emit(f"{indent}if flag not in (0, 1):")
                 self.emit(f"{indent}    raise SkipError({what!r}, o)")
             self.emit(f"{indent}o += {self.u(4)}")
             self.emit(f"{indent}if flag:")

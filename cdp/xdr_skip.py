@@ -6250,7 +6250,7 @@ def c_SCContractInstance(b: bytes, o: int, depth: int = 0) -> int:
         raise SkipError('SCContractInstance', o)
     o = c_ContractExecutable(b, o, depth)
     flag = I32(b, o)[0]
-    if flag > 1:
+    if flag not in (0, 1):
         raise SkipError('SCContractInstance.storage', o)
     o += 4
     if flag:
@@ -6353,7 +6353,7 @@ def c_SCVal(b: bytes, o: int, depth: int = 0) -> int:
         return o
     elif v == 16:
         flag = I32(b, o)[0]
-        if flag > 1:
+        if flag not in (0, 1):
             raise SkipError('SCVal', o)
         o += 4
         if flag:
@@ -6361,7 +6361,7 @@ def c_SCVal(b: bytes, o: int, depth: int = 0) -> int:
         return o
     elif v == 17:
         flag = I32(b, o)[0]
-        if flag > 1:
+        if flag not in (0, 1):
             raise SkipError('SCVal', o)
         o += 4
         if flag:
