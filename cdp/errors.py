@@ -17,3 +17,11 @@ class LedgerDecodeError(CdpError):
 
 class UpstreamError(CdpError):
     """The upstream refused the stream for a reason retrying will not fix."""
+
+
+class OutputError(CdpError):
+    """Rows or the checkpoint could not be written; the checkpoint stays on the last durable ledger."""
+
+    def __init__(self, what: str, path: object, exc: OSError) -> None:
+        super().__init__(f"cannot write {what} {path}: {exc.strerror or exc} (errno {exc.errno})")
+        self.errno = exc.errno

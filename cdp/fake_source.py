@@ -28,6 +28,22 @@ from .synthetic import SyntheticLedgers
 LOG = logging.getLogger("cdp.fake_source")
 
 
+CORRUPT_KINDS = ("random", "truncated", "wrong-type", "oversize")
+
+
+def corrupt_bytes(raw: bytes, kind: str) -> bytes:
+    """Bad ledger bytes of a given kind, for fault tests."""
+    if kind == "truncated":
+        return raw[: len(raw) // 2]
+    if kind == "wrong-type":  # a valid XDR value, but the LedgerHeaderHistoryEntry, not a LedgerCloseMeta
+        from . import xdr_skip as sk
+
+        return raw[8 : 4 * sk.s_LedgerHeaderHistoryEntry(sk.words(raw), 2)]
+    if kind == "oversize":
+        return raw + bytes(64 * 1024 * 1024 + 4096)
+    return b"\x00\x00\x00\x07" + os.urandom(64)
+
+
 @attrs.frozen(kw_only=True)
 class FakeSourceOptions:
     """What the fake upstream serves and how it misbehaves (counts are ledgers sent)."""
@@ -46,8 +62,10 @@ class FakeSourceOptions:
     stall_after: int = 0  # stop sending (keeping the connection) after this many in a stream
     skip: frozenset[int] = frozenset()  # never send these the first time they come up
     duplicate: frozenset[int] = frozenset()  # send these twice
-    corrupt: frozenset[int] = frozenset()  # send garbage bytes instead of these ledgers
+    corrupt: frozenset[int] = frozenset()  # send bad bytes instead of these ledgers (see corrupt_kind)
+    corrupt_kind: str = attrs.field(default="random", validator=attrs.validators.in_(CORRUPT_KINDS))
     mislabel: frozenset[int] = frozenset()  # send these with a wrong `sequence` field
+    reorder: frozenset[int] = frozenset()  # send SEQ+1 before SEQ, the first time they come up
 
 
 class _Provider:
@@ -109,8 +127,13 @@ class FakeRawLedgerService(RawLedgerServiceBase):
                 self._skipped.add(seq)
                 seq += 1
                 continue
+            if seq in o.reorder and seq not in self._skipped and (nxt := p.get(seq + 1)) is not None:
+                self._skipped.add(seq)
+                yield RawLedger(sequence=seq + 1, ledger_close_meta_xdr=nxt)
+                sent += 1
+                self.sent_total += 1
             if seq in o.corrupt:
-                raw = b"\x00\x00\x00\x07" + os.urandom(64)
+                raw = corrupt_bytes(raw, o.corrupt_kind)
             label = seq + 1000 if seq in o.mislabel else seq
             for _ in range(2 if seq in o.duplicate else 1):
                 # Yield to the loop per message: an in-process client would otherwise wait until

@@ -23,7 +23,7 @@ import trio_parallel
 from .budget import ByteBudget
 from .checkpoint import Checkpoint, write_checkpoint
 from .config import Config
-from .errors import CdpError
+from .errors import CdpError, OutputError
 from .metrics import Metrics
 from .processor import Ledger, LedgerProcessor, Row, describe
 from .sinks import Durable, Sink
@@ -159,6 +159,10 @@ class Pipeline:
     async def _work(self, slots: trio.MemoryReceiveChannel[_Slot]) -> None:
         async with slots:
             async for slot in slots:
+                if slot.ledger.problem is not None:
+                    slot.error = slot.ledger.problem
+                    slot.done.set()
+                    continue
                 try:
                     if self.config.worker_mode == "process":
                         slot.result = await trio_parallel.run_sync(
@@ -199,14 +203,27 @@ class Pipeline:
                     for reason, count in slot.result.skipped.items():
                         self.metrics.rows_skipped.labels(reason).inc(count)
                     self._note_events(seq, slot.result.events)
-                await self._checkpoint(await self.sink.write(seq, rows))
+                await self._checkpoint(await self._write(seq, rows))
                 self._committed(slot, len(rows))
-            await self._checkpoint(await self.sink.flush())
+            try:
+                durable = await self.sink.flush()
+            except OSError as exc:
+                raise OutputError("output", self.config.output, exc) from None
+            await self._checkpoint(durable)
+
+    async def _write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
+        try:
+            return await self.sink.write(sequence, rows)
+        except OSError as exc:  # disk full, file too large, I/O error: stop, the checkpoint is still right
+            raise OutputError("output", self.config.output, exc) from None
 
     async def _checkpoint(self, durable: Durable | None) -> None:
         if durable is not None and self.checkpoint_path is not None:
             cp = Checkpoint(durable.ledger, durable.offset)
-            await trio.to_thread.run_sync(write_checkpoint, self.checkpoint_path, cp)
+            try:
+                await trio.to_thread.run_sync(write_checkpoint, self.checkpoint_path, cp)
+            except OSError as exc:
+                raise OutputError("checkpoint", self.checkpoint_path, exc) from None
 
     async def wait_committed(self, sequence: int) -> None:
         """Return once ``sequence`` (or a later ledger) has been committed."""

@@ -35,6 +35,7 @@ class Ledger:
     sequence: int
     close_time: int | None
     raw: bytes = attrs.field(repr=lambda raw: f"<{len(raw)} bytes>")
+    problem: str | None = None  # set when the bytes were refused before processing (e.g. too large)
 
     @cached_property
     def meta(self) -> xdr.LedgerCloseMeta:

@@ -7,6 +7,7 @@ the same service as an async context manager yielding a channel of ``(sequence, 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ import trio_asyncio
 from .budget import ByteBudget
 from .checkpoint import read_checkpoint
 from .config import Config
-from .errors import CdpError
+from .errors import CdpError, OutputError
 from .http import ServiceView, create_app, serve_http
 from .metrics import Metrics
 from .pipeline import Pipeline
@@ -77,6 +78,16 @@ def _resume(config: Config) -> tuple[int, int | None]:
     return cp.ledger + 1, cp.output_offset
 
 
+def _probe_writable(directory: Path, setting: str, path: Path) -> None:
+    """Fail at start, not at the first commit, when a file cannot be created there."""
+    probe = directory / f".cdp-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CdpError(f"{setting}={path}: cannot write in {directory}: {exc.strerror or exc}") from None
+
+
 async def serve(
     config: Config,
     *,
@@ -115,8 +126,13 @@ async def _serve(
     start, resume_offset = _resume(config)
     if config.end_ledger and start > config.end_ledger:
         raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
+    if config.checkpoint_path is not None:
+        _probe_writable(config.checkpoint_path.parent, "CHECKPOINT_PATH", config.checkpoint_path)
     processor = processor or load_processor(config.processor, config)
-    sink = _open_sink(config, on_rows, start, resume_offset, describe(processor))
+    try:
+        sink = _open_sink(config, on_rows, start, resume_offset, describe(processor))
+    except OSError as exc:
+        raise CdpError(f"OUTPUT={config.output}: cannot open for writing: {exc.strerror or exc}") from None
     metrics = Metrics()
     metrics.up.set(1)
     budget = ByteBudget(config.max_buffered_bytes)
@@ -190,11 +206,11 @@ async def _run_pipeline(
 ) -> None:
     try:
         await pipeline.run(receive, task_status=task_status)
+    except OutputError as exc:
+        view.sink_error = view.fatal_error = str(exc)
+        raise
     except CdpError as exc:
         view.fatal_error = str(exc)
-        raise
-    except OSError as exc:
-        view.sink_error = view.fatal_error = f"{type(exc).__name__}: {exc}"
         raise
 
 

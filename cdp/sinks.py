@@ -56,13 +56,11 @@ class JsonlFileSink:
 
     def __init__(self, path: Path, resume_offset: int | None) -> None:
         self.path = path
-        self._file: IO[bytes] = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115
-        if resume_offset is not None:
-            self._file.truncate(resume_offset)
-            self._file.seek(resume_offset)
-        else:
-            self._file.truncate(0)
-        self.offset = self._file.tell()
+        # Unbuffered: after a failed write (disk full) nothing is left in a buffer to fail again at close.
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self.offset = resume_offset or 0
+        os.ftruncate(self._fd, self.offset)
+        os.lseek(self._fd, self.offset, os.SEEK_SET)
 
     async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         if rows:
@@ -71,9 +69,10 @@ class JsonlFileSink:
         return Durable(sequence, self.offset)
 
     def _write_durably(self, data: bytes) -> None:
-        self._file.write(data)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        os.fsync(self._fd)
         self.offset += len(data)
 
     async def flush(self) -> Durable | None:
@@ -81,7 +80,7 @@ class JsonlFileSink:
         return None
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 class StdoutSink:

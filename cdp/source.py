@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import h2.exceptions
@@ -53,6 +53,36 @@ CONNECTION_ERRORS: Final = (
     asyncio.TimeoutError,
     EOFError,
 )
+
+
+async def _recv_limited(stream: Any, limit: int) -> RawLedger | int | None:
+    """``stream.recv_message()`` that refuses to buffer a message over ``limit`` bytes.
+
+    grpclib reads a whole message into memory whatever its announced length, so a hostile upstream
+    could exhaust memory with one 4 GiB frame. This reads the 5-byte gRPC prefix itself (through the
+    same private stream grpclib's own ``recv_message`` uses) and, for an oversized message, reads and
+    discards it in 1 MiB chunks, returning its size instead. None at the end of the stream.
+    """
+    if not stream._recv_initial_metadata_done:
+        await stream.recv_initial_metadata()
+    with stream._wrapper:
+        prefix = await stream._stream.recv_data(5)
+        if not prefix:
+            return None
+        if prefix[0]:
+            raise ProtocolError("compressed gRPC messages are not supported")
+        size = int.from_bytes(prefix[1:5], "big")
+        if size <= limit:
+            data = await stream._stream.recv_data(size)
+            message = RawLedger().parse(data)
+            return message
+        left = size
+        while left:
+            chunk = await stream._stream.recv_data(min(left, 1 << 20))
+            if not chunk:
+                raise ProtocolError("stream ended inside a message")
+            left -= len(chunk)
+        return size
 
 
 class RetriableFailure(Exception):
@@ -106,6 +136,7 @@ class LedgerSource:
         self._last_error: str | None = None
         self._last_message_at: float | None = None
         self.failures_by_kind: dict[str, int] = {}
+        self._oversize: dict[int, int] = {}
 
     @property
     def _connected(self) -> bool:
@@ -223,16 +254,24 @@ class LedgerSource:
                 watchdog.deadline = trio.current_time() + self.config.idle_timeout_s
                 LOG.info("upstream connected endpoint=%s start_ledger=%d", endpoint, self._next)
                 while True:
-                    msg = await stream.recv_message()
+                    msg = await _recv_limited(stream, self.config.max_ledger_bytes)
                     if msg is None:
                         await stream.recv_trailing_metadata()  # raises GRPCError on a bad status
                         return
+                    if isinstance(msg, int):
+                        msg = self._oversized(msg)
                     if await self._handle(msg, send, watchdog):
                         await stream.cancel()  # RST_STREAM now rather than waiting for an end that never comes
                         return
         finally:
             self._connected = False
             channel.close()
+
+    def _oversized(self, size: int) -> RawLedger:
+        """A message over MAX_LEDGER_BYTES was read and dropped; it stands for the expected ledger."""
+        LOG.error("oversized ledger ledger=%d bytes=%d limit=%d", self._next, size, self.config.max_ledger_bytes)
+        self._oversize[self._next] = size
+        return RawLedger(sequence=self._next, ledger_close_meta_xdr=b"")
 
     async def _handle(self, msg: RawLedger, send: trio.MemorySendChannel[Ledger], watchdog: trio.CancelScope) -> bool:
         """Check one message and pass it on; True once ``end_ledger`` has been handed on."""
@@ -263,7 +302,13 @@ class LedgerSource:
         if seq > self._next:
             self._gaps += 1
             raise RetriableFailure("gap", f"gap in upstream stream: expected ledger {self._next}, got {seq}")
-        ledger = Ledger(seq, close_time, raw)
+        size = self._oversize.pop(seq, None)
+        problem = (
+            None
+            if size is None
+            else f"ledger message of {size} bytes exceeds MAX_LEDGER_BYTES={self.config.max_ledger_bytes}"
+        )
+        ledger = Ledger(seq, close_time, raw, problem)
         watchdog.deadline = math.inf  # waiting on our own full channel is not an upstream stall
         if self.budget.would_block(len(raw)):
             await trio_asyncio.trio_as_aio(self.budget.take)(len(raw))
