@@ -88,6 +88,52 @@ def _durabilities(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, .
             raise ValueError(f"{item!r} must be persistent or temporary")
 
 
+_B32: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+def _crc16_xmodem(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def is_strkey(text: str, prefix: str) -> bool:
+    """A valid 56-character Stellar strkey starting with ``prefix`` (G accounts, C contracts).
+
+    Checked here rather than with stellar-sdk so the service process need not load the sdk.
+    """
+    if len(text) != 56 or not text.startswith(prefix) or any(c not in _B32 for c in text):
+        return False
+    bits = "".join(f"{_B32.index(c):05b}" for c in text)
+    raw = int(bits, 2).to_bytes(35, "big")
+    body, crc = raw[:33], int.from_bytes(raw[33:], "little")
+    return _crc16_xmodem(body) == crc
+
+
+def _strkeys(prefix: str, what: str) -> Any:
+    def check(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        for item in value:
+            if not is_strkey(item, prefix):
+                raise ValueError(f"{item!r} is not a valid {what} ({prefix}... strkey)")
+
+    return check
+
+
+def _asset_codes(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for item in value:
+        if not (1 <= len(item) <= 12 and item.isascii() and item.isalnum()):
+            raise ValueError(f"{item!r} is not an asset code (1-12 letters and digits)")
+
+
+def _not_empty(_inst: object, attr: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ValueError("must not be empty")
+
+
 def _passphrase(value: str) -> str:
     return NETWORKS.get(value.strip().lower(), value)
 
@@ -100,27 +146,27 @@ class Config:
     """Everything ``cdp run`` needs; build it with ``Config.load`` (or directly, in code)."""
 
     source_endpoint: tuple[str, ...] = field(default=("localhost:50053",), validator=_endpoints)
-    health_host: str = "0.0.0.0"
+    health_host: str = field(default="0.0.0.0", validator=_not_empty)
     health_port: int = field(default=8089, validator=_between(0, 65535, " (0 picks a free port)"))
     worker_count: int = field(default=4, validator=_between(1, 256))
     worker_mode: WorkerMode = "process"
     channel_buffer_size: int = field(default=100, validator=_between(1, 100_000))
-    network_passphrase: str = field(default=NETWORKS["testnet"], converter=_passphrase)
-    filter_contract_ids: tuple[str, ...] = ()
-    filter_asset_codes: tuple[str, ...] = ()
-    filter_asset_issuers: tuple[str, ...] = ()
+    network_passphrase: str = field(default=NETWORKS["testnet"], converter=_passphrase, validator=_not_empty)
+    filter_contract_ids: tuple[str, ...] = field(default=(), validator=_strkeys("C", "contract id"))
+    filter_asset_codes: tuple[str, ...] = field(default=(), validator=_asset_codes)
+    filter_asset_issuers: tuple[str, ...] = field(default=(), validator=_strkeys("G", "account id"))
     filter_key_types: tuple[str, ...] = field(default=(), validator=_key_types)
     filter_durability: tuple[str, ...] = field(default=(), validator=_durabilities)
-    filter_balance_holders: tuple[str, ...] = ()
+    filter_balance_holders: tuple[str, ...] = field(default=(), validator=_strkeys("C", "contract id"))
     include_deleted: bool = True
     mode: Mode = "compact"
     decoder: Decoder = "fast"  # contract_data: "full" always decodes the whole ledger
-    processor: str = "contract_data"  # a built-in (contract_data, ttl) or package.module:factory
+    processor: str = field(default="contract_data", validator=_not_empty)  # built-in or module:factory
     instance_extras: bool = True
     start_ledger: int = field(default=2, validator=_between(1, U32_MAX))
     end_ledger: int = field(default=0, validator=_between(0, U32_MAX, " (0 streams forever)"))
     checkpoint_path: Path | None = None
-    output: str = "-"
+    output: str = field(default="-", validator=_not_empty)
     format: OutputFormat = "jsonl"
     schema: ParquetSchema = "full"  # parquet only: "ttp" is the original service's 18 columns
     parquet_ledgers_per_file: int = field(default=1000, validator=_between(1, 10_000_000))

@@ -214,14 +214,47 @@ def entry_row(
         return None
     if cd.contract.type != xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT:
         return None
-    enc = encoded or encode(cd)
-    asset = sac_asset(cd, passphrase)
-    balance = sac_balance(cd)
+    return assemble_row(
+        contract_id=StrKey.encode_contract(cd.contract.contract_id.contract_id.hash),
+        key_type=scval_type_name(cd.key.type),
+        durability=_DURABILITY[cd.durability.value],
+        asset=sac_asset(cd, passphrase),
+        balance=sac_balance(cd),
+        instance=instance_extras(cd),
+        last_modified=last_modified,
+        change_type=change_type,
+        ledger_seq=ledger_seq,
+        close_time=close_time,
+        encoded=encoded or encode(cd),
+        key_json=scval_json(cd.key),
+        val_json=scval_json(cd.val),
+        live_until=live_until,
+    )
+
+
+def assemble_row(
+    *,
+    contract_id: str,
+    key_type: str,
+    durability: str,
+    asset: tuple[str, str, str] | None,
+    balance: tuple[str, str] | None,
+    instance: tuple[str | None, str | None],
+    last_modified: int,
+    change_type: int,
+    ledger_seq: int,
+    close_time: int,
+    encoded: Encoded,
+    key_json: Any,
+    val_json: Any,
+    live_until: int | None,
+) -> Row:
+    """The row's layout, shared by the full-decode and the byte-level paths."""
     b64 = base64.b64encode
-    row: Row = {
-        "contract_id": StrKey.encode_contract(cd.contract.contract_id.contract_id.hash),
-        "contract_key_type": scval_type_name(cd.key.type),
-        "contract_durability": _DURABILITY[cd.durability.value],
+    return {
+        "contract_id": contract_id,
+        "contract_key_type": key_type,
+        "contract_durability": durability,
         "asset_type": asset[0] if asset else "",
         "asset_code": asset[1] if asset else "",
         "asset_issuer": asset[2] if asset else "",
@@ -232,19 +265,17 @@ def entry_row(
         "deleted": change_type == REMOVED,
         "closed_at": closed_at(close_time),
         "ledger_sequence": ledger_seq,
-        "ledger_key_hash": hashlib.sha256(enc.ledger_key).hexdigest(),
-        "ledger_key_hash_base_64": b64(enc.ledger_key).decode(),
-        "key": b64(enc.key).decode(),
-        "key_decoded": scval_json(cd.key),
-        "val": b64(enc.val).decode(),
-        "val_decoded": scval_json(cd.val),
-        "contract_data_xdr": b64(enc.entry).decode(),
+        "ledger_key_hash": hashlib.sha256(encoded.ledger_key).hexdigest(),
+        "ledger_key_hash_base_64": b64(encoded.ledger_key).decode(),
+        "key": b64(encoded.key).decode(),
+        "key_decoded": key_json,
+        "val": b64(encoded.val).decode(),
+        "val_decoded": val_json,
+        "contract_data_xdr": b64(encoded.entry).decode(),
         "live_until_ledger_seq": live_until,
+        "contract_instance_type": instance[0],
+        "contract_instance_wasm_hash": instance[1],
     }
-    itype, ihash = instance_extras(cd)
-    row["contract_instance_type"] = itype
-    row["contract_instance_wasm_hash"] = ihash
-    return row
 
 
 def scval_json(val: xdr.SCVal) -> Any:

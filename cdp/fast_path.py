@@ -13,8 +13,6 @@ which then yields the reference rows or the reference error: never a different r
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import struct
 from array import array
@@ -29,8 +27,8 @@ from .changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDA
 from .contract_data import (
     ROW_ENTRY_TYPES,
     Encoded,
+    assemble_row,
     asset_contract_id,
-    closed_at,
     entry_row,
     extract_rows,
     native_contract_id,
@@ -350,39 +348,27 @@ def native_row(
     contract = b[address_start + 4 : address_start + 36]
     key_json, _ = scval(b, key_start)
     val_json, _ = scval(b, key_end)
-    asset = _sac_asset(key_type, contract, val_json, passphrase)
-    balance = _sac_balance(key_json, val_json)
     itype: str | None = None
     ihash: str | None = None
     if isinstance(val_json, dict) and "contract_instance" in val_json:
         exe = val_json["contract_instance"]["executable"]
         itype, ihash = ("stellar_asset", None) if exe == "stellar_asset" else ("wasm", exe["wasm"])
-    b64 = base64.b64encode
-    return {
-        "contract_id": contract_strkey(contract),
-        "contract_key_type": _KEY_TYPE_NAMES[key_type],
-        "contract_durability": _DURABILITY_NAMES[I32(b, key_end - 4)[0]],
-        "asset_type": asset[0] if asset else "",
-        "asset_code": asset[1] if asset else "",
-        "asset_issuer": asset[2] if asset else "",
-        "balance_holder": balance[0] if balance else "",
-        "balance": balance[1] if balance else "",
-        "last_modified_ledger": last_modified,
-        "ledger_entry_change": change_type,
-        "deleted": change_type == REMOVED,
-        "closed_at": closed_at(info.close_time),
-        "ledger_sequence": info.sequence,
-        "ledger_key_hash": hashlib.sha256(encoded.ledger_key).hexdigest(),
-        "ledger_key_hash_base_64": b64(encoded.ledger_key).decode(),
-        "key": b64(encoded.key).decode(),
-        "key_decoded": key_json,
-        "val": b64(encoded.val).decode(),
-        "val_decoded": val_json,
-        "contract_data_xdr": b64(encoded.entry).decode(),
-        "live_until_ledger_seq": None,
-        "contract_instance_type": itype,
-        "contract_instance_wasm_hash": ihash,
-    }
+    return assemble_row(
+        contract_id=contract_strkey(contract),
+        key_type=_KEY_TYPE_NAMES[key_type],
+        durability=_DURABILITY_NAMES[I32(b, key_end - 4)[0]],
+        asset=_sac_asset(key_type, contract, val_json, passphrase),
+        balance=_sac_balance(key_json, val_json),
+        instance=(itype, ihash),
+        last_modified=last_modified,
+        change_type=change_type,
+        ledger_seq=info.sequence,
+        close_time=info.close_time,
+        encoded=encoded,
+        key_json=key_json,
+        val_json=val_json,
+        live_until=None,
+    )
 
 
 def _sac_balance(key: Any, val: Any) -> tuple[str, str] | None:

@@ -101,3 +101,67 @@ def test_cdp_run_exits_2_with_one_line(var: str, value: str) -> None:
     lines = proc.stderr.strip().splitlines()
     assert 1 == len(lines), proc.stderr
     assert lines[0].startswith(f"cdp: error: {var}={value}: ")
+
+
+# One bad value per setting, and the start of the message it must give (issue: every setting's bad
+# values give a clear one-line error). Paths are checked when the service starts (see tests/faults).
+BAD_VALUES: dict[str, tuple[str, str]] = {
+    "source_endpoint": ("host-without-port", "'host-without-port' is not host:port"),
+    "health_host": ("", "must not be empty"),
+    "health_port": ("0x", "expected a whole number"),
+    "worker_count": ("0", "must be 1..256"),
+    "worker_mode": ("gpu", "must be one of process, thread"),
+    "channel_buffer_size": ("-3", "must be 1..100000"),
+    "network_passphrase": ("", "must not be empty"),
+    "filter_contract_ids": ("CNOTACONTRACT", "'CNOTACONTRACT' is not a valid contract id"),
+    "filter_asset_codes": ("TOO-LONG-CODE!", "'TOO-LONG-CODE!' is not an asset code"),
+    "filter_asset_issuers": ("GABC", "'GABC' is not a valid account id"),
+    "filter_key_types": ("vek", "'vek' is not an ScVal type"),
+    "filter_durability": ("forever", "'forever' must be persistent or temporary"),
+    "filter_balance_holders": ("G" + "A" * 55, "is not a valid contract id"),
+    "include_deleted": ("perhaps", "expected true or false"),
+    "mode": ("all", "must be one of compact, changes"),
+    "decoder": ("magic", "must be one of fast, full"),
+    "processor": ("", "must not be empty"),
+    "instance_extras": ("2", "expected true or false"),
+    "start_ledger": ("0", "must be 1..4294967295"),
+    "end_ledger": ("4294967296", "must be 0..4294967295"),
+    "checkpoint_path": (None, ""),
+    "output": ("", "must not be empty"),
+    "format": ("csv", "must be one of jsonl, parquet"),
+    "schema": ("etl", "must be one of full, ttp"),
+    "parquet_ledgers_per_file": ("0", "must be 1..10000000"),
+    "log_level": ("LOUD", "must be one of DEBUG, INFO, WARNING, ERROR"),
+    "log_format": ("xml", "must be one of text, json"),
+    "progress_every": ("0", "must be >= 1"),
+    "on_bad_ledger": ("ignore", "must be one of stop, skip"),
+    "dead_letter_path": (None, ""),
+    "connect_timeout_s": ("soon", "expected a number"),
+    "idle_timeout_s": ("-1", "must be 0.01..86400"),
+    "backoff_base_s": ("0", "must be 0.001..3600"),
+    "backoff_cap_s": ("nan?", "expected a number"),
+    "breaker_failure_threshold": ("1001", "must be 1..1000"),
+    "breaker_reset_timeout_s": ("x", "expected a number"),
+    "max_ledger_bytes": ("10", "must be 1024..2147483647"),
+    "max_buffered_bytes": ("1", "must be 1048576..1099511627776"),
+    "shutdown_grace_s": ("601", "must be 0..600"),
+}
+
+
+def test_every_setting_has_a_bad_value_case() -> None:
+    """The table above covers every Config attribute (a new setting must add its case)."""
+    import attrs
+
+    assert {a.name for a in attrs.fields(Config)} == set(BAD_VALUES)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (v, _) in BAD_VALUES.items() if v is not None))
+def test_each_setting_rejects_a_bad_value_in_one_line(name: str) -> None:
+    """Environment spelling: NAME=value: reason, one line."""
+    value, message = BAD_VALUES[name]
+    with pytest.raises(ConfigError) as info:
+        Config.load(environ={name.upper(): value})
+    text = str(info.value)
+    assert text.startswith(f"{name.upper()}={value}: ")
+    assert message in text
+    assert "\n" not in text
