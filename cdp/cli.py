@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -96,7 +96,12 @@ def _fail(message: str, status: int) -> NoReturn:
     raise SystemExit(status)
 
 
-async def _with_signals(config: Config, *, prelude: Any = None, processor: LedgerProcessor | None = None) -> None:
+async def _with_signals(
+    config: Config,
+    *,
+    prelude: Callable[[trio.Nursery], Awaitable[Config]] | None = None,
+    processor: LedgerProcessor | None = None,
+) -> None:
     """Run the service; the first SIGINT/SIGTERM stops it gracefully, a second one at once."""
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         if prelude is not None:
@@ -217,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = {"run": _cmd_run, "demo": _cmd_demo, "fake-source": _cmd_fake_source, "extract": _cmd_extract}
     try:
         commands[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        raise SystemExit(130) from None
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
     except CdpError as exc:

@@ -435,7 +435,7 @@ def _remove_temp(w: _World, rng: random.Random, seq: int) -> list[list[xdr.Ledge
 def _restore_then_update(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
     old = w.balance_entry(rng, seq)
     cd = old.data.contract_data
-    bumped = scmap(*[(e.key, e.val) for e in cd.val.map.sc_map])
+    bumped = scmap(*[(e.key, i128(rng.randrange(10**9)) if i == 0 else e.val) for i, e in enumerate(cd.val.map.sc_map)])
     new = contract_data_entry(seq, cd.contract.contract_id.contract_id.hash, cd.key, bumped, _PERSISTENT)
     ttl = ttl_entry(seq, data_key_hash(old), seq + 100_000)
     follow = updated(old, new) if rng.random() < 0.5 else removed(old)
