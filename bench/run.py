@@ -181,8 +181,10 @@ def bench_end_to_end(count: int, workdir: Path) -> None:
         start_seq, start_t = min(marks.items())
         rate = (last - start_seq) / (end - start_t)
         print(f"cdp run (defaults: WORKER_COUNT=4, process workers): {rate:.1f} ledgers/s after warm-up, {rows} rows")
-        print(f"RESULT end-to-end: {rate:.1f} ledgers/s (target >= 30), {rate / raw_rate:.2f}x of the raw stream "
-              f"rate {raw_rate:.1f} ledgers/s; one day of pubnet (15,000 ledgers) in {15000 / rate / 60:.1f} min")
+        print(
+            f"RESULT end-to-end: {rate:.1f} ledgers/s (target >= 30), {rate / raw_rate:.2f}x of the raw stream "
+            f"rate {raw_rate:.1f} ledgers/s; one day of pubnet (15,000 ledgers) in {15000 / rate / 60:.1f} min"
+        )
         print(f"RESULT memory: peak RSS of the cdp run process tree {peak:.0f} MB (target < 300 MB)")
         answered = sorted(x for x in latencies if x >= 0)
         if answered:

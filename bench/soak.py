@@ -58,7 +58,8 @@ def main() -> None:
     out, cp = work / "out.jsonl", work / "cp.json"
     env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "OUTPUT": str(out),
            "CHECKPOINT_PATH": str(cp), "START_LEDGER": "2", "INSTANCE_EXTRAS": "false", "IDLE_TIMEOUT_S": "1",
-           "BACKOFF_BASE_S": "0.05", "BACKOFF_CAP_S": "0.5", "BREAKER_RESET_TIMEOUT_S": "1", "LOG_LEVEL": "WARNING"}  # fmt: skip
+           "BACKOFF_BASE_S": "0.05", "BACKOFF_CAP_S": "0.5", "BREAKER_RESET_TIMEOUT_S": "1",
+           "LOG_LEVEL": "WARNING"}  # fmt: skip
     log = (work / "run.log").open("a")
 
     def start_service() -> subprocess.Popen[bytes]:
@@ -106,7 +107,11 @@ def main() -> None:
     last = json.loads(cp.read_text())["ledger"]
     gen = SyntheticLedgers(seed=SEED)
     keep = (*ETL_FIELDS, "live_until_ledger_seq")
-    want = [dumps_row({k: r[k] for k in keep}) for s in range(2, last + 1) for r in extract_rows(gen.ledger(s), gen.passphrase)]
+    want = [
+        dumps_row({k: r[k] for k in keep})
+        for s in range(2, last + 1)
+        for r in extract_rows(gen.ledger(s), gen.passphrase)
+    ]
     got = out.read_text().splitlines()
     lost = len(set(want) - set(got))
     extra = len(got) - len(want) + lost
@@ -116,7 +121,8 @@ def main() -> None:
     injected = sum(faults.values())
     print(f"soak: {args.minutes:g} min, {last - 1} ledgers delivered (2..{last}), {len(got)} rows")
     print(f"faults injected: {injected} {json.dumps(faults, sort_keys=True)}")
-    print(f"faults survived: {injected if lost == 0 and extra == 0 else 'NOT ALL'}; rows lost: {lost}; rows extra: {extra}")
+    survived = injected if lost == 0 and extra == 0 else "NOT ALL"
+    print(f"faults survived: {survived}; rows lost: {lost}; rows extra: {extra}")
     print(f"peak RSS: first minute {first_peak:.0f} MB, last minute {last_peak:.0f} MB "
           f"({'no growth' if last_peak <= first_peak * 1.1 else 'GREW'})")  # fmt: skip
     print("RESULT soak:", "PASS" if lost == 0 and extra == 0 and got == want else "FAIL", f"(work dir {work})")

@@ -30,8 +30,8 @@ async def test_run_over_consecutive_pubnet_ledgers_commits_the_expected_rows() -
 
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         port = await nursery.start(serve_fake_source, FakeSourceOptions(port=0, ledgers=files))
-        cfg = Config.from_mapping({"source_endpoint": f"127.0.0.1:{port}", "health_port": 0, "network_passphrase": "pubnet",
-                                   "start_ledger": FIRST, "end_ledger": LAST, "worker_count": 2})  # fmt: skip
+        cfg = Config.from_mapping({"source_endpoint": f"127.0.0.1:{port}", "health_port": 0, "start_ledger": FIRST,
+                                   "network_passphrase": "pubnet", "end_ledger": LAST, "worker_count": 2})  # fmt: skip
         with trio.fail_after(120):
             await cdp.serve(cfg, on_rows=on_rows)
         nursery.cancel_scope.cancel()
