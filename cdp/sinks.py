@@ -49,7 +49,15 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class JsonlFileSink:
+class _WritesThrough:
+    """For sinks whose every write is already durable: nothing is left to flush."""
+
+    async def flush(self) -> Durable | None:
+        await trio.lowlevel.checkpoint()
+        return None
+
+
+class JsonlFileSink(_WritesThrough):
     """Appends to a file; ``resume_offset`` truncates it back to the last checkpoint first."""
 
     name = "jsonl_file"
@@ -75,15 +83,11 @@ class JsonlFileSink:
         os.fsync(self._fd)
         self.offset += len(data)
 
-    async def flush(self) -> Durable | None:
-        await trio.lowlevel.checkpoint()
-        return None
-
     def close(self) -> None:
         os.close(self._fd)
 
 
-class StdoutSink:
+class StdoutSink(_WritesThrough):
     name = "stdout"
 
     def __init__(self, stream: IO[str] | None = None) -> None:
@@ -96,15 +100,11 @@ class StdoutSink:
         await trio.lowlevel.checkpoint()
         return Durable(sequence)
 
-    async def flush(self) -> Durable | None:
-        await trio.lowlevel.checkpoint()
-        return None
-
     def close(self) -> None:
         self.stream.flush()
 
 
-class CallbackSink:
+class CallbackSink(_WritesThrough):
     """Hands each committed ledger's rows to user code (sync or async); it runs before the checkpoint."""
 
     name = "callback"
@@ -119,10 +119,6 @@ class CallbackSink:
         else:
             await trio.lowlevel.checkpoint()
         return Durable(sequence)
-
-    async def flush(self) -> Durable | None:
-        await trio.lowlevel.checkpoint()
-        return None
 
     def close(self) -> None:
         pass
