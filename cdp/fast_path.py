@@ -25,7 +25,6 @@ from stellar_sdk import xdr
 from . import xdr_skip as sk
 from .changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo, compact
 from .contract_data import (
-    ROW_ENTRY_TYPES,
     Encoded,
     assemble_row,
     asset_contract_id,
@@ -44,140 +43,9 @@ LOG = logging.getLogger("cdp.fast_path")
 U32 = sk.U32  # byte-offset readers, for the few fields rows take from the raw bytes
 I32 = sk.I32
 
-# (change kind, entry type, start, end) of one LedgerEntryChange's entry (or key, for REMOVED)
-_Item = tuple[int, int, int, int]
-# (group name, tx index, tx hash, operation index, items)
-_Group = tuple[str, int | None, str | None, int | None, list[_Item]]
-
 
 class FastPathError(Exception):
     """The walk cannot vouch for this ledger; the full decode must answer instead."""
-
-
-def _count(w: array[int], o: int) -> int:
-    n = w[o]
-    if not 0 <= n <= len(w) - o - 1:
-        raise FastPathError(f"count {n} at byte {4 * o} exceeds the input")
-    return n
-
-
-def _changes(w: array[int], o: int) -> tuple[list[_Item], int]:
-    """One ``LedgerEntryChanges``: each change's kind, entry type and byte range, and the next word."""
-    n = _count(w, o)
-    o += 1
-    items: list[_Item] = []
-    prev = -1
-    for _ in range(n):
-        kind = w[o]
-        start = o + 1
-        if (kind == UPDATED or kind == REMOVED) and prev != STATE and prev != RESTORED:
-            # the reference pairs every group, relevant or not, and rejects this
-            raise FastPathError(f"change at byte {4 * o} has no preceding STATE")
-        prev = kind
-        if kind == REMOVED:
-            etype = w[start]
-            o = sk.s_LedgerKey(w, start)
-        elif kind in (CREATED, UPDATED, STATE, RESTORED):
-            etype = w[start + 1]
-            o = sk.s_LedgerEntry(w, start)
-        else:
-            raise FastPathError(f"LedgerEntryChangeType {kind} at byte {4 * o}")
-        items.append((kind, etype, 4 * start, 4 * o))
-    return items, o
-
-
-def _array(w: array[int], o: int, skip: Callable[[array[int], int], int]) -> int:
-    n = _count(w, o)
-    o += 1
-    for _ in range(n):
-        o = skip(w, o)
-    return o
-
-
-def _tx_meta(w: array[int], o: int, i: int, tx_hash: str, groups: list[_Group]) -> int:
-    """Walk one ``TransactionMeta``, appending its before/operation/after groups."""
-    v = w[o]
-    o += 1
-    if v == 0:  # Go refuses meta v0 and the reference skips it: so do we
-        return _array(w, o, sk.s_OperationMeta)
-    if v == 1:
-        items, o = _changes(w, o)
-        groups.append(("before", i, tx_hash, None, items))
-        n = _count(w, o)
-        o += 1
-        for k in range(n):
-            items, o = _changes(w, o)
-            groups.append(("operation", i, tx_hash, k, items))
-        return o
-    if v not in (2, 3, 4):
-        raise FastPathError(f"TransactionMeta version {v} at byte {4 * o - 4}")
-    if v >= 3:
-        o = sk.s_ExtensionPoint(w, o)
-    items, o = _changes(w, o)
-    groups.append(("before", i, tx_hash, None, items))
-    n = _count(w, o)
-    o += 1
-    for k in range(n):
-        if v == 4:
-            o = sk.s_ExtensionPoint(w, o)
-        items, o = _changes(w, o)
-        groups.append(("operation", i, tx_hash, k, items))
-        if v == 4:
-            o = _array(w, o, sk.s_ContractEvent)
-    items, o = _changes(w, o)
-    groups.append(("after", i, tx_hash, None, items))
-    if v == 3:
-        o = sk.s_SorobanTransactionMeta(w, o + 1) if w[o] else o + 1
-    elif v == 4:
-        o = sk.s_SorobanTransactionMetaV2(w, o + 1) if w[o] else o + 1
-        o = _array(w, o, sk.s_TransactionEvent)
-        o = _array(w, o, sk.s_DiagnosticEvent)
-    return o
-
-
-def walk(raw: bytes) -> list[_Group]:
-    """Every change group of the ledger, in ``LedgerChangeReader`` order, as byte ranges."""
-    w = sk.words(raw)
-    v = w[0]
-    o = 1
-    if v not in (0, 1, 2):
-        raise FastPathError(f"LedgerCloseMeta version {v}")
-    if v:
-        o = sk.s_LedgerCloseMetaExt(w, o)
-    o = sk.s_LedgerHeaderHistoryEntry(w, o)
-    o = sk.s_TransactionSet(w, o) if v == 0 else sk.s_GeneralizedTransactionSet(w, o)
-    fees: list[_Group] = []
-    metas: list[_Group] = []
-    posts: list[_Group] = []
-    n = _count(w, o)
-    o += 1
-    for i in range(n):
-        if v == 2:
-            o = sk.s_ExtensionPoint(w, o)
-        tx_hash = raw[4 * o : 4 * o + 32].hex()
-        o = sk.s_TransactionResultPair(w, o)
-        items, o = _changes(w, o)
-        fees.append(("fee", i, tx_hash, None, items))
-        o = _tx_meta(w, o, i, tx_hash, metas)
-        if v == 2:
-            items, o = _changes(w, o)
-            posts.append(("post_apply_fee", i, tx_hash, None, items))
-    upgrades: list[_Group] = []
-    n = _count(w, o)
-    o += 1
-    for _ in range(n):
-        o = sk.s_LedgerUpgrade(w, o)
-        items, o = _changes(w, o)
-        upgrades.append(("upgrade", None, None, None, items))
-    o = _array(w, o, sk.s_SCPHistoryEntry)
-    if v:
-        o += 2  # totalByteSizeOfLiveSorobanState
-        o = _array(w, o, sk.s_LedgerKey)
-        if v == 1:
-            o = _array(w, o, sk.s_LedgerEntry)
-    if o != len(w):
-        raise FastPathError(f"walk ended at byte {4 * o} of {len(raw)}")
-    return fees + metas + posts + upgrades
 
 
 @attrs.frozen
@@ -216,51 +84,161 @@ def _ledger_key(b: bytes, rng: tuple[int, int], etype: int) -> bytes:
     return _CD_KEY_PREFIX + b[s + 12 : _key_end(b, s)]
 
 
-def _group_changes(b: bytes, group: _Group, wanted: frozenset[int]) -> list[RawChange]:
-    """``changes.group_changes`` on byte ranges: pair, keep ``wanted`` types, sort by key bytes."""
-    name, tx_index, tx_hash, op_index, items = group
-    out: list[tuple[bytes, RawChange]] = []
-    for i, item in enumerate(items):
-        kind, etype = item[0], item[1]
-        if kind == STATE:
-            continue
-        if kind in (UPDATED, REMOVED):
-            if i == 0 or items[i - 1][0] not in (STATE, RESTORED):
-                raise FastPathError(f"{name} group: change {i} has no preceding STATE")
-            prev = items[i - 1]
-            if prev[1] not in wanted:
-                continue
-            pre: tuple[int, int] | None = (prev[2], prev[3])
-            post = (item[2], item[3]) if kind == UPDATED else None
-            etype = prev[1]
-            key = _ledger_key(b, (prev[2], prev[3]), etype)
-        else:
-            if etype not in wanted:
-                continue
-            pre, post = None, (item[2], item[3])
-            key = _ledger_key(b, post, etype)
-        out.append((key, RawChange(kind, pre, post, name, tx_index, tx_hash, op_index, etype)))
-    out.sort(key=lambda pair: pair[0])
-    return [c for _, c in out]
+def _count(w: array[int], o: int) -> int:
+    n = w[o]
+    if not 0 <= n <= len(w) - o - 1:
+        raise FastPathError(f"count {n} at byte {4 * o} exceeds the input")
+    return n
+
+
+class _Walk:
+    """One pass over a ledger's words, collecting its CONTRACT_DATA and TTL changes per group.
+
+    Every change is still stepped over (and checked), but only wanted ones become objects:
+    that is most of the speed, as a pubnet ledger has thousands of classic entry changes.
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.w = sk.words(raw)
+
+    def changes(
+        self, o: int, out: list[RawChange], name: str, tx: int | None, tx_hash: str | None, op: int | None
+    ) -> int:
+        """``changes.group_changes`` on one ``LedgerEntryChanges``: pair STATE/RESTORED with the next
+        UPDATED/REMOVED, keep wanted types, sort by ledger-key bytes; returns the next word."""
+        w = self.w
+        n = _count(w, o)
+        o += 1
+        found: list[tuple[bytes, RawChange]] = []
+        prev_kind = prev_type = prev_start = prev_end = -1
+        for _ in range(n):
+            kind = w[o]
+            start = o + 1
+            if kind == REMOVED:
+                end = sk.s_LedgerKey(w, start)
+                etype = w[start]
+            elif kind == CREATED or kind == UPDATED or kind == STATE or kind == RESTORED:
+                end = sk.s_LedgerEntry(w, start)
+                etype = w[start + 1]
+            else:
+                raise FastPathError(f"LedgerEntryChangeType {kind} at byte {4 * o}")
+            if kind == UPDATED or kind == REMOVED:
+                # the reference pairs every group, relevant or not, and rejects this
+                if prev_kind != STATE and prev_kind != RESTORED:
+                    raise FastPathError(f"{name} group: change at byte {4 * o} has no preceding STATE")
+                if prev_type == CONTRACT_DATA or prev_type == TTL:
+                    pre = (4 * prev_start, 4 * prev_end)
+                    post = (4 * start, 4 * end) if kind == UPDATED else None
+                    change = RawChange(kind, pre, post, name, tx, tx_hash, op, prev_type)
+                    found.append((_ledger_key(self.raw, pre, prev_type), change))
+            elif kind != STATE and (etype == CONTRACT_DATA or etype == TTL):
+                post = (4 * start, 4 * end)
+                change = RawChange(kind, None, post, name, tx, tx_hash, op, etype)
+                found.append((_ledger_key(self.raw, post, etype), change))
+            prev_kind, prev_type, prev_start, prev_end = kind, etype, start, end
+            o = end
+        if found:
+            found.sort(key=lambda pair: pair[0])
+            out.extend(c for _, c in found)
+        return o
+
+    def array(self, o: int, skip: Callable[[array[int], int], int]) -> int:
+        w = self.w
+        n = _count(w, o)
+        o += 1
+        for _ in range(n):
+            o = skip(w, o)
+        return o
+
+    def tx_meta(self, o: int, i: int, tx_hash: str, out: list[RawChange]) -> int:
+        """One ``TransactionMeta``: its before, operation and after groups."""
+        w = self.w
+        v = w[o]
+        o += 1
+        if v == 0:  # Go refuses meta v0 and the reference skips it: so do we
+            return self.array(o, sk.s_OperationMeta)
+        if v == 1:
+            o = self.changes(o, out, "before", i, tx_hash, None)
+            n = _count(w, o)
+            o += 1
+            for k in range(n):
+                o = self.changes(o, out, "operation", i, tx_hash, k)
+            return o
+        if v not in (2, 3, 4):
+            raise FastPathError(f"TransactionMeta version {v} at byte {4 * o - 4}")
+        if v >= 3:
+            o = sk.s_ExtensionPoint(w, o)
+        o = self.changes(o, out, "before", i, tx_hash, None)
+        n = _count(w, o)
+        o += 1
+        for k in range(n):
+            if v == 4:
+                o = sk.s_ExtensionPoint(w, o)
+            o = self.changes(o, out, "operation", i, tx_hash, k)
+            if v == 4:
+                o = self.array(o, sk.s_ContractEvent)
+        o = self.changes(o, out, "after", i, tx_hash, None)
+        if v == 3:
+            o = sk.s_SorobanTransactionMeta(w, o + 1) if w[o] else o + 1
+        elif v == 4:
+            o = sk.s_SorobanTransactionMetaV2(w, o + 1) if w[o] else o + 1
+            o = self.array(o, sk.s_TransactionEvent)
+            o = self.array(o, sk.s_DiagnosticEvent)
+        return o
+
+    def ledger(self) -> list[RawChange]:
+        """Every wanted change of the ledger, in ``LedgerChangeReader`` order."""
+        w, raw = self.w, self.raw
+        v = w[0]
+        o = 1
+        if v not in (0, 1, 2):
+            raise FastPathError(f"LedgerCloseMeta version {v}")
+        if v:
+            o = sk.s_LedgerCloseMetaExt(w, o)
+        o = sk.s_LedgerHeaderHistoryEntry(w, o)
+        o = sk.s_TransactionSet(w, o) if v == 0 else sk.s_GeneralizedTransactionSet(w, o)
+        fees: list[RawChange] = []
+        metas: list[RawChange] = []
+        posts: list[RawChange] = []
+        n = _count(w, o)
+        o += 1
+        for i in range(n):
+            if v == 2:
+                o = sk.s_ExtensionPoint(w, o)
+            tx_hash = raw[4 * o : 4 * o + 32].hex()
+            o = sk.s_TransactionResultPair(w, o)
+            o = self.changes(o, fees, "fee", i, tx_hash, None)
+            o = self.tx_meta(o, i, tx_hash, metas)
+            if v == 2:
+                o = self.changes(o, posts, "post_apply_fee", i, tx_hash, None)
+        upgrades: list[RawChange] = []
+        n = _count(w, o)
+        o += 1
+        for _ in range(n):
+            o = sk.s_LedgerUpgrade(w, o)
+            o = self.changes(o, upgrades, "upgrade", None, None, None)
+        o = self.array(o, sk.s_SCPHistoryEntry)
+        if v:
+            o += 2  # totalByteSizeOfLiveSorobanState
+            o = self.array(o, sk.s_LedgerKey)
+            if v == 1:
+                o = self.array(o, sk.s_LedgerEntry)
+        if o != len(w):
+            raise FastPathError(f"walk ended at byte {4 * o} of {len(raw)}")
+        return fees + metas + posts + upgrades
 
 
 def read_raw_changes(raw: bytes) -> tuple[LedgerInfo, list[RawChange]]:
     """The ledger's header facts and its CONTRACT_DATA and TTL changes, as byte ranges.
 
     Raises:
-        FastPathError: (or ``SkipError``, ``struct.error``, ``RecursionError``) the walk cannot
-            vouch for these bytes; use the full decode.
+        FastPathError: (or ``SkipError``, ``struct.error``, ``IndexError``, ``RecursionError``, ...)
+            the walk cannot vouch for these bytes; use the full decode.
     """
     facts = peek_header(raw)
     info = LedgerInfo(facts.sequence, facts.close_time, facts.protocol, facts.meta_version)
-    changes: list[RawChange] = []
-    for group in walk(raw):
-        if any(item[1] in ROW_ENTRY_TYPES for item in group[4]):
-            changes.extend(_group_changes(raw, group, _WANTED))
-    return info, changes
-
-
-_WANTED: Final = frozenset(ROW_ENTRY_TYPES)
+    return info, _Walk(raw).ledger()
 
 
 def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str, mode: Mode) -> list[Row]:
