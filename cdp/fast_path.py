@@ -66,22 +66,24 @@ _CD_KEY_PREFIX: Final = CONTRACT_DATA.to_bytes(4, "big")
 _TTL_KEY_PREFIX: Final = TTL.to_bytes(4, "big")
 
 
-def _key_end(b: bytes, start: int) -> int:
-    """End of the durability field of the CONTRACT_DATA entry at ``start``; the bytes from the
-    address to here are the ledger key's body, checked canonical so they equal a re-encoding."""
+def _key_bounds(b: bytes, start: int) -> tuple[int, int]:
+    """Where the key ScVal of the CONTRACT_DATA entry at ``start`` begins, and where its durability
+    field ends; the bytes from the address to that end are the ledger key's body, checked
+    canonical so they equal a re-encoding."""
     if I32(b, start + 8)[0] != 0:
         raise FastPathError(f"ContractDataEntry ext at byte {start + 8}")
-    o = sk.c_SCVal(b, sk.c_SCAddress(b, start + 12))
+    key_start = sk.c_SCAddress(b, start + 12)
+    o = sk.c_SCVal(b, key_start)
     if I32(b, o)[0] not in (0, 1):
         raise FastPathError(f"ContractDataDurability at byte {o}")
-    return o + 4
+    return key_start, o + 4
 
 
 def _ledger_key(b: bytes, rng: tuple[int, int], etype: int) -> bytes:
     s = rng[0]
     if etype == TTL:
         return _TTL_KEY_PREFIX + b[s + 8 : s + 40]
-    return _CD_KEY_PREFIX + b[s + 12 : _key_end(b, s)]
+    return _CD_KEY_PREFIX + b[s + 12 : _key_bounds(b, s)[1]]
 
 
 def _count(w: array[int], o: int) -> int:
@@ -263,10 +265,9 @@ def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str,
         rng = c.pre if c.change_type == REMOVED else c.post
         assert rng is not None
         s = rng[0]
-        key_end = _key_end(b, s)
+        key_start, key_end = _key_bounds(b, s)
         val_end = sk.c_SCVal(b, key_end)
         cd_bytes = b[s + 8 : val_end]
-        key_start = sk.c_SCAddress(b, s + 12)
         encoded = Encoded(
             ledger_key=_CD_KEY_PREFIX + b[s + 12 : key_end],
             key=b[key_start : key_end - 4],
