@@ -167,10 +167,7 @@ def _cmd_fake_source(args: argparse.Namespace) -> None:
                         nursery.cancel_scope.cancel()
                         break
 
-    try:
-        trio.run(main)
-    except OSError as exc:
-        _fail(f"fake source cannot listen on {args.host}:{args.port}: {exc}", 1)
+    trio.run(main)
 
 
 def _cmd_extract(args: argparse.Namespace) -> None:

@@ -25,3 +25,15 @@ class OutputError(CdpError):
     def __init__(self, what: str, path: object, exc: OSError) -> None:
         super().__init__(f"cannot write {what} {path}: {exc.strerror or exc} (errno {exc.errno})")
         self.errno = exc.errno
+
+
+def find_os_error(exc: BaseException) -> OSError | None:
+    """The first OSError in ``exc`` or, for an exception group, anywhere inside it."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_os_error(inner)
+            if found is not None:
+                return found
+    return None

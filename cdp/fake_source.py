@@ -21,6 +21,7 @@ from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.server import Server
 
+from .errors import CdpError
 from .ledger_files import StoredLedger, load_ledgers
 from .proto.raw_ledger_service import RawLedger, RawLedgerServiceBase, StreamLedgersRequest
 from .synthetic import SyntheticLedgers
@@ -159,7 +160,10 @@ async def serve_fake_source(
     """
     service = FakeRawLedgerService(options)
     server = Server([service])
-    await trio_asyncio.aio_as_trio(server.start)(options.host, options.port)
+    try:
+        await trio_asyncio.aio_as_trio(server.start)(options.host, options.port)
+    except OSError as exc:
+        raise CdpError(f"fake source cannot listen on {options.host}:{options.port}: {exc.strerror or exc}") from None
     try:
         aio_server = server._server  # grpclib keeps the asyncio server private
         assert aio_server is not None

@@ -23,6 +23,7 @@ from quart_trio import QuartTrio
 
 from ._version import __version__
 from .breaker import BreakerState
+from .errors import CdpError, find_os_error
 
 LAG_DEGRADED_S: Final = 30.0  # receipt to commit; pubnet closes a ledger every ~6 s, so 5 behind
 
@@ -181,5 +182,11 @@ async def serve_http(
         await hypercorn_serve(app, config, shutdown_trigger=shutdown, task_status=task_status)
 
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(started)
+        try:
+            binds = await nursery.start(started)
+        except (OSError, BaseExceptionGroup) as exc:
+            error = find_os_error(exc)
+            if error is None:
+                raise
+            raise CdpError(f"HEALTH_PORT={port}: cannot listen on {host}:{port}: {error.strerror or error}") from None
         task_status.started(int(binds[0].rsplit(":", 1)[1]))

@@ -120,3 +120,25 @@ def test_run_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     finally:
         fake.kill()
         fake.wait()
+
+
+def test_busy_ports_are_one_line_errors() -> None:
+    """A health port or fake-source port already taken: exit 1 with one line, no traceback."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "HEALTH_PORT": str(port), "HEALTH_HOST": "127.0.0.1"}
+        run = _run("run", env=env, timeout=60)
+        fake = _run("fake-source", "--port", str(port), timeout=60)
+    assert (1, 1) == (run.returncode, fake.returncode)
+    assert (
+        run.stderr.strip().splitlines()[-1]
+        == f"cdp: error: HEALTH_PORT={port}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert (
+        fake.stderr.strip().splitlines()[-1].startswith(f"cdp: error: fake source cannot listen on 127.0.0.1:{port}: ")
+    )
+    assert "Traceback" not in run.stderr + fake.stderr
