@@ -158,7 +158,10 @@ async def serve_fake_source(
 
     Must run inside ``trio_asyncio.open_loop()``: grpclib is asyncio code.
     """
-    service = FakeRawLedgerService(options)
+    try:
+        service = FakeRawLedgerService(options)
+    except OSError as exc:
+        raise CdpError(f"--ledgers: cannot read {exc.filename}: {exc.strerror or exc}") from None
     server = Server([service])
     try:
         await trio_asyncio.aio_as_trio(server.start)(options.host, options.port)
