@@ -106,17 +106,24 @@ def _body(lcm: xdr.LedgerCloseMeta) -> Any:
     return body
 
 
+def contract_data_key(cd: xdr.ContractDataEntry) -> xdr.LedgerKey:
+    return xdr.LedgerKey(
+        xdr.LedgerEntryType.CONTRACT_DATA, contract_data=xdr.LedgerKeyContractData(cd.contract, cd.key, cd.durability)
+    )
+
+
 def entry_ledger_key(entry: xdr.LedgerEntry) -> xdr.LedgerKey:
     """The ``LedgerKey`` of an entry (stellar_sdk has no such helper); only the types we read."""
     data = entry.data
     t = data.type
     if t == xdr.LedgerEntryType.CONTRACT_DATA:
-        cd = data.contract_data
-        return xdr.LedgerKey(t, contract_data=xdr.LedgerKeyContractData(cd.contract, cd.key, cd.durability))
+        return contract_data_key(data.contract_data)
     if t == xdr.LedgerEntryType.TTL:
         return xdr.LedgerKey(t, ttl=xdr.LedgerKeyTtl(data.ttl.key_hash))
     if t == xdr.LedgerEntryType.CONTRACT_CODE:
         return xdr.LedgerKey(t, contract_code=xdr.LedgerKeyContractCode(data.contract_code.hash))
+    if t == xdr.LedgerEntryType.ACCOUNT:
+        return xdr.LedgerKey(t, account=xdr.LedgerKeyAccount(data.account.account_id))
     raise ValueError(f"no ledger key for entry type {t.name}")
 
 

@@ -24,6 +24,7 @@ from .changes import (
     Change,
     LedgerInfo,
     compact,
+    contract_data_key,
     decode_ledger,
     ledger_info,
     read_changes,
@@ -175,11 +176,9 @@ class Encoded:
 
 
 def encode(cd: xdr.ContractDataEntry) -> Encoded:
-    ledger_key = xdr.LedgerKey(
-        xdr.LedgerEntryType.CONTRACT_DATA,
-        contract_data=xdr.LedgerKeyContractData(cd.contract, cd.key, cd.durability),
+    return Encoded(
+        contract_data_key(cd).to_xdr_bytes(), cd.key.to_xdr_bytes(), cd.val.to_xdr_bytes(), cd.to_xdr_bytes()
     )
-    return Encoded(ledger_key.to_xdr_bytes(), cd.key.to_xdr_bytes(), cd.val.to_xdr_bytes(), cd.to_xdr_bytes())
 
 
 def contract_data_row(

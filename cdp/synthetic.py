@@ -18,6 +18,7 @@ from typing import Any, Final
 import attrs
 from stellar_sdk import Asset, Keypair, StrKey, xdr
 
+from .changes import entry_ledger_key
 from .config import NETWORKS
 
 GENESIS_CLOSE_TIME: Final = 1_700_000_000  # an arbitrary fixed epoch: close time = this + 5 s/ledger
@@ -81,27 +82,13 @@ def contract_data_entry(
 
 
 def data_key_hash(entry: xdr.LedgerEntry) -> bytes:
-    cd = entry.data.contract_data
-    key = xdr.LedgerKey(
-        xdr.LedgerEntryType.CONTRACT_DATA,
-        contract_data=xdr.LedgerKeyContractData(cd.contract, cd.key, cd.durability),
-    )
-    return hashlib.sha256(key.to_xdr_bytes()).digest()
+    """What a TTL entry's ``key_hash`` holds: sha256 of the data entry's ``LedgerKey``."""
+    return hashlib.sha256(entry_ledger_key(entry).to_xdr_bytes()).digest()
 
 
 def ttl_entry(last_modified: int, key_hash: bytes, live_until: int) -> xdr.LedgerEntry:
     ttl = xdr.TTLEntry(xdr.Hash(key_hash), xdr.Uint32(live_until))
     return _entry(last_modified, xdr.LedgerEntryData(xdr.LedgerEntryType.TTL, ttl=ttl))
-
-
-def ledger_key(entry: xdr.LedgerEntry) -> xdr.LedgerKey:
-    data = entry.data
-    if data.type == xdr.LedgerEntryType.TTL:
-        return xdr.LedgerKey(data.type, ttl=xdr.LedgerKeyTtl(data.ttl.key_hash))
-    if data.type == xdr.LedgerEntryType.ACCOUNT:
-        return xdr.LedgerKey(data.type, account=xdr.LedgerKeyAccount(data.account.account_id))
-    cd = data.contract_data
-    return xdr.LedgerKey(data.type, contract_data=xdr.LedgerKeyContractData(cd.contract, cd.key, cd.durability))
 
 
 def created(e: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
@@ -118,7 +105,7 @@ def updated(before: xdr.LedgerEntry, after: xdr.LedgerEntry) -> list[xdr.LedgerE
 def removed(before: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
     return [
         xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_STATE, state=before),
-        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_REMOVED, removed=ledger_key(before)),
+        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_REMOVED, removed=entry_ledger_key(before)),
     ]
 
 
