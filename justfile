@@ -18,8 +18,8 @@ test: setup
 
 # regenerate the betterproto code from schema/ (needs the test extra) and the XDR skippers from the grammar
 gen:
-    PATH="{{venv}}/bin:$PATH" {{py}} -m grpc_tools.protoc -I schema --python_betterproto_out=cdp/proto schema/raw_ledger_service.proto
-    {{py}} cdp/xdr_codegen.py ../shared/docs/xdr-grammar.json cdp/xdr_skip.py
+    PATH="{{venv}}/bin:$PATH" {{py}} -m grpc_tools.protoc -I schema --python_betterproto_out=cdp/upstream/proto schema/raw_ledger_service.proto
+    {{py}} -m cdp._tools.gen_xdr schema/xdr-grammar.json cdp/xdr/_skip.py
 
 # benchmarks: extraction and end-to-end ratios (run by hand, prints ratios)
 bench: setup

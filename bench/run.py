@@ -1,7 +1,7 @@
 """Benchmarks for the performance targets (run by hand: `just bench`); prints ratios, asserts nothing.
 
-1. Extraction, single core: full stellar-sdk decode + walk (the baseline, `cdp.contract_data.
-   extract_rows`) against the fast path (`cdp.fast_path.extract_rows_fast`) on the real pubnet
+1. Extraction, single core: full stellar-sdk decode + walk (the baseline, `cdp.extract._full.
+   extract_rows`) against the fast path (`cdp.extract._fast.extract_rows_fast`) on the real pubnet
    ledgers of ../shared/ledgers, with the rows checked identical.
 2. End to end over real gRPC on loopback: the fake source in its own process serves pubnet-sized
    synthetic ledgers (~1 MB, ~40 contract-data changes each) from files; first a bare client
@@ -38,8 +38,8 @@ def best_of(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def bench_extraction(repeat: int) -> None:
-    from cdp.contract_data import extract_rows
-    from cdp.fast_path import extract_rows_fast
+    from cdp.extract._fast import extract_rows_fast
+    from cdp.extract._full import extract_rows
 
     index = {e["file"]: e for e in json.loads((SHARED / "index.json").read_text())}
     files = sorted(f for f, e in index.items() if e["network"] == "pubnet" and e["bytes"] > 100_000)
@@ -73,7 +73,7 @@ def free_port() -> int:
 
 
 def make_ledgers(directory: Path, first: int, count: int) -> None:
-    from cdp.synthetic import SyntheticLedgers
+    from cdp.testing._synthetic import SyntheticLedgers
 
     gen = SyntheticLedgers(seed=2026, soroban_txs=40, ledger_bytes=1_000_000)
     for seq in range(first, first + count):
@@ -88,7 +88,7 @@ def raw_stream_rate(port: int, first: int, last: int) -> tuple[float, float]:
 
     from grpclib.client import Channel
 
-    from cdp.proto.raw_ledger_service import RawLedgerServiceStub, StreamLedgersRequest
+    from cdp.upstream.proto.raw_ledger_service import RawLedgerServiceStub, StreamLedgersRequest
 
     async def run() -> tuple[float, float]:
         channel = Channel("127.0.0.1", port)
@@ -146,7 +146,7 @@ def bench_end_to_end(count: int, workdir: Path) -> None:
     make_ledgers(ledgers, first, count)
     print(f"(ledger files ready in {time.perf_counter() - t0:.1f}s)")
     port = free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "cdp.cli", "fake-source", "--port", str(port), "--ledgers",
+    fake = subprocess.Popen([sys.executable, "-m", "cdp._cli", "fake-source", "--port", str(port), "--ledgers",
                              str(ledgers)], cwd=ROOT, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert fake.stderr is not None
@@ -161,7 +161,7 @@ def bench_end_to_end(count: int, workdir: Path) -> None:
         out = workdir / "rows.jsonl"
         log = workdir / "run.log"
         with log.open("w") as log_file:
-            run = subprocess.Popen([sys.executable, "-m", "cdp.cli", "run", "--start-ledger", str(first),
+            run = subprocess.Popen([sys.executable, "-m", "cdp._cli", "run", "--start-ledger", str(first),
                                     "--end-ledger", str(last), "--output", str(out)], cwd=ROOT, env=env,
                                    stderr=log_file)  # fmt: skip
             peak = 0.0

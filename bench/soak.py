@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from run import free_port, tree_rss_mb  # noqa: E402
 
-CDP = [sys.executable, "-m", "cdp.cli"]
+CDP = [sys.executable, "-m", "cdp._cli"]
 SEED = 31
 
 
@@ -99,10 +99,10 @@ def main() -> None:
     service.send_signal(signal.SIGTERM)
     service.wait(timeout=15)
 
-    from cdp.contract_data import extract_rows
-    from cdp.rows import ETL_FIELDS
+    from cdp.extract._full import extract_rows
+    from cdp.extract._rows import ETL_FIELDS
     from cdp.sinks import dumps_row
-    from cdp.synthetic import SyntheticLedgers
+    from cdp.testing._synthetic import SyntheticLedgers
 
     last = json.loads(cp.read_text())["ledger"]
     gen = SyntheticLedgers(seed=SEED)

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import attrs
 
-from cdp.processor import Ledger, Row
+from cdp.extract._ledger import Ledger
+from cdp.extract._rows import Row
 
 
 @attrs.frozen

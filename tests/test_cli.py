@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cdp.rows import ETL_FIELDS
+from cdp.extract._rows import ETL_FIELDS
 
 from .conftest import LEDGERS, ROOT, expected_rows, needs_shared
 
-CDP = [sys.executable, "-m", "cdp.cli"]
+CDP = [sys.executable, "-m", "cdp._cli"]
 
 
 def _run(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -80,7 +80,7 @@ def test_extract_reads_galexie_batches(tmp_path: Path) -> None:
     import zstandard
     from stellar_sdk import xdr
 
-    from cdp.synthetic import SyntheticLedgers
+    from cdp.testing._synthetic import SyntheticLedgers
 
     gen = SyntheticLedgers(seed=4)
     metas = [gen.ledger_meta(s) for s in (10, 11, 12)]

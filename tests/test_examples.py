@@ -30,7 +30,7 @@ def test_fake_upstream_example_faults_lose_nothing() -> None:
         assert "fake upstream on" in fake.stdout.readline()
         env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "WORKER_MODE": "thread",
                "BACKOFF_BASE_S": "0.05", "END_LEDGER": "60"}  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", "cdp.cli", "run"], cwd=ROOT, env=env, capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "cdp._cli", "run"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120)  # fmt: skip
         assert 0 == proc.returncode, proc.stderr
         seqs = [json.loads(line)["ledger_sequence"] for line in proc.stdout.splitlines()]

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from stellar_sdk import Asset, Keypair, StrKey, xdr
 
-from cdp.config import NETWORKS, Config
-from cdp.contract_data import asset_contract_id, extract_rows
-from cdp.fast_path import extract_rows_fast
-from cdp.pipeline import RowFilter
-from cdp.synthetic import (
+from cdp._config import NETWORKS, Config
+from cdp.extract._fast import extract_rows_fast
+from cdp.extract._full import asset_contract_id, extract_rows
+from cdp.pipeline._pipeline import RowFilter
+from cdp.testing._synthetic import (
     SyntheticLedgers,
     boolean,
     contract_data_entry,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from stellar_sdk import xdr
 
-from cdp.changes import Change, decode_ledger
-from cdp.contract_data import contract_data_row, rows_from_meta
-from cdp.rows import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS
+from cdp.extract._changes import Change, decode_ledger
+from cdp.extract._full import contract_data_row, rows_from_meta
+from cdp.extract._rows import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS
 
 from .conftest import GOLDEN, LEDGERS, expected_rows, needs_shared, shared_index
 

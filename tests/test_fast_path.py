@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cdp.contract_data import extract_rows
-from cdp.errors import LedgerDecodeError
-from cdp.fast_path import extract_rows_fast, read_raw_changes
-from cdp.synthetic import SyntheticLedgers
+from cdp._errors import LedgerDecodeError
+from cdp.extract._fast import extract_rows_fast, read_raw_changes
+from cdp.extract._full import extract_rows
+from cdp.testing._synthetic import SyntheticLedgers
 
-from .conftest import LEDGERS, ROOT, SHARED, needs_shared, shared_index
+from .conftest import LEDGERS, needs_shared, shared_index
 
 ENTRIES = shared_index()
 
@@ -86,13 +83,3 @@ def test_malformed_ledgers_give_the_full_decode_error(mutate: Any) -> None:
     with pytest.raises(LedgerDecodeError) as fast:
         extract_rows_fast(raw, gen.passphrase)
     assert str(full.value) == str(fast.value)
-
-
-def test_generated_skippers_are_current(tmp_path: Path) -> None:
-    """cdp/xdr_skip.py is what cdp/xdr_codegen.py makes of the shared XDR grammar."""
-    grammar = SHARED / "docs" / "xdr-grammar.json"
-    if not grammar.is_file():
-        pytest.skip(f"XDR grammar not found at {grammar}")
-    out = tmp_path / "xdr_skip.py"
-    subprocess.run([sys.executable, "cdp/xdr_codegen.py", str(grammar), str(out)], cwd=ROOT, check=True)
-    assert (ROOT / "cdp" / "xdr_skip.py").read_text() == out.read_text(), "stale: run `just gen`"

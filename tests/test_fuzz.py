@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdp.contract_data import extract_rows
-from cdp.errors import LedgerDecodeError
-from cdp.fast_path import extract_rows_fast
-from cdp.synthetic import SyntheticLedgers
+from cdp._errors import LedgerDecodeError
+from cdp.extract._fast import extract_rows_fast
+from cdp.extract._full import extract_rows
+from cdp.testing._synthetic import SyntheticLedgers
 
 GEN = SyntheticLedgers(seed=77, soroban_txs=3)
 SEEDS = [GEN.ledger(s) for s in range(2, 8)]

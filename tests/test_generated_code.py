@@ -25,15 +25,17 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
          "schema/raw_ledger_service.proto"],
         cwd=ROOT, env=env, check=True, capture_output=True,
     )  # fmt: skip
-    committed = ROOT / "cdp" / "proto"
+    committed = ROOT / "cdp" / "upstream" / "proto"
     for generated in sorted(tmp_path.rglob("*.py")):
         rel = generated.relative_to(tmp_path)
-        assert (committed / rel).read_text() == generated.read_text(), f"cdp/proto/{rel} is stale: run `just gen`"
+        assert (committed / rel).read_text() == generated.read_text(), (
+            f"cdp/upstream/proto/{rel} is stale: run `just gen`"
+        )
 
 
 def test_schema_is_the_upstream_contract() -> None:
     """The method path the client calls is the upstream's."""
-    from cdp.proto.raw_ledger_service import RawLedger, StreamLedgersRequest
+    from cdp.upstream.proto.raw_ledger_service import RawLedger, StreamLedgersRequest
 
     text = (ROOT / "schema" / "raw_ledger_service.proto").read_text()
     assert "package raw_ledger_service;" in text
@@ -41,3 +43,12 @@ def test_schema_is_the_upstream_contract() -> None:
     msg = RawLedger(sequence=7, ledger_close_meta_xdr=b"\x01")
     assert b"\x08\x07\x12\x01\x01" == bytes(msg)
     assert 9 == StreamLedgersRequest().parse(b"\x08\x09").start_ledger
+
+
+def test_generated_skippers_are_current(tmp_path: Path) -> None:
+    """cdp/xdr/_skip.py is what cdp/_tools/gen_xdr.py makes of the vendored XDR grammar."""
+    out = tmp_path / "skip.py"
+    subprocess.run(
+        [sys.executable, "-m", "cdp._tools.gen_xdr", "schema/xdr-grammar.json", str(out)], cwd=ROOT, check=True
+    )
+    assert (ROOT / "cdp" / "xdr" / "_skip.py").read_text() == out.read_text(), "stale: run `just gen`"

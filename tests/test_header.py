@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cdp.changes import decode_ledger, ledger_info
-from cdp.errors import LedgerDecodeError
-from cdp.header import peek_header
-from cdp.synthetic import SyntheticLedgers
+from cdp._errors import LedgerDecodeError
+from cdp.extract._changes import decode_ledger, ledger_info
+from cdp.testing._synthetic import SyntheticLedgers
+from cdp.xdr._header import peek_header
 
 from .conftest import LEDGERS, needs_shared, shared_index
 

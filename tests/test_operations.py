@@ -18,14 +18,14 @@ import trio_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 import cdp
-from cdp.config import Config
-from cdp.fake_source import FakeSourceOptions, serve_fake_source
-from cdp.processor import Row
+from cdp._config import Config
+from cdp.extract._rows import Row
+from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
 from .conftest import ROOT
 from .helpers import free_port
 
-CDP = [sys.executable, "-m", "cdp.cli"]
+CDP = [sys.executable, "-m", "cdp._cli"]
 P = "contract_data_processor_"
 
 
@@ -79,7 +79,7 @@ async def test_ready_follows_the_upstream(tmp_path: Path) -> None:
 
 
 def cdp_breaker() -> Any:
-    from cdp.breaker import BreakerState
+    from cdp.upstream._breaker import BreakerState
 
     return BreakerState
 

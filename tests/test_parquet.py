@@ -11,11 +11,11 @@ import trio
 import trio_asyncio
 
 import cdp
-from cdp.config import Config
-from cdp.contract_data import extract_rows
-from cdp.fake_source import FakeSourceOptions, serve_fake_source
-from cdp.progress import render
-from cdp.synthetic import SyntheticLedgers
+from cdp._config import Config
+from cdp.extract._full import extract_rows
+from cdp.ops._progress import render
+from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
+from cdp.testing._synthetic import SyntheticLedgers
 
 pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (the parquet extra) is not installed")
 
@@ -68,7 +68,7 @@ async def test_full_schema_rolls_aligned_files(upstream: str, tmp_path: Path) ->
 
 async def test_ttp_schema_has_the_original_columns_and_exact_balances(upstream: str, tmp_path: Path) -> None:
     """--schema ttp: the 18 columns in order; balances above 2^63 stay exact; empty strings are null."""
-    from cdp.parquet_sink import TTP_COLUMNS
+    from cdp.sinks._parquet import TTP_COLUMNS
 
     with trio.fail_after(60):
         await cdp.serve(_config(upstream, tmp_path, end_ledger=40, schema="ttp"))

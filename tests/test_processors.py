@@ -14,19 +14,19 @@ import trio
 import trio_asyncio
 
 import cdp
-from cdp.changes import decode_ledger
-from cdp.config import Config
-from cdp.contract_data import rows_from_meta
-from cdp.errors import ConfigError
-from cdp.fake_source import FakeSourceOptions, serve_fake_source
-from cdp.pipeline import BadLedgerError
-from cdp.processor import Ledger, load_processor
-from cdp.ttl import TtlProcessor
+from cdp._config import Config
+from cdp._errors import BadLedgerError, ConfigError
+from cdp.extract._changes import decode_ledger
+from cdp.extract._full import rows_from_meta
+from cdp.extract._ledger import Ledger
+from cdp.processors._registry import load_processor
+from cdp.processors._ttl import TtlProcessor
+from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
 from .conftest import LEDGERS, ROOT, needs_shared
 from .helpers import SequenceProcessor, free_port
 
-CDP = [sys.executable, "-m", "cdp.cli"]
+CDP = [sys.executable, "-m", "cdp._cli"]
 
 
 @needs_shared

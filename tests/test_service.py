@@ -15,10 +15,10 @@ import trio_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 import cdp
-from cdp.config import Config
-from cdp.fake_source import FakeSourceOptions, serve_fake_source
-from cdp.pipeline import BadLedgerError
-from cdp.processor import Row
+from cdp._config import Config
+from cdp._errors import BadLedgerError
+from cdp.extract._rows import Row
+from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
 from .helpers import SequenceProcessor
 

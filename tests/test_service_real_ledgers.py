@@ -9,10 +9,9 @@ import trio
 import trio_asyncio
 
 import cdp
-from cdp.config import Config
-from cdp.fake_source import FakeSourceOptions, serve_fake_source
-from cdp.processor import Row
-from cdp.rows import ETL_FIELDS
+from cdp._config import Config
+from cdp.extract._rows import ETL_FIELDS, Row
+from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
 from .conftest import LEDGERS, expected_rows, needs_shared
 

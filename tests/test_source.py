@@ -11,12 +11,12 @@ import pytest
 import trio
 import trio_asyncio
 
-from cdp.breaker import Backoff, BreakerState, CircuitBreaker
-from cdp.config import Config
-from cdp.errors import UpstreamError
-from cdp.fake_source import FakeSourceOptions, serve_fake_source
-from cdp.processor import Ledger
-from cdp.source import LedgerSource
+from cdp._config import Config
+from cdp._errors import UpstreamError
+from cdp.extract._ledger import Ledger
+from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
+from cdp.upstream._breaker import Backoff, BreakerState, CircuitBreaker
+from cdp.upstream._source import LedgerSource
 
 from .conftest import LEDGERS, ROOT, needs_shared
 from .helpers import free_port
@@ -208,7 +208,7 @@ async def test_upstream_process_killed_twice(loop: object, tmp_path: Path) -> No
     """The fake source dies mid-stream twice and is restarted: every ledger S..E once, in order."""
     port = free_port()
     seqs = range(1410048, 1410148)
-    cmd = [sys.executable, "-m", "cdp.cli", "fake-source", "--port", str(port), "--ledgers", str(LEDGERS),
+    cmd = [sys.executable, "-m", "cdp._cli", "fake-source", "--port", str(port), "--ledgers", str(LEDGERS),
            "--rate", "400"]  # fmt: skip
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:

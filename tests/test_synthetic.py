@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from cdp.changes import decode_ledger
-from cdp.contract_data import extract_rows
-from cdp.synthetic import SyntheticLedgers
+from cdp.extract._changes import decode_ledger
+from cdp.extract._full import extract_rows
+from cdp.testing._synthetic import SyntheticLedgers
 
 
 def test_same_bytes_whatever_the_order() -> None:

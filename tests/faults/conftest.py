@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from cdp.rows import ETL_FIELDS
-from cdp.synthetic import SyntheticLedgers
+from cdp.extract._rows import ETL_FIELDS
+from cdp.testing._synthetic import SyntheticLedgers
 
 from ..conftest import ROOT
 from ..helpers import free_port
 
-CDP = [sys.executable, "-m", "cdp.cli"]
+CDP = [sys.executable, "-m", "cdp._cli"]
 SEED = 8
 
 
@@ -76,7 +76,7 @@ def start_cdp(port: int, tmp: Path, first: int, last: int, **env: str) -> subpro
 
 def clean_rows(first: int, last: int) -> dict[int, list[dict[str, Any]]]:
     """What a run without faults commits: rows per ledger, with run's default fields."""
-    from cdp.contract_data import extract_rows
+    from cdp.extract._full import extract_rows
 
     gen = SyntheticLedgers(seed=SEED)
     keep = (*ETL_FIELDS, "live_until_ledger_seq")

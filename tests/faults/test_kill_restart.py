@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from cdp.rows import ETL_FIELDS
+from cdp.extract._rows import ETL_FIELDS
 from cdp.sinks import dumps_row
-from cdp.synthetic import SyntheticLedgers
+from cdp.testing._synthetic import SyntheticLedgers
 
 from ..conftest import ROOT
 from ..helpers import free_port
 
-CDP = [sys.executable, "-m", "cdp.cli"]
+CDP = [sys.executable, "-m", "cdp._cli"]
 FIRST, LAST = 2, 160
 
 
@@ -40,7 +40,7 @@ def upstream() -> Iterator[int]:
 
 
 def _clean_output() -> str:
-    from cdp.contract_data import extract_rows
+    from cdp.extract._full import extract_rows
 
     gen = SyntheticLedgers(seed=5)
     keep = (*ETL_FIELDS, "live_until_ledger_seq")

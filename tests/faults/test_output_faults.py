@@ -13,9 +13,9 @@ import trio
 import trio_asyncio
 
 import cdp
-from cdp.config import Config
-from cdp.fake_source import FakeSourceOptions, serve_fake_source
-from cdp.processor import Row
+from cdp._config import Config
+from cdp.extract._rows import Row
+from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
 from .conftest import Upstream, assert_ledger_by_ledger, clean_rows, committed_rows, run_cdp
 
@@ -63,7 +63,7 @@ def test_disk_full_stops_cleanly_and_a_restart_completes_exactly(upstream: Upstr
     import os
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "cdp.cli", "run"], env={**os.environ, **env}, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "cdp._cli", "run"], env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=120, preexec_fn=limit_file_size)  # fmt: skip
     assert 1 == proc.returncode
     assert (

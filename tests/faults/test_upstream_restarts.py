@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cdp.synthetic import SyntheticLedgers
+from cdp.testing._synthetic import SyntheticLedgers
 
 from ..conftest import ROOT
 from ..helpers import free_port
 
-CDP = [sys.executable, "-m", "cdp.cli"]
+CDP = [sys.executable, "-m", "cdp._cli"]
 
 
 def test_run_delivers_every_ledger_once_across_two_upstream_deaths(tmp_path: Path) -> None:

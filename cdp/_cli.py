@@ -1,0 +1,244 @@
+"""``cdp``: run the service, serve a fake upstream, extract rows from files, or run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, NoReturn
+
+import attrs
+import trio
+import trio_asyncio
+
+from cdp._config import NETWORKS, Config
+from cdp._errors import CdpError, ConfigError, LedgerDecodeError
+from cdp._service import ServiceHandle, serve
+from cdp._version import __version__
+from cdp.extract._rows import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS
+from cdp.ops._logs import configure_logging
+from cdp.processors._base import LedgerProcessor
+from cdp.processors._registry import load_processor
+from cdp.processors._work import RowFilter
+from cdp.sinks import dumps_row
+
+# The fake source, synthetic ledgers and the extractor load stellar-sdk (~50 MB); `cdp run` does not
+# need it in the service process (workers load it), so those imports live in their commands.
+
+EXIT_USAGE = 2
+
+
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config attribute, named after its environment variable in kebab case."""
+    group = parser.add_argument_group("settings (each also read from the environment variable in capitals)")
+    for a in attrs.fields(Config):
+        flag = "--" + a.name.replace("_", "-")
+        names = [flag, "--network"] if a.name == "network_passphrase" else [flag]
+        group.add_argument(*names, dest=a.name, metavar=a.name.upper(), default=None, help=f"env {a.name.upper()}")
+    parser.add_argument("--config", type=Path, default=None, help="TOML file with settings (lowest precedence)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdp", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"cdp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="stream from the upstream and write rows")
+    _setting_flags(run)
+
+    demo = sub.add_parser("demo", help="fake source + service in one process, rows on stdout")
+    demo.add_argument("--ledgers", type=int, default=5, help="stop after this many ledgers (default 5)")
+    demo.add_argument("--seed", type=int, default=0)
+    _setting_flags(demo)
+
+    fake = sub.add_parser("fake-source", help="serve RawLedgerService from synthetic ledgers or files")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=50053)
+    fake.add_argument("--ledgers", type=Path, nargs="*", default=[], help="raw XDR files, *.xdr.zst batches, or dirs")
+    fake.add_argument("--seed", type=int, default=0)
+    fake.add_argument("--network", default=None, help="passphrase or pubnet/testnet/futurenet (synthetic SAC ids)")
+    fake.add_argument("--soroban-txs", type=int, default=4, help="Soroban txs per synthetic ledger")
+    fake.add_argument("--ledger-bytes", type=int, default=0, help="pad synthetic ledgers to about this size")
+    fake.add_argument("--end-stream", action="store_true", help="end the stream after the last ledger")
+    fake.add_argument("--rate", type=float, default=0.0, help="ledgers per second (0: unlimited)")
+    fake.add_argument("--fail-after", type=int, default=0, help="abort each stream with UNAVAILABLE after N")
+    fake.add_argument("--die-after", type=int, default=0, help="exit the process after N ledgers")
+    fake.add_argument("--stall-after", type=int, default=0, help="stop sending after N, keep the connection")
+    for name in ("skip", "duplicate", "corrupt", "mislabel", "reorder"):
+        fake.add_argument(f"--{name}", type=int, action="append", default=[], metavar="SEQ")
+    fake.add_argument("--corrupt-kind", choices=("random", "truncated", "wrong-type", "oversize"), default="random")
+
+    ext = sub.add_parser("extract", help="rows from ledger files as JSONL on stdout")
+    ext.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    net = ext.add_mutually_exclusive_group()
+    net.add_argument("--network", default=None, help="pubnet, testnet or futurenet")
+    net.add_argument("--passphrase", default=None)
+    ext.add_argument("--mode", choices=("compact", "changes"), default="compact")
+    ext.add_argument("--instance-extras", action="store_true", help="add contract_instance_type/_wasm_hash")
+    ext.add_argument("--decoder", choices=("fast", "full"), default="fast", help="full: decode whole ledgers")
+    for a in attrs.fields(Config):
+        if a.name.startswith("filter_") or a.name == "include_deleted":
+            ext.add_argument("--" + a.name.replace("_", "-"), dest=a.name, metavar=a.name.upper(), default=None)
+    return parser
+
+
+def _config(args: argparse.Namespace, **overrides: Any) -> Config:
+    flags = {a.name: getattr(args, a.name) for a in attrs.fields(Config)}
+    flags.update({k: v for k, v in overrides.items() if flags.get(k) is None})
+    return Config.load(toml_path=args.config, flags=flags)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    print(f"cdp: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+async def _with_signals(
+    config: Config,
+    *,
+    prelude: Callable[[trio.Nursery], Awaitable[Config]] | None = None,
+    processor: LedgerProcessor | None = None,
+) -> None:
+    """Run the service; the first SIGINT/SIGTERM stops it gracefully, a second one at once."""
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        if prelude is not None:
+            config = await prelude(nursery)
+        handle: ServiceHandle = await nursery.start(partial(serve, config, processor=processor))
+
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if handle.stopping:
+                        nursery.cancel_scope.cancel(f"second signal {signal.Signals(signum).name}")
+                        return
+                    handle.stop()
+
+        nursery.start_soon(on_signals)
+        await handle.wait_done()
+        nursery.cancel_scope.cancel("service finished")
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    config = _config(args)
+    configure_logging(config.log_level, config.log_format)
+    processor = load_processor(config.processor, config)  # fails here, with status 2, if it is bad
+    trio.run(partial(_with_signals, config, processor=processor))
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    if args.ledgers < 1:
+        _fail(f"--ledgers={args.ledgers}: must be >= 1", EXIT_USAGE)
+    base = _config(args, health_port="0", end_ledger=str(args.ledgers + 1), start_ledger="2")
+    configure_logging(base.log_level, base.log_format)
+
+    from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
+
+    async def start_fake(nursery: trio.Nursery) -> Config:
+        options = FakeSourceOptions(port=0, seed=args.seed, passphrase=base.network_passphrase)
+        port = await nursery.start(serve_fake_source, options)
+        end = base.end_ledger or base.start_ledger + args.ledgers - 1
+        return attrs.evolve(base, source_endpoint=(f"127.0.0.1:{port}",), end_ledger=end)
+
+    trio.run(partial(_with_signals, base, prelude=start_fake))
+
+
+def _cmd_fake_source(args: argparse.Namespace) -> None:
+    from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
+
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper(), os.environ.get("LOG_FORMAT", "text"))
+    passphrase = NETWORKS.get((args.network or "").lower(), args.network)
+    options = FakeSourceOptions(
+        host=args.host, port=args.port, ledgers=tuple(args.ledgers), seed=args.seed, passphrase=passphrase,
+        soroban_txs=args.soroban_txs, ledger_bytes=args.ledger_bytes, end_stream=args.end_stream,
+        rate=args.rate, fail_after=args.fail_after, die_after=args.die_after, stall_after=args.stall_after,
+        skip=frozenset(args.skip), duplicate=frozenset(args.duplicate), corrupt=frozenset(args.corrupt),
+        mislabel=frozenset(args.mislabel), reorder=frozenset(args.reorder), corrupt_kind=args.corrupt_kind,
+    )  # fmt: skip
+
+    async def main() -> None:
+        async with trio_asyncio.open_loop():
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(serve_fake_source, options)
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        break
+
+    trio.run(main)
+
+
+def _cmd_extract(args: argparse.Namespace) -> None:
+    from cdp.extract._fast import extract_rows_fast
+    from cdp.extract._full import extract_rows
+    from cdp.xdr._files import StoredLedger, expand_paths, read_file
+
+    passphrase = args.passphrase or NETWORKS.get((args.network or "").lower())
+    if args.network and passphrase is None:
+        _fail(f"--network={args.network}: must be one of {', '.join(NETWORKS)}", EXIT_USAGE)
+    passphrase = passphrase or Config.load(flags={}).network_passphrase
+    keep: tuple[str, ...] = ETL_FIELDS + ("live_until_ledger_seq",)
+    keep += CHANGE_FIELDS if args.mode == "changes" else ()
+    keep += INSTANCE_FIELDS if args.instance_extras else ()
+    filters = {a.name: getattr(args, a.name) for a in attrs.fields(Config) if hasattr(args, a.name)}
+    row_filter = RowFilter.from_config(Config.load(environ={}, flags=filters))
+    failed = False
+    ledgers: list[StoredLedger] = []
+    for path in expand_paths(args.paths):
+        try:
+            ledgers.extend(read_file(path))
+        except (LedgerDecodeError, OSError) as exc:
+            print(f"cdp extract: {path}: {_strip(exc, path)}", file=sys.stderr)
+            failed = True
+    out = sys.stdout
+    for ledger in sorted(ledgers, key=lambda item: item.sequence):
+        try:
+            if args.decoder == "fast":
+                rows, _ = extract_rows_fast(ledger.raw, passphrase, args.mode)
+            else:
+                rows = extract_rows(ledger.raw, passphrase, args.mode)
+        except LedgerDecodeError as exc:
+            print(f"cdp extract: {ledger.origin}: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        kept = [r for r in rows if row_filter.reason_to_skip(r) is None]
+        out.write("".join(dumps_row({k: r[k] for k in keep}) + "\n" for r in kept))
+    out.flush()
+    if failed:
+        raise SystemExit(1)
+
+
+def _strip(exc: Exception, path: Path) -> str:
+    return str(exc).removeprefix(f"{path}: ")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    commands = {"run": _cmd_run, "demo": _cmd_demo, "fake-source": _cmd_fake_source, "extract": _cmd_extract}
+    try:
+        commands[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        raise SystemExit(130) from None
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except CdpError as exc:
+        _fail(str(exc), 1)
+    except BaseExceptionGroup as group:
+        errors = group.subgroup(CdpError)
+        if errors is None:
+            raise
+        _fail("; ".join(str(e) for e in _leaves(errors)), 1)
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,475 @@
+"""Generate ``cdp/xdr/_skip.py`` from the Stellar XDR grammar (rs-stellar-xdr's ``xdr.json``).
+
+Each generated ``s_<Type>(b, o) -> int`` returns the offset just past a ``<Type>`` that starts at
+``o`` in ``b``, building no objects: that is what lets the fast path walk a 1 MB ledger in
+milliseconds. The skippers are at least as strict as stellar-sdk's decoder (enum values, union
+arms and length limits are checked; recursion is capped), so anything they accept the full decode
+accepts too, and anything else raises ``SkipError`` and the caller falls back to the full decode.
+
+Run: ``python -m cdp._tools.gen_xdr schema/xdr-grammar.json cdp/xdr/_skip.py`` (``just gen``); as a
+script it imports nothing from ``cdp``, so a broken ``_skip.py`` cannot stop its own regeneration.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any, Final
+
+PRIMITIVE_SIZE: Final = {"int": 4, "unsigned_int": 4, "bool": 4, "hyper": 8, "unsigned_hyper": 8}
+MAX_DEPTH: Final = 64  # nesting of recursive types (SCVal in SCVal ...); real ledgers use < 10
+
+
+class Grammar:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.defs: dict[str, dict[str, Any]] = {d["name"]: d for d in data["definitions"] if d["kind"] != "const"}
+        self._fixed: dict[str, int | None] = {}
+        self.recursive = self._find_recursive()
+
+    # -- sizes -----------------------------------------------------------------------------
+    def fixed(self, t: dict[str, Any]) -> int | None:
+        """Byte size of a type if it never varies, else None."""
+        kind = t["kind"]
+        if kind in PRIMITIVE_SIZE:
+            return PRIMITIVE_SIZE[kind]
+        if kind == "opaque_fixed":
+            return int(t["size"] + 3) // 4 * 4
+        if kind == "array":
+            inner = self.fixed(t["element"])
+            return None if inner is None else inner * int(t["count"])
+        if kind == "ref":
+            return self.fixed_def(t["name"])
+        return None
+
+    def fixed_def(self, name: str) -> int | None:
+        if name in self._fixed:
+            return self._fixed[name]
+        self._fixed[name] = None  # breaks cycles: a recursive type is never fixed
+        d = self.defs[name]
+        size: int | None
+        if d["kind"] == "enum":
+            size = 4
+        elif d["kind"] == "typedef":
+            size = self.fixed(d["type"])
+        elif d["kind"] == "struct":
+            sizes = [self.fixed(f["type"]) for f in d["fields"]]
+            size = None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+        else:  # union: fixed only when every arm has the same fixed size
+            arms = {0 if "type" not in a else self.fixed(a["type"]) for a in d["arms"]}
+            size = None if None in arms or len(arms) != 1 else 4 + arms.pop()  # type: ignore[operator]
+        self._fixed[name] = size
+        return size
+
+    def needs_check(self, t: dict[str, Any]) -> bool:
+        """Whether skipping the type must read it (enums, unions, lengths) or may just jump."""
+        kind = t["kind"]
+        if kind in ("int", "unsigned_int", "hyper", "unsigned_hyper", "bool", "opaque_fixed"):
+            return False  # stellar-sdk reads bools as any int: so do we
+        if kind == "array":
+            return self.needs_check(t["element"])
+        if kind == "ref":
+            d = self.defs[t["name"]]
+            if d["kind"] == "typedef":
+                return self.needs_check(d["type"])
+            if d["kind"] == "struct":
+                return any(self.needs_check(f["type"]) for f in d["fields"])
+            return True  # enums and unions have values to check
+        return True
+
+    def fixed_checks(self, t: dict[str, Any]) -> list[tuple[int, str, tuple[int, ...]]] | None:
+        """For a fixed-size type whose only checks are discriminant/enum values at fixed offsets:
+        those checks as (offset, "i32"|"u32", allowed values), so a parent can inline them.
+        None when the type varies in size or needs more than that."""
+        size = self.fixed(t)
+        if size is None:
+            return None
+        kind = t["kind"]
+        if kind in PRIMITIVE_SIZE or kind == "opaque_fixed":
+            return []
+        if kind == "array":
+            inner = self.fixed_checks(t["element"])
+            esize = self.fixed(t["element"])
+            if inner is None or esize is None:
+                return None
+            return [(k * esize + off, how, vals) for k in range(int(t["count"])) for off, how, vals in inner]
+        d = self.defs[t["name"]]
+        if d["kind"] == "enum":
+            return [(0, "i32", tuple(sorted({m["value"] for m in d["members"]})))]
+        if d["kind"] == "typedef":
+            return self.fixed_checks(d["type"])
+        if d["kind"] == "struct":
+            out: list[tuple[int, str, tuple[int, ...]]] = []
+            off = 0
+            for f in d["fields"]:
+                inner = self.fixed_checks(f["type"])
+                fsize = self.fixed(f["type"])
+                if inner is None or fsize is None:
+                    return None
+                out.extend((off + o, how, vals) for o, how, vals in inner)
+                off += fsize
+            return out
+        values: list[int] = []
+        for arm in d["arms"]:
+            if "type" in arm and self.fixed_checks(arm["type"]) != []:
+                return None
+            values.extend(c["value"] for c in arm["cases"])
+        return [(0, "u32" if self.unsigned_disc(d) else "i32", tuple(sorted(values)))]
+
+    def unsigned_disc(self, d: dict[str, Any]) -> bool:
+        disc = d["discriminant"]["type"]
+        return bool(
+            disc["kind"] == "unsigned_int"
+            or (disc["kind"] == "ref" and self.defs[disc["name"]].get("type", {}).get("kind") == "unsigned_int")
+        )
+
+    def needs_strict(self, t: dict[str, Any], seen: frozenset[str] = frozenset()) -> bool:
+        """Whether the canonical check must read the type (it holds a bool or unaligned opaque)."""
+        kind = t["kind"]
+        if kind == "bool":
+            return True
+        if kind == "opaque_fixed":
+            return bool(t["size"] % 4)
+        if kind in ("array", "var_array", "optional"):
+            return True if kind != "array" else self.needs_strict(t["element"], seen)
+        if kind == "ref" and t["name"] not in seen:
+            d = self.defs[t["name"]]
+            inner = seen | {t["name"]}
+            if d["kind"] == "typedef":
+                return self.needs_strict(d["type"], inner)
+            if d["kind"] == "struct":
+                return any(self.needs_strict(f["type"], inner) for f in d["fields"])
+            if d["kind"] == "union":
+                return any("type" in a and self.needs_strict(a["type"], inner) for a in d["arms"])
+        return False
+
+    def closure(self, roots: tuple[str, ...]) -> list[str]:
+        """Every named type reachable from ``roots``."""
+        seen: set[str] = set()
+        stack = list(roots)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self._edges(n))
+        return sorted(seen)
+
+    # -- recursion -------------------------------------------------------------------------
+    def _refs(self, t: dict[str, Any]) -> Iterator[str]:
+        if t["kind"] == "ref":
+            yield t["name"]
+        for key in ("element", "type"):
+            if key in t:
+                yield from self._refs(t[key])
+
+    def _edges(self, name: str) -> set[str]:
+        d = self.defs[name]
+        out: set[str] = set()
+        if d["kind"] == "typedef":
+            out.update(self._refs(d["type"]))
+        elif d["kind"] == "struct":
+            for f in d["fields"]:
+                out.update(self._refs(f["type"]))
+        elif d["kind"] == "union":
+            for a in d["arms"]:
+                if "type" in a:
+                    out.update(self._refs(a["type"]))
+        return out
+
+    def _find_recursive(self) -> set[str]:
+        edges = {n: self._edges(n) for n in self.defs}
+        recursive = set()
+        for start in self.defs:
+            seen: set[str] = set()
+            stack = list(edges[start])
+            while stack:
+                n = stack.pop()
+                if n == start:
+                    recursive.add(start)
+                    break
+                if n not in seen:
+                    seen.add(n)
+                    stack.extend(edges[n])
+        return recursive
+
+
+STRICT_ROOTS: Final = ("SCVal", "SCAddress")  # what row fields are taken from as raw bytes
+
+
+class Writer:
+    """Emits skippers; ``strict`` ones (prefix ``c_``) also demand the canonical encoding (zero
+    padding, bools and optional flags 0 or 1), so their bytes equal a re-encoding of the value."""
+
+    def __init__(self, g: Grammar, strict: bool = False) -> None:
+        self.g = g
+        self.strict = strict
+        self.lines: list[str] = []
+        self.tables: list[str] = []
+
+    def fn(self, name: str) -> str:
+        return ("c_" if self.strict else "s_") + name
+
+    def emit(self, line: str = "") -> None:
+        self.lines.append(line)
+
+    def u(self, n: int) -> int:
+        """A byte count in this writer's unit (32-bit words for the walk, bytes for strict)."""
+        return n if self.strict else n // 4
+
+    def at(self, k: int) -> str:
+        return f"o + {k}" if k else "o"
+
+    def read(self, k: int = 0, unsigned: bool = False) -> str:
+        if self.strict:
+            return f"{'U32' if unsigned else 'I32'}(b, {self.at(k)})[0]"
+        return f"(b[{self.at(k)}] & 0xFFFFFFFF)" if unsigned else f"b[{self.at(k)}]"
+
+    def skip_expr(self, t: dict[str, Any], indent: str, what: str) -> None:
+        """Emit statements advancing ``o`` past a value of type ``t``."""
+        g = self.g
+        size = g.fixed(t)
+        kind = t["kind"]
+        if self.strict and kind == "bool":
+            self.emit(f"{indent}if U32(b, o)[0] > 1:")
+            self.emit(f"{indent}    raise SkipError({what!r}, o)")
+            self.emit(f"{indent}o += 4")
+            return
+        if self.strict and kind == "opaque_fixed" and t["size"] % 4:
+            self.emit(f"{indent}if any(b[o + {t['size']} : o + {size}]):")
+            self.emit(f"{indent}    raise SkipError({what!r}, o)")
+            self.emit(f"{indent}o += {size}")
+            return
+        if size is not None and not (g.needs_check(t) or (self.strict and g.needs_strict(t))):
+            self.emit(f"{indent}o += {self.u(size)}")
+            return
+        checks = g.fixed_checks(t) if size is not None and not self.strict else None
+        if checks is not None and size is not None:
+            self.inline_checks(checks, 0, indent, what)
+            self.emit(f"{indent}o += {self.u(size)}")
+            return
+        if kind == "ref":
+            d = g.defs[t["name"]]
+            if d["kind"] == "enum":
+                self.emit(f"{indent}if {self.read()} not in E_{d['name']}:")
+                self.emit(f"{indent}    raise SkipError({d['name']!r}, o)")
+                self.emit(f"{indent}o += {self.u(4)}")
+            elif d["kind"] == "typedef" and t["name"] not in g.recursive:
+                self.skip_expr(d["type"], indent, d["name"])  # inline: a call costs more than the skip
+            elif d["kind"] == "struct" and t["name"] not in g.recursive and len(d["fields"]) <= 6:
+                self.struct_body(d, indent)  # flattened into the caller, for the same reason
+            elif t["name"] in g.recursive:
+                self.emit(f"{indent}o = {self.fn(t['name'])}(b, o, depth + 1)")
+            else:
+                self.emit(f"{indent}o = {self.fn(t['name'])}(b, o, depth)")
+        elif kind in ("opaque_var", "string"):
+            limit = t.get("max_size")
+            if self.strict:
+                self.emit(f"{indent}n = U32(b, o)[0]")
+                if limit is not None:
+                    self.emit(f"{indent}if n > {limit}:")
+                    self.emit(f"{indent}    raise SkipError({what!r}, o)")
+                self.emit(f"{indent}if n & 3 and any(b[o + 4 + n : o + 4 + ((n + 3) & ~3)]):")
+                self.emit(f"{indent}    raise SkipError({what!r}, o)")
+                self.emit(f"{indent}o += 4 + ((n + 3) & ~3)")
+            else:
+                self.emit(f"{indent}n = b[o]")
+                bound = f"0 <= n <= {limit}" if limit is not None else "n >= 0"
+                self.emit(f"{indent}if not {bound}:")
+                self.emit(f"{indent}    raise SkipError({what!r}, o)")
+                self.emit(f"{indent}o += 1 + ((n + 3) >> 2)")
+        elif kind == "optional":
+            self.emit(f"{indent}flag = {self.read()}")
+            if self.strict:
+                self.emit(f"{indent}if flag not in (0, 1):")
+                self.emit(f"{indent}    raise SkipError({what!r}, o)")
+            self.emit(f"{indent}o += {self.u(4)}")
+            self.emit(f"{indent}if flag:")
+            self.skip_expr(t["element"], indent + "    ", what)
+        elif kind == "var_array":
+            limit = t.get("max_count")
+            elem = t["element"]
+            esize = g.fixed(elem)
+            if self.strict:
+                self.emit(f"{indent}n = U32(b, o)[0]")
+                self.emit(f"{indent}o += 4")
+                bound = f"n <= {limit} and n <= len(b) - o" if limit is not None else "n <= len(b) - o"
+            else:
+                self.emit(f"{indent}n = b[o]")
+                self.emit(f"{indent}o += 1")
+                bound = f"0 <= n <= {limit} and n <= len(b) - o" if limit is not None else "0 <= n <= len(b) - o"
+            self.emit(f"{indent}if not ({bound}):")
+            self.emit(f"{indent}    raise SkipError({what!r}, o)")
+            if esize is not None and not (g.needs_check(elem) or (self.strict and g.needs_strict(elem))):
+                self.emit(f"{indent}o += n * {self.u(esize)}")
+            else:
+                self.emit(f"{indent}for _ in range(n):")
+                self.skip_expr(elem, indent + "    ", what)
+        elif kind == "array":
+            self.emit(f"{indent}for _ in range({t['count']}):")
+            self.skip_expr(t["element"], indent + "    ", what)
+        else:
+            raise ValueError(f"unhandled type {t}")
+
+    def inline_checks(self, checks: list[tuple[int, str, tuple[int, ...]]], base: int, indent: str, what: str) -> None:
+        for off, how, values in checks:
+            k = self.u(base + off)
+            cond = f"!= {values[0]}" if len(values) == 1 else f"not in {set(values)!r}"
+            self.emit(f"{indent}if {self.read(k, how == 'u32')} {cond}:")
+            self.emit(f"{indent}    raise SkipError({what!r}, {self.at(k)})")
+
+    def function(self, name: str) -> None:
+        g = self.g
+        d = g.defs[name]
+        if d["kind"] == "enum":
+            values = sorted({m["value"] for m in d["members"]})
+            self.emit(f"E_{name}: Final = frozenset({values!r})")
+            self.emit()
+            return
+        buf = "bytes" if self.strict else "array[int]"
+        self.emit(f"def {self.fn(name)}(b: {buf}, o: int, depth: int = 0) -> int:")
+        if name in g.recursive:
+            self.emit(f"    if depth > {MAX_DEPTH}:")
+            self.emit(f"        raise SkipError({name!r}, o)")
+        if d["kind"] == "typedef":
+            self.skip_expr(d["type"], "    ", name)
+        elif d["kind"] == "struct":
+            self.struct_body(d, "    ")
+        else:
+            self.union(name, d)
+            return
+        self.emit("    return o")
+        self.emit()
+        self.emit()
+
+    def struct_body(self, d: dict[str, Any], indent: str) -> None:
+        """A struct's fields, with runs of plain fixed-size fields folded into one jump."""
+        g = self.g
+        name = d["name"]
+        pending = 0
+        for f in d["fields"]:
+            t = f["type"]
+            what = f"{name}.{f['name']}"
+            size = g.fixed(t)
+            if size is not None and not (g.needs_check(t) or (self.strict and g.needs_strict(t))):
+                pending += size
+                continue
+            checks = g.fixed_checks(t) if size is not None and not self.strict else None
+            if checks is not None and size is not None:
+                self.inline_checks(checks, pending, indent, what)
+                pending += size
+                continue
+            if pending:
+                self.emit(f"{indent}o += {self.u(pending)}")
+                pending = 0
+            self.skip_expr(t, indent, what)
+        if pending:
+            self.emit(f"{indent}o += {self.u(pending)}")
+
+    def union(self, name: str, d: dict[str, Any]) -> None:
+        g = self.g
+        unsigned = g.unsigned_disc(d)
+        self.emit(f"    v = {self.read(0, unsigned)}")
+        self.emit(f"    o += {self.u(4)}")
+        first = True
+        groups: dict[str, list[int]] = {}
+        bodies: dict[str, dict[str, Any] | None] = {}
+        table: dict[int, int] = {}
+        for arm in d["arms"]:
+            t = arm.get("type")
+            size = 0 if t is None else g.fixed(t)
+            plain = t is None or not (g.needs_check(t) or (self.strict and g.needs_strict(t)))
+            if size is not None and plain and len(d["arms"]) > 2:
+                table.update({c["value"]: self.u(size) for c in arm["cases"]})
+                continue
+            key = json.dumps(arm.get("type"), sort_keys=True)
+            groups.setdefault(key, []).extend(c["value"] for c in arm["cases"])
+            bodies[key] = arm.get("type")
+        if table:
+            tname = ("CF_" if self.strict else "F_") + name
+            self.tables.append(f"{tname}: Final = {table!r}")
+            self.emit(f"    size = {tname}.get(v)")
+            self.emit("    if size is not None:")
+            self.emit("        return o + size")
+        for key, values in groups.items():
+            cond = f"v == {values[0]}" if len(values) == 1 else f"v in {tuple(sorted(values))!r}"
+            self.emit(f"    {'if' if first else 'elif'} {cond}:")
+            first = False
+            body = bodies[key]
+            if body is None:
+                self.emit("        return o")
+            else:
+                self.skip_expr(body, "        ", name)
+                self.emit("        return o")
+        self.emit(f"    raise SkipError({name!r}, o - {self.u(4)})")
+        self.emit()
+        self.emit()
+
+
+HEADER: Final = '''"""Generated by ``cdp/_tools/gen_xdr.py`` from the Stellar XDR grammar: do not edit.
+
+``s_<Type>(w, o)`` returns the index just past the ``<Type>`` starting at word ``o`` of ``w``, the
+ledger as big-endian signed 32-bit words (``words(raw)``); ``c_<Type>(b, o)`` does the same on
+bytes and also demands the canonical encoding.
+"""
+
+# ruff: noqa
+# mypy: ignore-errors
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from typing import Final
+
+U32 = struct.Struct(">I").unpack_from
+I32 = struct.Struct(">i").unpack_from
+
+
+def words(raw: bytes) -> array[int]:
+    """The XDR as 32-bit big-endian signed words: every XDR item is word-aligned."""
+    if len(raw) % 4:
+        raise SkipError("XDR length not a multiple of 4", len(raw))
+    w = array("i")
+    w.frombytes(raw)
+    if sys.byteorder == "little":
+        w.byteswap()
+    return w
+
+
+class SkipError(Exception):
+    """The bytes are not a value of the expected type (or nest deeper than we follow)."""
+
+    def __init__(self, what: str, offset: int) -> None:
+        super().__init__(f"{what} at byte {offset}")
+        self.what = what
+        self.offset = offset
+
+
+'''
+
+
+def generate(data: dict[str, Any]) -> str:
+    g = Grammar(data)
+    w = Writer(g)
+    for name in sorted(n for n, d in g.defs.items() if d["kind"] == "enum"):
+        w.function(name)
+    for name in sorted(n for n, d in g.defs.items() if d["kind"] != "enum"):
+        w.function(name)
+    strict = Writer(g, strict=True)
+    for name in g.closure(STRICT_ROOTS):
+        if g.defs[name]["kind"] != "enum":
+            strict.function(name)
+    tables = "\n".join(w.tables + strict.tables) + "\n\n\n"
+    return HEADER + tables + "\n".join(w.lines + strict.lines).rstrip() + "\n"
+
+
+def main() -> None:
+    grammar, output = sys.argv[1:3]
+    with open(grammar, encoding="utf-8") as f:
+        text = generate(json.load(f))
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""Ordered fan-out to workers, the byte budget, the checkpoint: ledgers in, committed rows out."""
+
+from ._budget import ByteBudget as ByteBudget
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import read_checkpoint as read_checkpoint
+from ._checkpoint import write_checkpoint as write_checkpoint
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import PipelineStatistics as PipelineStatistics
+
+__all__ = ["ByteBudget", "Checkpoint", "Pipeline", "PipelineStatistics", "read_checkpoint", "write_checkpoint"]

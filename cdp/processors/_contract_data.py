@@ -1,0 +1,35 @@
+"""The default processor: Soroban contract-data rows with the stellar-etl ``contract_data`` fields."""
+
+from __future__ import annotations
+
+import attrs
+
+from cdp.extract import INSTANCE_FIELDS, Ledger, Mode, extract_rows, extract_rows_fast
+
+from ._base import ProcessResult
+
+
+@attrs.frozen
+class ContractDataProcessor:
+    """Soroban contract-data rows with the stellar-etl ``contract_data`` fields.
+
+    ``fast`` walks the XDR and decodes only contract-data and TTL entries, falling back to the full
+    decode for a ledger it cannot vouch for; ``fast=False`` always decodes fully.
+    """
+
+    passphrase: str
+    mode: Mode = "compact"
+    instance_extras: bool = True
+    fast: bool = True
+    name: str = "contract_data"
+
+    def process(self, ledger: Ledger) -> ProcessResult:
+        if self.fast:
+            rows, fell_back = extract_rows_fast(ledger.raw, self.passphrase, self.mode)
+        else:
+            rows, fell_back = extract_rows(ledger.raw, self.passphrase, self.mode), False
+        if not self.instance_extras:
+            for row in rows:
+                for f in INSTANCE_FIELDS:
+                    del row[f]
+        return ProcessResult(rows, {"fast_path_fallback": 1} if fell_back else {})

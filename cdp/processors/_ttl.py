@@ -1,0 +1,49 @@
+"""TTL rows, as stellar-etl's ``ttl`` table: the second built-in processor (``--processor ttl``).
+
+``key_hash`` is the sha256 of the data/code ``LedgerKey``, so it joins
+``contract_data.ledger_key_hash``.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from cdp.extract._changes import REMOVED, TTL, compact, ledger_info, read_changes
+from cdp.extract._full import closed_at
+from cdp.extract._ledger import Ledger
+from cdp.extract._rows import Mode, Row
+
+
+@attrs.frozen
+class TtlProcessor:
+    """One row per TTL entry change (``changes``) or per key and ledger (``compact``, ETL parity)."""
+
+    mode: Mode = "compact"
+    name: str = "ttl"
+
+    def process(self, ledger: Ledger) -> list[Row]:
+        lcm = ledger.meta
+        info = ledger_info(lcm)
+        changes = list(read_changes(lcm, (TTL,)))
+        if self.mode == "compact":
+            changes = compact(changes)
+        rows: list[Row] = []
+        for c in changes:
+            entry = c.entry
+            ttl = entry.data.ttl
+            row: Row = {
+                "key_hash": ttl.key_hash.hash.hex(),
+                "live_until_ledger_seq": ttl.live_until_ledger_seq.uint32,
+                "last_modified_ledger": entry.last_modified_ledger_seq.uint32,
+                "ledger_entry_change": c.change_type,
+                "deleted": c.change_type == REMOVED,
+                "closed_at": closed_at(info.close_time),
+                "ledger_sequence": info.sequence,
+            }
+            if self.mode == "changes":
+                row.update(tx_hash=c.tx_hash, tx_index=c.tx_index, operation_index=c.operation_index,
+                           change_group=c.group)  # fmt: skip
+            rows.append(row)
+        if self.mode == "compact":
+            rows.sort(key=lambda r: r["key_hash"])
+        return rows

@@ -1,0 +1,93 @@
+"""What runs in a worker process: one ledger through the processor, then the row filters.
+
+Kept apart from the pipeline so worker processes import only this, the processor and
+stellar-sdk, not the service's HTTP, gRPC and metrics stacks (about 35 MB less per process).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import attrs
+
+from cdp._config import Config, key_type_word
+from cdp.extract._ledger import Ledger
+from cdp.extract._rows import Row
+from cdp.processors._base import LedgerProcessor, ProcessResult
+
+
+@attrs.frozen
+class RowFilter:
+    """The configured row filters; picklable, applied in the worker."""
+
+    contract_ids: frozenset[str] = frozenset()
+    asset_codes: frozenset[str] = frozenset()
+    asset_issuers: frozenset[str] = frozenset()
+    key_types: frozenset[str] = frozenset()  # normalized words, see config.key_type_word
+    durability: frozenset[str] = frozenset()  # "persistent" / "temporary"
+    balance_holders: frozenset[str] = frozenset()
+    include_deleted: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config) -> RowFilter:
+        return cls(
+            contract_ids=frozenset(config.filter_contract_ids),
+            asset_codes=frozenset(config.filter_asset_codes),
+            asset_issuers=frozenset(config.filter_asset_issuers),
+            key_types=frozenset(key_type_word(k) for k in config.filter_key_types),
+            durability=frozenset(d.lower().removeprefix("contractdatadurability") for d in config.filter_durability),
+            balance_holders=frozenset(config.filter_balance_holders),
+            include_deleted=config.include_deleted,
+        )
+
+    def reason_to_skip(self, row: Row) -> str | None:
+        """The filter that drops ``row`` (the metric's ``reason`` label), or None to keep it.
+
+        Rows without the field a filter reads (e.g. from a custom processor) are never dropped by it.
+        """
+        if self.contract_ids and "contract_id" in row and row["contract_id"] not in self.contract_ids:
+            return "contract_id"
+        # Asset filters only judge rows that carry asset fields, as the original service does.
+        if self.asset_codes and row.get("asset_code") and row["asset_code"] not in self.asset_codes:
+            return "asset_code"
+        if self.asset_issuers and row.get("asset_issuer") and row["asset_issuer"] not in self.asset_issuers:
+            return "asset_issuer"
+        if (
+            self.key_types
+            and "contract_key_type" in row
+            and key_type_word(row["contract_key_type"]) not in self.key_types
+        ):
+            return "key_type"
+        if self.durability and "contract_durability" in row:
+            if row["contract_durability"].lower().removeprefix("contractdatadurability") not in self.durability:
+                return "durability"
+        if self.balance_holders and "balance_holder" in row and row["balance_holder"] not in self.balance_holders:
+            return "balance_holder"
+        if not self.include_deleted and row.get("deleted"):
+            return "deleted"
+        return None
+
+
+@attrs.frozen
+class WorkResult:
+    rows: list[Row]
+    skipped: dict[str, int]
+    seconds: float
+    events: Mapping[str, int]
+
+
+def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
+    """Runs in a worker process: process one ledger and filter its rows."""
+    t0 = time.perf_counter()
+    rows: list[Row] = []
+    skipped: dict[str, int] = {}
+    out = processor.process(ledger)
+    produced, events = (out.rows, out.events) if isinstance(out, ProcessResult) else (out, {})
+    for row in produced:
+        reason = row_filter.reason_to_skip(row)
+        if reason is None:
+            rows.append(row)
+        else:
+            skipped[reason] = skipped.get(reason, 0) + 1
+    return WorkResult(rows, skipped, time.perf_counter() - t0, events)

@@ -1,0 +1,88 @@
+"""JSONL on stdout or in a file, and callbacks: the sinks with no extra dependencies."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import trio
+
+from cdp.extract import Row
+
+from ._base import Durable, RowsCallback, _WritesThrough
+
+
+def dumps_row(row: Row) -> str:
+    """One compact JSON object, keys sorted: the JSONL line format everywhere in cdp."""
+    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class JsonlFileSink(_WritesThrough):
+    """Appends to a file; ``resume_offset`` truncates it back to the last checkpoint first."""
+
+    name = "jsonl_file"
+
+    def __init__(self, path: Path, resume_offset: int | None) -> None:
+        self.path = path
+        # Unbuffered: after a failed write (disk full) nothing is left in a buffer to fail again at close.
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self.offset = resume_offset or 0
+        os.ftruncate(self._fd, self.offset)
+        os.lseek(self._fd, self.offset, os.SEEK_SET)
+
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
+        if rows:
+            data = "".join(dumps_row(r) + "\n" for r in rows).encode()
+            await trio.to_thread.run_sync(self._write_durably, data)
+        return Durable(sequence, self.offset)
+
+    def _write_durably(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        os.fsync(self._fd)
+        self.offset += len(data)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class StdoutSink(_WritesThrough):
+    name = "stdout"
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
+        if rows:
+            self.stream.write("".join(dumps_row(r) + "\n" for r in rows))
+            self.stream.flush()
+        await trio.lowlevel.checkpoint()
+        return Durable(sequence)
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class CallbackSink(_WritesThrough):
+    """Hands each committed ledger's rows to user code (sync or async); it runs before the checkpoint."""
+
+    name = "callback"
+
+    def __init__(self, callback: RowsCallback) -> None:
+        self.callback = callback
+
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
+        result = self.callback(sequence, rows)
+        if result is not None:
+            await result
+        else:
+            await trio.lowlevel.checkpoint()
+        return Durable(sequence)
+
+    def close(self) -> None:
+        pass

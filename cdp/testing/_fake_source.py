@@ -1,0 +1,182 @@
+"""A ``RawLedgerService`` upstream for demos and tests, with switchable faults.
+
+It serves synthetic ledgers (unbounded), raw XDR files or galexie batches, honours the requested
+``start_ledger`` and, like the real upstream, keeps the stream open after its last ledger unless
+told to end it. Faults: a rate limit, aborting with UNAVAILABLE, exiting the process, stalling,
+skipping, duplicating, corrupting or mislabelling given ledgers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import attrs
+import trio
+import trio_asyncio
+from grpclib import GRPCError
+from grpclib.const import Status
+from grpclib.server import Server
+
+from cdp._errors import CdpError
+from cdp.testing._synthetic import SyntheticLedgers
+from cdp.upstream.proto.raw_ledger_service import RawLedger, RawLedgerServiceBase, StreamLedgersRequest
+from cdp.xdr._files import StoredLedger, load_ledgers
+
+LOG = logging.getLogger("cdp.testing._fake_source")
+
+
+CORRUPT_KINDS = ("random", "truncated", "wrong-type", "oversize")
+
+
+def corrupt_bytes(raw: bytes, kind: str) -> bytes:
+    """Bad ledger bytes of a given kind, for fault tests."""
+    if kind == "truncated":
+        return raw[: len(raw) // 2]
+    if kind == "wrong-type":  # a valid XDR value, but the LedgerHeaderHistoryEntry, not a LedgerCloseMeta
+        from cdp.xdr import _skip as sk
+
+        return raw[8 : 4 * sk.s_LedgerHeaderHistoryEntry(sk.words(raw), 2)]
+    if kind == "oversize":
+        return raw + bytes(64 * 1024 * 1024 + 4096)
+    return b"\x00\x00\x00\x07" + os.urandom(64)
+
+
+@attrs.frozen(kw_only=True)
+class FakeSourceOptions:
+    """What the fake upstream serves and how it misbehaves (counts are ledgers sent)."""
+
+    host: str = "127.0.0.1"
+    port: int = 50053
+    ledgers: tuple[Path, ...] = ()
+    seed: int = 0
+    passphrase: str | None = None
+    soroban_txs: int = 4
+    ledger_bytes: int = 0
+    end_stream: bool = False
+    rate: float = 0.0  # ledgers per second, 0 for as fast as the client reads
+    fail_after: int = 0  # abort each stream with UNAVAILABLE after this many ledgers
+    die_after: int = 0  # exit the process after this many ledgers in total
+    stall_after: int = 0  # stop sending (keeping the connection) after this many in a stream
+    skip: frozenset[int] = frozenset()  # never send these the first time they come up
+    duplicate: frozenset[int] = frozenset()  # send these twice
+    corrupt: frozenset[int] = frozenset()  # send bad bytes instead of these ledgers (see corrupt_kind)
+    corrupt_kind: str = attrs.field(default="random", validator=attrs.validators.in_(CORRUPT_KINDS))
+    mislabel: frozenset[int] = frozenset()  # send these with a wrong `sequence` field
+    reorder: frozenset[int] = frozenset()  # send SEQ+1 before SEQ, the first time they come up
+
+
+class _Provider:
+    """Ledger bytes by sequence, from files or generated on demand."""
+
+    def __init__(self, options: FakeSourceOptions) -> None:
+        self.stored: Mapping[int, StoredLedger] = load_ledgers(options.ledgers) if options.ledgers else {}
+        self.synthetic: SyntheticLedgers | None = None
+        if not self.stored:
+            self.synthetic = SyntheticLedgers(
+                seed=options.seed, soroban_txs=options.soroban_txs, ledger_bytes=options.ledger_bytes
+            )
+            if options.passphrase:
+                self.synthetic = attrs.evolve(self.synthetic, passphrase=options.passphrase)
+
+    @property
+    def first(self) -> int:
+        return min(self.stored) if self.stored else 1
+
+    @property
+    def last(self) -> int | None:
+        return max(self.stored) if self.stored else None
+
+    def get(self, sequence: int) -> bytes | None:
+        if self.synthetic is not None:
+            return self.synthetic.ledger(sequence)
+        stored = self.stored.get(sequence)
+        return stored.raw if stored else None
+
+
+class FakeRawLedgerService(RawLedgerServiceBase):
+    def __init__(self, options: FakeSourceOptions) -> None:
+        self.options = options
+        self.provider = _Provider(options)
+        self.sent_total = 0
+        self.streams = 0
+        self._skipped: set[int] = set()
+
+    async def stream_raw_ledgers(self, request: StreamLedgersRequest) -> AsyncIterator[RawLedger]:
+        o = self.options
+        p = self.provider
+        self.streams += 1
+        seq = request.start_ledger or p.first
+        if p.last is not None and not p.first <= seq <= p.last:
+            raise GRPCError(Status.OUT_OF_RANGE, f"ledger {seq} is not served here: {p.first}..{p.last}")
+        LOG.info("stream opened start_ledger=%d", seq)
+        sent = 0
+        while p.last is None or seq <= p.last:
+            if o.fail_after and sent >= o.fail_after:
+                raise GRPCError(Status.UNAVAILABLE, f"fault injected: stream aborted after {sent} ledgers")
+            if o.stall_after and sent >= o.stall_after:
+                LOG.info("fault injected: stalling after %d ledgers", sent)
+                await asyncio.Event().wait()
+            raw = p.get(seq)
+            if raw is None:  # a hole in a file set: real upstreams have none, so neither do we
+                seq += 1
+                continue
+            if seq in o.skip and seq not in self._skipped:
+                self._skipped.add(seq)
+                seq += 1
+                continue
+            if seq in o.reorder and seq not in self._skipped and (nxt := p.get(seq + 1)) is not None:
+                self._skipped.add(seq)
+                yield RawLedger(sequence=seq + 1, ledger_close_meta_xdr=nxt)
+                sent += 1
+                self.sent_total += 1
+            if seq in o.corrupt:
+                raw = corrupt_bytes(raw, o.corrupt_kind)
+            label = seq + 1000 if seq in o.mislabel else seq
+            for _ in range(2 if seq in o.duplicate else 1):
+                # Yield to the loop per message: an in-process client would otherwise wait until
+                # the whole HTTP/2 window (4 MiB) had been filled before seeing the first ledger.
+                await asyncio.sleep(1 / o.rate if o.rate else 0)
+                yield RawLedger(sequence=label, ledger_close_meta_xdr=raw)
+                sent += 1
+                self.sent_total += 1
+                if o.die_after and self.sent_total >= o.die_after:
+                    LOG.warning("fault injected: exiting after %d ledgers", self.sent_total)
+                    os._exit(3)
+            seq += 1
+        if not o.end_stream:
+            await asyncio.Event().wait()  # the real upstream never ends a stream
+
+
+async def serve_fake_source(
+    options: FakeSourceOptions, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the fake upstream until cancelled; reports the bound port (useful with port 0).
+
+    Must run inside ``trio_asyncio.open_loop()``: grpclib is asyncio code.
+    """
+    try:
+        service = FakeRawLedgerService(options)
+    except OSError as exc:
+        raise CdpError(f"--ledgers: cannot read {exc.filename}: {exc.strerror or exc}") from None
+    server = Server([service])
+    try:
+        await trio_asyncio.aio_as_trio(server.start)(options.host, options.port)
+    except OSError as exc:
+        raise CdpError(f"fake source cannot listen on {options.host}:{options.port}: {exc.strerror or exc}") from None
+    try:
+        aio_server = server._server  # grpclib keeps the asyncio server private
+        assert aio_server is not None
+        port = int(aio_server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        LOG.info("fake source listening host=%s port=%d", options.host, port)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        task_status.started(port)
+        await trio.sleep_forever()
+    finally:
+        server.close()
+        with trio.move_on_after(1, shield=True):
+            await trio_asyncio.aio_as_trio(server.wait_closed)()

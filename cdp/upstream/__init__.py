@@ -1,0 +1,10 @@
+"""The upstream: the ``RawLedgerService`` gRPC client, its sequencer and its circuit breaker."""
+
+from ._breaker import Backoff as Backoff
+from ._breaker import BreakerState as BreakerState
+from ._breaker import BreakerStatistics as BreakerStatistics
+from ._breaker import CircuitBreaker as CircuitBreaker
+from ._source import LedgerSource as LedgerSource
+from ._source import SourceStatistics as SourceStatistics
+
+__all__ = ["Backoff", "BreakerState", "BreakerStatistics", "CircuitBreaker", "LedgerSource", "SourceStatistics"]
