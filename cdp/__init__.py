@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "ServiceHandle": "cdp._service",
     "open_row_stream": "cdp._service",
     "serve": "cdp._service",
+    "ContractDataRow": "cdp.extract",
     "Ledger": "cdp.extract",
     "Row": "cdp.extract",
     "extract_rows": "cdp.extract",
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from ._service import ServiceHandle as ServiceHandle
     from ._service import open_row_stream as open_row_stream
     from ._service import serve as serve
+    from .extract import ContractDataRow as ContractDataRow
     from .extract import Ledger as Ledger
     from .extract import Row as Row
     from .extract import extract_rows as extract_rows

@@ -19,7 +19,7 @@ from cdp._config import NETWORKS, Config
 from cdp._errors import CdpError, ConfigError, LedgerDecodeError
 from cdp._service import ServiceHandle, serve
 from cdp._version import __version__
-from cdp.extract._rows import CHANGE_FIELDS, ETL_FIELDS, INSTANCE_FIELDS
+from cdp.extract import row_fields
 from cdp.ops._logs import configure_logging
 from cdp.processors._base import LedgerProcessor
 from cdp.processors._registry import load_processor
@@ -172,17 +172,14 @@ def _cmd_fake_source(args: argparse.Namespace) -> None:
 
 
 def _cmd_extract(args: argparse.Namespace) -> None:
-    from cdp.extract._fast import extract_rows_fast
-    from cdp.extract._full import extract_rows
+    from cdp.extract import extract_rows, extract_rows_fast
     from cdp.xdr._files import StoredLedger, expand_paths, read_file
 
     passphrase = args.passphrase or NETWORKS.get((args.network or "").lower())
     if args.network and passphrase is None:
         _fail(f"--network={args.network}: must be one of {', '.join(NETWORKS)}", EXIT_USAGE)
     passphrase = passphrase or Config.load(flags={}).network_passphrase
-    keep: tuple[str, ...] = ETL_FIELDS + ("live_until_ledger_seq",)
-    keep += CHANGE_FIELDS if args.mode == "changes" else ()
-    keep += INSTANCE_FIELDS if args.instance_extras else ()
+    keep = frozenset(row_fields(args.mode, args.instance_extras))
     filters = {a.name: getattr(args, a.name) for a in attrs.fields(Config) if hasattr(args, a.name)}
     row_filter = RowFilter.from_config(Config.load(environ={}, flags=filters))
     failed = False
@@ -205,7 +202,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
             failed = True
             continue
         kept = [r for r in rows if row_filter.reason_to_skip(r) is None]
-        out.write("".join(dumps_row({k: r[k] for k in keep}) + "\n" for r in kept))
+        out.write("".join(dumps_row({k: v for k, v in r.items() if k in keep}) + "\n" for r in kept))
     out.flush()
     if failed:
         raise SystemExit(1)

@@ -30,7 +30,7 @@ from cdp.processors._registry import load_processor
 from cdp.sinks import RowsCallback, open_sink
 from cdp.upstream._source import LedgerSource
 
-LOG = logging.getLogger("cdp._service")
+LOG = logging.getLogger("cdp.service")
 
 
 @attrs.define(eq=False)

@@ -53,7 +53,7 @@ def test_golden_rows_rederive_from_their_contract_data_xdr() -> None:
         )
         kind = want["ledger_entry_change"]
         change = Change(kind, entry if kind == 2 else None, None if kind == 2 else entry, "operation")
-        got = contract_data_row(change, want["ledger_sequence"], 0, passphrase, None)
+        got = contract_data_row(change, want["ledger_sequence"], 0, passphrase)
         assert got is not None
         fields = [f for f in ETL_FIELDS if f not in ("closed_at", "ledger_key_hash_base_64")]
         assert {f: want[f] for f in fields} == {f: got[f] for f in fields}

@@ -10,16 +10,26 @@ from ._ledger import Ledger as Ledger
 from ._rows import CHANGE_FIELDS as CHANGE_FIELDS
 from ._rows import ETL_FIELDS as ETL_FIELDS
 from ._rows import INSTANCE_FIELDS as INSTANCE_FIELDS
+from ._rows import ROW_FIELDS as ROW_FIELDS
+from ._rows import ContractDataRow as ContractDataRow
 from ._rows import Mode as Mode
 from ._rows import Row as Row
+from ._rows import TtlRow as TtlRow
+from ._rows import field_types as field_types
+from ._rows import row_fields as row_fields
 
 __all__ = [
     "CHANGE_FIELDS",
     "ETL_FIELDS",
     "INSTANCE_FIELDS",
+    "ROW_FIELDS",
+    "ContractDataRow",
     "Ledger",
     "Mode",
     "Row",
+    "TtlRow",
     "extract_rows",
     "extract_rows_fast",
+    "field_types",
+    "row_fields",
 ]

@@ -67,6 +67,15 @@ class _ChangeLike(Protocol):
 
 
 C = TypeVar("C", bound=_ChangeLike)
+T = TypeVar("T")
+
+
+def arm(value: T | None) -> T:
+    """The union arm the discriminant selected. stellar-sdk types every arm Optional; one that is
+    missing all the same is a malformed object, reported like any undecodable ledger."""
+    if value is None:
+        raise LedgerDecodeError("an XDR union arm named by its discriminant is missing")
+    return value
 
 
 def decode_ledger(raw: bytes) -> xdr.LedgerCloseMeta:
@@ -117,13 +126,13 @@ def entry_ledger_key(entry: xdr.LedgerEntry) -> xdr.LedgerKey:
     data = entry.data
     t = data.type
     if t == xdr.LedgerEntryType.CONTRACT_DATA:
-        return contract_data_key(data.contract_data)
+        return contract_data_key(arm(data.contract_data))
     if t == xdr.LedgerEntryType.TTL:
-        return xdr.LedgerKey(t, ttl=xdr.LedgerKeyTtl(data.ttl.key_hash))
+        return xdr.LedgerKey(t, ttl=xdr.LedgerKeyTtl(arm(data.ttl).key_hash))
     if t == xdr.LedgerEntryType.CONTRACT_CODE:
-        return xdr.LedgerKey(t, contract_code=xdr.LedgerKeyContractCode(data.contract_code.hash))
+        return xdr.LedgerKey(t, contract_code=xdr.LedgerKeyContractCode(arm(data.contract_code).hash))
     if t == xdr.LedgerEntryType.ACCOUNT:
-        return xdr.LedgerKey(t, account=xdr.LedgerKeyAccount(data.account.account_id))
+        return xdr.LedgerKey(t, account=xdr.LedgerKeyAccount(arm(data.account).account_id))
     raise ValueError(f"no ledger key for entry type {t.name}")
 
 
@@ -211,20 +220,20 @@ _MERGE: Final[dict[tuple[int, int], str]] = {
 }
 
 
-def _entry_key(change: Change) -> bytes:
+def change_key(change: Change) -> bytes:
     entry = change.pre if change.pre is not None else change.post
     assert entry is not None
     return entry_ledger_key(entry).to_xdr_bytes()
 
 
-def _entry_live_until(entry: xdr.LedgerEntry) -> int | None:
-    return entry.data.ttl.live_until_ledger_seq.uint32 if entry.data.type.value == TTL else None
+def entry_live_until(entry: xdr.LedgerEntry) -> int | None:
+    return arm(entry.data.ttl).live_until_ledger_seq.uint32 if entry.data.type.value == TTL else None
 
 
 def compact(
     changes: Iterable[C],
-    key: Callable[[C], bytes] = _entry_key,  # type: ignore[assignment]
-    live_until: Callable[[Any], int | None] = _entry_live_until,
+    key: Callable[[C], bytes] = change_key,  # type: ignore[assignment]
+    live_until: Callable[[Any], int | None] = entry_live_until,
 ) -> list[C]:
     """Merge changes by ledger key as Go's ``ChangeCompactor`` does; illegal transitions are dropped.
 

@@ -23,22 +23,16 @@ import attrs
 from stellar_sdk import xdr
 
 from cdp._errors import LedgerDecodeError
-from cdp.extract._changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo, compact
-from cdp.extract._full import (
-    Encoded,
-    assemble_row,
-    asset_contract_id,
-    entry_row,
-    extract_rows,
-    native_contract_id,
-    scval_type_name,
-)
-from cdp.extract._rows import Mode, Row
-from cdp.extract._scval_json import Unsupported, account_strkey, contract_strkey, scval
 from cdp.xdr import _skip as sk
 from cdp.xdr._header import peek_header
 
-LOG = logging.getLogger("cdp.extract._fast")
+from ._changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo
+from ._full import asset_contract_id, entry_row, extract_rows, native_contract_id
+from ._rows import ContractDataRow, Mode
+from ._rules import DURABILITY_NAMES, Encoded, EntryReader, assemble_row, derive_rows, scval_type_name
+from ._scval_json import Unsupported, account_strkey, contract_strkey, scval
+
+LOG = logging.getLogger("cdp.extract")
 
 U32 = sk.U32  # byte-offset readers, for the few fields rows take from the raw bytes
 I32 = sk.I32
@@ -243,10 +237,8 @@ def read_raw_changes(raw: bytes) -> tuple[LedgerInfo, list[RawChange]]:
     return info, _Walk(raw).ledger()
 
 
-def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str, mode: Mode) -> list[Row]:
-    """``contract_data.rows_from_changes`` on byte ranges, decoding only the entries rows show."""
-    data = [c for c in changes if c.etype == CONTRACT_DATA]
-    ttls = [c for c in changes if c.etype == TTL]
+def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str, mode: Mode) -> list[ContractDataRow]:
+    """The shared row rules on byte ranges, decoding only the entries rows show."""
 
     def key(c: RawChange) -> bytes:
         rng = c.pre if c.pre is not None else c.post
@@ -256,12 +248,10 @@ def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str,
     def live_until(rng: tuple[int, int]) -> int | None:
         return int(U32(b, rng[0] + 40)[0]) if I32(b, rng[0] + 4)[0] == TTL else None
 
-    if mode == "compact":
-        data = compact(data, key, live_until)
-        ttls = compact(ttls, key, live_until)
-    live = {b[p[0] + 8 : p[0] + 40].hex(): U32(b, p[0] + 40)[0] for p in (c.post for c in ttls) if p is not None}
-    rows: list[Row] = []
-    for c in data:
+    def ttl(rng: tuple[int, int]) -> tuple[str, int]:
+        return b[rng[0] + 8 : rng[0] + 40].hex(), int(U32(b, rng[0] + 40)[0])
+
+    def row(c: RawChange) -> ContractDataRow | None:
         rng = c.pre if c.change_type == REMOVED else c.post
         assert rng is not None
         s = rng[0]
@@ -276,29 +266,19 @@ def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str,
         )
         last_modified = U32(b, s)[0]
         try:
-            row = native_row(b, s + 12, key_start, key_end, last_modified, c.change_type, info, passphrase, encoded)
+            return native_row(b, s + 12, key_start, key_end, last_modified, c.change_type, info, passphrase, encoded)
         except Unsupported:
             cd = xdr.ContractDataEntry.from_xdr_bytes(cd_bytes)
-            row = entry_row(cd, last_modified, c.change_type, info.sequence, info.close_time, passphrase, None, encoded)
-        if row is None:
-            continue
-        if c.change_type in (CREATED, UPDATED):
-            row["live_until_ledger_seq"] = live.get(row["ledger_key_hash"])
-        if mode == "changes":
-            row["tx_hash"] = c.tx_hash
-            row["tx_index"] = c.tx_index
-            row["operation_index"] = c.operation_index
-            row["change_group"] = c.group
-        rows.append(row)
-    if mode == "compact":
-        rows.sort(key=lambda r: r["ledger_key_hash"])
-    return rows
+            return entry_row(cd, last_modified, c.change_type, info.sequence, info.close_time, passphrase, encoded)
+
+    data = [c for c in changes if c.etype == CONTRACT_DATA]
+    ttls = [c for c in changes if c.etype == TTL]
+    return derive_rows(data, ttls, mode, EntryReader(key, live_until, ttl, row))
 
 
 # LedgerDecodeError too (from the header peek): then the full decode names what is wrong, so the error
 # a user sees does not depend on which path ran.
-_KEY_TYPE_NAMES: Final = {t.value: scval_type_name(t) for t in xdr.SCValType}
-_DURABILITY_NAMES: Final = {0: "ContractDataDurabilityTemporary", 1: "ContractDataDurabilityPersistent"}
+_KEY_TYPE_NAMES: Final = {t.value: scval_type_name(t.name) for t in xdr.SCValType}
 _ASSET_INFO_KEY: Final = {"vec": [{"symbol": "AssetInfo"}]}
 _ASSET_KINDS: Final = frozenset(("AlphaNum4", "AlphaNum12", "Native"))
 
@@ -313,8 +293,8 @@ def native_row(
     info: LedgerInfo,
     passphrase: str,
     encoded: Encoded,
-) -> Row | None:
-    """``contract_data.entry_row`` from bytes (``scval_json``), for entries already checked canonical.
+) -> ContractDataRow | None:
+    """``_full.entry_row`` from bytes (``scval_json``), for entries already checked canonical.
 
     Raises:
         Unsupported: a shape left to the sdk-based ``entry_row``.
@@ -335,7 +315,7 @@ def native_row(
     return assemble_row(
         contract_id=contract_strkey(contract),
         key_type=_KEY_TYPE_NAMES[key_type],
-        durability=_DURABILITY_NAMES[I32(b, key_end - 4)[0]],
+        durability=DURABILITY_NAMES[I32(b, key_end - 4)[0]],
         asset=_sac_asset(key_type, contract, val_json, passphrase),
         balance=_sac_balance(key_json, val_json),
         instance=(itype, ihash),
@@ -346,7 +326,6 @@ def native_row(
         encoded=encoded,
         key_json=key_json,
         val_json=val_json,
-        live_until=None,
     )
 
 
@@ -425,7 +404,7 @@ FALLBACK_ERRORS: Final = (
 )
 
 
-def extract_rows_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> tuple[list[Row], bool]:
+def extract_rows_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> tuple[list[ContractDataRow], bool]:
     """Rows for one ledger and whether the full decode had to answer instead of the walk.
 
     Raises:

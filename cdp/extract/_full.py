@@ -5,62 +5,56 @@
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import hashlib
-from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Final
 
-import attrs
 from stellar_sdk import Asset, StrKey, xdr
 
 from cdp._errors import LedgerDecodeError
-from cdp.extract._changes import (
+
+from ._changes import (
     CONTRACT_DATA,
-    CREATED,
-    REMOVED,
     TTL,
-    UPDATED,
     Change,
     LedgerInfo,
-    compact,
+    arm,
+    change_key,
     contract_data_key,
     decode_ledger,
+    entry_live_until,
     ledger_info,
     read_changes,
 )
-from cdp.extract._rows import Mode, Row
+from ._rows import ContractDataRow, Mode
+from ._rules import DURABILITY_NAMES, Encoded, EntryReader, assemble_row, derive_rows, scval_type_name
 
 # Real ledgers are ~1-2 MB; a full decode costs ~50x the bytes in objects, so a hostile 64 MB one
 # would take GBs. Larger ledgers only go through the fast path, which builds no objects.
 FULL_DECODE_LIMIT: Final = 16 * 1024 * 1024
 ROW_ENTRY_TYPES: Final = (CONTRACT_DATA, TTL)  # TTLs give live_until_ledger_seq
-_DURABILITY: Final = {0: "ContractDataDurabilityTemporary", 1: "ContractDataDurabilityPersistent"}
 _SCV = xdr.SCValType
-
-
-def scval_type_name(t: xdr.SCValType) -> str:
-    """Go's enum name: ``SCV_LEDGER_KEY_NONCE`` -> ``ScValTypeScvLedgerKeyNonce``."""
-    return "ScValType" + "".join(p.capitalize() for p in t.name.split("_"))
-
-
-def closed_at(close_time: int) -> str:
-    return dt.datetime.fromtimestamp(close_time, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _sym(v: xdr.SCVal, name: bytes) -> bool:
     return v.type == _SCV.SCV_SYMBOL and v.sym is not None and v.sym.sc_symbol == name
 
 
+def _contract_hash(address: xdr.SCAddress) -> bytes:
+    return bytes(arm(address.contract_id).contract_id.hash)
+
+
 def sac_asset(cd: xdr.ContractDataEntry, passphrase: str) -> tuple[str, str, str] | None:
     """(asset_type, code, issuer) of a verified Stellar Asset Contract instance (spec §3a)."""
     if cd.key.type != _SCV.SCV_LEDGER_KEY_CONTRACT_INSTANCE:
         return None
-    if cd.val.type != _SCV.SCV_CONTRACT_INSTANCE or cd.val.instance.storage is None:
+    if cd.val.type != _SCV.SCV_CONTRACT_INSTANCE:
+        return None
+    storage = arm(cd.val.instance).storage
+    if storage is None:
         return None
     info = None
-    for item in cd.val.instance.storage.sc_map:
+    for item in storage.sc_map:
         k = item.key
         if (
             k.type == _SCV.SCV_VEC
@@ -77,7 +71,7 @@ def sac_asset(cd: xdr.ContractDataEntry, passphrase: str) -> tuple[str, str, str
         return None
     if _sym(kind, b"Native"):
         # Unreachable in practice: the real SAC writes a 1-element Native vec (spec §3a.4).
-        if StrKey.encode_contract(cd.contract.contract_id.contract_id.hash) == native_contract_id(passphrase):
+        if StrKey.encode_contract(_contract_hash(cd.contract)) == native_contract_id(passphrase):
             return ("native", "", "")
     if body.type != _SCV.SCV_MAP or body.map is None or len(body.map.sc_map) != 2:
         return None
@@ -86,15 +80,15 @@ def sac_asset(cd: xdr.ContractDataEntry, passphrase: str) -> tuple[str, str, str
         return None
     if not (_sym(issuer_e.key, b"issuer") and issuer_e.val.type == _SCV.SCV_BYTES):
         return None
-    code = code_e.val.str.sc_string.replace(b"\x00", b"")
+    code = arm(code_e.val.str).sc_string.replace(b"\x00", b"")
     if not code or len(code) > 12:
         return None
-    raw_issuer = issuer_e.val.bytes.sc_bytes
+    raw_issuer = arm(issuer_e.val.bytes).sc_bytes
     if len(raw_issuer) != 32:
         return None
     issuer = StrKey.encode_ed25519_public_key(raw_issuer)
     asset_type = "credit_alphanum4" if len(code) <= 4 else "credit_alphanum12"
-    if asset_contract_id(code, raw_issuer, passphrase) != cd.contract.contract_id.contract_id.hash:
+    if asset_contract_id(code, raw_issuer, passphrase) != _contract_hash(cd.contract):
         return None  # anti-forgery: the id must be the one the asset deterministically gets
     return (asset_type, code.decode("utf-8", "replace"), issuer)
 
@@ -136,7 +130,8 @@ def sac_balance(cd: xdr.ContractDataEntry) -> tuple[str, str] | None:
     tag, holder = key.vec.sc_vec
     if not _sym(tag, b"Balance") or holder.type != _SCV.SCV_ADDRESS:
         return None
-    if holder.address.type != xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT:
+    address = arm(holder.address)
+    if address.type != xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT:
         return None
     if val.type != _SCV.SCV_MAP or val.map is None or len(val.map.sc_map) != 3:
         return None
@@ -147,32 +142,23 @@ def sac_balance(cd: xdr.ContractDataEntry) -> tuple[str, str] | None:
         return None
     if not (_sym(clawback.key, b"clawback") and clawback.val.type == _SCV.SCV_BOOL):
         return None
-    hi, lo = amount.val.i128.hi.int64, amount.val.i128.lo.uint64
+    parts = arm(amount.val.i128)
+    hi, lo = parts.hi.int64, parts.lo.uint64
     if hi < 0:
         return None
-    return StrKey.encode_contract(holder.address.contract_id.contract_id.hash), str((hi << 64) + lo)
+    return StrKey.encode_contract(_contract_hash(address)), str((hi << 64) + lo)
 
 
 def instance_extras(cd: xdr.ContractDataEntry) -> tuple[str | None, str | None]:
     """``contract_instance_type``/``_wasm_hash`` as the original processor reports them."""
     if cd.val.type != _SCV.SCV_CONTRACT_INSTANCE:
         return None, None
-    exe = cd.val.instance.executable
+    exe = arm(cd.val.instance).executable
     if exe.type == xdr.ContractExecutableType.CONTRACT_EXECUTABLE_WASM:
-        return "wasm", exe.wasm_hash.hash.hex()
+        return "wasm", arm(exe.wasm_hash).hash.hex()
     if exe.type == xdr.ContractExecutableType.CONTRACT_EXECUTABLE_STELLAR_ASSET:
         return "stellar_asset", None
     return exe.type.name.removeprefix("CONTRACT_EXECUTABLE_").lower(), None
-
-
-@attrs.frozen
-class Encoded:
-    """A contract-data entry's canonical XDR pieces, when the caller already has them as bytes."""
-
-    ledger_key: bytes
-    key: bytes
-    val: bytes
-    entry: bytes  # the whole ContractDataEntry
 
 
 def encode(cd: xdr.ContractDataEntry) -> Encoded:
@@ -181,19 +167,16 @@ def encode(cd: xdr.ContractDataEntry) -> Encoded:
     )
 
 
-def contract_data_row(
-    change: Change, ledger_seq: int, close_time: int, passphrase: str, live_until: int | None
-) -> Row | None:
+def contract_data_row(change: Change, ledger_seq: int, close_time: int, passphrase: str) -> ContractDataRow | None:
     """One ETL row, or None for what ETL skips (nonce keys, non-contract addresses)."""
     entry = change.entry
     return entry_row(
-        entry.data.contract_data,
+        arm(entry.data.contract_data),
         entry.last_modified_ledger_seq.uint32,
         change.change_type,
         ledger_seq,
         close_time,
         passphrase,
-        live_until,
         None,
     )
 
@@ -205,18 +188,17 @@ def entry_row(
     ledger_seq: int,
     close_time: int,
     passphrase: str,
-    live_until: int | None,
     encoded: Encoded | None,
-) -> Row | None:
+) -> ContractDataRow | None:
     """The row of one contract-data entry; ``encoded`` saves re-encoding what the caller has as bytes."""
     if cd.key.type == _SCV.SCV_LEDGER_KEY_NONCE:
         return None
     if cd.contract.type != xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT:
         return None
     return assemble_row(
-        contract_id=StrKey.encode_contract(cd.contract.contract_id.contract_id.hash),
-        key_type=scval_type_name(cd.key.type),
-        durability=_DURABILITY[cd.durability.value],
+        contract_id=StrKey.encode_contract(_contract_hash(cd.contract)),
+        key_type=scval_type_name(cd.key.type.name),
+        durability=DURABILITY_NAMES[cd.durability.value],
         asset=sac_asset(cd, passphrase),
         balance=sac_balance(cd),
         instance=instance_extras(cd),
@@ -227,54 +209,7 @@ def entry_row(
         encoded=encoded or encode(cd),
         key_json=scval_json(cd.key),
         val_json=scval_json(cd.val),
-        live_until=live_until,
     )
-
-
-def assemble_row(
-    *,
-    contract_id: str,
-    key_type: str,
-    durability: str,
-    asset: tuple[str, str, str] | None,
-    balance: tuple[str, str] | None,
-    instance: tuple[str | None, str | None],
-    last_modified: int,
-    change_type: int,
-    ledger_seq: int,
-    close_time: int,
-    encoded: Encoded,
-    key_json: Any,
-    val_json: Any,
-    live_until: int | None,
-) -> Row:
-    """The row's layout, shared by the full-decode and the byte-level paths."""
-    b64 = base64.b64encode
-    return {
-        "contract_id": contract_id,
-        "contract_key_type": key_type,
-        "contract_durability": durability,
-        "asset_type": asset[0] if asset else "",
-        "asset_code": asset[1] if asset else "",
-        "asset_issuer": asset[2] if asset else "",
-        "balance_holder": balance[0] if balance else "",
-        "balance": balance[1] if balance else "",
-        "last_modified_ledger": last_modified,
-        "ledger_entry_change": change_type,
-        "deleted": change_type == REMOVED,
-        "closed_at": closed_at(close_time),
-        "ledger_sequence": ledger_seq,
-        "ledger_key_hash": hashlib.sha256(encoded.ledger_key).hexdigest(),
-        "ledger_key_hash_base_64": b64(encoded.ledger_key).decode(),
-        "key": b64(encoded.key).decode(),
-        "key_decoded": key_json,
-        "val": b64(encoded.val).decode(),
-        "val_decoded": val_json,
-        "contract_data_xdr": b64(encoded.entry).decode(),
-        "live_until_ledger_seq": live_until,
-        "contract_instance_type": instance[0],
-        "contract_instance_wasm_hash": instance[1],
-    }
 
 
 def scval_json(val: xdr.SCVal) -> Any:
@@ -282,16 +217,7 @@ def scval_json(val: xdr.SCVal) -> Any:
     return val.to_json_dict()  # type: ignore[no-untyped-call]
 
 
-def _ttl_index(changes: Iterable[Change]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for c in changes:
-        if c.post is not None and c.post.data.type.value == TTL:
-            ttl = c.post.data.ttl
-            out[ttl.key_hash.hash.hex()] = ttl.live_until_ledger_seq.uint32
-    return out
-
-
-def extract_rows(raw: bytes, passphrase: str, mode: Mode = "compact") -> list[Row]:
+def extract_rows(raw: bytes, passphrase: str, mode: Mode = "compact") -> list[ContractDataRow]:
     """Rows for one raw ``LedgerCloseMeta`` (full decode; the reference for the fast path).
 
     Raises:
@@ -312,36 +238,24 @@ def extract_rows(raw: bytes, passphrase: str, mode: Mode = "compact") -> list[Ro
         raise LedgerDecodeError(f"cannot derive rows: {type(exc).__name__}: {exc}") from None
 
 
-def rows_from_meta(lcm: xdr.LedgerCloseMeta, passphrase: str, mode: Mode = "compact") -> list[Row]:
+def rows_from_meta(lcm: xdr.LedgerCloseMeta, passphrase: str, mode: Mode = "compact") -> list[ContractDataRow]:
     """Rows for an already decoded ``LedgerCloseMeta``."""
     return rows_from_changes(ledger_info(lcm), list(read_changes(lcm, ROW_ENTRY_TYPES)), passphrase, mode)
 
 
-def rows_from_changes(info: LedgerInfo, changes: list[Change], passphrase: str, mode: Mode = "compact") -> list[Row]:
-    """Rows from a ledger's contract-data and TTL changes in reader order (shared by both paths)."""
+def rows_from_changes(
+    info: LedgerInfo, changes: list[Change], passphrase: str, mode: Mode = "compact"
+) -> list[ContractDataRow]:
+    """Rows from a ledger's contract-data and TTL changes in reader order."""
     data = [c for c in changes if c.entry.data.type.value == CONTRACT_DATA]
     ttls = [c for c in changes if c.entry.data.type.value == TTL]
-    rows: list[Row] = []
-    if mode == "compact":
-        live = _ttl_index(compact(ttls))
-        for c in compact(data):
-            row = contract_data_row(c, info.sequence, info.close_time, passphrase, None)
-            if row is not None:
-                if c.change_type in (CREATED, UPDATED):
-                    row["live_until_ledger_seq"] = live.get(row["ledger_key_hash"])
-                rows.append(row)
-        rows.sort(key=lambda r: r["ledger_key_hash"])
-        return rows
-    live = _ttl_index(ttls)
-    for c in data:
-        row = contract_data_row(c, info.sequence, info.close_time, passphrase, None)
-        if row is None:
-            continue
-        if c.change_type in (CREATED, UPDATED):
-            row["live_until_ledger_seq"] = live.get(row["ledger_key_hash"])
-        row["tx_hash"] = c.tx_hash
-        row["tx_index"] = c.tx_index
-        row["operation_index"] = c.operation_index
-        row["change_group"] = c.group
-        rows.append(row)
-    return rows
+
+    def row(c: Change) -> ContractDataRow | None:
+        return contract_data_row(c, info.sequence, info.close_time, passphrase)
+
+    return derive_rows(data, ttls, mode, EntryReader(change_key, entry_live_until, _ttl_facts, row))
+
+
+def _ttl_facts(entry: xdr.LedgerEntry) -> tuple[str, int]:
+    ttl = arm(entry.data.ttl)
+    return ttl.key_hash.hash.hex(), ttl.live_until_ledger_seq.uint32

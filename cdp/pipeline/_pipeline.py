@@ -25,11 +25,12 @@ from cdp._errors import BadLedgerError, OutputError
 from cdp.extract._ledger import Ledger
 from cdp.extract._rows import Row
 from cdp.ops._metrics import Metrics
-from cdp.pipeline._budget import ByteBudget
-from cdp.pipeline._checkpoint import Checkpoint, write_checkpoint
 from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._work import RowFilter, WorkResult, process_ledger
 from cdp.sinks import Durable, Sink
+
+from ._budget import ByteBudget
+from ._checkpoint import Checkpoint, write_checkpoint
 
 LOG = logging.getLogger("cdp.pipeline")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from cdp.extract import INSTANCE_FIELDS, Ledger, Mode, extract_rows, extract_rows_fast
+from cdp.extract import Ledger, Mode, extract_rows, extract_rows_fast
 
 from ._base import ProcessResult
 
@@ -30,6 +30,5 @@ class ContractDataProcessor:
             rows, fell_back = extract_rows(ledger.raw, self.passphrase, self.mode), False
         if not self.instance_extras:
             for row in rows:
-                for f in INSTANCE_FIELDS:
-                    del row[f]
+                del row["contract_instance_type"], row["contract_instance_wasm_hash"]
         return ProcessResult(rows, {"fast_path_fallback": 1} if fell_back else {})

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import attrs
 
-from cdp.extract._changes import REMOVED, TTL, compact, ledger_info, read_changes
-from cdp.extract._full import closed_at
-from cdp.extract._ledger import Ledger
-from cdp.extract._rows import Mode, Row
+from cdp.extract import Ledger, Mode, TtlRow
+from cdp.extract._changes import REMOVED, TTL, arm, compact, ledger_info, read_changes
+from cdp.extract._rules import closed_at
 
 
 @attrs.frozen
@@ -21,17 +20,17 @@ class TtlProcessor:
     mode: Mode = "compact"
     name: str = "ttl"
 
-    def process(self, ledger: Ledger) -> list[Row]:
+    def process(self, ledger: Ledger) -> list[TtlRow]:
         lcm = ledger.meta
         info = ledger_info(lcm)
         changes = list(read_changes(lcm, (TTL,)))
         if self.mode == "compact":
             changes = compact(changes)
-        rows: list[Row] = []
+        rows: list[TtlRow] = []
         for c in changes:
             entry = c.entry
-            ttl = entry.data.ttl
-            row: Row = {
+            ttl = arm(entry.data.ttl)
+            row: TtlRow = {
                 "key_hash": ttl.key_hash.hash.hex(),
                 "live_until_ledger_seq": ttl.live_until_ledger_seq.uint32,
                 "last_modified_ledger": entry.last_modified_ledger_seq.uint32,
@@ -41,8 +40,10 @@ class TtlProcessor:
                 "ledger_sequence": info.sequence,
             }
             if self.mode == "changes":
-                row.update(tx_hash=c.tx_hash, tx_index=c.tx_index, operation_index=c.operation_index,
-                           change_group=c.group)  # fmt: skip
+                row["tx_hash"] = c.tx_hash
+                row["tx_index"] = c.tx_index
+                row["operation_index"] = c.operation_index
+                row["change_group"] = c.group
             rows.append(row)
         if self.mode == "compact":
             rows.sort(key=lambda r: r["key_hash"])

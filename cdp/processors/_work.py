@@ -14,7 +14,8 @@ import attrs
 from cdp._config import Config, key_type_word
 from cdp.extract._ledger import Ledger
 from cdp.extract._rows import Row
-from cdp.processors._base import LedgerProcessor, ProcessResult
+
+from ._base import LedgerProcessor, ProcessResult
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -26,7 +27,7 @@ from typing import Any, Final
 import trio
 
 from cdp._errors import ConfigError
-from cdp.extract._rows import Row
+from cdp.extract._rows import JSON_TEXT, UTC_TIMESTAMP, ContractDataRow, Row, TtlRow, field_types
 
 from ._base import Durable
 
@@ -41,12 +42,22 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 _FILE: Final = re.compile(r"^(?P<name>.+)-(?P<first>\d{10})-(?P<last>\d{10})\.parquet$")
 
+# The original service's 18 columns, in its order: (its name, the row field it carries).
 TTP_COLUMNS: Final = (
-    "contract_id", "contract_key_type", "contract_durability", "asset_code", "asset_issuer", "asset_type",
-    "balance_holder", "balance", "last_modified_ledger", "deleted", "ledger_sequence", "closed_at",
-    "ledger_key_hash", "key_xdr", "val_xdr", "contract_instance_type", "contract_instance_wasm_hash",
-    "expiration_ledger_seq",
+    ("contract_id", "contract_id"), ("contract_key_type", "contract_key_type"),
+    ("contract_durability", "contract_durability"), ("asset_code", "asset_code"), ("asset_issuer", "asset_issuer"),
+    ("asset_type", "asset_type"), ("balance_holder", "balance_holder"), ("balance", "balance"),
+    ("last_modified_ledger", "last_modified_ledger"), ("deleted", "deleted"), ("ledger_sequence", "ledger_sequence"),
+    ("closed_at", "closed_at"), ("ledger_key_hash", "ledger_key_hash"), ("key_xdr", "key"), ("val_xdr", "val"),
+    ("contract_instance_type", "contract_instance_type"),
+    ("contract_instance_wasm_hash", "contract_instance_wasm_hash"), ("expiration_ledger_seq", "live_until_ledger_seq"),
 )  # fmt: skip
+_TTP_REQUIRED: Final = frozenset(
+    ("contract_id", "contract_key_type", "contract_durability", "last_modified_ledger", "deleted", "ledger_sequence",
+     "closed_at")
+)  # fmt: skip
+# The row shapes of the built-in processors; other processors' columns are inferred from their rows.
+ROW_TYPES: Final[dict[str, type]] = {"contract_data": ContractDataRow, "ttl": TtlRow}
 
 
 def require_pyarrow() -> None:
@@ -54,68 +65,64 @@ def require_pyarrow() -> None:
         raise ConfigError("FORMAT=parquet: needs pyarrow: pip install 'contract-data-processor[parquet]'")
 
 
-def _ttp_schema() -> Any:
-    s, u32 = pa.string(), pa.uint32()
-    types = [s, s, s, s, s, s, s, s, u32, pa.bool_(), u32, pa.timestamp("us", tz="UTC"), s, s, s, s, s, u32]
-    required = {"contract_id", "contract_key_type", "contract_durability", "last_modified_ledger", "deleted",
-                "ledger_sequence", "closed_at"}  # fmt: skip
-    return pa.schema([pa.field(n, t, nullable=n not in required) for n, t in zip(TTP_COLUMNS, types, strict=True)])
-
-
-_FULL_TYPES: Final = {
-    "last_modified_ledger": "uint32",
-    "ledger_entry_change": "uint32",
-    "ledger_sequence": "uint32",
-    "live_until_ledger_seq": "uint32",
-    "tx_index": "uint32",
-    "operation_index": "uint32",
-    "deleted": "bool",
-    "closed_at": "timestamp",
-}
+def arrow_type(hint: Any, time_unit: str = "ms") -> Any:
+    """The Arrow type of a row field from its ``TypedDict`` annotation (``Optional`` is nullable anyway)."""
+    if typing.get_origin(hint) is typing.Annotated:
+        marker = hint.__metadata__[0]
+        if marker == UTC_TIMESTAMP:
+            return pa.timestamp(time_unit, tz="UTC")
+        if marker == JSON_TEXT:
+            return pa.string()
+        hint = hint.__origin__
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args:
+        hint = args[0]
+    return {int: pa.uint32(), bool: pa.bool_(), str: pa.string()}.get(hint, pa.string())
 
 
 def _closed_at(text: Any) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
-def to_table(rows: Sequence[Row], schema_name: str) -> Any:
-    """Rows as an Arrow table in the chosen schema."""
+def _column(values: list[Any], kind: Any) -> list[Any]:
+    if pa.types.is_timestamp(kind):
+        return [None if v is None else _closed_at(v) for v in values]
+    if pa.types.is_string(kind) and any(isinstance(v, dict | list) for v in values):
+        return [None if v is None else json.dumps(v, sort_keys=True, separators=(",", ":")) for v in values]
+    return values
+
+
+def ttp_table(rows: Sequence[Row]) -> Any:
+    """The original service's layout; its empty strings are nulls and ``balance`` stays exact text."""
+    hints = field_types(ContractDataRow)
+    fields, columns = [], {}
+    for name, source in TTP_COLUMNS:
+        kind = arrow_type(hints[source], "us")
+        fields.append(pa.field(name, kind, nullable=name not in _TTP_REQUIRED))
+        values = [None if r.get(source) == "" else r.get(source) for r in rows]
+        columns[name] = _column(values, kind)
+    return pa.table(columns, schema=pa.schema(fields))
+
+
+def to_table(rows: Sequence[Row], schema_name: str, row_type: type | None = None) -> Any:
+    """Rows as an Arrow table: ``ttp``, or ``full`` with the columns the rows have, typed from ``row_type``."""
     if schema_name == "ttp":
-        schema = _ttp_schema()
-        columns: dict[str, list[Any]] = {n: [] for n in TTP_COLUMNS}
-        for r in rows:
-            for name in TTP_COLUMNS:
-                source = {"key_xdr": "key", "val_xdr": "val", "expiration_ledger_seq": "live_until_ledger_seq"}.get(
-                    name, name
-                )
-                value = r.get(source)
-                if name == "closed_at":
-                    value = _closed_at(value)
-                elif value == "":
-                    value = None  # the original writes empty strings as nulls
-                columns[name].append(value)
-        return pa.table(columns, schema=schema)
+        return ttp_table(rows)
     if not rows:
         return pa.table({})
-    names = list(rows[0])
-    fields = []
-    columns = {}
+    hints = field_types(row_type) if row_type is not None else {}
+    names = [n for n in hints if n in rows[0]] + [n for n in rows[0] if n not in hints]
+    fields, columns = [], {}
     for name in names:
         values = [r.get(name) for r in rows]
-        kind = _FULL_TYPES.get(name)
-        if kind == "timestamp":
-            fields.append(pa.field(name, pa.timestamp("ms", tz="UTC")))
-            values = [_closed_at(v) for v in values]
-        elif kind == "uint32":
-            fields.append(pa.field(name, pa.uint32()))
-        elif kind == "bool":
-            fields.append(pa.field(name, pa.bool_()))
+        if name in hints:
+            kind = arrow_type(hints[name])
         elif any(isinstance(v, dict | list) for v in values):
-            fields.append(pa.field(name, pa.string()))
-            values = [None if v is None else json.dumps(v, sort_keys=True, separators=(",", ":")) for v in values]
+            kind = pa.string()
         else:
-            fields.append(pa.field(name, pa.array(values).type if any(v is not None for v in values) else pa.string()))
-        columns[name] = values
+            kind = pa.array(values).type if any(v is not None for v in values) else pa.string()
+        fields.append(pa.field(name, kind))
+        columns[name] = _column(values, kind)
     return pa.table(columns, schema=pa.schema(fields))
 
 
@@ -165,7 +172,7 @@ class ParquetSink:
 
     def _write_file(self, path: Path, rows: list[Row]) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(to_table(rows, self.schema), tmp)
+        pq.write_table(to_table(rows, self.schema, ROW_TYPES.get(self.prefix)), tmp)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

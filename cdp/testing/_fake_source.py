@@ -22,11 +22,12 @@ from grpclib.const import Status
 from grpclib.server import Server
 
 from cdp._errors import CdpError
-from cdp.testing._synthetic import SyntheticLedgers
 from cdp.upstream.proto.raw_ledger_service import RawLedger, RawLedgerServiceBase, StreamLedgersRequest
 from cdp.xdr._files import StoredLedger, load_ledgers
 
-LOG = logging.getLogger("cdp.testing._fake_source")
+from ._synthetic import SyntheticLedgers
+
+LOG = logging.getLogger("cdp.testing")
 
 
 CORRUPT_KINDS = ("random", "truncated", "wrong-type", "oversize")

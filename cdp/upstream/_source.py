@@ -32,11 +32,12 @@ from cdp._config import Config
 from cdp._errors import LedgerDecodeError, UpstreamError
 from cdp.extract._ledger import Ledger
 from cdp.pipeline._budget import ByteBudget
-from cdp.upstream._breaker import Backoff, BreakerStatistics, CircuitBreaker
 from cdp.upstream.proto.raw_ledger_service import RawLedger, StreamLedgersRequest
 from cdp.xdr._header import peek_header
 
-LOG = logging.getLogger("cdp.upstream._source")
+from ._breaker import Backoff, BreakerStatistics, CircuitBreaker
+
+LOG = logging.getLogger("cdp.upstream")
 
 METHOD: Final = "/raw_ledger_service.RawLedgerService/StreamRawLedgers"
 RETRIABLE_STATUSES: Final = frozenset(

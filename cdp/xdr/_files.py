@@ -13,7 +13,8 @@ import zstandard
 from stellar_sdk import xdr
 
 from cdp._errors import LedgerDecodeError
-from cdp.xdr._header import peek_header
+
+from ._header import peek_header
 
 
 @attrs.frozen
