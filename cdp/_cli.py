@@ -16,7 +16,7 @@ import trio
 import trio_asyncio
 
 from cdp._config import NETWORKS, Config
-from cdp._errors import CdpError, ConfigError, LedgerDecodeError
+from cdp._errors import CdpError, ConfigError, LedgerDecodeError, unwrap_cdp_error
 from cdp._service import ServiceHandle, serve
 from cdp._version import __version__
 from cdp.extract import row_fields
@@ -216,25 +216,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     commands = {"run": _cmd_run, "demo": _cmd_demo, "fake-source": _cmd_fake_source, "extract": _cmd_extract}
     try:
-        commands[args.command](args)
+        with unwrap_cdp_error():
+            commands[args.command](args)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         raise SystemExit(130) from None
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
     except CdpError as exc:
         _fail(str(exc), 1)
-    except BaseExceptionGroup as group:
-        errors = group.subgroup(CdpError)
-        if errors is None:
-            raise
-        _fail("; ".join(str(e) for e in _leaves(errors)), 1)
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class CdpError(Exception):
     """Root of every error ``cdp`` raises on purpose."""
@@ -38,11 +41,29 @@ class OutputError(CdpError):
 
 def find_os_error(exc: BaseException) -> OSError | None:
     """The first OSError in ``exc`` or, for an exception group, anywhere inside it."""
-    if isinstance(exc, OSError):
-        return exc
+    return next((e for e in leaves(exc) if isinstance(e, OSError)), None)
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``, exception groups flattened."""
     if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = find_os_error(inner)
-            if found is not None:
-                return found
-    return None
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+@contextlib.contextmanager
+def unwrap_cdp_error() -> Iterator[None]:
+    """At an API boundary, raise the ``CdpError`` a nursery wrapped in exception groups, bare.
+
+    Callers catch ``cdp.BadLedgerError``, not ``ExceptionGroup[ExceptionGroup[BadLedgerError]]``
+    (Hypercorn's ``run`` unwraps its groups the same way). A group that also holds any other
+    exception is a bug and propagates whole.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        found = leaves(group)
+        errors = [e for e in found if isinstance(e, CdpError)]
+        if not errors or len(errors) != len(found):
+            raise
+        raise errors[0] from None

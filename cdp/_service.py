@@ -6,10 +6,12 @@ the same service as an async context manager yielding a channel of ``(sequence, 
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import logging
 import os
 import sys
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -17,31 +19,36 @@ import trio
 import trio_asyncio
 
 from cdp._config import Config
-from cdp._errors import CdpError, OutputError
-from cdp.extract._ledger import Ledger
-from cdp.extract._rows import Row
-from cdp.ops._http import ServiceView, create_app, serve_http
-from cdp.ops._metrics import Metrics
-from cdp.pipeline._budget import ByteBudget
-from cdp.pipeline._checkpoint import read_checkpoint
-from cdp.pipeline._pipeline import Pipeline
-from cdp.processors._base import LedgerProcessor, describe
-from cdp.processors._registry import load_processor
+from cdp._errors import CdpError, OutputError, leaves, unwrap_cdp_error
+from cdp._watch import Watched
+from cdp.extract import Ledger, Row
+from cdp.ops import ServiceView, create_app, serve_http
+from cdp.pipeline import Pipeline, read_checkpoint
+from cdp.processors import LedgerProcessor, describe, load_processor
 from cdp.sinks import RowsCallback, open_sink
-from cdp.upstream._source import LedgerSource
+from cdp.upstream import LedgerSource
 
 LOG = logging.getLogger("cdp.service")
 
 
+class ServiceState(enum.Enum):
+    """Where a service is in its life; ``ServiceHandle.wait_state`` waits for one."""
+
+    RUNNING = "running"
+    STOPPING = "stopping"  # intake stopped, in-flight ledgers finishing (within SHUTDOWN_GRACE_S)
+    CLOSING_HTTP = "closing_http"  # pipeline done; HTTP answers requests in flight, takes no new ones
+    DONE = "done"
+
+
 @attrs.define(eq=False)
 class ServiceHandle:
-    """What ``nursery.start(serve, ...)`` returns: the bound HTTP port and a way to stop."""
+    """What ``nursery.start(serve, ...)`` returns: the bound HTTP port, the state, a way to stop."""
 
     http_port: int
     start_ledger: int
     view: ServiceView
-    _stop: trio.Event
-    _done: trio.Event
+    _state: Watched[ServiceState] = attrs.field(factory=lambda: Watched(ServiceState.RUNNING))
+    _stop: trio.Event = attrs.field(factory=trio.Event)
 
     def stop(self) -> None:
         """Stop intake, finish in-flight ledgers (within ``shutdown_grace_s``) and return."""
@@ -51,9 +58,18 @@ class ServiceHandle:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def state(self) -> ServiceState:
+        return self._state.value
+
+    async def wait_state(self, state: ServiceState) -> None:
+        """Return once the service has reached ``state`` (or a later one)."""
+        order = list(ServiceState)
+        await self._state.wait_until(lambda s: order.index(s) >= order.index(state))
+
     async def wait_done(self) -> None:
         """Wait until ``serve`` has returned (or failed)."""
-        await self._done.wait()
+        await self.wait_state(ServiceState.DONE)
 
 
 def _resume(config: Config) -> tuple[int, int | None]:
@@ -93,17 +109,21 @@ async def serve(
         processor: per-ledger logic; defaults to contract-data extraction.
 
     Returns once streaming ends. ``task_status.started`` reports a ``ServiceHandle`` once the HTTP
-    port is bound and the pipeline is wired.
+    port is bound and the pipeline is wired. Opens a trio-asyncio loop if there is none.
 
     Raises:
         UpstreamError: the upstream refused the stream for good.
         BadLedgerError: a ledger failed and the policy is ``stop`` (the checkpoint stays before it).
+        OutputError: rows or the checkpoint could not be written (the checkpoint stays on the last
+            durable ledger).
+        CdpError: the service cannot start (bad output, busy port, checkpoint past ``END_LEDGER``).
     """
-    if trio_asyncio.current_loop.get() is None:
-        async with trio_asyncio.open_loop():
+    with unwrap_cdp_error():
+        if trio_asyncio.current_loop.get() is None:
+            async with trio_asyncio.open_loop():
+                await _serve(config, on_rows, processor, task_status)
+        else:
             await _serve(config, on_rows, processor, task_status)
-    else:
-        await _serve(config, on_rows, processor, task_status)
 
 
 async def _serve(
@@ -124,63 +144,27 @@ async def _serve(
         )
     except OSError as exc:
         raise CdpError(f"OUTPUT={config.output}: cannot open for writing: {exc.strerror or exc}") from None
-    metrics = Metrics()
-    metrics.up.set(1)
-    budget = ByteBudget(config.max_buffered_bytes)
-    source = LedgerSource(config, start, budget)
-    pipeline = Pipeline(
-        config,
-        processor,
-        sink,
-        metrics,
-        checkpoint_path=config.checkpoint_path,
-        budget=budget,
-    )
-    view = ServiceView(source, pipeline, sink.name, metrics)
-    stop = trio.Event()
-    done = trio.Event()
-    http_done = trio.Event()
+    source = LedgerSource(config, start)
+    pipeline = Pipeline(config, processor, sink, checkpoint_path=config.checkpoint_path)
+    view = ServiceView(source, pipeline, sink.name)
+    http_closing = trio.Event()
+    handle: ServiceHandle | None = None
     try:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
-                serve_http, create_app(view), config.health_host, config.health_port, http_done.wait
+                serve_http, create_app(view), config.health_host, config.health_port, http_closing.wait
             )
-            send, receive = trio.open_memory_channel[Ledger](config.channel_buffer_size)
-            intake = trio.CancelScope()
-
-            async def run_source() -> None:
-                with intake:
-                    await source.run(send)
-                send.close()
-
-            nursery.start_soon(run_source)
-            with trio.CancelScope() as drain:
-                await nursery.start(_run_pipeline, pipeline, receive, view)
-                LOG.info(
-                    "service started start_ledger=%d end_ledger=%d http_port=%d endpoints=%s workers=%d",
-                    start, config.end_ledger, port, ",".join(config.source_endpoint), config.worker_count,
-                )  # fmt: skip
-                task_status.started(ServiceHandle(port, start, view, stop, done))
-
-                async def watch_stop() -> None:
-                    await stop.wait()
-                    LOG.info("stop requested: finishing in-flight ledgers")
-                    intake.cancel()
-                    pipeline.stop_intake()
-                    drain.deadline = trio.current_time() + config.shutdown_grace_s
-
-                nursery.start_soon(watch_stop)
-                if config.bounded and sys.stderr.isatty():
-                    from cdp.ops._progress import show_progress
-
-                    nursery.start_soon(show_progress, pipeline, config.end_ledger - start + 1, sys.stderr)
-                await pipeline.finished.wait()
-            http_done.set()
-            nursery.cancel_scope.cancel()
+            handle = ServiceHandle(port, start, view)
+            try:
+                await _stream(config, source, pipeline, view, handle, task_status)
+            finally:
+                handle._state.set(ServiceState.CLOSING_HTTP)
+                http_closing.set()  # Hypercorn's graceful close: requests in flight get their answer
     finally:
-        done.set()
+        view.running = False
         sink.close()
-        metrics.up.set(0)
+        if handle is not None:
+            handle._state.set(ServiceState.DONE)
         st = pipeline.statistics()
         LOG.info(
             "service stopped last_committed_ledger=%s processed=%d rows=%d errors=%d reconnects=%d",
@@ -188,33 +172,77 @@ async def _serve(
         )  # fmt: skip
 
 
-async def _run_pipeline(
+async def _stream(
+    config: Config,
+    source: LedgerSource,
     pipeline: Pipeline,
-    receive: trio.MemoryReceiveChannel[Ledger],
     view: ServiceView,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    handle: ServiceHandle,
+    task_status: trio.TaskStatus[ServiceHandle],
 ) -> None:
+    """Source into pipeline until the pipeline is done; ``stop()`` puts one deadline on all of it."""
+    # A rendezvous: the pipeline's intake holds the buffer, so its byte budget covers every ledger.
+    send, receive = trio.open_memory_channel[Ledger](0)
     try:
-        await pipeline.run(receive, task_status=task_status)
-    except OutputError as exc:
-        view.sink_error = view.fatal_error = str(exc)
-        raise
-    except CdpError as exc:
-        view.fatal_error = str(exc)
+        async with trio.open_nursery() as nursery:
+            source_scope = trio.CancelScope()
+
+            async def run_source() -> None:
+                with source_scope:
+                    await source.run(send)
+
+            nursery.start_soon(run_source)
+            await nursery.start(pipeline.run, receive)
+            LOG.info(
+                "service started start_ledger=%d end_ledger=%d http_port=%d endpoints=%s workers=%d",
+                handle.start_ledger, config.end_ledger, handle.http_port, ",".join(config.source_endpoint),
+                config.worker_count,
+            )  # fmt: skip
+            task_status.started(handle)
+
+            async def stop_on_request() -> None:
+                await handle._stop.wait()
+                LOG.info("stop requested: finishing in-flight ledgers")
+                handle._state.set(ServiceState.STOPPING)
+                source_scope.cancel("stop requested")
+                pipeline.stop_intake()
+                nursery.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_s
+
+            nursery.start_soon(stop_on_request)
+            if config.bounded and sys.stderr.isatty():
+                from cdp.ops._progress import show_progress
+
+                nursery.start_soon(show_progress, pipeline, config.end_ledger - handle.start_ledger + 1, sys.stderr)
+            await pipeline.finished.wait()
+            nursery.cancel_scope.cancel("pipeline finished")
+    except BaseExceptionGroup as group:
+        errors = [e for e in leaves(group) if isinstance(e, CdpError)]
+        if errors:
+            view.fatal_error = str(errors[0])
+            if isinstance(errors[0], OutputError):
+                view.sink_error = view.fatal_error
         raise
 
 
-@trio.as_safe_channel
+@contextlib.asynccontextmanager
 async def open_row_stream(
     config: Config, *, processor: LedgerProcessor | None = None
-) -> AsyncGenerator[tuple[int, Sequence[Row]], None]:
+) -> AsyncIterator[trio.abc.ReceiveChannel[tuple[int, Sequence[Row]]]]:
     """The service as a channel of ``(sequence, rows)`` batches, in ledger order.
 
     Use as ``async with open_row_stream(config) as batches: async for sequence, rows in batches``.
     A batch is committed (checkpoint moved) once it has been handed over; leaving the block stops
-    the service.
+    the service. Raises what ``serve`` raises.
     """
+    with unwrap_cdp_error():
+        async with _row_stream(config, processor=processor) as batches:
+            yield batches
+
+
+@trio.as_safe_channel
+async def _row_stream(
+    config: Config, *, processor: LedgerProcessor | None = None
+) -> AsyncGenerator[tuple[int, Sequence[Row]], None]:
     send, receive = trio.open_memory_channel[tuple[int, Sequence[Row]]](0)
 
     async def deliver(sequence: int, rows: Sequence[Row]) -> None:

@@ -101,7 +101,7 @@ async def test_stall_is_detected_by_the_idle_watchdog(loop: object) -> None:
             src = LedgerSource(_config(ep, start_ledger=2, end_ledger=10, idle_timeout_s=0.3), 2)
             start = trio.current_time()
             assert list(range(2, 11)) == await _collect(src)
-            assert 2 == src.failures_by_kind["idle"]
+            assert 2 == src.statistics().failures_by_kind["idle"]
             assert trio.current_time() - start < 5
             nursery.cancel_scope.cancel()
 
@@ -134,7 +134,7 @@ async def test_failover_to_the_next_endpoint(loop: object) -> None:
             src = LedgerSource(_config(dead, ep, start_ledger=3, end_ledger=9), 3)
             assert list(range(3, 10)) == await _collect(src)
             assert ep == src.statistics().endpoint
-            assert 1 == src.failures_by_kind["connection"]
+            assert 1 == src.statistics().failures_by_kind["connection"]
             nursery.cancel_scope.cancel()
 
 

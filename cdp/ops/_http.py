@@ -1,7 +1,7 @@
 """``/health``, ``/ready`` and ``/metrics``: a Quart-Trio app served by Hypercorn inside our nursery.
 
-Handlers only read statistics records the pipeline keeps up to date, so they never wait on
-pipeline work (workers are separate processes) and answer in well under 100 ms under load.
+Handlers only read the components' statistics records, so they never wait on pipeline work
+(workers are separate processes) and answer in well under 100 ms under load.
 
 Health rules: ``unhealthy`` (HTTP 503) when the circuit breaker is open or the service has
 failed; ``degraded`` when the breaker is half-open, the source is reconnecting, or the last
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
 
+import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -23,31 +24,44 @@ from quart_trio import QuartTrio
 
 from cdp._errors import CdpError, find_os_error
 from cdp._version import __version__
-from cdp.upstream._breaker import BreakerState
+from cdp.pipeline import PipelineStatistics
+from cdp.upstream import BreakerState, SourceStatistics
+
+from ._metrics import exposition, open_registry
 
 LAG_DEGRADED_S: Final = 30.0  # receipt to commit; pubnet closes a ledger every ~6 s, so 5 behind
+GRACEFUL_TIMEOUT_S: Final = 1.0  # how long an in-flight request may take once the service stops
 
 
+class _HasSourceStatistics(Protocol):
+    def statistics(self) -> SourceStatistics: ...
+
+
+class _HasPipelineStatistics(Protocol):
+    def statistics(self) -> PipelineStatistics: ...
+
+
+@attrs.define(eq=False)
 class ServiceView:
-    """What the HTTP handlers read: callables returning the live statistics records."""
+    """What the HTTP handlers read: the live components and how the service is doing."""
 
-    def __init__(self, source: Any, pipeline: Any, sink_name: str, metrics: Any) -> None:
-        self.source = source
-        self.pipeline = pipeline
-        self.sink_name = sink_name
-        self.metrics = metrics
-        self.started = time.monotonic()
-        self.fatal_error: str | None = None
-        self.sink_error: str | None = None
+    source: _HasSourceStatistics
+    pipeline: _HasPipelineStatistics
+    sink_name: str
+    started: float = attrs.field(factory=time.monotonic)
+    running: bool = True
+    fatal_error: str | None = None
+    sink_error: str | None = None
 
     def health(self) -> tuple[str, dict[str, Any]]:
+        """The overall status and each component's; reads records only, changes nothing."""
         src = self.source.statistics()
         pipe = self.pipeline.statistics()
         now = _now()
         breaker = src.breaker.state
         source_ok = src.connected or pipe.finished
         lag = pipe.processing_lag_s
-        components = {
+        components: dict[str, dict[str, Any]] = {
             "data_source": {
                 "name": "data_source",
                 "healthy": source_ok and breaker != BreakerState.OPEN,
@@ -76,6 +90,7 @@ class ServiceView:
                     "errors": pipe.errors,
                     "dead_lettered": pipe.dead_lettered,
                     "queue_depth": pipe.queue_depth,
+                    "buffered_bytes": pipe.buffered_bytes,
                     "reorder_window": pipe.reorder_window,
                     "reorder_in_use": pipe.reorder_in_use,
                     "processing_lag": None if lag is None else round(lag, 3),
@@ -102,32 +117,12 @@ class ServiceView:
             status = "degraded"
         else:
             status = "healthy"
-        for name, comp in components.items():
-            self.metrics.component_healthy.labels(name).set(1 if comp["healthy"] else 0)
         return status, components
 
     def ready(self) -> bool:
         src = self.source.statistics()
         pipe = self.pipeline.statistics()
         return bool(src.connected and pipe.last_committed_ledger is not None and self.fatal_error is None)
-
-    def refresh_metrics(self) -> None:
-        src = self.source.statistics()
-        pipe = self.pipeline.statistics()
-        m = self.metrics
-        m.sync_counter(m.ledgers_received, "received", src.ledgers_received)
-        m.sync_counter(m.bytes_received, "bytes", src.bytes_received)
-        m.sync_counter(m.reconnects, "reconnects", src.reconnects)
-        m.sync_counter(m.gaps, "gaps", src.gaps)
-        m.sync_counter(m.duplicates, "duplicates", src.duplicates)
-        for kind, count in self.source.failures_by_kind.items():
-            m.sync_counter(m.processing_errors.labels(f"upstream_{kind}"), f"fail_{kind}", count)
-        m.sync_counter(m.processing_errors.labels("sequence_mismatch"), "mismatch", src.sequence_mismatches)
-        m.ingest_rate.set(src.ingest_rate)
-        m.queue_depth.set(pipe.queue_depth)
-        m.circuit_breaker_state.set(int(src.breaker.state))
-        if src.last_sequence is not None:
-            m.current_ledger.set(src.last_sequence)
 
 
 def _now() -> str:
@@ -136,6 +131,7 @@ def _now() -> str:
 
 def create_app(view: ServiceView) -> QuartTrio:
     app = QuartTrio("cdp")
+    registry = open_registry(view)
 
     @app.get("/health")
     async def health() -> tuple[dict[str, Any], int]:
@@ -156,9 +152,7 @@ def create_app(view: ServiceView) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        view.refresh_metrics()
-        view.health()  # keeps component_healthy current
-        return Response(view.metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(exposition(registry), content_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 
@@ -167,23 +161,28 @@ async def serve_http(
     app: QuartTrio,
     host: str,
     port: int,
-    shutdown: Callable[[], Any],
+    shutdown_trigger: Callable[[], Awaitable[Any]],
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until ``shutdown`` returns; reports the bound port."""
+    """Serve ``app`` until ``shutdown_trigger`` returns, then let requests in flight finish
+    (Hypercorn's graceful close, ``GRACEFUL_TIMEOUT_S``); reports the bound port.
+
+    Raises:
+        CdpError: the port cannot be bound, naming host, port and reason.
+    """
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
-    config.graceful_timeout = 1.0
+    config.graceful_timeout = GRACEFUL_TIMEOUT_S
 
-    async def started(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown, task_status=task_status)
+    async def hypercorn(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
 
     async with trio.open_nursery() as nursery:
         try:
-            binds = await nursery.start(started)
+            binds = await nursery.start(hypercorn)
         except (OSError, BaseExceptionGroup) as exc:
             error = find_os_error(exc)
             if error is None:

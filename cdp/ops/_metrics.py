@@ -1,63 +1,106 @@
-"""Prometheus series, in a registry of our own (no global state), prefix ``contract_data_processor_``."""
+"""Prometheus series, read from the components' ``statistics()`` records at scrape time.
+
+Nothing in the pipeline or the source touches a metric: they keep their own counts, and this
+collector turns one consistent set of records into the ``contract_data_processor_`` series
+whenever ``/metrics`` is scraped. The registry is the service's own (no global state).
+"""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from cdp.pipeline import HistogramSnapshot
+
+    from ._http import ServiceView
 
 PREFIX: Final = "contract_data_processor"
-LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-class Metrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
+def _n(name: str) -> str:
+    return f"{PREFIX}_{name}"
 
-        def n(name: str) -> str:
-            return f"{PREFIX}_{name}"
 
-        self.up = Gauge(n("up"), "1 while the service runs", registry=r)
-        self.component_healthy = Gauge(
-            n("component_healthy"), "1 if the component is healthy", ["component"], registry=r
-        )
-        self.ledgers_received = Counter(n("ledgers_received"), "Ledgers received from upstream", registry=r)
-        self.bytes_received = Counter(n("bytes_received"), "LedgerCloseMeta bytes received", registry=r)
-        self.ingest_rate = Gauge(n("ingest_rate"), "Ledgers per second from upstream, smoothed", registry=r)
-        self.ledgers_processed = Counter(n("ledgers_processed"), "Ledgers committed", registry=r)
-        self.contracts_found = Counter(n("contracts_found"), "Rows written", registry=r)
-        self.processing_errors = Counter(n("processing_errors"), "Errors by kind", ["kind"], registry=r)
-        self.processor_errors = Counter(
-            n("processor_errors"), "Ledgers a processor failed on", ["processor"], registry=r
-        )
-        self.processor_events = Counter(
-            n("processor_events"), "Processor events, e.g. fast_path_fallback", ["processor", "event"], registry=r
-        )
-        self.queue_depth = Gauge(n("queue_depth"), "Ledgers waiting for a worker", registry=r)
-        self.current_ledger = Gauge(n("current_ledger"), "Newest ledger received", registry=r)
-        self.last_committed_ledger = Gauge(n("last_committed_ledger"), "Newest ledger committed", registry=r)
-        self.reconnects = Counter(n("reconnects"), "Upstream reconnects", registry=r)
-        self.circuit_breaker_state = Gauge(n("circuit_breaker_state"), "0 closed, 1 open, 2 half-open", registry=r)
-        self.gaps = Counter(n("gaps"), "Gaps detected in the upstream stream", registry=r)
-        self.duplicates = Counter(n("duplicates"), "Duplicate ledgers dropped", registry=r)
-        self.rows_skipped = Counter(n("rows_skipped"), "Rows dropped by filters", ["reason"], registry=r)
-        self.ledgers_skipped = Counter(
-            n("ledgers_dead_lettered"), "Bad ledgers written to the dead-letter file", registry=r
-        )
-        self.ledger_processing_seconds = Histogram(
-            n("ledger_processing_seconds"), "Worker time per ledger", registry=r, buckets=LATENCY_BUCKETS
-        )
-        self.ledger_end_to_end_seconds = Histogram(
-            n("ledger_end_to_end_seconds"), "Ledger close time to commit", registry=r, buckets=LATENCY_BUCKETS
-        )
-        self._counted: dict[str, float] = {}
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(_n(name), doc, value=value)
 
-    def sync_counter(self, counter: Counter, key: str, total: float) -> None:
-        """Advance a counter to a running total kept elsewhere (e.g. the source's statistics)."""
-        delta = total - self._counted.get(key, 0)
-        if delta > 0:
-            counter.inc(delta)
-            self._counted[key] = total
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(_n(name), doc, value=value)
+
+
+def _histogram(name: str, doc: str, snap: HistogramSnapshot) -> HistogramMetricFamily:
+    buckets = [("+Inf" if bound == float("inf") else repr(float(bound)), count) for bound, count in snap.buckets]
+    return HistogramMetricFamily(_n(name), doc, buckets=buckets, sum_value=snap.total)
+
+
+class ServiceCollector(Collector):
+    """Every series of the service, from ``view``'s records."""
+
+    def __init__(self, view: ServiceView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Metric]:
+        view = self.view
+        src = view.source.statistics()
+        pipe = view.pipeline.statistics()
+        _, components = view.health()
+        yield _gauge("up", "1 while the service runs", 1 if view.running else 0)
+        healthy = GaugeMetricFamily(_n("component_healthy"), "1 if the component is healthy", labels=["component"])
+        for name, component in components.items():
+            healthy.add_metric([name], 1 if component["healthy"] else 0)
+        yield healthy
+        yield _counter("ledgers_received", "Ledgers received from upstream", src.ledgers_received)
+        yield _counter("bytes_received", "LedgerCloseMeta bytes received", src.bytes_received)
+        yield _gauge("ingest_rate", "Ledgers per second from upstream, smoothed", src.ingest_rate)
+        yield _counter("ledgers_processed", "Ledgers committed", pipe.processed)
+        yield _counter("contracts_found", "Rows written", pipe.rows)
+        errors = CounterMetricFamily(_n("processing_errors"), "Errors by kind", labels=["kind"])
+        errors.add_metric(["bad_ledger"], pipe.errors)
+        errors.add_metric(["sequence_mismatch"], src.sequence_mismatches)
+        for kind, count in sorted(src.failures_by_kind.items()):
+            errors.add_metric([f"upstream_{kind}"], count)
+        yield errors
+        processor_errors = CounterMetricFamily(
+            _n("processor_errors"), "Ledgers a processor failed on", labels=["processor"]
+        )
+        processor_errors.add_metric([pipe.processor], pipe.errors)
+        yield processor_errors
+        events = CounterMetricFamily(
+            _n("processor_events"), "Processor events, e.g. fast_path_fallback", labels=["processor", "event"]
+        )
+        for event, count in sorted(pipe.processor_events.items()):
+            events.add_metric([pipe.processor, event], count)
+        yield events
+        yield _gauge("queue_depth", "Ledgers waiting for a worker", pipe.queue_depth)
+        yield _gauge("buffered_bytes", "Ledger bytes held between intake and commit", pipe.buffered_bytes)
+        yield _gauge("current_ledger", "Newest ledger received (0: none yet)", src.last_sequence or 0)
+        yield _gauge("last_committed_ledger", "Newest ledger committed (0: none yet)", pipe.last_committed_ledger or 0)
+        yield _counter("reconnects", "Upstream reconnects", src.reconnects)
+        yield _gauge("circuit_breaker_state", "0 closed, 1 open, 2 half-open", int(src.breaker.state))
+        yield _counter("gaps", "Gaps detected in the upstream stream", src.gaps)
+        yield _counter("duplicates", "Duplicate ledgers dropped", src.duplicates)
+        skipped = CounterMetricFamily(_n("rows_skipped"), "Rows dropped by filters", labels=["reason"])
+        for reason, count in sorted(pipe.rows_skipped.items()):
+            skipped.add_metric([reason], count)
+        yield skipped
+        yield _counter("ledgers_dead_lettered", "Bad ledgers written to the dead-letter file", pipe.dead_lettered)
+        yield _histogram("ledger_processing_seconds", "Worker time per ledger", pipe.processing_seconds)
+        yield _histogram("ledger_end_to_end_seconds", "Ledger close time to commit", pipe.end_to_end_seconds)
+
+
+def open_registry(view: ServiceView) -> CollectorRegistry:
+    """The service's own registry, holding only its collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(view))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text format of every series, read now."""
+    return generate_latest(registry)

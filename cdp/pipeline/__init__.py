@@ -4,7 +4,16 @@ from ._budget import ByteBudget as ByteBudget
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import read_checkpoint as read_checkpoint
 from ._checkpoint import write_checkpoint as write_checkpoint
+from ._latency import HistogramSnapshot as HistogramSnapshot
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import PipelineStatistics as PipelineStatistics
 
-__all__ = ["ByteBudget", "Checkpoint", "Pipeline", "PipelineStatistics", "read_checkpoint", "write_checkpoint"]
+__all__ = [
+    "ByteBudget",
+    "Checkpoint",
+    "HistogramSnapshot",
+    "Pipeline",
+    "PipelineStatistics",
+    "read_checkpoint",
+    "write_checkpoint",
+]

@@ -1,9 +1,11 @@
-"""Ordered fan-out/fan-in: ledgers go to worker processes and are committed strictly in order.
+"""Ordered fan-out/fan-in: ledgers go to workers and are committed strictly in ledger order.
 
-The dispatcher gives every ledger a slot in an ordered channel (bounded: the reorder window) and
-hands it to the next free worker; the committer takes slots in ledger order, waits for each to be
-done, writes its rows, makes them durable and only then moves the checkpoint. Nothing is dropped:
-a full window stops intake, which stops the upstream (backpressure).
+Intake reserves each ledger's bytes from the pipeline's one budget and queues it (at most
+``CHANNEL_BUFFER_SIZE``); the dispatcher gives it a slot in an ordered channel (bounded: the
+reorder window) and hands it to the next free worker; the committer takes slots in ledger order,
+waits for each to be done, writes its rows, makes them durable, moves the checkpoint and only then
+releases the ledger's bytes. Nothing is dropped: a full budget, queue or window stops intake, which
+stops the upstream (backpressure).
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ import trio_parallel
 
 from cdp._config import Config
 from cdp._errors import BadLedgerError, OutputError
-from cdp.extract._ledger import Ledger
-from cdp.extract._rows import Row
-from cdp.ops._metrics import Metrics
-from cdp.processors._base import LedgerProcessor, describe
-from cdp.processors._work import RowFilter, WorkResult, process_ledger
+from cdp._watch import Watched
+from cdp.extract import Ledger, Row
+from cdp.processors import LedgerProcessor, RowFilter, WorkResult, describe, process_ledger
 from cdp.sinks import Durable, Sink
 
-from ._budget import ByteBudget
+from ._budget import ByteBudget, Reservation
 from ._checkpoint import Checkpoint, write_checkpoint
+from ._latency import Histogram, HistogramSnapshot
 
 LOG = logging.getLogger("cdp.pipeline")
 
@@ -39,6 +40,7 @@ LOG = logging.getLogger("cdp.pipeline")
 class _Slot:
     ledger: Ledger
     received_at: float
+    reservation: Reservation
     done: trio.Event = attrs.field(factory=trio.Event)
     result: WorkResult | None = None
     error: str | None = None
@@ -51,13 +53,19 @@ class PipelineStatistics:
     rows: int
     errors: int
     dead_lettered: int
-    queue_depth: int
+    queue_depth: int  # ledgers taken in, waiting for a worker
+    buffered_bytes: int  # ledger bytes held from intake to commit
     reorder_in_use: int
     reorder_window: int
     last_committed_ledger: int | None
     last_commit_at: float | None  # trio clock
     processing_lag_s: float | None  # from receipt to commit, last ledger committed
     finished: bool
+    processor: str
+    rows_skipped: Mapping[str, int]  # by filter
+    processor_events: Mapping[str, int]  # e.g. fast_path_fallback
+    processing_seconds: HistogramSnapshot  # worker time per ledger
+    end_to_end_seconds: HistogramSnapshot  # ledger close time to commit
 
 
 class Pipeline:
@@ -66,35 +74,35 @@ class Pipeline:
         config: Config,
         processor: LedgerProcessor,
         sink: Sink,
-        metrics: Metrics,
         *,
         checkpoint_path: Path | None,
-        budget: ByteBudget | None = None,
     ) -> None:
         self.config = config
         self.processor = processor
+        self.processor_name = describe(processor)
         self.sink = sink
-        self.metrics = metrics
         self.checkpoint_path = checkpoint_path
         self.row_filter = RowFilter.from_config(config)
-        self.budget = budget
+        self.budget = ByteBudget(config.max_buffered_bytes)
         # Worker processes: no more than cores (each holds ~75 MB); WORKER_COUNT tasks keep them fed.
         self.limiter = trio.CapacityLimiter(max(1, min(config.worker_count, os.cpu_count() or 1)))
         self.window = max(2 * config.worker_count, 4)
+        self._queue_send, self._queue_recv = trio.open_memory_channel[_Slot](config.channel_buffer_size)
         self._order_send, self._order_recv = trio.open_memory_channel[_Slot](self.window)
         self._processed = 0
         self._rows = 0
         self._errors = 0
         self._dead = 0
         self._in_window = 0
-        self._ledgers: trio.MemoryReceiveChannel[Ledger] | None = None
-        self._committed_event = trio.Event()
-        self._last: int | None = None
+        self._skipped: dict[str, int] = {}
+        self._events: dict[str, int] = {}
+        self._processing = Histogram()
+        self._end_to_end = Histogram()
+        self._last: Watched[int | None] = Watched(None)
         self._last_at: float | None = None
         self._lag: float | None = None
         self.finished = trio.Event()
         self._intake = trio.CancelScope()
-        self._events_logged: set[str] = set()
 
     def stop_intake(self) -> None:
         """Take no new ledgers; those already with workers are finished and committed."""
@@ -106,13 +114,19 @@ class Pipeline:
             rows=self._rows,
             errors=self._errors,
             dead_lettered=self._dead,
-            queue_depth=self._ledgers.statistics().current_buffer_used if self._ledgers else 0,
+            queue_depth=self._queue_recv.statistics().current_buffer_used,
+            buffered_bytes=self.budget.used,
             reorder_in_use=self._in_window,
             reorder_window=self.window,
-            last_committed_ledger=self._last,
+            last_committed_ledger=self._last.value,
             last_commit_at=self._last_at,
             processing_lag_s=self._lag,
             finished=self.finished.is_set(),
+            processor=self.processor_name,
+            rows_skipped=dict(self._skipped),
+            processor_events=dict(self._events),
+            processing_seconds=self._processing.snapshot(),
+            end_to_end_seconds=self._end_to_end.snapshot(),
         )
 
     async def run(
@@ -121,36 +135,49 @@ class Pipeline:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Process and commit until ``ledgers`` is closed and drained.
+        """Process and commit until ``ledgers`` is closed and drained, or intake is stopped.
 
         Raises:
             BadLedgerError: with the ``stop`` policy, for the first ledger that fails.
-            OSError: the sink or the checkpoint cannot be written.
+            OutputError: the sink or the checkpoint cannot be written.
         """
-        self._ledgers = ledgers
         work_send, work_recv = trio.open_memory_channel[_Slot](0)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._dispatch, ledgers, work_send)
+            nursery.start_soon(self._intake_stage, ledgers, work_send)
             for _ in range(self.config.worker_count):
                 nursery.start_soon(self._work, work_recv.clone())
             work_recv.close()
             task_status.started()
             await self._commit()
+            nursery.cancel_scope.cancel("committer finished")
         self.finished.set()
 
-    async def _dispatch(self, ledgers: trio.MemoryReceiveChannel[Ledger], work: trio.MemorySendChannel[_Slot]) -> None:
-        async with ledgers, work, self._order_send:
-            with self._intake:
-                async for ledger in ledgers:
-                    slot = _Slot(ledger, trio.current_time())
-                    await self._order_send.send(slot)
-                    self._in_window += 1
-                    try:
-                        await work.send(slot)
-                    except trio.Cancelled:
-                        slot.abandoned = True
-                        slot.done.set()
-                        raise
+    async def _intake_stage(
+        self, ledgers: trio.MemoryReceiveChannel[Ledger], work: trio.MemorySendChannel[_Slot]
+    ) -> None:
+        """Take in and dispatch until the input ends or ``stop_intake`` cancels both."""
+        with self._intake:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._take_in, ledgers)
+                nursery.start_soon(self._dispatch, work)
+
+    async def _take_in(self, ledgers: trio.MemoryReceiveChannel[Ledger]) -> None:
+        async with ledgers, self._queue_send:
+            async for ledger in ledgers:
+                reservation = await self.budget.reserve(len(ledger.raw))
+                await self._queue_send.send(_Slot(ledger, trio.current_time(), reservation))
+
+    async def _dispatch(self, work: trio.MemorySendChannel[_Slot]) -> None:
+        async with self._queue_recv, work, self._order_send:
+            async for slot in self._queue_recv:
+                await self._order_send.send(slot)
+                self._in_window += 1
+                try:
+                    await work.send(slot)
+                except trio.Cancelled:
+                    slot.abandoned = True
+                    slot.done.set()
+                    raise
 
     async def _work(self, slots: trio.MemoryReceiveChannel[_Slot]) -> None:
         async with slots:
@@ -184,9 +211,8 @@ class Pipeline:
             async for slot in self._order_recv:
                 await slot.done.wait()
                 self._in_window -= 1
-                if self.budget is not None:
-                    self.budget.give_back(len(slot.ledger.raw))
                 if slot.abandoned:
+                    slot.reservation.release()
                     LOG.info("stopped before ledger=%d: not committed", slot.ledger.sequence)
                     break
                 seq = slot.ledger.sequence
@@ -197,9 +223,10 @@ class Pipeline:
                     assert slot.result is not None
                     rows = slot.result.rows
                     for reason, count in slot.result.skipped.items():
-                        self.metrics.rows_skipped.labels(reason).inc(count)
+                        self._skipped[reason] = self._skipped.get(reason, 0) + count
                     self._note_events(seq, slot.result.events)
                 await self._checkpoint(await self._write(seq, rows))
+                slot.reservation.release()
                 self._committed(slot, len(rows))
             try:
                 durable = await self.sink.flush()
@@ -223,42 +250,36 @@ class Pipeline:
 
     async def wait_committed(self, sequence: int) -> None:
         """Return once ``sequence`` (or a later ledger) has been committed."""
-        while self._last is None or self._last < sequence:
-            await self._committed_event.wait()
+        await self._last.wait_until(lambda last: last is not None and last >= sequence)
 
     def _committed(self, slot: _Slot, n_rows: int) -> None:
         ledger = slot.ledger
         self._processed += 1
         self._rows += n_rows
-        self._last = ledger.sequence
         self._last_at = trio.current_time()
-        m = self.metrics
-        m.ledgers_processed.inc()
-        m.contracts_found.inc(n_rows)
-        m.last_committed_ledger.set(ledger.sequence)
         if slot.result is not None:
-            m.ledger_processing_seconds.observe(slot.result.seconds)
+            self._processing.observe(slot.result.seconds)
         self._lag = self._last_at - slot.received_at
         if ledger.close_time is not None:
-            m.ledger_end_to_end_seconds.observe(max(0.0, time.time() - ledger.close_time))
-        self._committed_event.set()
-        self._committed_event = trio.Event()
+            self._end_to_end.observe(max(0.0, time.time() - ledger.close_time))
+        self._last.set(ledger.sequence)
         if self._processed % self.config.progress_every == 0:
             LOG.info("progress ledger=%d processed=%d rows=%d", ledger.sequence, self._processed, self._rows)
 
     def _note_events(self, sequence: int, events: Mapping[str, int]) -> None:
-        name = describe(self.processor)
         for event, count in events.items():
-            self.metrics.processor_events.labels(name, event).inc(count)
-            if event not in self._events_logged:
-                self._events_logged.add(event)
-                LOG.warning("processor event processor=%s event=%s ledger=%d (logged once)", name, event, sequence)
+            if event not in self._events:
+                LOG.warning(
+                    "processor event processor=%s event=%s ledger=%d (logged once)",
+                    self.processor_name,
+                    event,
+                    sequence,
+                )
+            self._events[event] = self._events.get(event, 0) + count
 
     async def _bad_ledger(self, ledger: Ledger, reason: str) -> None:
-        name = describe(self.processor)
+        name = self.processor_name
         self._errors += 1
-        self.metrics.processing_errors.labels("bad_ledger").inc()
-        self.metrics.processor_errors.labels(name).inc()
         if self.config.on_bad_ledger == "stop":
             raise BadLedgerError(ledger.sequence, name, reason)
         path = self.config.dead_letter_path or Path("cdp-dead-letter.jsonl")
@@ -270,7 +291,6 @@ class Pipeline:
         }
         await trio.to_thread.run_sync(_append_line, path, json.dumps(record, sort_keys=True))
         self._dead += 1
-        self.metrics.ledgers_skipped.inc()
         LOG.error(
             "bad ledger dead-lettered ledger=%d processor=%s error=%r path=%s", ledger.sequence, name, reason, path
         )

@@ -9,6 +9,8 @@ from typing import Final
 import attrs
 import trio
 
+from cdp._watch import Watched
+
 
 class BreakerState(enum.IntEnum):
     """Numeric values are what the ``circuit_breaker_state`` gauge exports."""
@@ -33,34 +35,30 @@ class CircuitBreaker:
     def __init__(self, threshold: int, reset_timeout: float) -> None:
         self.threshold = threshold
         self.reset_timeout = reset_timeout
-        self._state = BreakerState.CLOSED
+        self._state = Watched(BreakerState.CLOSED)
         self._opened_at = 0.0
         self._consecutive = 0
         self._total = 0
         self._times_opened = 0
-        self._changed = trio.Event()
 
     def _set(self, state: BreakerState) -> None:
-        if state != self._state:
-            self._state = state
-            self._changed.set()
-            self._changed = trio.Event()
+        if state != self._state.value:
+            self._state.set(state)
 
     async def wait_state(self, state: BreakerState) -> None:
         """Return once the breaker is in ``state`` (for tests and supervisors)."""
-        while self._state != state:
-            await self._changed.wait()
+        await self._state.wait_until(lambda s: s == state)
 
     @property
     def state(self) -> BreakerState:
-        return self._state
+        return self._state.value
 
     def statistics(self) -> BreakerStatistics:
-        return BreakerStatistics(self._state, self._consecutive, self._total, self._times_opened)
+        return BreakerStatistics(self.state, self._consecutive, self._total, self._times_opened)
 
     async def wait_permitted(self) -> None:
         """Return when a connection attempt is allowed; while open, that is after the reset timeout."""
-        if self._state == BreakerState.OPEN:
+        if self.state == BreakerState.OPEN:
             await trio.sleep_until(self._opened_at + self.reset_timeout)
             self._set(BreakerState.HALF_OPEN)
         await trio.lowlevel.checkpoint()
@@ -72,8 +70,8 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         self._consecutive += 1
         self._total += 1
-        if self._state == BreakerState.HALF_OPEN or self._consecutive >= self.threshold:
-            if self._state != BreakerState.OPEN:
+        if self.state == BreakerState.HALF_OPEN or self._consecutive >= self.threshold:
+            if self.state != BreakerState.OPEN:
                 self._times_opened += 1
             self._set(BreakerState.OPEN)
             self._opened_at = trio.current_time()

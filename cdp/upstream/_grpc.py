@@ -1,0 +1,129 @@
+"""The asyncio side of the upstream, fenced in: grpclib's ``StreamRawLedgers`` call.
+
+grpclib runs only on asyncio; the Trio side calls ``stream_ledgers`` through trio-asyncio
+(``aio_as_trio``) and gets each message back through a Trio callback (``trio_as_aio``). One
+coroutine owns the channel and the call for one attempt (``stack-notes.md``). Nothing else in
+``cdp`` imports grpclib or touches its private attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import attrs
+import h2.exceptions
+from grpclib import GRPCError
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
+
+from .proto.raw_ledger_service import RawLedger, StreamLedgersRequest
+
+METHOD: Final = "/raw_ledger_service.RawLedgerService/StreamRawLedgers"
+RETRIABLE_STATUSES: Final = frozenset(
+    {Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.ABORTED, Status.RESOURCE_EXHAUSTED}
+)
+# What a dropped connection looks like through grpclib: transport errors, a stream reset, an
+# HTTP/2 protocol error, or asyncio's own timeout.
+CONNECTION_ERRORS: Final = (
+    OSError,
+    StreamTerminatedError,
+    ProtocolError,
+    h2.exceptions.ProtocolError,
+    h2.exceptions.StreamClosedError,
+    asyncio.TimeoutError,
+    EOFError,
+)
+STREAM_ERRORS: Final = (GRPCError, *CONNECTION_ERRORS)
+
+
+@attrs.frozen
+class Message:
+    """One ``RawLedger`` as received; ``dropped_size`` is set instead of ``raw`` for one over the limit."""
+
+    sequence: int
+    raw: bytes
+    dropped_size: int | None = None
+
+
+@attrs.frozen
+class Failure:
+    """How an attempt ended: ``kind`` labels the metric; ``retriable`` False means stop for good."""
+
+    kind: str
+    message: str
+    retriable: bool
+
+
+def classify(exc: BaseException) -> Failure:
+    """What a grpclib or transport error means for the stream."""
+    if isinstance(exc, GRPCError):
+        text = f"{exc.status.name}: {exc.message}"
+        return Failure(exc.status.name.lower(), text, exc.status in RETRIABLE_STATUSES)
+    return Failure("connection", f"{type(exc).__name__}: {exc}", True)
+
+
+async def _recv_limited(stream: Any, limit: int) -> Message | None:
+    """``stream.recv_message()`` that refuses to buffer a message over ``limit`` bytes.
+
+    grpclib reads a whole message into memory whatever its announced length, so a hostile upstream
+    could exhaust memory with one 4 GiB frame. This reads the 5-byte gRPC prefix itself (through the
+    same private stream grpclib's own ``recv_message`` uses) and, for an oversized message, reads and
+    discards it in 1 MiB chunks, returning only its size. None at the end of the stream.
+    """
+    if not stream._recv_initial_metadata_done:
+        await stream.recv_initial_metadata()
+    with stream._wrapper:
+        prefix = await stream._stream.recv_data(5)
+        if not prefix:
+            return None
+        if prefix[0]:
+            raise ProtocolError("compressed gRPC messages are not supported")
+        size = int.from_bytes(prefix[1:5], "big")
+        if size <= limit:
+            message = RawLedger().parse(await stream._stream.recv_data(size))
+            return Message(message.sequence, message.ledger_close_meta_xdr)
+        left = size
+        while left:
+            chunk = await stream._stream.recv_data(min(left, 1 << 20))
+            if not chunk:
+                raise ProtocolError("stream ended inside a message")
+            left -= len(chunk)
+        return Message(0, b"", dropped_size=size)
+
+
+async def stream_ledgers(
+    endpoint: str,
+    start: int,
+    max_message_bytes: int,
+    on_connected: Callable[[], None],
+    on_message: Callable[[Message], Awaitable[bool]],
+) -> None:
+    """One attempt: ask ``endpoint`` for ledgers from ``start`` and hand each to ``on_message``.
+
+    Returns when the upstream ends the stream cleanly or ``on_message`` returns True (then the call
+    is reset at once rather than waiting for an end that never comes).
+
+    Raises:
+        GRPCError: the call ended with a non-OK status.
+        OSError, ProtocolError, ...: ``CONNECTION_ERRORS``.
+    """
+    host, _, port = endpoint.rpartition(":")
+    channel = Channel(host.strip("[]"), int(port))
+    try:
+        async with channel.request(METHOD, Cardinality.UNARY_STREAM, StreamLedgersRequest, RawLedger) as stream:
+            await stream.send_message(StreamLedgersRequest(start_ledger=start), end=True)
+            await stream.recv_initial_metadata()
+            on_connected()
+            while True:
+                message = await _recv_limited(stream, max_message_bytes)
+                if message is None:
+                    await stream.recv_trailing_metadata()  # raises GRPCError on a bad status
+                    return
+                if await on_message(message):
+                    await stream.cancel()
+                    return
+    finally:
+        channel.close()
