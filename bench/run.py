@@ -146,7 +146,7 @@ def bench_end_to_end(count: int, workdir: Path) -> None:
     make_ledgers(ledgers, first, count)
     print(f"(ledger files ready in {time.perf_counter() - t0:.1f}s)")
     port = free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "cdp._cli", "fake-source", "--port", str(port), "--ledgers",
+    fake = subprocess.Popen([sys.executable, "-m", "cdp", "fake-source", "--port", str(port), "--ledgers",
                              str(ledgers)], cwd=ROOT, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert fake.stderr is not None
@@ -161,7 +161,7 @@ def bench_end_to_end(count: int, workdir: Path) -> None:
         out = workdir / "rows.jsonl"
         log = workdir / "run.log"
         with log.open("w") as log_file:
-            run = subprocess.Popen([sys.executable, "-m", "cdp._cli", "run", "--start-ledger", str(first),
+            run = subprocess.Popen([sys.executable, "-m", "cdp", "run", "--start-ledger", str(first),
                                     "--end-ledger", str(last), "--output", str(out)], cwd=ROOT, env=env,
                                    stderr=log_file)  # fmt: skip
             peak = 0.0

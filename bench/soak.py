@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from run import free_port, tree_rss_mb  # noqa: E402
 
-CDP = [sys.executable, "-m", "cdp._cli"]
+CDP = [sys.executable, "-m", "cdp"]
 SEED = 31
 
 

@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio_asyncio
 
-ROOT = Path(__file__).resolve().parent.parent
+from cdp.testing import FakeSourceOptions, serve_fake_source
+
+from .helpers import ROOT
+
 SHARED = Path(os.environ.get("CDP_SHARED_DIR", ROOT.parent / "shared"))
 LEDGERS = Path(os.environ.get("CDP_SHARED_LEDGERS", SHARED / "ledgers"))
 EXPECTED = SHARED / "expected"
@@ -37,3 +42,17 @@ def expected_rows(mode: str, file: str) -> list[dict[str, Any]]:
 def tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+async def upstream() -> Any:
+    """``await upstream(**FakeSourceOptions)`` starts an in-process fake upstream on port 0 and returns its
+    endpoint; all of them run in one trio-asyncio loop that ends with the test."""
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+
+        async def start(**options: Any) -> str:
+            port = await nursery.start(serve_fake_source, FakeSourceOptions(port=0, **options))
+            return f"127.0.0.1:{port}"
+
+        yield start
+        nursery.cancel_scope.cancel()

@@ -1,16 +1,25 @@
-"""Small picklable processors and helpers shared by the tests."""
+"""What the tests share: the `cdp` command, fake upstreams in process and out, small processors."""
 
 from __future__ import annotations
 
 import random
+import re
 import socket
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import attrs
 
-from cdp.extract._ledger import Ledger
-from cdp.extract._rows import Row
+from cdp.extract import Ledger, Row
+
+ROOT = Path(__file__).resolve().parent.parent
+CDP = [sys.executable, "-m", "cdp"]
+_LISTENING = re.compile(r"fake source listening .*port=(\d+)")
 
 
 @attrs.frozen
@@ -29,7 +38,64 @@ class SequenceProcessor:
         return [{"ledger_sequence": ledger.sequence, "bytes": len(ledger.raw)}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class FakeSourceProcess:
+    """`cdp fake-source` in its own process (so it can be killed): on port 0 the first time, with the
+    bound port read back from its log, and on that same port when started again."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.port: int | None = None
+        self._procs: list[tuple[subprocess.Popen[str], threading.Thread]] = []
+        self.log: list[str] = []
+
+    @property
+    def endpoint(self) -> str:
+        assert self.port is not None, "start() first"
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, *extra: str) -> subprocess.Popen[str]:
+        """Start it and return once it listens (or has exited: then ``port`` stays as it was)."""
+        cmd = [*CDP, "fake-source", "--port", str(self.port or 0), *self.args, *extra]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.log.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.port = int(match[1])
+                break
+        drain = threading.Thread(target=self._drain, args=(proc,), daemon=True)  # a full pipe would block it
+        drain.start()
+        self._procs.append((proc, drain))
+        return proc
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.log.extend(proc.stderr)
+
+    def stop(self) -> None:
+        for proc, drain in self._procs:
+            proc.kill()
+            proc.wait()
+            drain.join()
+            assert proc.stderr is not None
+            proc.stderr.close()
+        self._procs.clear()
+
+
+@contextmanager
+def fake_source_process(*args: str) -> Iterator[FakeSourceProcess]:
+    fake = FakeSourceProcess(*args)
+    try:
+        fake.start()
+        yield fake
+    finally:
+        fake.stop()
+
+
+@contextmanager
+def refusing_endpoint() -> Iterator[str]:
+    """A loopback port that is bound but not listening, so connecting is refused, for as long as it is held."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"

@@ -6,14 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from cdp.extract._rows import ETL_FIELDS
 
-from .conftest import LEDGERS, ROOT, expected_rows, needs_shared
-
-CDP = [sys.executable, "-m", "cdp._cli"]
+from .conftest import LEDGERS, expected_rows, needs_shared
+from .helpers import CDP, ROOT, fake_source_process
 
 
 def _run(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -98,11 +96,8 @@ def test_extract_reads_galexie_batches(tmp_path: Path) -> None:
 
 def test_run_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     """SIGTERM mid-run: exit 0 within 5 s, and the checkpoint resumes exactly where the file ends."""
-    fake = subprocess.Popen([*CDP, "fake-source", "--port", "0"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        assert fake.stderr is not None
-        line = fake.stderr.readline()
-        port = int(line.rsplit("port=", 1)[1])
+    with fake_source_process() as fake:
+        port = fake.port
         out, cp = tmp_path / "out.jsonl", tmp_path / "cp.json"
         env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "WORKER_MODE": "thread",
                "CHECKPOINT_PATH": str(cp), "OUTPUT": str(out), "PROGRESS_EVERY": "1"}  # fmt: skip
@@ -117,9 +112,7 @@ def test_run_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
         assert out.stat().st_size == state["output_offset"]
         last = json.loads(out.read_text().splitlines()[-1])["ledger_sequence"]
         assert last == state["ledger"]
-    finally:
-        fake.kill()
-        fake.wait()
+        run.communicate()
 
 
 def test_busy_ports_are_one_line_errors() -> None:

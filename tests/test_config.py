@@ -96,9 +96,7 @@ def test_unknown_toml_key_is_rejected(tmp_path: Path) -> None:
 def test_cdp_run_exits_2_with_one_line(var: str, value: str) -> None:
     """`cdp run` with a bad setting exits 2 and prints one readable line, no traceback."""
     env = {**os.environ, var: value}
-    proc = subprocess.run(
-        [sys.executable, "-m", "cdp._cli", "run"], env=env, capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-m", "cdp", "run"], env=env, capture_output=True, text=True, timeout=60)
     assert 2 == proc.returncode
     lines = proc.stderr.strip().splitlines()
     assert 1 == len(lines), proc.stderr

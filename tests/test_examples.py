@@ -7,8 +7,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import ROOT
-from .helpers import free_port
+from .helpers import CDP, ROOT
 
 
 def test_embed_example_prints_rows_and_exits_0() -> None:
@@ -21,16 +20,17 @@ def test_embed_example_prints_rows_and_exits_0() -> None:
 
 def test_fake_upstream_example_faults_lose_nothing() -> None:
     """Against the faulty example upstream, `cdp run` writes ledgers 2..60, each exactly once, in order."""
-    port = free_port()
     fake = subprocess.Popen(
-        [sys.executable, "examples/fake_upstream.py", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "examples/fake_upstream.py", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
         assert fake.stdout is not None
-        assert "fake upstream on" in fake.stdout.readline()
+        line = fake.stdout.readline()
+        assert "fake upstream on" in line
+        port = int(line.split("127.0.0.1:")[1].split(";")[0])
         env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "WORKER_MODE": "thread",
                "BACKOFF_BASE_S": "0.05", "END_LEDGER": "60"}  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", "cdp._cli", "run"], cwd=ROOT, env=env, capture_output=True,
+        proc = subprocess.run([*CDP, "run"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120)  # fmt: skip
         assert 0 == proc.returncode, proc.stderr
         seqs = [json.loads(line)["ledger_sequence"] for line in proc.stdout.splitlines()]
@@ -41,4 +41,4 @@ def test_fake_upstream_example_faults_lose_nothing() -> None:
         assert "sequence field disagrees" in proc.stderr
     finally:
         fake.kill()
-        fake.wait()
+        fake.communicate()

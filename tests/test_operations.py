@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -23,9 +22,8 @@ from cdp.extract._rows import Row
 from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
 from .conftest import ROOT
-from .helpers import free_port
+from .helpers import CDP, FakeSourceProcess
 
-CDP = [sys.executable, "-m", "cdp._cli"]
 P = "contract_data_processor_"
 
 
@@ -41,41 +39,45 @@ def _metrics(text: str) -> dict[str, float]:
 async def test_ready_follows_the_upstream(tmp_path: Path) -> None:
     """/ready: 503 before the first commit, 200 while streaming, 503 while the upstream is down,
     200 again after it is back; /health turns unhealthy while the breaker is open."""
-    port = free_port()
-    cmd = [*CDP, "fake-source", "--port", str(port), "--rate", "50"]
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        cfg = Config.from_mapping({"source_endpoint": f"127.0.0.1:{port}", "health_port": 0, "health_host": "127.0.0.1",
-                                   "worker_mode": "thread", "backoff_base_s": 0.05, "backoff_cap_s": 0.1,
-                                   "breaker_failure_threshold": 2, "breaker_reset_timeout_s": 0.3})  # fmt: skip
-        handle = await nursery.start(partial(cdp.serve, cfg))
-        source, pipeline = handle.view.source, handle.view.pipeline
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{handle.http_port}") as client:
-            with trio.fail_after(60):
-                assert 503 == (await client.get("/ready")).status_code
-                upstream = await trio.lowlevel.open_process(
-                    [*cmd, "--die-after", "20"], cwd=ROOT, stderr=subprocess.DEVNULL
-                )
-                await source.wait_connected()
-                await pipeline.wait_committed(5)
-                assert 200 == (await client.get("/ready")).status_code
-                assert 3 == await upstream.wait()  # died after 20 ledgers
-                await source.wait_connected(False)
-                assert 503 == (await client.get("/ready")).status_code
-                await source.breaker.wait_state(cdp_breaker().OPEN)
-                health = await client.get("/health")
-                assert (503, "unhealthy") == (health.status_code, health.json()["status"])
-                assert 1 == _metrics((await client.get("/metrics")).text)["circuit_breaker_state"]
-                upstream = await trio.lowlevel.open_process(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
-                try:
+    fake = FakeSourceProcess("--rate", "50")
+    dying = await trio.to_thread.run_sync(fake.start, "--die-after", "20")
+    try:
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            cfg = Config.from_mapping({"source_endpoint": fake.endpoint, "health_port": 0, "health_host": "127.0.0.1",
+                                       "worker_mode": "thread", "backoff_base_s": 0.05, "backoff_cap_s": 0.1,
+                                       "breaker_failure_threshold": 2, "breaker_reset_timeout_s": 0.3})  # fmt: skip
+            first_commit, checked = trio.Event(), trio.Event()
+
+            async def hold_first_commit(sequence: int, rows: Sequence[Row]) -> None:
+                first_commit.set()
+                await checked.wait()
+
+            handle = await nursery.start(partial(cdp.serve, cfg, on_rows=hold_first_commit))
+            source, pipeline = handle.view.source, handle.view.pipeline
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{handle.http_port}") as client:
+                with trio.fail_after(60):
+                    await first_commit.wait()  # the first ledger is being committed, not yet committed
+                    assert 503 == (await client.get("/ready")).status_code
+                    checked.set()
+                    await pipeline.wait_committed(5)
+                    assert 200 == (await client.get("/ready")).status_code
+                    assert 3 == await trio.to_thread.run_sync(dying.wait)  # died after 20 ledgers
+                    await source.wait_connected(False)
+                    assert 503 == (await client.get("/ready")).status_code
+                    await source.breaker.wait_state(cdp_breaker().OPEN)
+                    health = await client.get("/health")
+                    assert (503, "unhealthy") == (health.status_code, health.json()["status"])
+                    assert 1 == _metrics((await client.get("/metrics")).text)["circuit_breaker_state"]
+                    await trio.to_thread.run_sync(fake.start)
                     await source.wait_connected()
                     await pipeline.wait_committed(25)
                     assert 200 == (await client.get("/ready")).status_code
                     assert "healthy" == (await client.get("/health")).json()["status"]
-                finally:
-                    upstream.kill()
-        handle.stop()
-        await handle.wait_done()
-        nursery.cancel_scope.cancel()
+            handle.stop()
+            await handle.wait_done()
+            nursery.cancel_scope.cancel()
+    finally:
+        fake.stop()
 
 
 def cdp_breaker() -> Any:

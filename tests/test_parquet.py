@@ -8,13 +8,11 @@ from typing import Any
 
 import pytest
 import trio
-import trio_asyncio
 
 import cdp
 from cdp._config import Config
 from cdp.extract._full import extract_rows
 from cdp.ops._progress import render
-from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 from cdp.testing._synthetic import SyntheticLedgers
 
 pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (the parquet extra) is not installed")
@@ -23,11 +21,8 @@ SEED = 21
 
 
 @pytest.fixture
-async def upstream() -> Any:
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        port = await nursery.start(serve_fake_source, FakeSourceOptions(port=0, seed=SEED))
-        yield f"127.0.0.1:{port}"
-        nursery.cancel_scope.cancel()
+async def endpoint(upstream: Any) -> str:
+    return str(await upstream(seed=SEED))
 
 
 def _config(endpoint: str, out: Path, **kw: Any) -> Config:
@@ -47,10 +42,10 @@ def _read(directory: Path) -> tuple[list[str], list[dict[str, Any]]]:
     return files, rows
 
 
-async def test_full_schema_rolls_aligned_files(upstream: str, tmp_path: Path) -> None:
+async def test_full_schema_rolls_aligned_files(endpoint: str, tmp_path: Path) -> None:
     """Ledgers 2..13 in blocks of 5: three files, every row with every field, JSON as text."""
     with trio.fail_after(60):
-        await cdp.serve(_config(upstream, tmp_path, end_ledger=13))
+        await cdp.serve(_config(endpoint, tmp_path, end_ledger=13))
     files, rows = _read(tmp_path)
     assert [
         "contract_data-0000000002-0000000004.parquet",
@@ -66,12 +61,12 @@ async def test_full_schema_rolls_aligned_files(upstream: str, tmp_path: Path) ->
         assert exp["ledger_key_hash"] == got["ledger_key_hash"]
 
 
-async def test_ttp_schema_has_the_original_columns_and_exact_balances(upstream: str, tmp_path: Path) -> None:
+async def test_ttp_schema_has_the_original_columns_and_exact_balances(endpoint: str, tmp_path: Path) -> None:
     """--schema ttp: the 18 columns in order; balances above 2^63 stay exact; empty strings are null."""
     from cdp.sinks._parquet import TTP_COLUMNS
 
     with trio.fail_after(60):
-        await cdp.serve(_config(upstream, tmp_path, end_ledger=40, schema="ttp"))
+        await cdp.serve(_config(endpoint, tmp_path, end_ledger=40, schema="ttp"))
     names = pq.read_schema(str(tmp_path / "contract_data-0000000002-0000000004.parquet")).names
     assert [name for name, _ in TTP_COLUMNS] == names
     assert 18 == len(names)
@@ -83,15 +78,15 @@ async def test_ttp_schema_has_the_original_columns_and_exact_balances(upstream: 
     assert want == [r["balance"] for r in rows]
 
 
-async def test_resume_removes_files_past_the_checkpoint(upstream: str, tmp_path: Path) -> None:
+async def test_resume_removes_files_past_the_checkpoint(endpoint: str, tmp_path: Path) -> None:
     """A file written after the checkpoint (crash before it moved) is removed and written again."""
     out, cp = tmp_path / "out", tmp_path / "cp.json"
     with trio.fail_after(60):
-        await cdp.serve(_config(upstream, out, end_ledger=7, checkpoint_path=str(cp)))
+        await cdp.serve(_config(endpoint, out, end_ledger=7, checkpoint_path=str(cp)))
         assert 7 == json.loads(cp.read_text())["ledger"]
         stale = out / "contract_data-0000000008-0000000009.parquet"
         stale.write_bytes(b"written after the checkpoint by a run that then crashed")
-        await cdp.serve(_config(upstream, out, end_ledger=13, checkpoint_path=str(cp)))
+        await cdp.serve(_config(endpoint, out, end_ledger=13, checkpoint_path=str(cp)))
     files, rows = _read(out)
     assert 13 == json.loads(cp.read_text())["ledger"]
     assert "contract_data-0000000008-0000000009.parquet" in files

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import trio
-import trio_asyncio
 
 import cdp
 from cdp._config import Config
@@ -22,12 +21,9 @@ from cdp.extract._ledger import Ledger
 from cdp.ops._metrics import exposition, open_registry
 from cdp.processors._registry import load_processor
 from cdp.processors._ttl import TtlProcessor
-from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
 from .conftest import LEDGERS, ROOT, needs_shared
-from .helpers import SequenceProcessor, free_port
-
-CDP = [sys.executable, "-m", "cdp._cli"]
+from .helpers import CDP, SequenceProcessor, fake_source_process
 
 
 @needs_shared
@@ -62,15 +58,10 @@ def test_load_processor_by_name_and_path() -> None:
 
 def test_cdp_run_processor_ttl_writes_ttl_rows_in_order(tmp_path: Path) -> None:
     """`cdp run --processor ttl` against the fake source writes TTL rows, ledgers in order."""
-    port = free_port()
-    fake = subprocess.Popen([*CDP, "fake-source", "--port", str(port)], cwd=ROOT, stderr=subprocess.DEVNULL)
-    try:
-        env = {**os.environ, "HEALTH_PORT": "0", "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "BACKOFF_BASE_S": "0.05"}
+    with fake_source_process() as fake:
+        env = {**os.environ, "HEALTH_PORT": "0", "SOURCE_ENDPOINT": fake.endpoint, "BACKOFF_BASE_S": "0.05"}
         proc = subprocess.run([*CDP, "run", "--processor", "ttl", "--end-ledger", "30", "--worker-count", "2"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
-    finally:
-        fake.kill()
-        fake.wait()
     assert 0 == proc.returncode, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert rows
@@ -87,18 +78,10 @@ def test_custom_processor_example_exits_0() -> None:
     assert 10 == proc.stdout.count("touched Soroban state")
 
 
-@pytest.fixture
-async def upstream() -> Any:
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        port = await nursery.start(serve_fake_source, FakeSourceOptions(port=0))
-        yield f"127.0.0.1:{port}"
-        nursery.cancel_scope.cancel()
-
-
-async def test_processor_error_stops_naming_ledger_and_processor(upstream: str) -> None:
+async def test_processor_error_stops_naming_ledger_and_processor(upstream: Any) -> None:
     """A processor that raises on one ledger stops the service (default policy), naming both."""
     cfg = Config.from_mapping(
-        {"source_endpoint": upstream, "health_port": 0, "end_ledger": 20, "worker_mode": "thread"}
+        {"source_endpoint": await upstream(), "health_port": 0, "end_ledger": 20, "worker_mode": "thread"}
     )
     committed: list[int] = []
     message = r"^ledger 7 could not be processed by sequence: ValueError: refusing ledger 7$"
@@ -108,9 +91,10 @@ async def test_processor_error_stops_naming_ledger_and_processor(upstream: str) 
     assert [2, 3, 4, 5, 6] == committed
 
 
-async def test_processor_error_skip_policy_counts_per_processor(upstream: str, tmp_path: Path) -> None:
+async def test_processor_error_skip_policy_counts_per_processor(upstream: Any, tmp_path: Path) -> None:
     """With skip, the failing ledger is dead-lettered, counted under the processor's name, the rest flow."""
-    cfg = Config.from_mapping({"source_endpoint": upstream, "health_port": 0, "end_ledger": 12, "worker_mode": "thread",
+    endpoint = await upstream()
+    cfg = Config.from_mapping({"source_endpoint": endpoint, "health_port": 0, "end_ledger": 12, "worker_mode": "thread",
                                "on_bad_ledger": "skip", "dead_letter_path": str(tmp_path / "dead.jsonl")})  # fmt: skip
     committed: list[int] = []
     async with trio.open_nursery() as nursery:

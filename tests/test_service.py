@@ -11,31 +11,16 @@ from typing import Any
 import httpx
 import pytest
 import trio
-import trio_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 import cdp
 from cdp._config import Config
 from cdp._errors import BadLedgerError
 from cdp.extract._rows import Row
-from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
 from .helpers import SequenceProcessor
 
 FAST = {"backoff_base_s": 0.01, "backoff_cap_s": 0.05, "health_port": 0, "health_host": "127.0.0.1"}
-
-
-@pytest.fixture
-async def upstream() -> Any:
-    """A fake upstream factory on port 0, inside one trio-asyncio loop for the test."""
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-
-        async def start(**options: Any) -> str:
-            port = await nursery.start(serve_fake_source, FakeSourceOptions(port=0, **options))
-            return f"127.0.0.1:{port}"
-
-        yield start
-        nursery.cancel_scope.cancel()
 
 
 def _config(endpoint: str, **kw: Any) -> Config:

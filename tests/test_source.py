@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import attrs
@@ -18,8 +16,8 @@ from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 from cdp.upstream._breaker import Backoff, BreakerState, CircuitBreaker
 from cdp.upstream._source import LedgerSource
 
-from .conftest import LEDGERS, ROOT, needs_shared
-from .helpers import free_port
+from .conftest import LEDGERS, needs_shared
+from .helpers import FakeSourceProcess, refusing_endpoint
 
 FAST = {
     "backoff_base_s": 0.01,
@@ -130,9 +128,9 @@ async def test_failover_to_the_next_endpoint(loop: object) -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             ep = await _fake(nursery)
-            dead = f"127.0.0.1:{free_port()}"
-            src = LedgerSource(_config(dead, ep, start_ledger=3, end_ledger=9), 3)
-            assert list(range(3, 10)) == await _collect(src)
+            with refusing_endpoint() as dead:
+                src = LedgerSource(_config(dead, ep, start_ledger=3, end_ledger=9), 3)
+                assert list(range(3, 10)) == await _collect(src)
             assert ep == src.statistics().endpoint
             assert 1 == src.statistics().failures_by_kind["connection"]
             nursery.cancel_scope.cancel()
@@ -153,15 +151,16 @@ async def test_non_retriable_status_stops_with_a_clear_error(loop: object) -> No
 
 async def test_breaker_opens_then_closes_after_recovery(loop: object) -> None:
     """With the upstream down the breaker opens; once it is back a probe closes it."""
-    port = free_port()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            cfg = _config(f"127.0.0.1:{port}", start_ledger=2, end_ledger=6, breaker_failure_threshold=2,
-                          breaker_reset_timeout_s=0.2)  # fmt: skip
-            src = LedgerSource(cfg, 2)
-            send, receive = trio.open_memory_channel[Ledger](10)
-            nursery.start_soon(src.run, send)
-            await src.breaker.wait_state(BreakerState.OPEN)
+            with refusing_endpoint() as down:  # held, so nothing else can take the port meanwhile
+                cfg = _config(down, start_ledger=2, end_ledger=6, breaker_failure_threshold=2,
+                              breaker_reset_timeout_s=0.2)  # fmt: skip
+                src = LedgerSource(cfg, 2)
+                send, receive = trio.open_memory_channel[Ledger](10)
+                nursery.start_soon(src.run, send)
+                await src.breaker.wait_state(BreakerState.OPEN)
+            port = int(down.rsplit(":", 1)[1])
             await nursery.start(serve_fake_source, FakeSourceOptions(port=port))
             got = [ledger.sequence async for ledger in receive]
             assert list(range(2, 7)) == got
@@ -206,29 +205,25 @@ def test_backoff_is_full_jitter_and_capped() -> None:
 @needs_shared
 async def test_upstream_process_killed_twice(loop: object, tmp_path: Path) -> None:
     """The fake source dies mid-stream twice and is restarted: every ledger S..E once, in order."""
-    port = free_port()
     seqs = range(1410048, 1410148)
-    cmd = [sys.executable, "-m", "cdp._cli", "fake-source", "--port", str(port), "--ledgers", str(LEDGERS),
-           "--rate", "400"]  # fmt: skip
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            src = LedgerSource(_config(f"127.0.0.1:{port}", start_ledger=seqs[0], end_ledger=seqs[-1]), seqs[0])
-            send, receive = trio.open_memory_channel[Ledger](10)
+    fake = FakeSourceProcess("--ledgers", str(LEDGERS), "--rate", "400")
+    try:
+        dying = await trio.to_thread.run_sync(fake.start, "--die-after", "30")
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                src = LedgerSource(_config(fake.endpoint, start_ledger=seqs[0], end_ledger=seqs[-1]), seqs[0])
+                send, receive = trio.open_memory_channel[Ledger](10)
 
-            async def upstream() -> None:
-                for die_after in (30, 40):
-                    proc = await trio.lowlevel.open_process([*cmd, "--die-after", str(die_after)], cwd=ROOT,
-                                                            stderr=subprocess.DEVNULL)  # fmt: skip
-                    assert 3 == await proc.wait()
-                proc = await trio.lowlevel.open_process(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    proc.kill()
+                async def upstream() -> None:
+                    assert 3 == await trio.to_thread.run_sync(dying.wait)
+                    assert 3 == await trio.to_thread.run_sync(fake.start("--die-after", "40").wait)
+                    await trio.to_thread.run_sync(fake.start)
 
-            nursery.start_soon(upstream)
-            nursery.start_soon(src.run, send)
-            got = [ledger.sequence async for ledger in receive]
-            assert list(seqs) == got
-            assert src.statistics().reconnects >= 2
-            nursery.cancel_scope.cancel()
+                nursery.start_soon(upstream)
+                nursery.start_soon(src.run, send)
+                got = [ledger.sequence async for ledger in receive]
+                assert list(seqs) == got
+                assert src.statistics().reconnects >= 2
+                nursery.cancel_scope.cancel()
+    finally:
+        fake.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,40 +16,17 @@ import pytest
 from cdp.extract._rows import ETL_FIELDS
 from cdp.testing._synthetic import SyntheticLedgers
 
-from ..conftest import ROOT
-from ..helpers import free_port
+from ..helpers import CDP, ROOT, FakeSourceProcess
 
-CDP = [sys.executable, "-m", "cdp._cli"]
 SEED = 8
 
 
-class Upstream:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, *faults: str) -> subprocess.Popen[str]:
-        """Start the fake upstream and return once it listens (or has already exited)."""
-        proc = subprocess.Popen([*CDP, "fake-source", "--port", str(self.port), "--seed", str(SEED), *faults],
-                                cwd=ROOT, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "listening" in line:
-                break
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    up = Upstream()
-    yield up
-    up.stop()
+def fake_process() -> Iterator[FakeSourceProcess]:
+    """A synthetic fake upstream in its own process (seed ``SEED``); the test starts it, with its faults."""
+    fake = FakeSourceProcess("--seed", str(SEED))
+    yield fake
+    fake.stop()
 
 
 def _env(port: int, tmp: Path, first: int, last: int, **env: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,26 +16,17 @@ from cdp.extract._rows import ETL_FIELDS
 from cdp.sinks import dumps_row
 from cdp.testing._synthetic import SyntheticLedgers
 
-from ..conftest import ROOT
-from ..helpers import free_port
+from ..helpers import CDP, ROOT, fake_source_process
 
-CDP = [sys.executable, "-m", "cdp._cli"]
 FIRST, LAST = 2, 160
 
 
 @pytest.fixture
-def upstream() -> Iterator[int]:
+def upstream_port() -> Iterator[int]:
     """A synthetic fake source in its own process, rate-limited so kills land mid-stream."""
-    port = free_port()
-    proc = subprocess.Popen([*CDP, "fake-source", "--port", str(port), "--seed", "5", "--rate", "150"], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "listening" in line:
-            break
-    yield port
-    proc.kill()
-    proc.wait()
+    with fake_source_process("--seed", "5", "--rate", "150") as fake:
+        assert fake.port is not None
+        yield fake.port
 
 
 def _clean_output() -> str:
@@ -71,27 +61,28 @@ def _wait_commits(proc: subprocess.Popen[str], commits: int) -> bool:
     return False
 
 
-def test_sigkill_five_times_then_resume_equals_a_clean_run(upstream: int, tmp_path: Path) -> None:
+def test_sigkill_five_times_then_resume_equals_a_clean_run(upstream_port: int, tmp_path: Path) -> None:
     """Five SIGKILLs after a random number of commits each; the final file equals a clean run's."""
     rng = random.Random(20261126)
     for _ in range(5):
-        proc = _run(upstream, tmp_path)
+        proc = _run(upstream_port, tmp_path)
         if _wait_commits(proc, rng.randint(3, 25)):
             proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    proc = _run(upstream, tmp_path)
+        proc.communicate(timeout=30)
+    proc = _run(upstream_port, tmp_path)
     _, stderr = proc.communicate(timeout=120)
     assert 0 == proc.returncode, stderr
     assert _clean_output() == (tmp_path / "out.jsonl").read_text()
 
 
-def test_sigterm_exits_0_fast_and_resumes_exactly(upstream: int, tmp_path: Path) -> None:
+def test_sigterm_exits_0_fast_and_resumes_exactly(upstream_port: int, tmp_path: Path) -> None:
     """SIGTERM mid-run: exit 0 within 5 s; a restart completes the range with nothing lost or repeated."""
-    proc = _run(upstream, tmp_path)
+    proc = _run(upstream_port, tmp_path)
     assert _wait_commits(proc, 20)
     proc.send_signal(signal.SIGTERM)
     assert 0 == proc.wait(timeout=5)
-    proc = _run(upstream, tmp_path)
+    proc.communicate()
+    proc = _run(upstream_port, tmp_path)
     _, stderr = proc.communicate(timeout=120)
     assert 0 == proc.returncode, stderr
     assert "resuming from checkpoint" in stderr

@@ -17,15 +17,16 @@ from cdp._config import Config
 from cdp.extract._rows import Row
 from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
-from .conftest import Upstream, assert_ledger_by_ledger, clean_rows, committed_rows, run_cdp
+from ..helpers import FakeSourceProcess
+from .conftest import assert_ledger_by_ledger, clean_rows, committed_rows, run_cdp
 
 
-def test_unwritable_output_is_one_clear_line(upstream: Upstream, tmp_path: Path) -> None:
+def test_unwritable_output_is_one_clear_line(fake_process: FakeSourceProcess, tmp_path: Path) -> None:
     """OUTPUT under a regular file: exit 1 at start, one line naming the setting and the reason."""
-    upstream.start()
+    fake_process.start()
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = run_cdp(upstream.port, tmp_path, 2, 10, OUTPUT=str(blocker / "out.jsonl"))
+    proc = run_cdp(fake_process.port, tmp_path, 2, 10, OUTPUT=str(blocker / "out.jsonl"))
     assert 1 == proc.returncode
     assert (
         f"cdp: error: OUTPUT={blocker / 'out.jsonl'}: cannot open for writing: Not a directory"
@@ -34,12 +35,12 @@ def test_unwritable_output_is_one_clear_line(upstream: Upstream, tmp_path: Path)
     assert "Traceback" not in proc.stderr
 
 
-def test_unwritable_checkpoint_directory_is_one_clear_line(upstream: Upstream, tmp_path: Path) -> None:
+def test_unwritable_checkpoint_directory_is_one_clear_line(fake_process: FakeSourceProcess, tmp_path: Path) -> None:
     """CHECKPOINT_PATH in a directory that cannot hold files: refused before any ledger is taken."""
-    upstream.start()
+    fake_process.start()
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = run_cdp(upstream.port, tmp_path, 2, 10, CHECKPOINT_PATH=str(blocker / "cp.json"))
+    proc = run_cdp(fake_process.port, tmp_path, 2, 10, CHECKPOINT_PATH=str(blocker / "cp.json"))
     assert 1 == proc.returncode
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("cdp: error: ")
@@ -48,22 +49,24 @@ def test_unwritable_checkpoint_directory_is_one_clear_line(upstream: Upstream, t
     assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").stat().st_size == 0
 
 
-def test_disk_full_stops_cleanly_and_a_restart_completes_exactly(upstream: Upstream, tmp_path: Path) -> None:
+def test_disk_full_stops_cleanly_and_a_restart_completes_exactly(
+    fake_process: FakeSourceProcess, tmp_path: Path
+) -> None:
     """The output hits a file-size limit (as a full disk would): exit 1 naming the file and errno, the
     checkpoint on the last durable ledger; a restart with room produces a clean run's output."""
-    upstream.start()
+    fake_process.start()
     limit = 60_000
 
     def limit_file_size() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: writes get EFBIG
 
-    env = {"SOURCE_ENDPOINT": f"127.0.0.1:{upstream.port}", "HEALTH_PORT": "0", "WORKER_MODE": "thread",
+    env = {"SOURCE_ENDPOINT": f"127.0.0.1:{fake_process.port}", "HEALTH_PORT": "0", "WORKER_MODE": "thread",
            "OUTPUT": str(tmp_path / "out.jsonl"), "CHECKPOINT_PATH": str(tmp_path / "cp.json"),
            "INSTANCE_EXTRAS": "false", "START_LEDGER": "2", "END_LEDGER": "80"}  # fmt: skip
     import os
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "cdp._cli", "run"], env={**os.environ, **env}, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "cdp", "run"], env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=120, preexec_fn=limit_file_size)  # fmt: skip
     assert 1 == proc.returncode
     assert (
@@ -72,7 +75,7 @@ def test_disk_full_stops_cleanly_and_a_restart_completes_exactly(upstream: Upstr
     )
     checkpoint = json.loads((tmp_path / "cp.json").read_text())
     assert checkpoint["output_offset"] <= limit
-    proc = run_cdp(upstream.port, tmp_path, 2, 80)
+    proc = run_cdp(fake_process.port, tmp_path, 2, 80)
     assert 0 == proc.returncode, proc.stderr
     assert_ledger_by_ledger(committed_rows(tmp_path / "out.jsonl"), clean_rows(2, 80))
 

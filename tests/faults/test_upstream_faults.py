@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Upstream, assert_ledger_by_ledger, clean_rows, committed_rows, run_cdp, start_cdp
+from ..helpers import FakeSourceProcess
+from .conftest import assert_ledger_by_ledger, clean_rows, committed_rows, run_cdp, start_cdp
 
 FIRST, LAST = 2, 60
 
@@ -26,22 +27,25 @@ FIRST, LAST = 2, 60
     ids=["stall", "gap", "duplicate", "out-of-order", "sequence-mismatch", "abort"],
 )
 def test_misbehaving_upstream_loses_nothing(
-    upstream: Upstream, tmp_path: Path, faults: list[str], evidence: str
+    fake_process: FakeSourceProcess, tmp_path: Path, faults: list[str], evidence: str
 ) -> None:
     """The fault is detected and logged with its numbers, and the output is a clean run's."""
-    upstream.start("--rate", "400", *faults)
-    proc = run_cdp(upstream.port, tmp_path, FIRST, LAST, IDLE_TIMEOUT_S="0.5")
+    fake_process.start("--rate", "400", *faults)
+    proc = run_cdp(fake_process.port, tmp_path, FIRST, LAST, IDLE_TIMEOUT_S="0.5")
     assert 0 == proc.returncode, proc.stderr
     assert evidence in proc.stderr
     assert_ledger_by_ledger(committed_rows(tmp_path / "out.jsonl"), clean_rows(FIRST, LAST))
 
 
-def test_upstream_killed_three_times(upstream: Upstream, tmp_path: Path) -> None:
+def test_upstream_killed_three_times(fake_process: FakeSourceProcess, tmp_path: Path) -> None:
     """Three process deaths mid-stream, each followed by a restart: nothing lost or repeated."""
-    run = start_cdp(upstream.port, tmp_path, FIRST, 120)
-    for die_after in (20, 25, 30):
-        upstream.start("--rate", "300", "--die-after", str(die_after)).wait(timeout=60)
-    upstream.start("--rate", "300")
+    first = fake_process.start("--rate", "300", "--die-after", "20")
+    assert fake_process.port is not None
+    run = start_cdp(fake_process.port, tmp_path, FIRST, 120)
+    first.wait(timeout=60)
+    for die_after in (25, 30):
+        fake_process.start("--rate", "300", "--die-after", str(die_after)).wait(timeout=60)
+    fake_process.start("--rate", "300")
     _, stderr = run.communicate(timeout=120)
     assert 0 == run.returncode, stderr
     assert stderr.count("upstream failed kind=connection") >= 3
@@ -49,11 +53,11 @@ def test_upstream_killed_three_times(upstream: Upstream, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("kind", ["random", "truncated", "wrong-type", "oversize"])
-def test_corrupt_ledger_stops_with_a_clear_message(upstream: Upstream, tmp_path: Path, kind: str) -> None:
+def test_corrupt_ledger_stops_with_a_clear_message(fake_process: FakeSourceProcess, tmp_path: Path, kind: str) -> None:
     """Default policy: exit 1 naming the ledger and why, checkpoint on the ledger before, no traceback;
     everything before it committed exactly."""
-    upstream.start("--corrupt", "25", "--corrupt-kind", kind)
-    proc = run_cdp(upstream.port, tmp_path, FIRST, LAST, MAX_LEDGER_BYTES=str(4 * 1024 * 1024))
+    fake_process.start("--corrupt", "25", "--corrupt-kind", kind)
+    proc = run_cdp(fake_process.port, tmp_path, FIRST, LAST, MAX_LEDGER_BYTES=str(4 * 1024 * 1024))
     assert 1 == proc.returncode
     last_line = proc.stderr.strip().splitlines()[-1]
     assert last_line.startswith("cdp: error: ledger 25 could not be processed by contract_data: ")
@@ -63,11 +67,11 @@ def test_corrupt_ledger_stops_with_a_clear_message(upstream: Upstream, tmp_path:
 
 
 @pytest.mark.parametrize("kind", ["random", "truncated", "wrong-type", "oversize"])
-def test_corrupt_ledger_skip_policy_dead_letters_it(upstream: Upstream, tmp_path: Path, kind: str) -> None:
+def test_corrupt_ledger_skip_policy_dead_letters_it(fake_process: FakeSourceProcess, tmp_path: Path, kind: str) -> None:
     """--on-bad-ledger=skip: the ledger is in the dead-letter file (with its bytes), all others intact."""
-    upstream.start("--corrupt", "25", "--corrupt-kind", kind)
+    fake_process.start("--corrupt", "25", "--corrupt-kind", kind)
     dead = tmp_path / "dead.jsonl"
-    proc = run_cdp(upstream.port, tmp_path, FIRST, LAST, ON_BAD_LEDGER="skip", DEAD_LETTER_PATH=str(dead),
+    proc = run_cdp(fake_process.port, tmp_path, FIRST, LAST, ON_BAD_LEDGER="skip", DEAD_LETTER_PATH=str(dead),
                    MAX_LEDGER_BYTES=str(4 * 1024 * 1024))  # fmt: skip
     assert 0 == proc.returncode, proc.stderr
     (record,) = [json.loads(line) for line in dead.read_text().splitlines()]

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from cdp.testing._synthetic import SyntheticLedgers
+from cdp.testing import SyntheticLedgers
 
-from ..conftest import ROOT
-from ..helpers import free_port
-
-CDP = [sys.executable, "-m", "cdp._cli"]
+from ..helpers import CDP, ROOT, FakeSourceProcess
 
 
 def test_run_delivers_every_ledger_once_across_two_upstream_deaths(tmp_path: Path) -> None:
@@ -23,10 +19,10 @@ def test_run_delivers_every_ledger_once_across_two_upstream_deaths(tmp_path: Pat
     ledgers.mkdir()
     for seq in range(first, last + 1):
         (ledgers / f"{seq}.xdr").write_bytes(gen.ledger(seq))
-    port = free_port()
-    serve = [*CDP, "fake-source", "--port", str(port), "--ledgers", str(ledgers), "--rate", "300"]
+    fake = FakeSourceProcess("--ledgers", str(ledgers), "--rate", "300")
+    dying = fake.start("--die-after", "25")
     out = tmp_path / "out.jsonl"
-    env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "WORKER_MODE": "thread",
+    env = {**os.environ, "SOURCE_ENDPOINT": fake.endpoint, "HEALTH_PORT": "0", "WORKER_MODE": "thread",
            "BACKOFF_BASE_S": "0.05", "BACKOFF_CAP_S": "0.2", "BREAKER_RESET_TIMEOUT_S": "0.5",
            "INSTANCE_EXTRAS": "false"}  # fmt: skip
     run = subprocess.Popen(
@@ -34,17 +30,15 @@ def test_run_delivers_every_ledger_once_across_two_upstream_deaths(tmp_path: Pat
         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        for die_after in (25, 30):  # two deaths mid-stream, each restart resuming where the client left off
-            assert 3 == subprocess.run([*serve, "--die-after", str(die_after)], cwd=ROOT, capture_output=True,
-                                       timeout=60).returncode  # fmt: skip
-        final = subprocess.Popen(serve, cwd=ROOT, stderr=subprocess.DEVNULL)
-        try:
-            _, stderr = run.communicate(timeout=120)
-        finally:
-            final.kill()
-            final.wait()
+        # two deaths mid-stream, each restart resuming where the client left off
+        assert 3 == dying.wait(timeout=60)
+        assert 3 == fake.start("--die-after", "30").wait(timeout=60)
+        fake.start()
+        _, stderr = run.communicate(timeout=120)
     finally:
         run.kill()
+        run.wait()
+        fake.stop()
     assert 0 == run.returncode, stderr
     assert stderr.count("upstream failed kind=connection") >= 2
     clean = subprocess.run([*CDP, "extract", "--network", "testnet", str(ledgers)], cwd=ROOT, capture_output=True,
