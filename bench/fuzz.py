@@ -28,7 +28,7 @@ INTERESTING = [0, 1, 2, 3, 4, 5, 6, 9, 10, 15, 16, 17, 18, 19, 20, 21, 0x7FFFFFF
 
 
 def seeds() -> list[tuple[bytes, str]]:
-    from cdp.testing._synthetic import SyntheticLedgers
+    from cdp.testing import SyntheticLedgers
 
     out = []
     gen = SyntheticLedgers(seed=99, soroban_txs=4)
@@ -63,8 +63,9 @@ def mutate(rng: random.Random, raw: bytes) -> bytes:
 def worker(args: tuple[int, int, int]) -> dict[str, int]:
     worker_id, count, seed = args
     from cdp._errors import LedgerDecodeError
-    from cdp.extract._fast import _rows, read_raw_changes
+    from cdp.extract._fast import _rows
     from cdp.extract._full import extract_rows
+    from cdp.extract._walk import read_raw_changes
 
     corpus = seeds()
     rng = random.Random(seed)

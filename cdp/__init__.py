@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "UpstreamError": "cdp._errors",
     "Config": "cdp._config",
     "ServiceHandle": "cdp._service",
+    "ServiceState": "cdp._service",
     "open_row_stream": "cdp._service",
     "serve": "cdp._service",
     "ContractDataRow": "cdp.extract",
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from ._errors import OutputError as OutputError
     from ._errors import UpstreamError as UpstreamError
     from ._service import ServiceHandle as ServiceHandle
+    from ._service import ServiceState as ServiceState
     from ._service import open_row_stream as open_row_stream
     from ._service import serve as serve
     from .extract import ContractDataRow as ContractDataRow

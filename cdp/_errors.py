@@ -39,11 +39,6 @@ class OutputError(CdpError):
         self.errno = exc.errno
 
 
-def find_os_error(exc: BaseException) -> OSError | None:
-    """The first OSError in ``exc`` or, for an exception group, anywhere inside it."""
-    return next((e for e in leaves(exc) if isinstance(e, OSError)), None)
-
-
 def leaves(exc: BaseException) -> list[BaseException]:
     """The exceptions inside ``exc``, exception groups flattened."""
     if isinstance(exc, BaseExceptionGroup):

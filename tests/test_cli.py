@@ -78,7 +78,7 @@ def test_extract_reads_galexie_batches(tmp_path: Path) -> None:
     import zstandard
     from stellar_sdk import xdr
 
-    from cdp.testing._synthetic import SyntheticLedgers
+    from cdp.testing import SyntheticLedgers
 
     gen = SyntheticLedgers(seed=4)
     metas = [gen.ledger_meta(s) for s in (10, 11, 12)]

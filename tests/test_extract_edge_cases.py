@@ -12,9 +12,9 @@ from stellar_sdk import Asset, Keypair, StrKey, xdr
 from cdp._config import NETWORKS, Config
 from cdp.extract._fast import extract_rows_fast
 from cdp.extract._full import asset_contract_id, extract_rows
-from cdp.pipeline._pipeline import RowFilter
-from cdp.testing._synthetic import (
-    SyntheticLedgers,
+from cdp.processors import RowFilter
+from cdp.testing import SyntheticLedgers
+from cdp.testing._build import (
     boolean,
     contract_data_entry,
     created,

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from cdp._errors import LedgerDecodeError
-from cdp.extract._fast import extract_rows_fast, read_raw_changes
+from cdp.extract._fast import extract_rows_fast
 from cdp.extract._full import extract_rows
-from cdp.testing._synthetic import SyntheticLedgers
+from cdp.extract._walk import read_raw_changes
+from cdp.testing import SyntheticLedgers
 
 from .conftest import LEDGERS, needs_shared, shared_index
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from cdp._errors import LedgerDecodeError
 from cdp.extract._fast import extract_rows_fast
 from cdp.extract._full import extract_rows
-from cdp.testing._synthetic import SyntheticLedgers
+from cdp.testing import SyntheticLedgers
 
 GEN = SyntheticLedgers(seed=77, soroban_txs=3)
 SEEDS = [GEN.ledger(s) for s in range(2, 8)]

@@ -6,7 +6,7 @@ import pytest
 
 from cdp._errors import LedgerDecodeError
 from cdp.extract._changes import decode_ledger, ledger_info
-from cdp.testing._synthetic import SyntheticLedgers
+from cdp.testing import SyntheticLedgers
 from cdp.xdr._header import peek_header
 
 from .conftest import LEDGERS, needs_shared, shared_index

@@ -13,7 +13,7 @@ import cdp
 from cdp._config import Config
 from cdp.extract._full import extract_rows
 from cdp.ops._progress import render
-from cdp.testing._synthetic import SyntheticLedgers
+from cdp.testing import SyntheticLedgers
 
 pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (the parquet extra) is not installed")
 

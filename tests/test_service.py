@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 import cdp
@@ -18,7 +21,7 @@ from cdp._config import Config
 from cdp._errors import BadLedgerError
 from cdp.extract._rows import Row
 
-from .helpers import SequenceProcessor
+from .helpers import ROOT, SequenceProcessor
 
 FAST = {"backoff_base_s": 0.01, "backoff_cap_s": 0.05, "health_port": 0, "health_host": "127.0.0.1"}
 
@@ -163,3 +166,54 @@ async def test_row_stream_iterator(upstream: Any) -> None:
                 seen.append(seq)
                 assert rows
     assert [2, 3, 4, 5, 6] == seen
+
+
+async def test_health_answers_while_stopping_then_http_closes_gracefully(upstream: Any) -> None:
+    """stop() with a commit in flight: /health still answers (status 200) while the pipeline drains,
+    then the service closes HTTP (Hypercorn's graceful close) and finishes."""
+    cfg = _config(await upstream(), worker_mode="thread", shutdown_grace_s=30)
+    in_commit, release = trio.Event(), trio.Event()
+
+    async def slow_commit(sequence: int, rows: Sequence[Row]) -> None:
+        in_commit.set()
+        await release.wait()
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(partial(cdp.serve, cfg, on_rows=slow_commit))
+            await in_commit.wait()
+            handle.stop()
+            await handle.wait_state(cdp.ServiceState.STOPPING)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{handle.http_port}") as client:
+                assert 200 == (await client.get("/health")).status_code
+            release.set()
+            await handle.wait_state(cdp.ServiceState.CLOSING_HTTP)
+            await handle.wait_done()
+    with pytest.raises(OSError, match="all attempts to connect"):
+        await trio.open_tcp_stream("127.0.0.1", handle.http_port)
+
+
+EMBEDDING_SCRIPT = """
+import sys, trio, trio_asyncio, cdp
+
+async def main():
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        options = cdp.FakeSourceOptions(port=0, corrupt=frozenset({6}))
+        port = await nursery.start(cdp.serve_fake_source, options)
+        config = cdp.Config.from_mapping({"source_endpoint": f"127.0.0.1:{port}", "health_port": 0,
+                                          "end_ledger": 10, "worker_mode": "thread"})
+        try:
+            await cdp.serve(config, on_rows=lambda sequence, rows: None)
+        except cdp.BadLedgerError as exc:
+            print("caught", type(exc).__name__, exc.sequence)
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+"""
+
+
+def test_an_embedding_script_catches_bad_ledger_error_itself() -> None:
+    proc = subprocess.run([sys.executable, "-c", EMBEDDING_SCRIPT], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert 0 == proc.returncode, proc.stderr
+    assert "caught BadLedgerError 6" == proc.stdout.strip()

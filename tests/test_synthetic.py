@@ -7,7 +7,7 @@ from collections import Counter
 
 from cdp.extract._changes import decode_ledger
 from cdp.extract._full import extract_rows
-from cdp.testing._synthetic import SyntheticLedgers
+from cdp.testing import SyntheticLedgers
 
 
 def test_same_bytes_whatever_the_order() -> None:

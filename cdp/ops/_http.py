@@ -11,8 +11,10 @@ committed ledger took more than ``LAG_DEGRADED_S`` from receipt to commit; ``hea
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final, Protocol
 
 import attrs
@@ -22,7 +24,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response
 from quart_trio import QuartTrio
 
-from cdp._errors import CdpError, find_os_error
+from cdp._errors import CdpError
 from cdp._version import __version__
 from cdp.pipeline import PipelineStatistics
 from cdp.upstream import BreakerState, SourceStatistics
@@ -157,6 +159,21 @@ def create_app(view: ServiceView) -> QuartTrio:
     return app
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """Bind the HTTP socket ourselves and hand Hypercorn its descriptor: a bind failure is then one clear
+    error with nothing leaked (Hypercorn's own binding leaves the failed socket open)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise CdpError(f"HEALTH_PORT={port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 async def serve_http(
     app: QuartTrio,
     host: str,
@@ -171,21 +188,13 @@ async def serve_http(
     Raises:
         CdpError: the port cannot be bound, naming host, port and reason.
     """
+    sock = _listening_socket(host, port)
+    bound = int(sock.getsockname()[1])
     config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) it from here
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
-
-    async def hypercorn(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
-
     async with trio.open_nursery() as nursery:
-        try:
-            binds = await nursery.start(hypercorn)
-        except (OSError, BaseExceptionGroup) as exc:
-            error = find_os_error(exc)
-            if error is None:
-                raise
-            raise CdpError(f"HEALTH_PORT={port}: cannot listen on {host}:{port}: {error.strerror or error}") from None
-        task_status.started(int(binds[0].rsplit(":", 1)[1]))
+        await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=shutdown_trigger))
+        task_status.started(bound)

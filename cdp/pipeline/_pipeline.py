@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -34,6 +34,9 @@ from ._checkpoint import Checkpoint, write_checkpoint
 from ._latency import Histogram, HistogramSnapshot
 
 LOG = logging.getLogger("cdp.pipeline")
+
+# Runs one ledger through the processor and the filters somewhere (a worker process, a thread).
+WorkRunner = Callable[[LedgerProcessor, RowFilter, Ledger], Awaitable[WorkResult]]
 
 
 @attrs.define(eq=False)
@@ -76,7 +79,10 @@ class Pipeline:
         sink: Sink,
         *,
         checkpoint_path: Path | None,
+        run_work: WorkRunner | None = None,
     ) -> None:
+        """``run_work`` replaces the worker processes or threads ``WORKER_MODE`` picks (tests use a
+        Trio-native one to control timing)."""
         self.config = config
         self.processor = processor
         self.processor_name = describe(processor)
@@ -103,6 +109,7 @@ class Pipeline:
         self._lag: float | None = None
         self.finished = trio.Event()
         self._intake = trio.CancelScope()
+        self._run_work = run_work or (self._in_process if config.worker_mode == "process" else self._in_thread)
 
     def stop_intake(self) -> None:
         """Take no new ledgers; those already with workers are finished and committed."""
@@ -165,19 +172,38 @@ class Pipeline:
         async with ledgers, self._queue_send:
             async for ledger in ledgers:
                 reservation = await self.budget.reserve(len(ledger.raw))
-                await self._queue_send.send(_Slot(ledger, trio.current_time(), reservation))
+                try:
+                    await self._queue_send.send(_Slot(ledger, trio.current_time(), reservation))
+                except trio.Cancelled:
+                    reservation.release()
+                    raise
 
     async def _dispatch(self, work: trio.MemorySendChannel[_Slot]) -> None:
         async with self._queue_recv, work, self._order_send:
-            async for slot in self._queue_recv:
-                await self._order_send.send(slot)
-                self._in_window += 1
-                try:
-                    await work.send(slot)
-                except trio.Cancelled:
-                    slot.abandoned = True
-                    slot.done.set()
-                    raise
+            try:
+                async for slot in self._queue_recv:
+                    try:
+                        await self._order_send.send(slot)
+                    except trio.Cancelled:
+                        slot.reservation.release()
+                        raise
+                    self._in_window += 1
+                    try:
+                        await work.send(slot)
+                    except trio.Cancelled:
+                        slot.abandoned = True
+                        slot.done.set()
+                        raise
+            finally:
+                self._release_queued()
+
+    def _release_queued(self) -> None:
+        """Ledgers still queued when intake stops are never committed: give their bytes back."""
+        while True:
+            try:
+                self._queue_recv.receive_nowait().reservation.release()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
 
     async def _work(self, slots: trio.MemoryReceiveChannel[_Slot]) -> None:
         async with slots:
@@ -187,24 +213,21 @@ class Pipeline:
                     slot.done.set()
                     continue
                 try:
-                    if self.config.worker_mode == "process":
-                        slot.result = await trio_parallel.run_sync(
-                            process_ledger,
-                            self.processor,
-                            self.row_filter,
-                            slot.ledger,
-                            kill_on_cancel=True,
-                            limiter=self.limiter,
-                        )
-                    else:
-                        slot.result = await trio.to_thread.run_sync(
-                            process_ledger, self.processor, self.row_filter, slot.ledger, abandon_on_cancel=True
-                        )
+                    slot.result = await self._run_work(self.processor, self.row_filter, slot.ledger)
                 except trio_parallel.BrokenWorkerError as exc:
                     slot.error = f"worker process died: {exc}"
                 except Exception as exc:  # a processor's failure is one ledger's problem, not ours
                     slot.error = f"{type(exc).__name__}: {exc}"
                 slot.done.set()
+
+    async def _in_process(self, processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
+        result: WorkResult = await trio_parallel.run_sync(
+            process_ledger, processor, row_filter, ledger, kill_on_cancel=True, limiter=self.limiter
+        )
+        return result
+
+    async def _in_thread(self, processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
+        return await trio.to_thread.run_sync(process_ledger, processor, row_filter, ledger, abandon_on_cancel=True)
 
     async def _commit(self) -> None:
         async with self._order_recv:

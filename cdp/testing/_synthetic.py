@@ -10,7 +10,6 @@ changes to pad a ledger to pubnet size when asked.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from functools import cached_property
 from typing import Any, Final
@@ -19,98 +18,34 @@ import attrs
 from stellar_sdk import Asset, Keypair, StrKey, xdr
 
 from cdp._config import NETWORKS
-from cdp.extract._changes import entry_ledger_key
+
+from ._build import (
+    PERSISTENT,
+    SCV,
+    TEMPORARY,
+    account_id,
+    boolean,
+    contract_address,
+    contract_data_entry,
+    created,
+    data_key_hash,
+    entry,
+    h,
+    i128,
+    removed,
+    restored,
+    scmap,
+    sym,
+    ttl_entry,
+    u32,
+    updated,
+    vec,
+)
 
 GENESIS_CLOSE_TIME: Final = 1_700_000_000  # an arbitrary fixed epoch: close time = this + 5 s/ledger
 SECONDS_PER_LEDGER: Final = 5
 
-_CT = xdr.LedgerEntryChangeType
-_SCV = xdr.SCValType
-_PERSISTENT = xdr.ContractDataDurability.PERSISTENT
-_TEMPORARY = xdr.ContractDataDurability.TEMPORARY
-
-
 TxChanges = tuple[bytes, list[xdr.LedgerEntryChange], list[list[xdr.LedgerEntryChange]]]
-
-
-def _h(*parts: object) -> bytes:
-    return hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-
-
-def sym(s: str) -> xdr.SCVal:
-    return xdr.SCVal(_SCV.SCV_SYMBOL, sym=xdr.SCSymbol(s.encode()))
-
-
-def u32(n: int) -> xdr.SCVal:
-    return xdr.SCVal(_SCV.SCV_U32, u32=xdr.Uint32(n))
-
-
-def i128(n: int) -> xdr.SCVal:
-    hi, lo = n >> 64, n & (2**64 - 1)
-    return xdr.SCVal(_SCV.SCV_I128, i128=xdr.Int128Parts(xdr.Int64(hi), xdr.Uint64(lo)))
-
-
-def vec(*items: xdr.SCVal) -> xdr.SCVal:
-    return xdr.SCVal(_SCV.SCV_VEC, vec=xdr.SCVec(list(items)))
-
-
-def scmap(*pairs: tuple[xdr.SCVal, xdr.SCVal]) -> xdr.SCVal:
-    return xdr.SCVal(_SCV.SCV_MAP, map=xdr.SCMap([xdr.SCMapEntry(k, v) for k, v in pairs]))
-
-
-def boolean(b: bool) -> xdr.SCVal:
-    return xdr.SCVal(_SCV.SCV_BOOL, b=b)
-
-
-def contract_address(cid: bytes) -> xdr.SCAddress:
-    return xdr.SCAddress(xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT, contract_id=xdr.ContractID(xdr.Hash(cid)))
-
-
-def account_id(pub: bytes) -> xdr.AccountID:
-    return xdr.AccountID(xdr.PublicKey(xdr.PublicKeyType.PUBLIC_KEY_TYPE_ED25519, xdr.Uint256(pub)))
-
-
-def _entry(last_modified: int, data: xdr.LedgerEntryData) -> xdr.LedgerEntry:
-    return xdr.LedgerEntry(xdr.Uint32(last_modified), data, xdr.LedgerEntryExt(0))
-
-
-def contract_data_entry(
-    last_modified: int, cid: bytes, key: xdr.SCVal, val: xdr.SCVal, durability: xdr.ContractDataDurability
-) -> xdr.LedgerEntry:
-    cd = xdr.ContractDataEntry(xdr.ExtensionPoint(0), contract_address(cid), key, durability, val)
-    return _entry(last_modified, xdr.LedgerEntryData(xdr.LedgerEntryType.CONTRACT_DATA, contract_data=cd))
-
-
-def data_key_hash(entry: xdr.LedgerEntry) -> bytes:
-    """What a TTL entry's ``key_hash`` holds: sha256 of the data entry's ``LedgerKey``."""
-    return hashlib.sha256(entry_ledger_key(entry).to_xdr_bytes()).digest()
-
-
-def ttl_entry(last_modified: int, key_hash: bytes, live_until: int) -> xdr.LedgerEntry:
-    ttl = xdr.TTLEntry(xdr.Hash(key_hash), xdr.Uint32(live_until))
-    return _entry(last_modified, xdr.LedgerEntryData(xdr.LedgerEntryType.TTL, ttl=ttl))
-
-
-def created(e: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
-    return [xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_CREATED, created=e)]
-
-
-def updated(before: xdr.LedgerEntry, after: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
-    return [
-        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_STATE, state=before),
-        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_UPDATED, updated=after),
-    ]
-
-
-def removed(before: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
-    return [
-        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_STATE, state=before),
-        xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_REMOVED, removed=entry_ledger_key(before)),
-    ]
-
-
-def restored(e: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
-    return [xdr.LedgerEntryChange(_CT.LEDGER_ENTRY_RESTORED, restored=e)]
 
 
 @attrs.frozen
@@ -154,13 +89,13 @@ class SyntheticLedgers:
     def _unpadded(self, sequence: int) -> xdr.LedgerCloseMeta:
         if not 1 <= sequence < 2**32:
             raise ValueError(f"sequence must be 1..2^32-1: {sequence}")
-        rng = random.Random(_h("ledger", self.seed, sequence))
+        rng = random.Random(h("ledger", self.seed, sequence))
         version = self._version(sequence)
         w = self._world
         txs: list[TxChanges] = []
         for i in range(self.soroban_txs):
             action = _ACTIONS[0] if i == 0 else rng.choice(_ACTIONS)
-            tx_hash = _h("tx", self.seed, sequence, i)
+            tx_hash = h("tx", self.seed, sequence, i)
             fee = updated(*w.fee_account(rng, sequence))
             txs.append((tx_hash, fee, action(w, rng, sequence)))
         return self.assemble(sequence, version, txs)
@@ -192,7 +127,7 @@ class SyntheticLedgers:
         key = (version, max(0, self.ledger_bytes - base_size) // 1024)
         cache = self._padding_cache
         if key not in cache:
-            rng = random.Random(_h("padding", self.seed, version))
+            rng = random.Random(h("padding", self.seed, version))
             one = len(self._classic_tx(1, version, 0, rng).to_xdr_bytes())
             count = max(0, (self.ledger_bytes - base_size) // one)
             blob = b"".join(self._classic_tx(1_000_000, version, i, rng).to_xdr_bytes() for i in range(count))
@@ -205,7 +140,7 @@ class SyntheticLedgers:
 
     def _classic_tx(self, sequence: int, version: int, i: int, rng: random.Random) -> Any:
         changes = updated(*self._world.fee_account(rng, sequence)) + updated(*self._world.fee_account(rng, sequence))
-        return self._tx_meta(version, _h("classic", self.seed, sequence, i), changes, [changes])
+        return self._tx_meta(version, h("classic", self.seed, sequence, i), changes, [changes])
 
     def _tx_meta(
         self,
@@ -261,7 +196,7 @@ class SyntheticLedgers:
         zero = xdr.Hash(b"\x00" * 32)
         header = xdr.LedgerHeader(
             ledger_version=xdr.Uint32(23 if version == 2 else 22),
-            previous_ledger_hash=xdr.Hash(_h("hdr", self.seed, sequence - 1)),
+            previous_ledger_hash=xdr.Hash(h("hdr", self.seed, sequence - 1)),
             scp_value=xdr.StellarValue(
                 zero,
                 xdr.TimePoint(xdr.Uint64(self.close_time(sequence))),
@@ -282,7 +217,7 @@ class SyntheticLedgers:
             ext=xdr.LedgerHeaderExt(0),
         )
         hhe = xdr.LedgerHeaderHistoryEntry(
-            xdr.Hash(_h("hdr", self.seed, sequence)), header, xdr.LedgerHeaderHistoryEntryExt(0)
+            xdr.Hash(h("hdr", self.seed, sequence)), header, xdr.LedgerHeaderHistoryEntryExt(0)
         )
         tx_set = xdr.GeneralizedTransactionSet(
             1, v1_tx_set=xdr.TransactionSetV1(header.previous_ledger_hash, [xdr.TransactionPhase(0, v0_components=[])])
@@ -316,7 +251,7 @@ class _World:
 
     @classmethod
     def build(cls, seed: int, passphrase: str) -> _World:
-        accounts = tuple(Keypair.from_raw_ed25519_seed(_h("acct", seed, i)).raw_public_key() for i in range(8))
+        accounts = tuple(Keypair.from_raw_ed25519_seed(h("acct", seed, i)).raw_public_key() for i in range(8))
         sacs = []
         for code, issuer in (
             ("USDC", accounts[0]),
@@ -326,8 +261,8 @@ class _World:
         ):
             asset = Asset(code, StrKey.encode_ed25519_public_key(issuer))
             sacs.append((StrKey.decode_contract(asset.contract_id(passphrase)), code, issuer))
-        wasm = tuple((_h("wasm-contract", seed, i), _h("wasm", seed, i % 2)) for i in range(3))
-        holders = tuple(_h("holder", seed, i) for i in range(6))
+        wasm = tuple((h("wasm-contract", seed, i), h("wasm", seed, i % 2)) for i in range(3))
+        holders = tuple(h("holder", seed, i) for i in range(6))
         return cls(accounts, tuple(sacs), wasm, holders)
 
     def fee_account(self, rng: random.Random, seq: int) -> tuple[xdr.LedgerEntry, xdr.LedgerEntry]:
@@ -340,37 +275,37 @@ class _World:
                 None, xdr.Uint32(0), xdr.String32(b""), xdr.Thresholds(b"\x01\x00\x00\x00"), [],
                 xdr.AccountEntryExt(0),
             )  # fmt: skip
-            return _entry(last, xdr.LedgerEntryData(xdr.LedgerEntryType.ACCOUNT, account=a))
+            return entry(last, xdr.LedgerEntryData(xdr.LedgerEntryType.ACCOUNT, account=a))
 
         return acct(max(1, seq - 1 - rng.randrange(100)), balance), acct(seq, balance - 100)
 
     def balance_entry(self, rng: random.Random, last: int, amount: int | None = None) -> xdr.LedgerEntry:
         cid = rng.choice(self.sacs)[0]
         holder = rng.choice(self.holders)
-        key = vec(sym("Balance"), xdr.SCVal(_SCV.SCV_ADDRESS, address=contract_address(holder)))
+        key = vec(sym("Balance"), xdr.SCVal(SCV.SCV_ADDRESS, address=contract_address(holder)))
         if amount is None:
             amount = rng.choice((rng.randrange(10**9), rng.randrange(2**63, 2**100), -rng.randrange(1, 10**6)))
         val = scmap(
             (sym("amount"), i128(amount)), (sym("authorized"), boolean(True)), (sym("clawback"), boolean(False))
         )
-        return contract_data_entry(last, cid, key, val, _PERSISTENT)
+        return contract_data_entry(last, cid, key, val, PERSISTENT)
 
     def instance_entry(self, rng: random.Random, last: int) -> xdr.LedgerEntry:
-        key = xdr.SCVal(_SCV.SCV_LEDGER_KEY_CONTRACT_INSTANCE)
+        key = xdr.SCVal(SCV.SCV_LEDGER_KEY_CONTRACT_INSTANCE)
         if rng.random() < 0.6:
             cid, code, issuer = rng.choice(self.sacs)
             kind = "AlphaNum4" if len(code) <= 4 else "AlphaNum12"
             info = vec(
                 sym(kind),
                 scmap(
-                    (sym("asset_code"), xdr.SCVal(_SCV.SCV_STRING, str=xdr.SCString(code.encode()))),
-                    (sym("issuer"), xdr.SCVal(_SCV.SCV_BYTES, bytes=xdr.SCBytes(issuer))),
+                    (sym("asset_code"), xdr.SCVal(SCV.SCV_STRING, str=xdr.SCString(code.encode()))),
+                    (sym("issuer"), xdr.SCVal(SCV.SCV_BYTES, bytes=xdr.SCBytes(issuer))),
                 ),
             )
             storage = xdr.SCMap(
                 [
                     xdr.SCMapEntry(
-                        vec(sym("Admin")), xdr.SCVal(_SCV.SCV_ADDRESS, address=contract_address(self.holders[0]))
+                        vec(sym("Admin")), xdr.SCVal(SCV.SCV_ADDRESS, address=contract_address(self.holders[0]))
                     ),
                     xdr.SCMapEntry(vec(sym("AssetInfo")), info),
                     xdr.SCMapEntry(sym("counter"), u32(rng.randrange(1000))),
@@ -383,13 +318,13 @@ class _World:
             exe = xdr.ContractExecutable(
                 xdr.ContractExecutableType.CONTRACT_EXECUTABLE_WASM, wasm_hash=xdr.Hash(wasm_hash)
             )
-        val = xdr.SCVal(_SCV.SCV_CONTRACT_INSTANCE, instance=xdr.SCContractInstance(exe, storage))
-        return contract_data_entry(last, cid, key, val, _PERSISTENT)
+        val = xdr.SCVal(SCV.SCV_CONTRACT_INSTANCE, instance=xdr.SCContractInstance(exe, storage))
+        return contract_data_entry(last, cid, key, val, PERSISTENT)
 
     def temp_entry(self, rng: random.Random, last: int, seq: int) -> xdr.LedgerEntry:
         cid = rng.choice(self.wasm_contracts)[0]
         key = vec(sym("Pending"), u32(rng.randrange(50)))
-        return contract_data_entry(last, cid, key, u32(seq), _TEMPORARY)
+        return contract_data_entry(last, cid, key, u32(seq), TEMPORARY)
 
 
 def _create_balance(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
@@ -402,7 +337,7 @@ def _update_balance(w: _World, rng: random.Random, seq: int) -> list[list[xdr.Le
     before = w.balance_entry(state, max(1, seq - 1 - rng.randrange(1000)))
     after = w.balance_entry(random.Random(state.random()), seq)  # same key? only if the draws match
     after = contract_data_entry(seq, before.data.contract_data.contract.contract_id.contract_id.hash,
-                                before.data.contract_data.key, after.data.contract_data.val, _PERSISTENT)  # fmt: skip
+                                before.data.contract_data.key, after.data.contract_data.val, PERSISTENT)  # fmt: skip
     return [updated(before, after)]
 
 
@@ -423,7 +358,7 @@ def _restore_then_update(w: _World, rng: random.Random, seq: int) -> list[list[x
     old = w.balance_entry(rng, seq)
     cd = old.data.contract_data
     bumped = scmap(*[(e.key, i128(rng.randrange(10**9)) if i == 0 else e.val) for i, e in enumerate(cd.val.map.sc_map)])
-    new = contract_data_entry(seq, cd.contract.contract_id.contract_id.hash, cd.key, bumped, _PERSISTENT)
+    new = contract_data_entry(seq, cd.contract.contract_id.contract_id.hash, cd.key, bumped, PERSISTENT)
     ttl = ttl_entry(seq, data_key_hash(old), seq + 100_000)
     follow = updated(old, new) if rng.random() < 0.5 else removed(old)
     return [restored(old) + follow[1:] + restored(ttl)]
@@ -431,8 +366,8 @@ def _restore_then_update(w: _World, rng: random.Random, seq: int) -> list[list[x
 
 def _extend_and_nonce(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
     e = w.temp_entry(rng, seq, seq)
-    nonce_key = xdr.SCVal(_SCV.SCV_LEDGER_KEY_NONCE, nonce_key=xdr.SCNonceKey(xdr.Int64(rng.randrange(2**62))))
-    nonce = contract_data_entry(seq, rng.choice(w.holders), nonce_key, xdr.SCVal(_SCV.SCV_VOID), _TEMPORARY)
+    nonce_key = xdr.SCVal(SCV.SCV_LEDGER_KEY_NONCE, nonce_key=xdr.SCNonceKey(xdr.Int64(rng.randrange(2**62))))
+    nonce = contract_data_entry(seq, rng.choice(w.holders), nonce_key, xdr.SCVal(SCV.SCV_VOID), TEMPORARY)
     return [created(e) + created(ttl_entry(seq, data_key_hash(e), seq + 16)) + created(nonce)]
 
 

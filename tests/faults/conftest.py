@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cdp.extract._rows import ETL_FIELDS
-from cdp.testing._synthetic import SyntheticLedgers
+from cdp.testing import SyntheticLedgers
 
 from ..helpers import CDP, ROOT, FakeSourceProcess
 

@@ -14,7 +14,7 @@ import pytest
 
 from cdp.extract._rows import ETL_FIELDS
 from cdp.sinks import dumps_row
-from cdp.testing._synthetic import SyntheticLedgers
+from cdp.testing import SyntheticLedgers
 
 from ..helpers import CDP, ROOT, fake_source_process
 

@@ -1,0 +1,220 @@
+"""One pass over a ledger's XDR words that finds its CONTRACT_DATA and TTL changes as byte ranges.
+
+The generated skippers (``cdp.xdr._skip``) step over envelopes, results, events and classic entries
+by offset; only the wanted changes become (small) objects, in ``LedgerChangeReader`` order. Any
+shape the walk does not know raises, and the caller lets the full decode answer instead.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+
+from cdp.xdr import _skip as sk
+from cdp.xdr._header import peek_header
+
+from ._changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo
+
+I32 = sk.I32
+
+
+class FastPathError(Exception):
+    """The walk cannot vouch for this ledger; the full decode must answer instead."""
+
+
+@attrs.frozen
+class RawChange:
+    """A ``Change`` whose entries are still byte ranges ``(start, end)`` of the ledger."""
+
+    change_type: int
+    pre: tuple[int, int] | None
+    post: tuple[int, int] | None
+    group: str
+    tx_index: int | None = None
+    tx_hash: str | None = None
+    operation_index: int | None = None
+    etype: int = 0
+
+
+CD_KEY_PREFIX: Final = CONTRACT_DATA.to_bytes(4, "big")
+_TTL_KEY_PREFIX: Final = TTL.to_bytes(4, "big")
+
+
+def key_bounds(b: bytes, start: int) -> tuple[int, int]:
+    """Where the key ScVal of the CONTRACT_DATA entry at ``start`` begins, and where its durability
+    field ends; the bytes from the address to that end are the ledger key's body, checked
+    canonical so they equal a re-encoding."""
+    if I32(b, start + 8)[0] != 0:
+        raise FastPathError(f"ContractDataEntry ext at byte {start + 8}")
+    key_start = sk.c_SCAddress(b, start + 12)
+    o = sk.c_SCVal(b, key_start)
+    if I32(b, o)[0] not in (0, 1):
+        raise FastPathError(f"ContractDataDurability at byte {o}")
+    return key_start, o + 4
+
+
+def ledger_key(b: bytes, rng: tuple[int, int], etype: int) -> bytes:
+    s = rng[0]
+    if etype == TTL:
+        return _TTL_KEY_PREFIX + b[s + 8 : s + 40]
+    return CD_KEY_PREFIX + b[s + 12 : key_bounds(b, s)[1]]
+
+
+def _count(w: array[int], o: int) -> int:
+    n = w[o]
+    if not 0 <= n <= len(w) - o - 1:
+        raise FastPathError(f"count {n} at byte {4 * o} exceeds the input")
+    return n
+
+
+class _Walk:
+    """One pass over a ledger's words, collecting its CONTRACT_DATA and TTL changes per group.
+
+    Every change is still stepped over (and checked), but only wanted ones become objects:
+    that is most of the speed, as a pubnet ledger has thousands of classic entry changes.
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.w = sk.words(raw)
+
+    def changes(
+        self, o: int, out: list[RawChange], name: str, tx: int | None, tx_hash: str | None, op: int | None
+    ) -> int:
+        """``changes.group_changes`` on one ``LedgerEntryChanges``: pair STATE/RESTORED with the next
+        UPDATED/REMOVED, keep wanted types, sort by ledger-key bytes; returns the next word."""
+        w = self.w
+        n = _count(w, o)
+        o += 1
+        found: list[tuple[bytes, RawChange]] = []
+        prev_kind = prev_type = prev_start = prev_end = -1
+        for _ in range(n):
+            kind = w[o]
+            start = o + 1
+            if kind == REMOVED:
+                end = sk.s_LedgerKey(w, start)
+                etype = w[start]
+            elif kind == CREATED or kind == UPDATED or kind == STATE or kind == RESTORED:
+                end = sk.s_LedgerEntry(w, start)
+                etype = w[start + 1]
+            else:
+                raise FastPathError(f"LedgerEntryChangeType {kind} at byte {4 * o}")
+            if kind == UPDATED or kind == REMOVED:
+                # the reference pairs every group, relevant or not, and rejects this
+                if prev_kind != STATE and prev_kind != RESTORED:
+                    raise FastPathError(f"{name} group: change at byte {4 * o} has no preceding STATE")
+                if prev_type == CONTRACT_DATA or prev_type == TTL:
+                    pre = (4 * prev_start, 4 * prev_end)
+                    post = (4 * start, 4 * end) if kind == UPDATED else None
+                    change = RawChange(kind, pre, post, name, tx, tx_hash, op, prev_type)
+                    found.append((ledger_key(self.raw, pre, prev_type), change))
+            elif kind != STATE and (etype == CONTRACT_DATA or etype == TTL):
+                post = (4 * start, 4 * end)
+                change = RawChange(kind, None, post, name, tx, tx_hash, op, etype)
+                found.append((ledger_key(self.raw, post, etype), change))
+            prev_kind, prev_type, prev_start, prev_end = kind, etype, start, end
+            o = end
+        if found:
+            found.sort(key=lambda pair: pair[0])
+            out.extend(c for _, c in found)
+        return o
+
+    def array(self, o: int, skip: Callable[[array[int], int], int]) -> int:
+        w = self.w
+        n = _count(w, o)
+        o += 1
+        for _ in range(n):
+            o = skip(w, o)
+        return o
+
+    def tx_meta(self, o: int, i: int, tx_hash: str, out: list[RawChange]) -> int:
+        """One ``TransactionMeta``: its before, operation and after groups."""
+        w = self.w
+        v = w[o]
+        o += 1
+        if v == 0:  # Go refuses meta v0 and the reference skips it: so do we
+            return self.array(o, sk.s_OperationMeta)
+        if v == 1:
+            o = self.changes(o, out, "before", i, tx_hash, None)
+            n = _count(w, o)
+            o += 1
+            for k in range(n):
+                o = self.changes(o, out, "operation", i, tx_hash, k)
+            return o
+        if v not in (2, 3, 4):
+            raise FastPathError(f"TransactionMeta version {v} at byte {4 * o - 4}")
+        if v >= 3:
+            o = sk.s_ExtensionPoint(w, o)
+        o = self.changes(o, out, "before", i, tx_hash, None)
+        n = _count(w, o)
+        o += 1
+        for k in range(n):
+            if v == 4:
+                o = sk.s_ExtensionPoint(w, o)
+            o = self.changes(o, out, "operation", i, tx_hash, k)
+            if v == 4:
+                o = self.array(o, sk.s_ContractEvent)
+        o = self.changes(o, out, "after", i, tx_hash, None)
+        if v == 3:
+            o = sk.s_SorobanTransactionMeta(w, o + 1) if w[o] else o + 1
+        elif v == 4:
+            o = sk.s_SorobanTransactionMetaV2(w, o + 1) if w[o] else o + 1
+            o = self.array(o, sk.s_TransactionEvent)
+            o = self.array(o, sk.s_DiagnosticEvent)
+        return o
+
+    def ledger(self) -> list[RawChange]:
+        """Every wanted change of the ledger, in ``LedgerChangeReader`` order."""
+        w, raw = self.w, self.raw
+        v = w[0]
+        o = 1
+        if v not in (0, 1, 2):
+            raise FastPathError(f"LedgerCloseMeta version {v}")
+        if v:
+            o = sk.s_LedgerCloseMetaExt(w, o)
+        o = sk.s_LedgerHeaderHistoryEntry(w, o)
+        o = sk.s_TransactionSet(w, o) if v == 0 else sk.s_GeneralizedTransactionSet(w, o)
+        fees: list[RawChange] = []
+        metas: list[RawChange] = []
+        posts: list[RawChange] = []
+        n = _count(w, o)
+        o += 1
+        for i in range(n):
+            if v == 2:
+                o = sk.s_ExtensionPoint(w, o)
+            tx_hash = raw[4 * o : 4 * o + 32].hex()
+            o = sk.s_TransactionResultPair(w, o)
+            o = self.changes(o, fees, "fee", i, tx_hash, None)
+            o = self.tx_meta(o, i, tx_hash, metas)
+            if v == 2:
+                o = self.changes(o, posts, "post_apply_fee", i, tx_hash, None)
+        upgrades: list[RawChange] = []
+        n = _count(w, o)
+        o += 1
+        for _ in range(n):
+            o = sk.s_LedgerUpgrade(w, o)
+            o = self.changes(o, upgrades, "upgrade", None, None, None)
+        o = self.array(o, sk.s_SCPHistoryEntry)
+        if v:
+            o += 2  # totalByteSizeOfLiveSorobanState
+            o = self.array(o, sk.s_LedgerKey)
+            if v == 1:
+                o = self.array(o, sk.s_LedgerEntry)
+        if o != len(w):
+            raise FastPathError(f"walk ended at byte {4 * o} of {len(raw)}")
+        return fees + metas + posts + upgrades
+
+
+def read_raw_changes(raw: bytes) -> tuple[LedgerInfo, list[RawChange]]:
+    """The ledger's header facts and its CONTRACT_DATA and TTL changes, as byte ranges.
+
+    Raises:
+        FastPathError: (or ``SkipError``, ``struct.error``, ``IndexError``, ``RecursionError``, ...)
+            the walk cannot vouch for these bytes; use the full decode.
+    """
+    facts = peek_header(raw)
+    info = LedgerInfo(facts.sequence, facts.close_time, facts.protocol, facts.meta_version)
+    return info, _Walk(raw).ledger()

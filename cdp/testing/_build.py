@@ -1,0 +1,94 @@
+"""Small builders of Soroban XDR values and entry changes, with stellar-sdk's XDR classes."""
+
+from __future__ import annotations
+
+import hashlib
+
+from stellar_sdk import xdr
+
+from cdp.extract._changes import entry_ledger_key
+
+CT = xdr.LedgerEntryChangeType
+SCV = xdr.SCValType
+PERSISTENT = xdr.ContractDataDurability.PERSISTENT
+TEMPORARY = xdr.ContractDataDurability.TEMPORARY
+
+
+def h(*parts: object) -> bytes:
+    return hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+
+
+def sym(s: str) -> xdr.SCVal:
+    return xdr.SCVal(SCV.SCV_SYMBOL, sym=xdr.SCSymbol(s.encode()))
+
+
+def u32(n: int) -> xdr.SCVal:
+    return xdr.SCVal(SCV.SCV_U32, u32=xdr.Uint32(n))
+
+
+def i128(n: int) -> xdr.SCVal:
+    hi, lo = n >> 64, n & (2**64 - 1)
+    return xdr.SCVal(SCV.SCV_I128, i128=xdr.Int128Parts(xdr.Int64(hi), xdr.Uint64(lo)))
+
+
+def vec(*items: xdr.SCVal) -> xdr.SCVal:
+    return xdr.SCVal(SCV.SCV_VEC, vec=xdr.SCVec(list(items)))
+
+
+def scmap(*pairs: tuple[xdr.SCVal, xdr.SCVal]) -> xdr.SCVal:
+    return xdr.SCVal(SCV.SCV_MAP, map=xdr.SCMap([xdr.SCMapEntry(k, v) for k, v in pairs]))
+
+
+def boolean(b: bool) -> xdr.SCVal:
+    return xdr.SCVal(SCV.SCV_BOOL, b=b)
+
+
+def contract_address(cid: bytes) -> xdr.SCAddress:
+    return xdr.SCAddress(xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT, contract_id=xdr.ContractID(xdr.Hash(cid)))
+
+
+def account_id(pub: bytes) -> xdr.AccountID:
+    return xdr.AccountID(xdr.PublicKey(xdr.PublicKeyType.PUBLIC_KEY_TYPE_ED25519, xdr.Uint256(pub)))
+
+
+def entry(last_modified: int, data: xdr.LedgerEntryData) -> xdr.LedgerEntry:
+    return xdr.LedgerEntry(xdr.Uint32(last_modified), data, xdr.LedgerEntryExt(0))
+
+
+def contract_data_entry(
+    last_modified: int, cid: bytes, key: xdr.SCVal, val: xdr.SCVal, durability: xdr.ContractDataDurability
+) -> xdr.LedgerEntry:
+    cd = xdr.ContractDataEntry(xdr.ExtensionPoint(0), contract_address(cid), key, durability, val)
+    return entry(last_modified, xdr.LedgerEntryData(xdr.LedgerEntryType.CONTRACT_DATA, contract_data=cd))
+
+
+def data_key_hash(entry: xdr.LedgerEntry) -> bytes:
+    """What a TTL entry's ``key_hash`` holds: sha256 of the data entry's ``LedgerKey``."""
+    return hashlib.sha256(entry_ledger_key(entry).to_xdr_bytes()).digest()
+
+
+def ttl_entry(last_modified: int, key_hash: bytes, live_until: int) -> xdr.LedgerEntry:
+    ttl = xdr.TTLEntry(xdr.Hash(key_hash), xdr.Uint32(live_until))
+    return entry(last_modified, xdr.LedgerEntryData(xdr.LedgerEntryType.TTL, ttl=ttl))
+
+
+def created(e: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
+    return [xdr.LedgerEntryChange(CT.LEDGER_ENTRY_CREATED, created=e)]
+
+
+def updated(before: xdr.LedgerEntry, after: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
+    return [
+        xdr.LedgerEntryChange(CT.LEDGER_ENTRY_STATE, state=before),
+        xdr.LedgerEntryChange(CT.LEDGER_ENTRY_UPDATED, updated=after),
+    ]
+
+
+def removed(before: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
+    return [
+        xdr.LedgerEntryChange(CT.LEDGER_ENTRY_STATE, state=before),
+        xdr.LedgerEntryChange(CT.LEDGER_ENTRY_REMOVED, removed=entry_ledger_key(before)),
+    ]
+
+
+def restored(e: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
+    return [xdr.LedgerEntryChange(CT.LEDGER_ENTRY_RESTORED, restored=e)]

@@ -1,0 +1,91 @@
+"""The public API is what ``cdp`` and its layer packages export, and the layers keep to their imports
+(in the manner of trio's ``test_exports.py`` and httpx's ``test_exported_members.py``)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cdp
+
+from .helpers import ROOT
+
+LAYERS = ("extract", "xdr", "processors", "upstream", "pipeline", "sinks", "ops", "testing")
+# What the pure layers may not import, directly or through anything they load.
+NOT_IN_PURE_LAYERS = ("trio", "trio_asyncio", "trio_parallel", "grpclib", "hypercorn", "quart", "quart_trio",
+                      "prometheus_client", "httpx", "h2")  # fmt: skip
+
+
+def test_cdp_exports_exactly_its_all() -> None:
+    assert sorted(cdp.__all__) == dir(cdp)
+    for name in cdp.__all__:
+        value = getattr(cdp, name)
+        if name == "Row":  # a type alias (Mapping[str, Any]): its __module__ is collections.abc
+            continue
+        module = getattr(value, "__module__", "cdp")
+        assert module.startswith("cdp"), f"cdp.{name} comes from {module}"
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        _ = cdp.nope  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_layer_exports_its_all_and_nothing_private(layer: str) -> None:
+    module = importlib.import_module(f"cdp.{layer}")
+    public = {n for n in vars(module) if not n.startswith("_")} - {"annotations"}
+    assert public >= set(module.__all__)
+    assert not [n for n in module.__all__ if n.startswith("_")]
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_private_modules_are_underscored() -> None:
+    for path in (ROOT / "cdp").rglob("*.py"):
+        rel = path.relative_to(ROOT / "cdp")
+        if "proto" in rel.parts or rel.parts[0] == "_tools":
+            continue  # betterproto's generated package; the generators run as scripts of a private package
+        assert path.name in ("__init__.py", "__main__.py") or path.name.startswith("_"), f"cdp/{rel} is not _named"
+
+
+def test_the_extraction_layer_loads_no_trio_asyncio_grpc_http_or_metrics() -> None:
+    """Imported alone, ``cdp.extract`` (and the xdr and processors layers under it) adds none of those
+    modules. stellar-sdk itself imports asyncio for its HTTP client, so that is loaded first and subtracted."""
+    code = (
+        "import sys, stellar_sdk; before = set(sys.modules); "
+        "import cdp.extract, cdp.xdr, cdp.processors; "
+        "print('\\n'.join(sorted(set(sys.modules) - before)))"
+    )
+    added = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in added if m.split(".")[0] in NOT_IN_PURE_LAYERS + ("asyncio",)] == []
+    assert "cdp.extract" in added
+
+
+@pytest.mark.parametrize("layer", ["extract", "xdr", "processors"])
+def test_pure_layers_import_nothing_async_in_their_source(layer: str) -> None:
+    for path in (ROOT / "cdp" / layer).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in (*NOT_IN_PURE_LAYERS, "asyncio"), f"{path.relative_to(ROOT)} imports {name}"
+                if top == "cdp":
+                    assert name.split(".")[1] in ("_errors", "_config", "_version", "extract", "xdr", "processors"), (
+                        f"{path.relative_to(ROOT)} imports {name}, a higher layer"
+                    )
+
+
+def test_no_hand_written_module_is_over_400_lines() -> None:
+    generated = {Path("xdr/_skip.py")}
+    for path in (ROOT / "cdp").rglob("*.py"):
+        rel = path.relative_to(ROOT / "cdp")
+        if rel in generated or "proto" in rel.parts:
+            continue
+        assert len(path.read_text().splitlines()) <= 420, f"cdp/{rel} has grown past ~400 lines: split it"
