@@ -16,10 +16,11 @@ demo ledgers="5": setup
 test: setup
     {{py}} -m pytest -q
 
-# regenerate the betterproto code from schema/ (needs the test extra) and the XDR skippers from the grammar
+# regenerate the betterproto code and the XDR skippers from schema/, and the README settings table from Config
 gen:
     PATH="{{venv}}/bin:$PATH" {{py}} -m grpc_tools.protoc -I schema --python_betterproto_out=cdp/upstream/proto schema/raw_ledger_service.proto
     {{py}} -m cdp._tools.gen_xdr schema/xdr-grammar.json cdp/xdr/_skip.py
+    {{py}} -m cdp._tools.gen_readme README.md
 
 # benchmarks: extraction and end-to-end ratios (run by hand, prints ratios)
 bench: setup

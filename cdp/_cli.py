@@ -15,9 +15,10 @@ import attrs
 import trio
 import trio_asyncio
 
-from cdp._config import NETWORKS, Config
+from cdp._config import Config, shown_default
 from cdp._errors import CdpError, ConfigError, LedgerDecodeError, unwrap_cdp_error
 from cdp._service import ServiceHandle, serve
+from cdp._validators import NETWORKS
 from cdp._version import __version__
 from cdp.extract import row_fields
 from cdp.ops._logs import configure_logging
@@ -33,12 +34,18 @@ EXIT_USAGE = 2
 
 
 def _setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config attribute, named after its environment variable in kebab case."""
-    group = parser.add_argument_group("settings (each also read from the environment variable in capitals)")
+    """One flag per Config attribute, named after its environment variable in kebab case, with the
+    meaning and default the Config field declares (the README's settings table is made from the same)."""
+    group = parser.add_argument_group(
+        "settings", "each is also read from the environment variable in capitals, or a --config TOML file"
+    )
     for a in attrs.fields(Config):
         flag = "--" + a.name.replace("_", "-")
         names = [flag, "--network"] if a.name == "network_passphrase" else [flag]
-        group.add_argument(*names, dest=a.name, metavar=a.name.upper(), default=None, help=f"env {a.name.upper()}")
+        default = shown_default(a)
+        meaning = a.metadata["help"].replace("%", "%%")
+        text = f"{meaning} [env {a.name.upper()}; default: {default or 'none'}]"
+        group.add_argument(*names, dest=a.name, metavar=a.name.upper(), default=None, help=text)
     parser.add_argument("--config", type=Path, default=None, help="TOML file with settings (lowest precedence)")
 
 

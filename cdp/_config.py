@@ -20,11 +20,25 @@ from attrs import field
 
 from cdp._errors import ConfigError
 
-NETWORKS: Final = {
-    "pubnet": "Public Global Stellar Network ; September 2015",
-    "testnet": "Test SDF Network ; September 2015",
-    "futurenet": "Test SDF Future Network ; October 2022",
-}
+from ._validators import (
+    NETWORKS,
+    U32_MAX,
+    asset_codes,
+    at_least,
+    between,
+    durabilities,
+    endpoints,
+    key_types,
+    not_empty,
+    passphrase,
+    strkeys,
+    structure_bool,
+    structure_float,
+    structure_int,
+    structure_literal,
+    structure_path,
+    structure_str_tuple,
+)
 
 Mode = Literal["compact", "changes"]
 LogFormat = Literal["text", "json"]
@@ -36,154 +50,111 @@ OutputFormat = Literal["jsonl", "parquet"]
 ParquetSchema = Literal["full", "ttp"]
 
 
-def _between(lo: float, hi: float, hint: str = "") -> Any:
-    def check(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
-        if not lo <= value <= hi:
-            raise ValueError(f"must be {lo}..{hi}{hint}")
-
-    return check
-
-
-def _at_least(lo: float) -> Any:
-    def check(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
-        if value < lo:
-            raise ValueError(f"must be >= {lo}")
-
-    return check
-
-
-def _endpoints(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-    if not value:
-        raise ValueError("needs at least one host:port")
-    for ep in value:
-        host, sep, port = ep.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError(f"{ep!r} is not host:port with a port in 1..65535")
-
-
-def key_type_word(name: str) -> str:
-    """``SCV_LEDGER_KEY_NONCE``, ``ScValTypeScvLedgerKeyNonce`` and ``ledger_key_nonce`` all read alike."""
-    word = name.strip().lower().replace("_", "")
-    return word.removeprefix("scvaltype").removeprefix("scv")
-
-
-KEY_TYPES: Final = frozenset(
-    key_type_word(n)
-    for n in (
-        "BOOL VOID ERROR U32 I32 U64 I64 TIMEPOINT DURATION U128 I128 U256 I256 BYTES STRING SYMBOL VEC MAP "
-        "ADDRESS CONTRACT_INSTANCE LEDGER_KEY_CONTRACT_INSTANCE LEDGER_KEY_NONCE"
-    ).split()
-)
-
-
-def _key_types(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-    for item in value:
-        if key_type_word(item) not in KEY_TYPES:
-            raise ValueError(f"{item!r} is not an ScVal type (e.g. vec, symbol, ledger_key_contract_instance)")
-
-
-def _durabilities(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-    for item in value:
-        if item.lower().removeprefix("contractdatadurability") not in ("persistent", "temporary"):
-            raise ValueError(f"{item!r} must be persistent or temporary")
-
-
-_B32: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-
-
-def _crc16_xmodem(data: bytes) -> int:
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
-def is_strkey(text: str, prefix: str) -> bool:
-    """A valid 56-character Stellar strkey starting with ``prefix`` (G accounts, C contracts).
-
-    Checked here rather than with stellar-sdk so the service process need not load the sdk.
-    """
-    if len(text) != 56 or not text.startswith(prefix) or any(c not in _B32 for c in text):
-        return False
-    bits = "".join(f"{_B32.index(c):05b}" for c in text)
-    raw = int(bits, 2).to_bytes(35, "big")
-    body, crc = raw[:33], int.from_bytes(raw[33:], "little")
-    return _crc16_xmodem(body) == crc
-
-
-def _strkeys(prefix: str, what: str) -> Any:
-    def check(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-        for item in value:
-            if not is_strkey(item, prefix):
-                raise ValueError(f"{item!r} is not a valid {what} ({prefix}... strkey)")
-
-    return check
-
-
-def _asset_codes(_inst: object, attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-    for item in value:
-        if not (1 <= len(item) <= 12 and item.isascii() and item.isalnum()):
-            raise ValueError(f"{item!r} is not an asset code (1-12 letters and digits)")
-
-
-def _not_empty(_inst: object, attr: attrs.Attribute[Any], value: str) -> None:
-    if not value:
-        raise ValueError("must not be empty")
-
-
-def _passphrase(value: str) -> str:
-    return NETWORKS.get(value.strip().lower(), value)
-
-
-U32_MAX: Final = 2**32 - 1
+def setting(
+    default: Any, meaning: str, *, validator: Any = None, converter: Any = None, shown: str | None = None
+) -> Any:
+    """A ``Config`` field with its one description: ``cdp run --help`` and the README table read it."""
+    return field(default=default, validator=validator, converter=converter, metadata={"help": meaning, "shown": shown})
 
 
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything ``cdp run`` needs; build it with ``Config.load`` (or directly, in code)."""
 
-    source_endpoint: tuple[str, ...] = field(default=("localhost:50053",), validator=_endpoints)
-    health_host: str = field(default="0.0.0.0", validator=_not_empty)
-    health_port: int = field(default=8089, validator=_between(0, 65535, " (0 picks a free port)"))
-    worker_count: int = field(default=4, validator=_between(1, 256))
-    worker_mode: WorkerMode = "process"
-    channel_buffer_size: int = field(default=100, validator=_between(1, 100_000))
-    network_passphrase: str = field(default=NETWORKS["testnet"], converter=_passphrase, validator=_not_empty)
-    filter_contract_ids: tuple[str, ...] = field(default=(), validator=_strkeys("C", "contract id"))
-    filter_asset_codes: tuple[str, ...] = field(default=(), validator=_asset_codes)
-    filter_asset_issuers: tuple[str, ...] = field(default=(), validator=_strkeys("G", "account id"))
-    filter_key_types: tuple[str, ...] = field(default=(), validator=_key_types)
-    filter_durability: tuple[str, ...] = field(default=(), validator=_durabilities)
-    filter_balance_holders: tuple[str, ...] = field(default=(), validator=_strkeys("C", "contract id"))
-    include_deleted: bool = True
-    mode: Mode = "compact"
-    decoder: Decoder = "fast"  # contract_data: "full" always decodes the whole ledger
-    processor: str = field(default="contract_data", validator=_not_empty)  # built-in or module:factory
-    instance_extras: bool = True
-    start_ledger: int = field(default=2, validator=_between(1, U32_MAX))
-    end_ledger: int = field(default=0, validator=_between(0, U32_MAX, " (0 streams forever)"))
-    checkpoint_path: Path | None = None
-    output: str = field(default="-", validator=_not_empty)
-    format: OutputFormat = "jsonl"
-    schema: ParquetSchema = "full"  # parquet only: "ttp" is the original service's 18 columns
-    parquet_ledgers_per_file: int = field(default=1000, validator=_between(1, 10_000_000))
-    log_level: LogLevel = "INFO"
-    log_format: LogFormat = "text"
-    progress_every: int = field(default=100, validator=_at_least(1))
-    on_bad_ledger: BadLedgerPolicy = "stop"
-    dead_letter_path: Path | None = None
-    connect_timeout_s: float = field(default=10.0, validator=_between(0.01, 3600))
-    idle_timeout_s: float = field(default=30.0, validator=_between(0.01, 86400))
-    backoff_base_s: float = field(default=1.0, validator=_between(0.001, 3600))
-    backoff_cap_s: float = field(default=60.0, validator=_between(0.001, 86400))
-    breaker_failure_threshold: int = field(default=5, validator=_between(1, 1000))
-    breaker_reset_timeout_s: float = field(default=30.0, validator=_between(0.001, 86400))
-    max_ledger_bytes: int = field(default=64 * 1024 * 1024, validator=_between(1024, 2**31 - 1))
-    max_buffered_bytes: int = field(default=16 * 1024 * 1024, validator=_between(1024 * 1024, 2**40))
-    shutdown_grace_s: float = field(default=3.0, validator=_between(0, 600))
+    source_endpoint: tuple[str, ...] = setting(
+        ("localhost:50053",), "upstream host:port; a comma list fails over in order", validator=endpoints
+    )
+    health_host: str = setting("0.0.0.0", "address the HTTP endpoints bind to", validator=not_empty)
+    health_port: int = setting(
+        8089,
+        "port of /health, /ready and /metrics (0 picks a free one)",
+        validator=between(0, 65535, " (0 picks a free port)"),
+    )
+    worker_count: int = setting(4, "concurrent ledger workers", validator=between(1, 256))
+    worker_mode: WorkerMode = setting("process", "process (trio-parallel worker processes, every core) or thread")
+    channel_buffer_size: int = setting(
+        100, "ledgers taken in and queued for the workers", validator=between(1, 100_000)
+    )
+    network_passphrase: str = setting(
+        NETWORKS["testnet"],
+        "network passphrase, or pubnet / testnet / futurenet (flag: --network)",
+        converter=passphrase,
+        validator=not_empty,
+        shown="testnet",
+    )
+    filter_contract_ids: tuple[str, ...] = setting(
+        (), "comma list of C... contract ids to keep", validator=strkeys("C", "contract id")
+    )
+    filter_asset_codes: tuple[str, ...] = setting(
+        (), "comma list of asset codes to keep (judges only rows with asset fields)", validator=asset_codes
+    )
+    filter_asset_issuers: tuple[str, ...] = setting(
+        (),
+        "comma list of G... issuers to keep (judges only rows with asset fields)",
+        validator=strkeys("G", "account id"),
+    )
+    filter_key_types: tuple[str, ...] = setting(
+        (), "comma list of ScVal key types: vec, symbol, ledger_key_contract_instance, ...", validator=key_types
+    )
+    filter_durability: tuple[str, ...] = setting((), "persistent and/or temporary", validator=durabilities)
+    filter_balance_holders: tuple[str, ...] = setting(
+        (), "comma list of C... holders: keeps only their SAC balance rows", validator=strkeys("C", "contract id")
+    )
+    include_deleted: bool = setting(True, "keep removal rows (dropping them silently corrupts downstream state)")
+    mode: Mode = setting("compact", "compact (stellar-etl parity) or changes (every change, reader order)")
+    decoder: Decoder = setting(
+        "fast", "fast walks the XDR and decodes only contract data (falls back per ledger); full decodes everything"
+    )
+    processor: str = setting("contract_data", "contract_data, ttl, or package.module:factory", validator=not_empty)
+    instance_extras: bool = setting(True, "add contract_instance_type and contract_instance_wasm_hash")
+    start_ledger: int = setting(2, "first ledger when there is no checkpoint", validator=between(1, U32_MAX))
+    end_ledger: int = setting(
+        0, "last ledger; 0 streams forever", validator=between(0, U32_MAX, " (0 streams forever)")
+    )
+    checkpoint_path: Path | None = setting(None, "checkpoint file; an existing one wins over START_LEDGER")
+    output: str = setting("-", "JSONL file or - for stdout; a directory for Parquet", validator=not_empty)
+    format: OutputFormat = setting("jsonl", "jsonl or parquet (needs the parquet extra)")
+    schema: ParquetSchema = setting(
+        "full", "Parquet columns: full (every row field) or ttp (the original service's 18 columns)"
+    )
+    parquet_ledgers_per_file: int = setting(
+        1000, "ledgers per Parquet file (aligned blocks)", validator=between(1, 10_000_000)
+    )
+    log_level: LogLevel = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_format: LogFormat = setting("text", "text (key=value lines) or json (one object per line), on stderr")
+    progress_every: int = setting(100, "a progress log line every N committed ledgers", validator=at_least(1))
+    on_bad_ledger: BadLedgerPolicy = setting(
+        "stop", "stop (name the ledger, exit 1, checkpoint before it) or skip (dead-letter it and go on)"
+    )
+    dead_letter_path: Path | None = setting(
+        None, "where skipped ledgers go, one JSON object per line", shown="cdp-dead-letter.jsonl"
+    )
+    connect_timeout_s: float = setting(10.0, "dial timeout, seconds", validator=between(0.01, 3600))
+    idle_timeout_s: float = setting(
+        30.0, "upstream silence after which it counts as stalled, seconds", validator=between(0.01, 86400)
+    )
+    backoff_base_s: float = setting(
+        1.0, "reconnect backoff base, seconds (exponential, full jitter)", validator=between(0.001, 3600)
+    )
+    backoff_cap_s: float = setting(60.0, "reconnect backoff cap, seconds", validator=between(0.001, 86400))
+    breaker_failure_threshold: int = setting(
+        5, "consecutive failures that open the circuit breaker", validator=between(1, 1000)
+    )
+    breaker_reset_timeout_s: float = setting(
+        30.0, "how long the breaker stays open before a probe, seconds", validator=between(0.001, 86400)
+    )
+    max_ledger_bytes: int = setting(
+        64 * 1024 * 1024, "largest ledger accepted", validator=between(1024, 2**31 - 1), shown="67108864 (64 MiB)"
+    )
+    max_buffered_bytes: int = setting(
+        16 * 1024 * 1024,
+        "ledger bytes held between intake and commit",
+        validator=between(1024 * 1024, 2**40),
+        shown="16777216 (16 MiB)",
+    )
+    shutdown_grace_s: float = setting(
+        3.0, "how long in-flight ledgers may take to finish on SIGINT/SIGTERM, seconds", validator=between(0, 600)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.end_ledger and self.end_ledger < self.start_ledger:
@@ -282,69 +253,38 @@ def _reason(exc: Exception, tp: Any) -> str:
     return msg if msg else f"expected {getattr(tp, '__name__', tp)}"
 
 
-def _int(value: Any, _tp: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a whole number")
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    if not (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
-        raise ValueError("expected a whole number")
-    return int(text)
-
-
-def _float(value: Any, _tp: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError("expected a number") from None
-
-
-_TRUE: Final = {"1", "true", "yes", "on"}
-_FALSE: Final = {"0", "false", "no", "off"}
-
-
-def _bool(value: Any, _tp: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError("expected true or false")
-
-
-def _str_tuple(value: Any, _tp: Any) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(s for s in (str(i).strip() for i in items) if s)
-
-
-def _literal(value: Any, tp: Any) -> Any:
-    options = tp.__args__
-    text = str(value).strip()
-    for option in options:
-        if text == option or text.upper() == option or text.lower() == option:
-            return option
-    raise ValueError(f"must be one of {', '.join(options)}")
-
-
-def _path(value: Any, _tp: Any) -> Path | None:
-    text = str(value).strip()
-    return Path(text) if text else None
-
-
 _converter = cattrs.Converter(forbid_extra_keys=True)
-_converter.register_structure_hook(int, _int)
-_converter.register_structure_hook(float, _float)
-_converter.register_structure_hook(bool, _bool)
+_converter.register_structure_hook(int, structure_int)
+_converter.register_structure_hook(float, structure_float)
+_converter.register_structure_hook(bool, structure_bool)
 _converter.register_structure_hook(str, lambda v, _: str(v).strip())
-_converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _str_tuple)
-_converter.register_structure_hook_func(lambda t: t == (Path | None), _path)
-_converter.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is Literal, _literal)
+_converter.register_structure_hook_func(lambda t: t == tuple[str, ...], structure_str_tuple)
+_converter.register_structure_hook_func(lambda t: t == (Path | None), structure_path)
+_converter.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is Literal, structure_literal)
 
 attrs.resolve_types(Config)
 _FIELDS: Final = {a.name: a for a in attrs.fields(Config)}
 _TYPES: Final[dict[str, Any]] = {a.name: a.type for a in attrs.fields(Config)}
+
+
+def shown_default(a: attrs.Attribute[Any]) -> str:
+    """A setting's default as a user would type it."""
+    if a.metadata.get("shown"):
+        return str(a.metadata["shown"])
+    default = a.default
+    if default is None or default == ():
+        return ""
+    if isinstance(default, tuple):
+        return ",".join(map(str, default))
+    if isinstance(default, bool):
+        return str(default).lower()
+    return str(default)
+
+
+def settings_table() -> str:
+    """The README's settings table, one row per setting, from the same metadata as ``--help``."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for a in attrs.fields(Config):
+        default = shown_default(a)
+        lines.append(f"| `{a.name.upper()}` | {f'`{default}`' if default else ''} | {a.metadata['help']} |")
+    return "\n".join(lines) + "\n"

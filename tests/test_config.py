@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cdp._config import NETWORKS, Config
+from cdp._config import Config
 from cdp._errors import ConfigError
+from cdp._validators import NETWORKS
+
+from .helpers import CDP
 
 
 def test_defaults_match_the_original_service() -> None:
@@ -165,3 +168,20 @@ def test_each_setting_rejects_a_bad_value_in_one_line(name: str) -> None:
     assert text.startswith(f"{name.upper()}={value}: ")
     assert message in text
     assert "\n" not in text
+
+
+def test_run_help_shows_meaning_and_default_of_every_setting() -> None:
+    """`cdp run --help` teaches: each setting's flag, variable, meaning and default, from the Config fields."""
+    import attrs
+
+    from cdp._config import shown_default
+
+    proc = subprocess.run(
+        [*CDP, "run", "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "1000"}
+    )
+    assert 0 == proc.returncode, proc.stderr
+    for a in attrs.fields(Config):
+        meaning = a.metadata["help"]
+        assert meaning, f"{a.name} has no description"
+        expected = f"{meaning} [env {a.name.upper()}; default: {shown_default(a) or 'none'}]"
+        assert expected in proc.stdout, f"--help does not explain {a.name}"

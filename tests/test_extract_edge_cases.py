@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from stellar_sdk import Asset, Keypair, StrKey, xdr
 
-from cdp._config import NETWORKS, Config
+from cdp._config import Config
+from cdp._validators import NETWORKS
 from cdp.extract._fast import extract_rows_fast
 from cdp.extract._full import asset_contract_id, extract_rows
 from cdp.processors import RowFilter

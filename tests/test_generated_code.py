@@ -52,3 +52,11 @@ def test_generated_skippers_are_current(tmp_path: Path) -> None:
         [sys.executable, "-m", "cdp._tools.gen_xdr", "schema/xdr-grammar.json", str(out)], cwd=ROOT, check=True
     )
     assert (ROOT / "cdp" / "xdr" / "_skip.py").read_text() == out.read_text(), "stale: run `just gen`"
+
+
+def test_readme_settings_table_is_current() -> None:
+    """The README's settings table is what the Config fields declare: run `just gen` after changing one."""
+    from cdp._tools.gen_readme import with_table
+
+    readme = (ROOT / "README.md").read_text()
+    assert with_table(readme) == readme, "README settings table is stale: run `just gen`"

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from cdp._config import Config, key_type_word
+from cdp._config import Config
+from cdp._validators import key_type_word
 from cdp.extract._ledger import Ledger
 from cdp.extract._rows import Row
 

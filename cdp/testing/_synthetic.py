@@ -17,7 +17,7 @@ from typing import Any, Final
 import attrs
 from stellar_sdk import Asset, Keypair, StrKey, xdr
 
-from cdp._config import NETWORKS
+from cdp._validators import NETWORKS
 
 from ._build import (
     PERSISTENT,
