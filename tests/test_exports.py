@@ -95,3 +95,50 @@ def test_no_hand_written_module_is_over_400_lines() -> None:
         if rel in generated or "proto" in rel.parts:
             continue
         assert len(path.read_text().splitlines()) <= 420, f"cdp/{rel} has grown past ~400 lines: split it"
+
+
+def _module_imports(path: Path, module: str, is_package: bool) -> set[str]:
+    """The cdp modules ``module`` imports when it is loaded (not in functions, not under TYPE_CHECKING)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
+                break
+            if isinstance(inner, ast.ImportFrom):
+                base = inner.module or ""
+                if inner.level:
+                    parts = package.split(".")[: len(package.split(".")) - inner.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                if base.startswith("cdp"):
+                    found.add(base)
+                    found.update(f"{base}.{a.name}" for a in inner.names)
+            elif isinstance(inner, ast.Import):
+                found.update(a.name for a in inner.names if a.name.startswith("cdp"))
+    return found
+
+
+def test_no_import_cycles() -> None:
+    modules: dict[str, tuple[Path, bool]] = {}
+    for path in (ROOT / "cdp").rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        is_package = rel.name == "__init__"
+        name = ".".join(rel.parts[:-1] if is_package else rel.parts)
+        modules[name] = (path, is_package)
+    graph = {m: {i for i in _module_imports(p, m, pkg) if i in modules and i != m} for m, (p, pkg) in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            assert state.get(target) != 1, "import cycle: " + " -> ".join([*trail, module, target])
+            if target not in state:
+                visit(target, [*trail, module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])

@@ -57,7 +57,9 @@ class Change:
         return entry
 
 
-class _ChangeLike(Protocol):
+class ChangeLike(Protocol):
+    """What compaction reads of a change, whichever decoder made it (entries or byte ranges)."""
+
     @property
     def change_type(self) -> int: ...
     @property
@@ -66,7 +68,7 @@ class _ChangeLike(Protocol):
     def post(self) -> Any: ...
 
 
-C = TypeVar("C", bound=_ChangeLike)
+C = TypeVar("C", bound=ChangeLike)
 T = TypeVar("T")
 
 

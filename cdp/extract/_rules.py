@@ -15,7 +15,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 import attrs
 
-from ._changes import CREATED, REMOVED, UPDATED, compact
+from ._changes import CREATED, REMOVED, UPDATED, ChangeLike, compact
 from ._rows import ContractDataRow, Mode
 
 DURABILITY_NAMES: Final = {0: "ContractDataDurabilityTemporary", 1: "ContractDataDurabilityPersistent"}
@@ -85,15 +85,9 @@ def assemble_row(
     }
 
 
-class RowChange(Protocol):
-    """What the rules read of a change, whichever decoder made it."""
+class RowChange(ChangeLike, Protocol):
+    """What the row rules read of a change besides what compaction does: where it came from."""
 
-    @property
-    def change_type(self) -> int: ...
-    @property
-    def pre(self) -> Any: ...
-    @property
-    def post(self) -> Any: ...
     @property
     def group(self) -> str: ...
     @property

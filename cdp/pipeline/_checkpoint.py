@@ -23,15 +23,17 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise CdpError(f"checkpoint {path} is unreadable: {exc}") from None
+    except OSError as exc:
+        raise CdpError(f"CHECKPOINT_PATH={path}: cannot read it: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CdpError(f"CHECKPOINT_PATH={path}: is not JSON: {exc}") from None
     try:
         ledger = data["ledger"]
         offset = data.get("output_offset")
         if not isinstance(ledger, int) or ledger < 0 or not (offset is None or isinstance(offset, int)):
             raise TypeError
     except (TypeError, KeyError, AttributeError):
-        raise CdpError(f"checkpoint {path} is not a cdp checkpoint: {data!r:.200}") from None
+        raise CdpError(f"CHECKPOINT_PATH={path}: is not a cdp checkpoint: {data!r:.200}") from None
     return Checkpoint(ledger, offset)
 
 

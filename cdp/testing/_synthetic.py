@@ -18,6 +18,7 @@ import attrs
 from stellar_sdk import Asset, Keypair, StrKey, xdr
 
 from cdp._validators import NETWORKS
+from cdp.extract._changes import arm
 
 from ._build import (
     PERSISTENT,
@@ -327,6 +328,10 @@ class _World:
         return contract_data_entry(last, cid, key, u32(seq), TEMPORARY)
 
 
+def _contract_id(cd: xdr.ContractDataEntry) -> bytes:
+    return bytes(arm(cd.contract.contract_id).contract_id.hash)
+
+
 def _create_balance(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
     e = w.balance_entry(rng, seq)
     return [created(e) + created(ttl_entry(seq, data_key_hash(e), seq + 500_000))]
@@ -336,8 +341,8 @@ def _update_balance(w: _World, rng: random.Random, seq: int) -> list[list[xdr.Le
     state = random.Random(rng.random())
     before = w.balance_entry(state, max(1, seq - 1 - rng.randrange(1000)))
     after = w.balance_entry(random.Random(state.random()), seq)  # same key? only if the draws match
-    after = contract_data_entry(seq, before.data.contract_data.contract.contract_id.contract_id.hash,
-                                before.data.contract_data.key, after.data.contract_data.val, PERSISTENT)  # fmt: skip
+    old, new = arm(before.data.contract_data), arm(after.data.contract_data)
+    after = contract_data_entry(seq, _contract_id(old), old.key, new.val, PERSISTENT)
     return [updated(before, after)]
 
 
@@ -356,9 +361,10 @@ def _remove_temp(w: _World, rng: random.Random, seq: int) -> list[list[xdr.Ledge
 
 def _restore_then_update(w: _World, rng: random.Random, seq: int) -> list[list[xdr.LedgerEntryChange]]:
     old = w.balance_entry(rng, seq)
-    cd = old.data.contract_data
-    bumped = scmap(*[(e.key, i128(rng.randrange(10**9)) if i == 0 else e.val) for i, e in enumerate(cd.val.map.sc_map)])
-    new = contract_data_entry(seq, cd.contract.contract_id.contract_id.hash, cd.key, bumped, PERSISTENT)
+    cd = arm(old.data.contract_data)
+    entries = arm(cd.val.map).sc_map
+    bumped = scmap(*[(e.key, i128(rng.randrange(10**9)) if i == 0 else e.val) for i, e in enumerate(entries)])
+    new = contract_data_entry(seq, _contract_id(cd), cd.key, bumped, PERSISTENT)
     ttl = ttl_entry(seq, data_key_hash(old), seq + 100_000)
     follow = updated(old, new) if rng.random() < 0.5 else removed(old)
     return [restored(old) + follow[1:] + restored(ttl)]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 import trio_asyncio
 
@@ -21,31 +22,22 @@ from ..helpers import FakeSourceProcess
 from .conftest import assert_ledger_by_ledger, clean_rows, committed_rows, run_cdp
 
 
-def test_unwritable_output_is_one_clear_line(fake_process: FakeSourceProcess, tmp_path: Path) -> None:
-    """OUTPUT under a regular file: exit 1 at start, one line naming the setting and the reason."""
+@pytest.mark.parametrize(("setting", "name"), [("OUTPUT", "out.jsonl"), ("CHECKPOINT_PATH", "cp.json")])
+def test_unwritable_output_or_checkpoint_is_one_clear_line(
+    fake_process: FakeSourceProcess, tmp_path: Path, setting: str, name: str
+) -> None:
+    """A path under a regular file: exit 1 at start, before any ledger, with one line naming the setting,
+    the path and the reason."""
     fake_process.start()
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = run_cdp(fake_process.port, tmp_path, 2, 10, OUTPUT=str(blocker / "out.jsonl"))
-    assert 1 == proc.returncode
-    assert (
-        f"cdp: error: OUTPUT={blocker / 'out.jsonl'}: cannot open for writing: Not a directory"
-        == proc.stderr.strip().splitlines()[-1]
-    )
-    assert "Traceback" not in proc.stderr
-
-
-def test_unwritable_checkpoint_directory_is_one_clear_line(fake_process: FakeSourceProcess, tmp_path: Path) -> None:
-    """CHECKPOINT_PATH in a directory that cannot hold files: refused before any ledger is taken."""
-    fake_process.start()
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    proc = run_cdp(fake_process.port, tmp_path, 2, 10, CHECKPOINT_PATH=str(blocker / "cp.json"))
+    target = blocker / name
+    proc = run_cdp(fake_process.port, tmp_path, 2, 10, **{setting: str(target)})
     assert 1 == proc.returncode
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("cdp: error: ")
-    assert str(blocker / "cp.json") in line
-    assert "Not a directory" in line
+    assert line.startswith(f"cdp: error: {setting}={target}: ")
+    assert line.endswith("Not a directory")
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").stat().st_size == 0
 
 
