@@ -217,3 +217,18 @@ def test_an_embedding_script_catches_bad_ledger_error_itself() -> None:
                           timeout=120)  # fmt: skip
     assert 0 == proc.returncode, proc.stderr
     assert "caught BadLedgerError 6" == proc.stdout.strip()
+
+
+async def test_row_stream_raises_a_bad_ledger_bare(upstream: Any) -> None:
+    """`open_row_stream` raises what `serve` raises, unwrapped: the batches before it were delivered."""
+    cfg = _config(await upstream(corrupt=frozenset({5})), start_ledger=2, end_ledger=9, worker_mode="thread")
+    seen: list[int] = []
+
+    async def consume() -> None:
+        async with cdp.open_row_stream(cfg) as batches:
+            async for seq, _rows in batches:
+                seen.append(seq)
+
+    with trio.fail_after(30), pytest.raises(BadLedgerError, match="^ledger 5 could not be processed"):
+        await consume()
+    assert [2, 3, 4] == seen

@@ -227,3 +227,18 @@ async def test_upstream_process_killed_twice(loop: object, tmp_path: Path) -> No
                 nursery.cancel_scope.cancel()
     finally:
         fake.stop()
+
+
+async def test_a_closed_receiver_ends_the_source_quietly(loop: object) -> None:
+    """When the pipeline stops reading (it failed, and reports why), the source returns, raising nothing."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            src = LedgerSource(_config(await _fake(nursery)), 2)
+            send, receive = trio.open_memory_channel[Ledger](0)
+            async with trio.open_nursery() as inner:
+                inner.start_soon(src.run, send)
+                async with receive:
+                    for _ in range(3):
+                        await receive.receive()
+            assert 5 == src.statistics().next_sequence  # 2, 3 and 4 were taken; 5 found no reader
+            nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -152,6 +153,18 @@ class FakeRawLedgerService(RawLedgerServiceBase):
             await asyncio.Event().wait()  # the real upstream never ends a stream
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """Bind it ourselves, so the bound port is known without grpclib's private server object."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise CdpError(f"fake source cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 async def serve_fake_source(
     options: FakeSourceOptions, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -163,15 +176,15 @@ async def serve_fake_source(
         service = FakeRawLedgerService(options)
     except OSError as exc:
         raise CdpError(f"--ledgers: cannot read {exc.filename}: {exc.strerror or exc}") from None
+    sock = _listening_socket(options.host, options.port)
+    port = int(sock.getsockname()[1])
     server = Server([service])
     try:
-        await trio_asyncio.aio_as_trio(server.start)(options.host, options.port)
-    except OSError as exc:
-        raise CdpError(f"fake source cannot listen on {options.host}:{options.port}: {exc.strerror or exc}") from None
+        await trio_asyncio.aio_as_trio(server.start)(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     try:
-        aio_server = server._server  # grpclib keeps the asyncio server private
-        assert aio_server is not None
-        port = int(aio_server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
         LOG.info("fake source listening host=%s port=%d", options.host, port)
         for handler in logging.getLogger().handlers:
             handler.flush()

@@ -3,7 +3,8 @@
 grpclib runs only on asyncio; the Trio side calls ``stream_ledgers`` through trio-asyncio
 (``aio_as_trio``) and gets each message back through a Trio callback (``trio_as_aio``). One
 coroutine owns the channel and the call for one attempt (``stack-notes.md``). Nothing else in
-``cdp`` imports grpclib or touches its private attributes.
+``cdp`` touches grpclib's private attributes; only the fake server in ``cdp.testing`` (the other
+side of the wire) imports grpclib too.
 """
 
 from __future__ import annotations

@@ -117,7 +117,8 @@ class LedgerSource:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Deliver ledgers until ``end_ledger`` (then close ``send``) or until cancelled.
+        """Deliver ledgers until ``end_ledger`` (then close ``send``), until the receiving side is
+        closed, or until cancelled.
 
         Raises:
             UpstreamError: the upstream answered with a status that retrying cannot fix.
@@ -131,6 +132,9 @@ class LedgerSource:
                 except RetriableFailure as exc:
                     self._fail(exc)
                     await trio.sleep(self.backoff.next_delay())
+                except trio.BrokenResourceError:
+                    LOG.debug("downstream stopped taking ledgers next=%d", self.sequencer.next)
+                    return  # whoever reads the channel has stopped (and reports why): nothing to deliver to
 
     def _fail(self, exc: RetriableFailure) -> None:
         self._last_error = str(exc)
