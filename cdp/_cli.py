@@ -18,6 +18,7 @@ import trio_asyncio
 from cdp._config import Config, shown_default
 from cdp._errors import CdpError, ConfigError, LedgerDecodeError, unwrap_cdp_error
 from cdp._service import ServiceHandle, serve
+from cdp._signals import StopSignals
 from cdp._validators import NETWORKS
 from cdp._version import __version__
 from cdp.extract import row_fields
@@ -31,6 +32,7 @@ from cdp.sinks import dumps_row
 # need it in the service process (workers load it), so those imports live in their commands.
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # a second stop signal: in-flight ledgers abandoned
 
 
 def _setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,34 +108,43 @@ def _fail(message: str, status: int) -> NoReturn:
 
 async def _with_signals(
     config: Config,
+    stops: StopSignals,
     *,
     prelude: Callable[[trio.Nursery], Awaitable[Config]] | None = None,
     processor: LedgerProcessor | None = None,
 ) -> None:
     """Run the service; the first SIGINT/SIGTERM stops it gracefully, a second one at once."""
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        if prelude is not None:
-            config = await prelude(nursery)
-        handle: ServiceHandle = await nursery.start(partial(serve, config, processor=processor))
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if stops.received:
+            return  # stopped before anything started: nothing to finish
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            handle: ServiceHandle | None = None
 
-        async def on_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async def on_signals() -> None:
                 async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if handle is None:  # still starting: nothing committed yet, nothing to finish
+                        nursery.cancel_scope.cancel(f"{name} during start-up")
+                        return
                     if handle.stopping:
-                        nursery.cancel_scope.cancel(f"second signal {signal.Signals(signum).name}")
+                        stops.immediate = True
+                        nursery.cancel_scope.cancel(f"second signal {name}")
                         return
                     handle.stop()
 
-        nursery.start_soon(on_signals)
-        await handle.wait_done()
-        nursery.cancel_scope.cancel("service finished")
+            nursery.start_soon(on_signals)
+            if prelude is not None:
+                config = await prelude(nursery)
+            handle = await nursery.start(partial(serve, config, processor=processor))
+            await handle.wait_done()
+            nursery.cancel_scope.cancel("service finished")
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
     config = _config(args)
     configure_logging(config.log_level, config.log_format)
     processor = load_processor(config.processor, config)  # fails here, with status 2, if it is bad
-    trio.run(partial(_with_signals, config, processor=processor))
+    trio.run(partial(_with_signals, config, args.stops, processor=processor))
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -150,7 +161,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         end = base.end_ledger or base.start_ledger + args.ledgers - 1
         return attrs.evolve(base, source_endpoint=(f"127.0.0.1:{port}",), end_ledger=end)
 
-    trio.run(partial(_with_signals, base, prelude=start_fake))
+    trio.run(partial(_with_signals, base, args.stops, prelude=start_fake))
 
 
 def _cmd_fake_source(args: argparse.Namespace) -> None:
@@ -219,18 +230,27 @@ def _strip(exc: Exception, path: Path) -> str:
     return str(exc).removeprefix(f"{path}: ")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, stops: StopSignals | None = None) -> None:
+    """The ``cdp`` command. Exit status: 0 done or stopped by a signal, 1 a failure, 2 a usage or
+    configuration error, 130 a second stop signal (in-flight ledgers abandoned; the checkpoint is
+    still on the last committed ledger)."""
+    if stops is None:
+        stops = StopSignals()
+        stops.install()
     args = build_parser().parse_args(argv)
+    args.stops = stops
     commands = {"run": _cmd_run, "demo": _cmd_demo, "fake-source": _cmd_fake_source, "extract": _cmd_extract}
     try:
         with unwrap_cdp_error():
             commands[args.command](args)
-    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+    except KeyboardInterrupt:  # only where no handler of ours was installed (a caller's own)
         raise SystemExit(130) from None
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
     except CdpError as exc:
         _fail(str(exc), 1)
+    if stops.immediate:
+        raise SystemExit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -99,3 +101,21 @@ def refusing_endpoint() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@attrs.frozen
+class WorkerKillingProcessor:
+    """Kills its own worker process (SIGKILL, as the OOM killer would) on the ledgers in ``die_once``,
+    the first time each is processed, and on ``die_always`` every time; ``markers`` records first times."""
+
+    markers: str
+    die_once: frozenset[int] = frozenset()
+    die_always: frozenset[int] = frozenset()
+    name: str = "worker_killing"
+
+    def process(self, ledger: Ledger) -> Sequence[Row]:
+        marker = Path(self.markers) / str(ledger.sequence)
+        if ledger.sequence in self.die_always or (ledger.sequence in self.die_once and not marker.exists()):
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return [{"ledger_sequence": ledger.sequence}]

@@ -20,7 +20,7 @@ from cdp.pipeline import Pipeline, read_checkpoint
 from cdp.processors import LedgerProcessor, RowFilter, WorkResult, process_ledger
 from cdp.sinks import CallbackSink
 
-from .helpers import SequenceProcessor
+from .helpers import SequenceProcessor, WorkerKillingProcessor
 
 RAW = b"\x00" * 64
 
@@ -225,3 +225,41 @@ class DeletingProcessor:
             {"ledger_sequence": ledger.sequence, "deleted": False},
             {"ledger_sequence": ledger.sequence, "deleted": True},
         ]
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+async def test_a_dead_worker_costs_a_retry_not_a_ledger(tmp_path: Path, policy: str) -> None:
+    """Worker processes killed while holding ledgers 5, 9 and 14: each ledger is retried on a fresh worker
+    and committed; nothing is bad, nothing is dead-lettered, whatever the policy."""
+    committed = Committed()
+    dead = tmp_path / "dead.jsonl"
+    config = _config(worker_mode="process", worker_count=2, on_bad_ledger=policy, dead_letter_path=str(dead))
+    processor = WorkerKillingProcessor(str(tmp_path), die_once=frozenset({5, 9, 14}))
+    pipeline = Pipeline(config, processor, CallbackSink(committed), checkpoint_path=None)
+    send, receive = trio.open_memory_channel[Ledger](0)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_feed, send, range(2, 22))
+            await pipeline.run(receive)
+    assert list(range(2, 22)) == committed.sequences
+    assert all(len(rows) == 1 for rows in committed.rows.values())
+    stats = pipeline.statistics()
+    assert (3, 0, 0) == (stats.worker_deaths, stats.errors, stats.dead_lettered)
+    assert not dead.exists()
+
+
+async def test_a_ledger_that_kills_every_worker_is_bad(tmp_path: Path) -> None:
+    committed = Committed()
+    config = _config(worker_mode="process", worker_count=2)
+    processor = WorkerKillingProcessor(str(tmp_path), die_always=frozenset({6}))
+    pipeline = Pipeline(config, processor, CallbackSink(committed), checkpoint_path=None)
+    send, receive = trio.open_memory_channel[Ledger](0)
+    message = "^ledger 6 could not be processed by worker_killing: WorkerDied: worker process died 3 times on this"
+    with (
+        trio.fail_after(120),
+        pytest.RaisesGroup(pytest.RaisesExc(BadLedgerError, match=message), flatten_subgroups=True),
+    ):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_feed, send, range(2, 12))
+            await pipeline.run(receive)
+    assert [2, 3, 4, 5] == committed.sequences

@@ -89,6 +89,7 @@ class ServiceCollector(Collector):
         for reason, count in sorted(pipe.rows_skipped.items()):
             skipped.add_metric([reason], count)
         yield skipped
+        yield _counter("worker_deaths", "Worker processes that died holding a ledger", pipe.worker_deaths)
         yield _counter("ledgers_dead_lettered", "Bad ledgers written to the dead-letter file", pipe.dead_lettered)
         yield _histogram("ledger_processing_seconds", "Worker time per ledger", pipe.processing_seconds)
         yield _histogram("ledger_end_to_end_seconds", "Ledger close time to commit", pipe.end_to_end_seconds)

@@ -15,28 +15,26 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import attrs
 import trio
-import trio_parallel
 
 from cdp._config import Config
 from cdp._errors import BadLedgerError, OutputError
 from cdp._watch import Watched
 from cdp.extract import Ledger, Row
-from cdp.processors import LedgerProcessor, RowFilter, WorkResult, describe, process_ledger
+from cdp.processors import LedgerProcessor, RowFilter, WorkResult, describe
 from cdp.sinks import Durable, Sink
 
 from ._budget import ByteBudget, Reservation
 from ._checkpoint import Checkpoint, write_checkpoint
 from ._latency import Histogram, HistogramSnapshot
+from ._workers import Workers, WorkRunner, open_workers
 
 LOG = logging.getLogger("cdp.pipeline")
-
-# Runs one ledger through the processor and the filters somewhere (a worker process, a thread).
-WorkRunner = Callable[[LedgerProcessor, RowFilter, Ledger], Awaitable[WorkResult]]
 
 
 @attrs.define(eq=False)
@@ -65,6 +63,7 @@ class PipelineStatistics:
     processing_lag_s: float | None  # from receipt to commit, last ledger committed
     finished: bool
     processor: str
+    worker_deaths: int  # worker processes that died holding a ledger (each ledger retried)
     rows_skipped: Mapping[str, int]  # by filter
     processor_events: Mapping[str, int]  # e.g. fast_path_fallback
     processing_seconds: HistogramSnapshot  # worker time per ledger
@@ -90,8 +89,6 @@ class Pipeline:
         self.checkpoint_path = checkpoint_path
         self.row_filter = RowFilter.from_config(config)
         self.budget = ByteBudget(config.max_buffered_bytes)
-        # Worker processes: no more than cores (each holds ~75 MB); WORKER_COUNT tasks keep them fed.
-        self.limiter = trio.CapacityLimiter(max(1, min(config.worker_count, os.cpu_count() or 1)))
         self.window = max(2 * config.worker_count, 4)
         self._queue_send, self._queue_recv = trio.open_memory_channel[_Slot](config.channel_buffer_size)
         self._order_send, self._order_recv = trio.open_memory_channel[_Slot](self.window)
@@ -109,7 +106,8 @@ class Pipeline:
         self._lag: float | None = None
         self.finished = trio.Event()
         self._intake = trio.CancelScope()
-        self._run_work = run_work or (self._in_process if config.worker_mode == "process" else self._in_thread)
+        self._run_work = run_work
+        self._workers: Workers | None = None
 
     def stop_intake(self) -> None:
         """Take no new ledgers; those already with workers are finished and committed."""
@@ -130,6 +128,7 @@ class Pipeline:
             processing_lag_s=self._lag,
             finished=self.finished.is_set(),
             processor=self.processor_name,
+            worker_deaths=self._workers.deaths if self._workers is not None else 0,
             rows_skipped=dict(self._skipped),
             processor_events=dict(self._events),
             processing_seconds=self._processing.snapshot(),
@@ -149,7 +148,8 @@ class Pipeline:
             OutputError: the sink or the checkpoint cannot be written.
         """
         work_send, work_recv = trio.open_memory_channel[_Slot](0)
-        async with trio.open_nursery() as nursery:
+        workers = nullcontext(Workers(self._run_work)) if self._run_work else open_workers(self.config)
+        async with workers as self._workers, trio.open_nursery() as nursery:
             nursery.start_soon(self._intake_stage, ledgers, work_send)
             for _ in range(self.config.worker_count):
                 nursery.start_soon(self._work, work_recv.clone())
@@ -213,21 +213,11 @@ class Pipeline:
                     slot.done.set()
                     continue
                 try:
-                    slot.result = await self._run_work(self.processor, self.row_filter, slot.ledger)
-                except trio_parallel.BrokenWorkerError as exc:
-                    slot.error = f"worker process died: {exc}"
+                    assert self._workers is not None
+                    slot.result = await self._workers.run(self.processor, self.row_filter, slot.ledger)
                 except Exception as exc:  # a processor's failure is one ledger's problem, not ours
                     slot.error = f"{type(exc).__name__}: {exc}"
                 slot.done.set()
-
-    async def _in_process(self, processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
-        result: WorkResult = await trio_parallel.run_sync(
-            process_ledger, processor, row_filter, ledger, kill_on_cancel=True, limiter=self.limiter
-        )
-        return result
-
-    async def _in_thread(self, processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
-        return await trio.to_thread.run_sync(process_ledger, processor, row_filter, ledger, abandon_on_cancel=True)
 
     async def _commit(self) -> None:
         async with self._order_recv:

@@ -9,6 +9,7 @@ from ._registry import load_processor as load_processor
 from ._ttl import TtlProcessor as TtlProcessor
 from ._work import RowFilter as RowFilter
 from ._work import WorkResult as WorkResult
+from ._work import ignore_stop_signals as ignore_stop_signals
 from ._work import process_ledger as process_ledger
 
 __all__ = [

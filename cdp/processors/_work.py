@@ -6,6 +6,7 @@ stellar-sdk, not the service's HTTP, gRPC and metrics stacks (about 35 MB less p
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Mapping
 
@@ -93,3 +94,10 @@ def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Le
         else:
             skipped[reason] = skipped.get(reason, 0) + 1
     return WorkResult(rows, skipped, time.perf_counter() - t0, events)
+
+
+def ignore_stop_signals() -> None:
+    """Worker-process initializer: SIGINT/SIGTERM sent to the whole process group are the service's to
+    handle; the service stops its workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

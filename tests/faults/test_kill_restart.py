@@ -41,12 +41,18 @@ def _clean_output() -> str:
     )
 
 
-def _run(port: int, tmp: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "WORKER_MODE": "thread",
+def _run(port: int, tmp: Path, worker_mode: str = "thread", new_group: bool = False) -> subprocess.Popen[str]:
+    env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "WORKER_MODE": worker_mode,
            "CHECKPOINT_PATH": str(tmp / "cp.json"), "OUTPUT": str(tmp / "out.jsonl"), "PROGRESS_EVERY": "1",
            "INSTANCE_EXTRAS": "false", "START_LEDGER": str(FIRST), "END_LEDGER": str(LAST),
            "BACKOFF_BASE_S": "0.05"}  # fmt: skip
-    return subprocess.Popen([*CDP, "run"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*CDP, "run"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                            start_new_session=new_group)  # fmt: skip
+
+
+def _wait_line(proc: subprocess.Popen[str], text: str) -> bool:
+    assert proc.stderr is not None
+    return any(text in line for line in proc.stderr)
 
 
 def _wait_commits(proc: subprocess.Popen[str], commits: int) -> bool:
@@ -86,4 +92,24 @@ def test_sigterm_exits_0_fast_and_resumes_exactly(upstream_port: int, tmp_path: 
     _, stderr = proc.communicate(timeout=120)
     assert 0 == proc.returncode, stderr
     assert "resuming from checkpoint" in stderr
+    assert _clean_output() == (tmp_path / "out.jsonl").read_text()
+
+
+@pytest.mark.parametrize("moment", ["once-started", "mid-stream"])
+def test_sigterm_to_the_whole_process_group_is_a_clean_stop(upstream_port: int, tmp_path: Path, moment: str) -> None:
+    """`systemctl stop` / `kill -TERM -PGID` reach the worker processes too: at any moment the run exits 0,
+    reports no ledger as bad, prints no traceback, and a restart completes the output exactly."""
+    proc = _run(upstream_port, tmp_path, worker_mode="process", new_group=True)
+    if moment == "once-started":
+        assert _wait_line(proc, "service started")
+    elif moment == "mid-stream":
+        assert _wait_commits(proc, 20)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert 0 == proc.returncode, stderr
+    assert "Traceback" not in stderr
+    assert "could not be processed" not in stderr
+    proc = _run(upstream_port, tmp_path)
+    _, stderr = proc.communicate(timeout=120)
+    assert 0 == proc.returncode, stderr
     assert _clean_output() == (tmp_path / "out.jsonl").read_text()

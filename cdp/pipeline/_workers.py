@@ -1,0 +1,77 @@
+"""Where ledgers are processed: worker processes (trio-parallel) or threads, and what a worker's
+death means.
+
+A worker process can die for reasons that are not its ledger's fault (the OOM killer, a stray
+signal), so a ledger whose worker died is retried on a fresh worker; only a ledger that kills its
+worker ``DEATHS_PER_LEDGER`` times is bad. Workers ignore SIGINT and SIGTERM: a signal sent to the
+whole process group (``systemctl stop``, Ctrl-C in a terminal) reaches the service, which stops
+them itself, instead of killing the ledgers they hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Final
+
+import trio
+import trio_parallel
+
+from cdp._config import Config
+from cdp.extract import Ledger
+from cdp.processors import LedgerProcessor, RowFilter, WorkResult, ignore_stop_signals, process_ledger
+
+LOG = logging.getLogger("cdp.pipeline")
+
+DEATHS_PER_LEDGER: Final = 3
+WORKER_EXIT_GRACE_S: Final = 5.0  # idle workers asked to exit at shutdown get this long before SIGKILL
+
+# Runs one ledger through the processor and the filters somewhere (a worker process, a thread).
+WorkRunner = Callable[[LedgerProcessor, RowFilter, Ledger], Awaitable[WorkResult]]
+
+
+class WorkerDied(Exception):
+    """The ledger killed every worker it was given."""
+
+
+class Workers:
+    def __init__(self, run: WorkRunner) -> None:
+        self.run = run
+        self.deaths = 0  # worker processes that died holding a ledger
+
+
+async def _in_thread(processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
+    return await trio.to_thread.run_sync(process_ledger, processor, row_filter, ledger, abandon_on_cancel=True)
+
+
+@asynccontextmanager
+async def open_workers(config: Config) -> AsyncIterator[Workers]:
+    """Workers as ``WORKER_MODE`` says; leaving the block stops the worker processes."""
+    if config.worker_mode == "thread":
+        yield Workers(_in_thread)
+        return
+    # No more processes than cores (each holds ~75 MB); WORKER_COUNT tasks keep them fed.
+    limiter = trio.CapacityLimiter(max(1, min(config.worker_count, os.cpu_count() or 1)))
+    async with trio_parallel.open_worker_context(init=ignore_stop_signals, grace_period=WORKER_EXIT_GRACE_S) as ctx:
+
+        async def in_process(processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
+            for attempt in range(1, DEATHS_PER_LEDGER + 1):
+                try:
+                    result: WorkResult = await ctx.run_sync(
+                        process_ledger, processor, row_filter, ledger, kill_on_cancel=True, limiter=limiter
+                    )
+                    return result
+                except trio_parallel.BrokenWorkerError as exc:
+                    workers.deaths += 1
+                    if attempt == DEATHS_PER_LEDGER:
+                        raise WorkerDied(f"worker process died {attempt} times on this ledger (last: {exc})") from None
+                    LOG.warning(
+                        "worker process died ledger=%d attempt=%d error=%r: retrying on a fresh worker",
+                        ledger.sequence, attempt, str(exc),
+                    )  # fmt: skip
+            raise AssertionError("unreachable")
+
+        workers = Workers(in_process)
+        yield workers
