@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--fail-after", type=int, default=0, help="abort each stream with UNAVAILABLE after N")
     fake.add_argument("--die-after", type=int, default=0, help="exit the process after N ledgers")
     fake.add_argument("--stall-after", type=int, default=0, help="stop sending after N, keep the connection")
-    for name in ("skip", "duplicate", "corrupt", "mislabel", "reorder"):
+    for name in ("skip", "duplicate", "corrupt", "mislabel", "reorder", "garbage"):
         fake.add_argument(f"--{name}", type=int, action="append", default=[], metavar="SEQ")
     fake.add_argument("--corrupt-kind", choices=("random", "truncated", "wrong-type", "oversize"), default="random")
 
@@ -174,7 +174,8 @@ def _cmd_fake_source(args: argparse.Namespace) -> None:
         soroban_txs=args.soroban_txs, ledger_bytes=args.ledger_bytes, end_stream=args.end_stream,
         rate=args.rate, fail_after=args.fail_after, die_after=args.die_after, stall_after=args.stall_after,
         skip=frozenset(args.skip), duplicate=frozenset(args.duplicate), corrupt=frozenset(args.corrupt),
-        mislabel=frozenset(args.mislabel), reorder=frozenset(args.reorder), corrupt_kind=args.corrupt_kind,
+        mislabel=frozenset(args.mislabel), reorder=frozenset(args.reorder), garbage=frozenset(args.garbage),
+        corrupt_kind=args.corrupt_kind,
     )  # fmt: skip
 
     async def main() -> None:

@@ -242,3 +242,18 @@ async def test_a_closed_receiver_ends_the_source_quietly(loop: object) -> None:
                         await receive.receive()
             assert 5 == src.statistics().next_sequence  # 2, 3 and 4 were taken; 5 found no reader
             nursery.cancel_scope.cancel()
+
+
+async def test_a_frame_that_is_not_a_raw_ledger_is_a_counted_reconnect(loop: object) -> None:
+    """A non-protobuf frame mid-stream: counted as an upstream protocol error, then a reconnect at the
+    same ledger; every ledger of the range arrives once."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            ep = await _fake(nursery, garbage=frozenset({6}))
+            src = LedgerSource(_config(ep, start_ledger=2, end_ledger=12), 2)
+            assert list(range(2, 13)) == await _collect(src)
+            stats = src.statistics()
+            assert {"protocol": 1} == stats.failures_by_kind
+            assert stats.last_error is not None
+            assert stats.last_error.startswith("not a RawLedger message: field 2 of 65535 bytes runs past")
+            nursery.cancel_scope.cancel()

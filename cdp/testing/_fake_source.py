@@ -69,6 +69,7 @@ class FakeSourceOptions:
     corrupt_kind: str = attrs.field(default="random", validator=attrs.validators.in_(CORRUPT_KINDS))
     mislabel: frozenset[int] = frozenset()  # send these with a wrong `sequence` field
     reorder: frozenset[int] = frozenset()  # send SEQ+1 before SEQ, the first time they come up
+    garbage: frozenset[int] = frozenset()  # send a frame that is not a RawLedger instead, the first time
 
 
 class _Provider:
@@ -99,6 +100,15 @@ class _Provider:
         return stored.raw if stored else None
 
 
+class _NotARawLedger(RawLedger):
+    """What a broken or hostile upstream might frame as a message: field 2 claims more bytes than follow."""
+
+    def __bytes__(self) -> bytes:
+        return b"\x08\x05\x12\xff\xff\x03abc"
+
+    SerializeToString = __bytes__
+
+
 class FakeRawLedgerService(RawLedgerServiceBase):
     def __init__(self, options: FakeSourceOptions) -> None:
         self.options = options
@@ -106,6 +116,7 @@ class FakeRawLedgerService(RawLedgerServiceBase):
         self.sent_total = 0
         self.streams = 0
         self._skipped: set[int] = set()
+        self._garbled: set[int] = set()
 
     async def stream_raw_ledgers(self, request: StreamLedgersRequest) -> AsyncIterator[RawLedger]:
         o = self.options
@@ -135,6 +146,11 @@ class FakeRawLedgerService(RawLedgerServiceBase):
                 yield RawLedger(sequence=seq + 1, ledger_close_meta_xdr=nxt)
                 sent += 1
                 self.sent_total += 1
+            if seq in o.garbage and seq not in self._garbled:
+                self._garbled.add(seq)
+                await asyncio.sleep(1 / o.rate if o.rate else 0)
+                yield _NotARawLedger()
+                continue  # the client reconnects; the next stream sends the ledger itself
             if seq in o.corrupt:
                 raw = corrupt_bytes(raw, o.corrupt_kind)
             label = seq + 1000 if seq in o.mislabel else seq

@@ -20,6 +20,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
+from ._wire import ProtocolViolation, parse_raw_ledger
 from .proto.raw_ledger_service import RawLedger, StreamLedgersRequest
 
 METHOD: Final = "/raw_ledger_service.RawLedgerService/StreamRawLedgers"
@@ -37,7 +38,7 @@ CONNECTION_ERRORS: Final = (
     asyncio.TimeoutError,
     EOFError,
 )
-STREAM_ERRORS: Final = (GRPCError, *CONNECTION_ERRORS)
+STREAM_ERRORS: Final = (GRPCError, ProtocolViolation, *CONNECTION_ERRORS)
 
 
 @attrs.frozen
@@ -63,6 +64,8 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, GRPCError):
         text = f"{exc.status.name}: {exc.message}"
         return Failure(exc.status.name.lower(), text, exc.status in RETRIABLE_STATUSES)
+    if isinstance(exc, ProtocolViolation):  # a broken or hostile upstream: count it and reconnect
+        return Failure("protocol", f"not a RawLedger message: {exc}", True)
     return Failure("connection", f"{type(exc).__name__}: {exc}", True)
 
 
@@ -80,12 +83,17 @@ async def _recv_limited(stream: Any, limit: int) -> Message | None:
         prefix = await stream._stream.recv_data(5)
         if not prefix:
             return None
+        if len(prefix) != 5:
+            raise ProtocolError("stream ended inside a message prefix")
         if prefix[0]:
             raise ProtocolError("compressed gRPC messages are not supported")
         size = int.from_bytes(prefix[1:5], "big")
         if size <= limit:
-            message = RawLedger().parse(await stream._stream.recv_data(size))
-            return Message(message.sequence, message.ledger_close_meta_xdr)
+            data = await stream._stream.recv_data(size)
+            if len(data) != size:
+                raise ProtocolError("stream ended inside a message")
+            sequence, raw = parse_raw_ledger(data)
+            return Message(sequence, raw)
         left = size
         while left:
             chunk = await stream._stream.recv_data(min(left, 1 << 20))

@@ -23,8 +23,9 @@ FIRST, LAST = 2, 60
         (["--reorder", "30"], "gap in upstream stream: expected ledger 30, got 31"),
         (["--mislabel", "41"], "sequence field disagrees with the XDR header field=1041 header=41"),
         (["--fail-after", "15"], "upstream failed kind=unavailable"),
+        (["--garbage", "33"], "upstream failed kind=protocol"),
     ],
-    ids=["stall", "gap", "duplicate", "out-of-order", "sequence-mismatch", "abort"],
+    ids=["stall", "gap", "duplicate", "out-of-order", "sequence-mismatch", "abort", "non-protobuf-frame"],
 )
 def test_misbehaving_upstream_loses_nothing(
     fake_process: FakeSourceProcess, tmp_path: Path, faults: list[str], evidence: str
