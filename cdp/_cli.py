@@ -51,6 +51,12 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="TOML file with settings (lowest precedence)")
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..65535)")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cdp {__version__}")
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fake = sub.add_parser("fake-source", help="serve RawLedgerService from synthetic ledgers or files")
     fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=50053)
+    fake.add_argument("--port", type=_port, default=50053, help="0 picks a free port (default 50053)")
     fake.add_argument("--ledgers", type=Path, nargs="*", default=[], help="raw XDR files, *.xdr.zst batches, or dirs")
     fake.add_argument("--seed", type=int, default=0)
     fake.add_argument("--network", default=None, help="passphrase or pubnet/testnet/futurenet (synthetic SAC ids)")

@@ -187,7 +187,9 @@ class Config:
         origin: dict[str, str] = {}
         if toml_path is not None:
             try:
-                table = tomllib.loads(toml_path.read_text())
+                table = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"--config={toml_path}: not UTF-8 text (byte {exc.start})") from None
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"--config={toml_path}: {exc}") from None
             for key, value in table.items():

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -23,7 +24,7 @@ from cdp._errors import CdpError, OutputError, leaves, unwrap_cdp_error
 from cdp._watch import Watched
 from cdp.extract import Ledger, Row
 from cdp.ops import ServiceView, create_app, serve_http
-from cdp.pipeline import Pipeline, read_checkpoint
+from cdp.pipeline import Pipeline, guard_run, read_checkpoint, verify_resume
 from cdp.processors import LedgerProcessor, describe, load_processor
 from cdp.sinks import RowsCallback, open_sink
 from cdp.upstream import LedgerSource
@@ -72,13 +73,15 @@ class ServiceHandle:
         await self.wait_state(ServiceState.DONE)
 
 
-def _resume(config: Config) -> tuple[int, int | None]:
-    """Where to start: after the checkpoint if there is one, else ``start_ledger``."""
+def _resume(config: Config, prefix: str) -> tuple[int, int | None]:
+    """Where to start: after the checkpoint if there is one (checked against the output), else
+    ``start_ledger``."""
     if config.checkpoint_path is None:
         return config.start_ledger, None
     cp = read_checkpoint(config.checkpoint_path)
     if cp is None:
         return config.start_ledger, 0 if config.output != "-" else None
+    verify_resume(config, cp, prefix)
     LOG.info("resuming from checkpoint ledger=%d output_offset=%s", cp.ledger, cp.output_offset)
     return cp.ledger + 1, cp.output_offset
 
@@ -132,16 +135,27 @@ async def _serve(
     processor: LedgerProcessor | None,
     task_status: trio.TaskStatus[ServiceHandle],
 ) -> None:
-    start, resume_offset = _resume(config)
-    if config.end_ledger and start > config.end_ledger:
-        raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
     if config.checkpoint_path is not None:
         _probe_writable(config.checkpoint_path.parent, "CHECKPOINT_PATH", config.checkpoint_path)
+    with guard_run(config):  # one instance per checkpoint and output, for the whole run
+        await _serve_locked(config, on_rows, processor, task_status)
+
+
+async def _serve_locked(
+    config: Config,
+    on_rows: RowsCallback | None,
+    processor: LedgerProcessor | None,
+    task_status: trio.TaskStatus[ServiceHandle],
+) -> None:
     processor = processor or load_processor(config.processor, config)
+    start, resume_offset = _resume(config, describe(processor))
+    if config.end_ledger and start > config.end_ledger:
+        raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
+    opening = partial(
+        open_sink, config, on_rows=on_rows, start=start, resume_offset=resume_offset, processor_name=describe(processor)
+    )
     try:
-        sink = open_sink(
-            config, on_rows=on_rows, start=start, resume_offset=resume_offset, processor_name=describe(processor)
-        )
+        sink = await trio.to_thread.run_sync(opening)  # opening a FIFO waits for its reader
     except OSError as exc:
         raise CdpError(f"OUTPUT={config.output}: cannot open for writing: {exc.strerror or exc}") from None
     source = LedgerSource(config, start)

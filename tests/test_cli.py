@@ -135,3 +135,19 @@ def test_busy_ports_are_one_line_errors() -> None:
         fake.stderr.strip().splitlines()[-1].startswith(f"cdp: error: fake source cannot listen on 127.0.0.1:{port}: ")
     )
     assert "Traceback" not in run.stderr + fake.stderr
+
+
+def test_documented_exits_for_unusable_settings(tmp_path: Path) -> None:
+    """Settings `cdp` cannot use are usage errors (exit 2), one line each, never a traceback."""
+    bad_toml = tmp_path / "cdp.toml"
+    bad_toml.write_bytes(b'worker_count = "\xff\xfe"\n')
+    cases = [
+        (["run", "--config", str(bad_toml)], {}, f"cdp: error: --config={bad_toml}: not UTF-8 text (byte 16)"),
+        (["fake-source", "--port", "70000"], {}, "argument --port: '70000' is not a port (0..65535)"),
+        (["run"], {"HEALTH_HOST": "192.0.2.1", "HEALTH_PORT": "0"}, "cdp: error: HEALTH_HOST=192.0.2.1: cannot listen"),
+    ]
+    for args, env, expected in cases:
+        proc = _run(*args, env={**os.environ, **env}, timeout=60)
+        assert 2 == proc.returncode, (args, proc.stderr)
+        assert expected in proc.stderr.strip().splitlines()[-1]
+        assert "Traceback" not in proc.stderr

@@ -11,6 +11,7 @@ committed ledger took more than ``LAG_DEGRADED_S`` from receipt to commit; ``hea
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response
 from quart_trio import QuartTrio
 
-from cdp._errors import CdpError
+from cdp._errors import CdpError, ConfigError
 from cdp._version import __version__
 from cdp.pipeline import PipelineStatistics
 from cdp.upstream import BreakerState, SourceStatistics
@@ -170,7 +171,10 @@ def _listening_socket(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
-        raise CdpError(f"HEALTH_PORT={port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:  # no such local address
+            raise ConfigError(f"HEALTH_HOST={host}: cannot listen on {host}:{port}: {reason}") from None
+        raise CdpError(f"HEALTH_PORT={port}: cannot listen on {host}:{port}: {reason}") from None
     return sock
 
 

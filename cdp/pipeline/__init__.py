@@ -4,6 +4,8 @@ from ._budget import ByteBudget as ByteBudget
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import read_checkpoint as read_checkpoint
 from ._checkpoint import write_checkpoint as write_checkpoint
+from ._guard import guard_run as guard_run
+from ._guard import verify_resume as verify_resume
 from ._latency import HistogramSnapshot as HistogramSnapshot
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import PipelineStatistics as PipelineStatistics
@@ -14,6 +16,8 @@ __all__ = [
     "HistogramSnapshot",
     "Pipeline",
     "PipelineStatistics",
+    "guard_run",
     "read_checkpoint",
+    "verify_resume",
     "write_checkpoint",
 ]

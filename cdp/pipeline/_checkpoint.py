@@ -8,13 +8,18 @@ from pathlib import Path
 
 import attrs
 
-from cdp._errors import CdpError
+from cdp._errors import CdpError, ConfigError
 
 
 @attrs.frozen
 class Checkpoint:
     ledger: int
     output_offset: int | None = None  # None for outputs that cannot be truncated (stdout, callbacks)
+
+
+def _whole(value: object) -> bool:
+    """A non-negative integer, and not a bool (``True`` is an int to Python, not a ledger)."""
+    return type(value) is int and value >= 0
 
 
 def read_checkpoint(path: Path) -> Checkpoint | None:
@@ -26,14 +31,14 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
     except OSError as exc:
         raise CdpError(f"CHECKPOINT_PATH={path}: cannot read it: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise CdpError(f"CHECKPOINT_PATH={path}: is not JSON: {exc}") from None
+        raise ConfigError(f"CHECKPOINT_PATH={path}: is not JSON: {exc}") from None
     try:
         ledger = data["ledger"]
         offset = data.get("output_offset")
-        if not isinstance(ledger, int) or ledger < 0 or not (offset is None or isinstance(offset, int)):
+        if not _whole(ledger) or not (offset is None or _whole(offset)):
             raise TypeError
     except (TypeError, KeyError, AttributeError):
-        raise CdpError(f"CHECKPOINT_PATH={path}: is not a cdp checkpoint: {data!r:.200}") from None
+        raise ConfigError(f"CHECKPOINT_PATH={path}: is not a cdp checkpoint: {data!r:.200}") from None
     return Checkpoint(ledger, offset)
 
 

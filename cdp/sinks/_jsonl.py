@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,11 @@ def dumps_row(row: Row) -> str:
 
 
 class JsonlFileSink(_WritesThrough):
-    """Appends to a file; ``resume_offset`` truncates it back to the last checkpoint first."""
+    """Appends to a file; ``resume_offset`` truncates it back to the last checkpoint first.
+
+    A path that is not a regular file (``/dev/null``, a FIFO) is written as a stream: nothing to
+    truncate or fsync, and no offset to resume from. Opening a FIFO waits for its reader.
+    """
 
     name = "jsonl_file"
 
@@ -30,21 +35,24 @@ class JsonlFileSink(_WritesThrough):
         self.path = path
         # Unbuffered: after a failed write (disk full) nothing is left in a buffer to fail again at close.
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self.regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         self.offset = resume_offset or 0
-        os.ftruncate(self._fd, self.offset)
-        os.lseek(self._fd, self.offset, os.SEEK_SET)
+        if self.regular:
+            os.ftruncate(self._fd, self.offset)
+            os.lseek(self._fd, self.offset, os.SEEK_SET)
 
     async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         if rows:
             data = "".join(dumps_row(r) + "\n" for r in rows).encode()
             await trio.to_thread.run_sync(self._write_durably, data)
-        return Durable(sequence, self.offset)
+        return Durable(sequence, self.offset if self.regular else None)
 
     def _write_durably(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
-        os.fsync(self._fd)
+        if self.regular:
+            os.fsync(self._fd)
         self.offset += len(data)
 
     def close(self) -> None:
