@@ -70,6 +70,9 @@ class Config:
         "port of /health, /ready and /metrics (0 picks a free one)",
         validator=between(0, 65535, " (0 picks a free port)"),
     )
+    http_max_connections: int = setting(
+        64, "HTTP connections served at once; more wait in the accept queue", validator=between(1, 10_000)
+    )
     worker_count: int = setting(4, "concurrent ledger workers", validator=between(1, 256))
     worker_mode: WorkerMode = setting("process", "process (trio-parallel worker processes, every core) or thread")
     channel_buffer_size: int = setting(

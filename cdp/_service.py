@@ -165,8 +165,9 @@ async def _serve_locked(
     handle: ServiceHandle | None = None
     try:
         async with trio.open_nursery() as nursery:
+            http = partial(serve_http, max_connections=config.http_max_connections)
             port = await nursery.start(
-                serve_http, create_app(view), config.health_host, config.health_port, http_closing.wait
+                http, create_app(view), config.health_host, config.health_port, http_closing.wait
             )
             handle = ServiceHandle(port, start, view)
             try:

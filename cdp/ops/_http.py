@@ -15,13 +15,11 @@ import errno
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, Final, Protocol
 
 import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from quart import Response
 from quart_trio import QuartTrio
 
@@ -30,6 +28,7 @@ from cdp._version import __version__
 from cdp.pipeline import PipelineStatistics
 from cdp.upstream import BreakerState, SourceStatistics
 
+from ._http_server import serve_capped
 from ._metrics import exposition, open_registry
 
 LAG_DEGRADED_S: Final = 30.0  # receipt to commit; pubnet closes a ledger every ~6 s, so 5 behind
@@ -184,21 +183,25 @@ async def serve_http(
     port: int,
     shutdown_trigger: Callable[[], Awaitable[Any]],
     *,
+    max_connections: int = 64,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until ``shutdown_trigger`` returns, then let requests in flight finish
-    (Hypercorn's graceful close, ``GRACEFUL_TIMEOUT_S``); reports the bound port.
+    (``GRACEFUL_TIMEOUT_S``); at most ``max_connections`` are open at once. Reports the bound port.
 
     Raises:
+        ConfigError: ``host`` is not a local address.
         CdpError: the port cannot be bound, naming host, port and reason.
     """
     sock = _listening_socket(host, port)
     bound = int(sock.getsockname()[1])
     config = HypercornConfig()
-    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) it from here
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
-    async with trio.open_nursery() as nursery:
-        await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=shutdown_trigger))
-        task_status.started(bound)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_capped, app, config, sock, max_connections, shutdown_trigger)
+            task_status.started(bound)
+    finally:
+        sock.close()
