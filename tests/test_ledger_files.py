@@ -1,0 +1,81 @@
+"""Ledger files and galexie batches: split without a decode, refused with one line, bounded in memory."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import zstandard
+from stellar_sdk import xdr
+
+from cdp._errors import LedgerDecodeError
+from cdp.testing import SyntheticLedgers
+from cdp.xdr._files import read_file
+
+GEN = SyntheticLedgers(seed=4)
+
+
+def _batch(path: Path, sequences: range) -> list[bytes]:
+    raws = [GEN.ledger(s) for s in sequences]
+    metas = [xdr.LedgerCloseMeta.from_xdr_bytes(r) for r in raws]
+    batch = xdr.LedgerCloseMetaBatch(xdr.Uint32(sequences[0]), xdr.Uint32(sequences[-1]), metas)
+    path.write_bytes(zstandard.ZstdCompressor().compress(batch.to_xdr_bytes()))
+    return raws
+
+
+@pytest.mark.parametrize("ending", [".xdr.zst", ".xdr.zstd"])
+def test_a_batch_splits_into_its_ledgers_byte_for_byte(tmp_path: Path, ending: str) -> None:
+    path = tmp_path / f"batch{ending}"
+    raws = _batch(path, range(10, 14))
+    got = list(read_file(path))
+    assert [10, 11, 12, 13] == [g.sequence for g in got]
+    assert raws == [g.raw for g in got]
+    assert f"{path}[3]" == got[3].origin
+
+
+def test_a_truncated_batch_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "batch.xdr.zst"
+    _batch(path, range(10, 13))
+    plain = zstandard.ZstdDecompressor().decompress(path.read_bytes())
+    path.write_bytes(zstandard.ZstdCompressor().compress(plain[: len(plain) // 2]))
+    with pytest.raises(LedgerDecodeError, match=f"^{path}\\[?.*not a LedgerCloseMetaBatch"):
+        list(read_file(path))
+
+
+def test_not_zstd_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "batch.xdr.zst"
+    path.write_bytes(b"not zstd at all")
+    with pytest.raises(LedgerDecodeError, match=f"^{path}: not a zstd file"):
+        list(read_file(path))
+
+
+BOMB_CHECK = """
+import resource, sys
+from pathlib import Path
+from cdp._errors import LedgerDecodeError
+from cdp.xdr._files import read_file
+try:
+    list(read_file(Path(sys.argv[1])))
+except LedgerDecodeError as exc:
+    print(exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_zstd_bomb_is_refused_within_bounded_memory(tmp_path: Path) -> None:
+    """1 GiB of zeros behind a one-ledger batch header, a few KB compressed: refused at 64 MiB."""
+    path = tmp_path / "bomb.xdr.zst"
+    with open(path, "wb") as f, zstandard.ZstdCompressor().stream_writer(f) as out:
+        out.write(struct.pack(">III", 10, 10, 1))
+        zeros = bytes(1 << 20)
+        for _ in range(1024):
+            out.write(zeros)
+    assert path.stat().st_size < 1 << 20
+    proc = subprocess.run([sys.executable, "-c", BOMB_CHECK, str(path)], capture_output=True, text=True, timeout=120)
+    assert 0 == proc.returncode, proc.stderr
+    message, peak_mb = proc.stdout.splitlines()
+    assert message.startswith(f"{path}: decompresses to more than 67108876 bytes")
+    assert int(peak_mb) < 300
