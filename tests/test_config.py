@@ -113,6 +113,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "health_host": ("", "must not be empty"),
     "health_port": ("0x", "expected a whole number"),
     "worker_count": ("0", "must be 1..256"),
+    "http_max_connections": ("0", "must be 1..10000"),
     "worker_mode": ("gpu", "must be one of process, thread"),
     "channel_buffer_size": ("-3", "must be 1..100000"),
     "network_passphrase": ("", "must not be empty"),

@@ -114,7 +114,8 @@ def _module_imports(path: Path, module: str, is_package: bool) -> set[str]:
                     parts = package.split(".")[: len(package.split(".")) - inner.level + 1]
                     base = ".".join(parts + ([base] if base else []))
                 if base.startswith("cdp"):
-                    found.add(base)
+                    if inner.module is not None:  # `from . import _x` loads the submodule, not the package body
+                        found.add(base)
                     found.update(f"{base}.{a.name}" for a in inner.names)
             elif isinstance(inner, ast.Import):
                 found.update(a.name for a in inner.names if a.name.startswith("cdp"))
