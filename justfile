@@ -34,6 +34,10 @@ fuzz inputs="1000000": setup
 soak minutes="5": setup
     {{py}} bench/soak.py --minutes {{minutes}}
 
+# kill a worker process at random moments in 10 runs of 1,000 ledgers, then SIGTERM the process group; prints results
+kills: setup
+    {{py}} bench/worker_kill.py
+
 # ruff and mypy
 lint: setup
     {{venv}}/bin/ruff check cdp tests examples bench

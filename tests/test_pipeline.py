@@ -17,8 +17,9 @@ from cdp._config import Config
 from cdp._errors import BadLedgerError
 from cdp.extract import Ledger, Row
 from cdp.pipeline import Pipeline, read_checkpoint
-from cdp.processors import LedgerProcessor, RowFilter, WorkResult, process_ledger
+from cdp.processors import ContractDataProcessor, LedgerProcessor, RowFilter, WorkResult, process_ledger
 from cdp.sinks import CallbackSink
+from cdp.testing import SyntheticLedgers
 
 from .helpers import SequenceProcessor, WorkerKillingProcessor
 
@@ -263,3 +264,33 @@ async def test_a_ledger_that_kills_every_worker_is_bad(tmp_path: Path) -> None:
             nursery.start_soon(_feed, send, range(2, 12))
             await pipeline.run(receive)
     assert [2, 3, 4, 5] == committed.sequences
+
+
+def _deeply_nested_ledger(depth: int) -> bytes:
+    """A ledger whose contract-data value is ``depth`` nested one-element vecs (built as bytes: stellar-sdk
+    cannot encode that deep)."""
+    from stellar_sdk import xdr
+
+    from cdp.testing._build import contract_data_entry, created, sym
+
+    gen = SyntheticLedgers(seed=1)
+    placeholder = sym("PLACEHOLDERX")
+    entry = contract_data_entry(500, b"\x05" * 32, sym("k"), placeholder, xdr.ContractDataDurability.PERSISTENT)
+    raw = gen.assemble(500, 2, [(b"\x01" * 32, [], [created(entry)])], None).to_xdr_bytes()
+    nested = b"\x00\x00\x00\x10\x00\x00\x00\x01\x00\x00\x00\x01" * depth + b"\x00\x00\x00\x01"
+    return raw.replace(placeholder.to_xdr_bytes(), nested)
+
+
+async def test_a_deeply_nested_scval_is_the_decoders_error_in_a_worker_process(tmp_path: Path) -> None:
+    """10,000 nested vecs: the ledger is refused with the decoder's own message, not a pickling failure."""
+    dead = tmp_path / "dead.jsonl"
+    config = _config(worker_mode="process", worker_count=1, on_bad_ledger="skip", dead_letter_path=str(dead))
+    processor = ContractDataProcessor(SyntheticLedgers(seed=1).passphrase)
+    pipeline = Pipeline(config, processor, CallbackSink(Committed()), checkpoint_path=None)
+    send, receive = trio.open_memory_channel[Ledger](1)
+    await send.send(Ledger(500, None, _deeply_nested_ledger(10_000)))
+    await send.aclose()
+    with trio.fail_after(120):
+        await pipeline.run(receive)
+    error = json.loads(dead.read_text())["error"]
+    assert error.startswith("LedgerDecodeError: not a valid LedgerCloseMeta at byte "), error

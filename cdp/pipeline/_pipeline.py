@@ -215,7 +215,9 @@ class Pipeline:
                 try:
                     assert self._workers is not None
                     slot.result = await self._workers.run(self.processor, self.row_filter, slot.ledger)
-                except Exception as exc:  # a processor's failure is one ledger's problem, not ours
+                    if slot.result.error is not None:
+                        slot.error = slot.result.error
+                except Exception as exc:  # e.g. a ledger that killed 3 workers: still one ledger's problem
                     slot.error = f"{type(exc).__name__}: {exc}"
                 slot.done.set()
 
@@ -270,7 +272,7 @@ class Pipeline:
         self._processed += 1
         self._rows += n_rows
         self._last_at = trio.current_time()
-        if slot.result is not None:
+        if slot.result is not None and slot.error is None:  # a failed ledger's time is not a ledger's
             self._processing.observe(slot.result.seconds)
         self._lag = self._last_at - slot.received_at
         if ledger.close_time is not None:

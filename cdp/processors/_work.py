@@ -78,6 +78,7 @@ class WorkResult:
     skipped: dict[str, int]
     seconds: float
     events: Mapping[str, int]
+    error: str | None = None  # "ExceptionType: message" when the processor raised
 
 
 def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
@@ -85,7 +86,13 @@ def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Le
     t0 = time.perf_counter()
     rows: list[Row] = []
     skipped: dict[str, int] = {}
-    out = processor.process(ledger)
+    try:
+        out = processor.process(ledger)
+    except Exception as exc:
+        # Returned, not raised: only the message crosses back from a worker process. A raised exception
+        # from a deeply nested ScVal (its chain holds a 10,000-frame RecursionError) fails trio-parallel's
+        # pickling and the ledger would be reported as "RecursionError ... while pickling".
+        return WorkResult([], {}, time.perf_counter() - t0, {}, error=f"{type(exc).__name__}: {exc}")
     produced, events = (out.rows, out.events) if isinstance(out, ProcessResult) else (out, {})
     for row in produced:
         reason = row_filter.reason_to_skip(row)
