@@ -95,16 +95,22 @@ def test_sigterm_exits_0_fast_and_resumes_exactly(upstream_port: int, tmp_path: 
     assert _clean_output() == (tmp_path / "out.jsonl").read_text()
 
 
-@pytest.mark.parametrize("moment", ["once-started", "mid-stream"])
-def test_sigterm_to_the_whole_process_group_is_a_clean_stop(upstream_port: int, tmp_path: Path, moment: str) -> None:
-    """`systemctl stop` / `kill -TERM -PGID` reach the worker processes too: at any moment the run exits 0,
+@pytest.mark.parametrize(
+    ("moment", "signum"),
+    [("once-started", signal.SIGTERM), ("mid-stream", signal.SIGTERM), ("once-started", signal.SIGINT)],
+    ids=["term-once-started", "term-mid-stream", "int-once-started"],
+)
+def test_a_stop_signal_to_the_whole_process_group_is_a_clean_stop(
+    upstream_port: int, tmp_path: Path, moment: str, signum: int
+) -> None:
+    """`systemctl stop` / `kill -TERM -PGID` / Ctrl-C reach the worker processes too: the run exits 0,
     reports no ledger as bad, prints no traceback, and a restart completes the output exactly."""
     proc = _run(upstream_port, tmp_path, worker_mode="process", new_group=True)
     if moment == "once-started":
         assert _wait_line(proc, "service started")
     elif moment == "mid-stream":
         assert _wait_commits(proc, 20)
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signum)
     _, stderr = proc.communicate(timeout=60)
     assert 0 == proc.returncode, stderr
     assert "Traceback" not in stderr
