@@ -122,26 +122,16 @@ async def serve(
         CdpError: the service cannot start (bad output, busy port, checkpoint past ``END_LEDGER``).
     """
     with unwrap_cdp_error():
-        if trio_asyncio.current_loop.get() is None:
-            async with trio_asyncio.open_loop():
-                await _serve(config, on_rows, processor, task_status)
-        else:
+        if config.checkpoint_path is not None:
+            _probe_writable(config.checkpoint_path.parent, "CHECKPOINT_PATH", config.checkpoint_path)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(guard_run(config))  # one instance per checkpoint and output, for the whole run
+            if trio_asyncio.current_loop.get() is None:
+                await stack.enter_async_context(trio_asyncio.open_loop())
             await _serve(config, on_rows, processor, task_status)
 
 
 async def _serve(
-    config: Config,
-    on_rows: RowsCallback | None,
-    processor: LedgerProcessor | None,
-    task_status: trio.TaskStatus[ServiceHandle],
-) -> None:
-    if config.checkpoint_path is not None:
-        _probe_writable(config.checkpoint_path.parent, "CHECKPOINT_PATH", config.checkpoint_path)
-    with guard_run(config):  # one instance per checkpoint and output, for the whole run
-        await _serve_locked(config, on_rows, processor, task_status)
-
-
-async def _serve_locked(
     config: Config,
     on_rows: RowsCallback | None,
     processor: LedgerProcessor | None,
