@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("skip", "duplicate", "corrupt", "mislabel", "reorder", "garbage"):
         fake.add_argument(f"--{name}", type=int, action="append", default=[], metavar="SEQ")
     fake.add_argument("--corrupt-kind", choices=("random", "truncated", "wrong-type", "oversize"), default="random")
+
+    store = sub.add_parser("datastore", help="galexie datastores (SEP-54)")
+    store_sub = store.add_subparsers(dest="datastore_command", required=True)
+    write = store_sub.add_parser("write", help="write a local datastore from ledger files or synthetic ledgers")
+    write.add_argument("directory", type=Path, metavar="DIR")
+    write.add_argument("paths", type=Path, nargs="*", metavar="FILE", help="raw XDR files, batches, or dirs")
+    write.add_argument("--synthetic", action="store_true", help="write synthetic ledgers --start..--end")
+    write.add_argument("--start", type=int, default=2)
+    write.add_argument("--end", type=int, default=101)
+    write.add_argument("--seed", type=int, default=0)
+    write.add_argument("--network", default=None, help="pubnet, testnet, futurenet or a passphrase (default: env)")
+    write.add_argument("--ledgers-per-file", type=int, default=1)
+    write.add_argument("--files-per-partition", type=int, default=64000)
 
     ext = sub.add_parser("extract", help="rows from ledger files as JSONL on stdout")
     ext.add_argument("paths", type=Path, nargs="+", metavar="PATH")
@@ -233,6 +246,35 @@ def _cmd_extract(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _cmd_datastore(args: argparse.Namespace) -> None:
+    from cdp.extract import Ledger
+    from cdp.testing import SyntheticLedgers
+    from cdp.upstream._layout import Layout, Manifest, write_store
+    from cdp.xdr._files import expand_paths, read_file
+
+    passphrase = NETWORKS.get((args.network or "").lower(), args.network) or Config.load().network_passphrase
+    if args.ledgers_per_file < 1 or args.files_per_partition < 1:
+        _fail("--ledgers-per-file and --files-per-partition must be >= 1", EXIT_USAGE)
+    if args.synthetic == bool(args.paths):
+        _fail("datastore write: give ledger FILEs or --synthetic, not both or neither", EXIT_USAGE)
+    if args.synthetic:
+        if not 1 <= args.start <= args.end:
+            _fail(f"--start={args.start} --end={args.end}: need 1 <= start <= end", EXIT_USAGE)
+        gen = SyntheticLedgers(seed=args.seed, passphrase=passphrase)
+        ledgers: list[Ledger] | Iterator[Ledger] = (
+            Ledger(s, gen.close_time(s), gen.ledger(s)) for s in range(args.start, args.end + 1)
+        )
+    else:
+        try:
+            stored = {s.sequence: s for p in expand_paths(args.paths) for s in read_file(p)}
+        except (LedgerDecodeError, OSError) as exc:
+            _fail(str(exc), 1)
+        ledgers = [Ledger(s, None, stored[s].raw) for s in sorted(stored)]
+    manifest = Manifest(passphrase, Layout(args.ledgers_per_file, args.files_per_partition))
+    files = write_store(args.directory, manifest, ledgers)
+    print(f"wrote {files} files to {args.directory}", file=sys.stderr)
+
+
 def _strip(exc: Exception, path: Path) -> str:
     return str(exc).removeprefix(f"{path}: ")
 
@@ -246,7 +288,8 @@ def main(argv: Sequence[str] | None = None, stops: StopSignals | None = None) ->
         stops.install()
     args = build_parser().parse_args(argv)
     args.stops = stops
-    commands = {"run": _cmd_run, "demo": _cmd_demo, "fake-source": _cmd_fake_source, "extract": _cmd_extract}
+    commands = {"run": _cmd_run, "demo": _cmd_demo, "fake-source": _cmd_fake_source, "extract": _cmd_extract,
+                "datastore": _cmd_datastore}  # fmt: skip
     try:
         with unwrap_cdp_error():
             commands[args.command](args)

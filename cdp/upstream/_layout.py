@@ -1,0 +1,135 @@
+"""The galexie datastore layout (SEP-54): object keys, the ``.config.json`` manifest, and writing a store.
+
+``../shared/docs/datastore-layout.md`` has the rules; the worked examples there are the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import zstandard
+
+from cdp._errors import ConfigError
+from cdp.extract import Ledger
+
+MANIFEST: Final = ".config.json"
+_M: Final = 0xFFFFFFFF
+
+
+@attrs.frozen
+class Layout:
+    """How ledgers are grouped: ``ledgers_per_file`` per object, ``files_per_partition`` per folder."""
+
+    ledgers_per_file: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    files_per_partition: int = attrs.field(default=64000, validator=attrs.validators.ge(1))
+
+    def file_range(self, sequence: int) -> tuple[int, int]:
+        """The first and last ledger of the file that holds ``sequence``."""
+        first = (sequence // self.ledgers_per_file) * self.ledgers_per_file
+        return first, first + self.ledgers_per_file - 1
+
+    def key(self, sequence: int, suffix: str = ".xdr.zst") -> str:
+        """The object key of the file holding ``sequence``, relative to the store's root."""
+        first, last = self.file_range(sequence)
+        name = f"{_M - first:08X}--{first}" + (f"-{last}" if self.ledgers_per_file > 1 else "") + suffix
+        if self.files_per_partition == 1:
+            return name
+        span = self.ledgers_per_file * self.files_per_partition
+        start = (sequence // span) * span
+        return f"{_M - start:08X}--{start}-{start + span - 1}/{name}"
+
+
+@attrs.frozen
+class Manifest:
+    network_passphrase: str
+    layout: Layout
+    version: str = "1.0"
+    compression: str = "zstd"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "networkPassphrase": self.network_passphrase,
+            "version": self.version,
+            "compression": self.compression,
+            "ledgersPerBatch": self.layout.ledgers_per_file,
+            "batchesPerPartition": self.layout.files_per_partition,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Manifest:
+        """Raises ConfigError naming ``where`` and the field that is wrong."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: not a datastore manifest (expected a JSON object)")
+        try:
+            passphrase, per_file, per_partition = (
+                data["networkPassphrase"], data["ledgersPerBatch"], data["batchesPerPartition"]
+            )  # fmt: skip
+        except KeyError as exc:
+            raise ConfigError(f"{where}: manifest has no {exc.args[0]!r}") from None
+        for name, value in (("ledgersPerBatch", per_file), ("batchesPerPartition", per_partition)):
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{where}: manifest {name}={value!r}: must be a whole number >= 1")
+        if data.get("compression", "zstd") != "zstd":
+            raise ConfigError(f"{where}: manifest compression={data['compression']!r}: only zstd is supported")
+        return cls(str(passphrase), Layout(per_file, per_partition), str(data.get("version", "1.0")))
+
+    def check(self, passphrase: str, layout: Layout | None, where: str) -> None:
+        """The store must be of the configured network, and of the layout the user gave, if any."""
+        if self.network_passphrase != passphrase:
+            raise ConfigError(
+                f"{where}: the store is for {self.network_passphrase!r}, NETWORK_PASSPHRASE is {passphrase!r}"
+            )
+        if layout is not None and layout != self.layout:
+            raise ConfigError(
+                f"{where}: the manifest says {self.layout.ledgers_per_file} ledgers per file and "
+                f"{self.layout.files_per_partition} files per partition, the settings say "
+                f"{layout.ledgers_per_file} and {layout.files_per_partition}"
+            )
+
+
+def batch_bytes(ledgers: list[Ledger]) -> bytes:
+    """The zstd ``LedgerCloseMetaBatch`` of consecutive ledgers, from their raw XDR (no re-encoding)."""
+    plain = struct.pack(">III", ledgers[0].sequence, ledgers[-1].sequence, len(ledgers))
+    return zstandard.ZstdCompressor().compress(plain + b"".join(ledger.raw for ledger in ledgers))
+
+
+def write_store(root: Path, manifest: Manifest, ledgers: Iterable[Ledger]) -> int:
+    """Write ``ledgers`` (ascending, consecutive) into a local store at ``root``; returns files written.
+
+    Each file is written whole to a temporary name and renamed, as galexie's uploads appear whole.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / MANIFEST
+    if path.exists():
+        Manifest.from_json(json.loads(path.read_text()), str(path)).check(
+            manifest.network_passphrase, manifest.layout, str(root)
+        )
+    else:
+        path.write_text(json.dumps(manifest.to_json(), indent=1) + "\n")
+    layout, files, pending = manifest.layout, 0, list[Ledger]()
+    for ledger in ledgers:
+        if pending and layout.file_range(ledger.sequence) != layout.file_range(pending[0].sequence):
+            files += _write_file(root, layout, pending)
+            pending = []
+        if pending and ledger.sequence != pending[-1].sequence + 1:
+            raise ConfigError(
+                f"ledgers {pending[-1].sequence} and {ledger.sequence} would share a file but are not consecutive"
+            )
+        pending.append(ledger)
+    if pending:
+        files += _write_file(root, layout, pending)
+    return files
+
+
+def _write_file(root: Path, layout: Layout, ledgers: list[Ledger]) -> int:
+    target = root / layout.key(ledgers[0].sequence)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(batch_bytes(ledgers))
+    tmp.replace(target)
+    return 1
