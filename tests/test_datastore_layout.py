@@ -65,8 +65,8 @@ def test_a_written_store_reads_back_ledger_for_ledger(tmp_path: Path) -> None:
     assert Layout(4, 3) == Manifest.from_json(json.loads((tmp_path / MANIFEST).read_text()), "x").layout
     back = [s for f in expand_paths([tmp_path]) for s in read_file(f)]
     assert [(ledger.sequence, ledger.raw) for ledger in ledgers] == sorted((s.sequence, s.raw) for s in back)
+    gap = [Ledger(s, None, gen.ledger(s)) for s in (28, 30)]
     with pytest.raises(ConfigError, match="^ledgers 28 and 30 would share a file but are not consecutive"):
-        gap = [Ledger(s, None, gen.ledger(s)) for s in (28, 30)]
         write_store(tmp_path, Manifest(gen.passphrase, Layout(4, 3)), gap)
     with pytest.raises(ConfigError, match="the manifest says 4 ledgers per file"):
         write_store(tmp_path, Manifest(gen.passphrase, Layout(1, 3)), ledgers[:1])
