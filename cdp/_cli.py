@@ -101,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     write.add_argument("--files-per-partition", type=int, default=64000)
 
     ext = sub.add_parser("extract", help="rows from ledger files as JSONL on stdout")
-    ext.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    ext.add_argument("paths", type=Path, nargs="*", metavar="PATH")
+    ext.add_argument("--datastore", default=None, metavar="URL", help="read --start-ledger..--end-ledger from a store")
+    ext.add_argument("--start-ledger", type=int, default=None)
+    ext.add_argument("--end-ledger", type=int, default=None)
     net = ext.add_mutually_exclusive_group()
     net.add_argument("--network", default=None, help="pubnet, testnet or futurenet")
     net.add_argument("--passphrase", default=None)
@@ -220,30 +223,69 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     keep = frozenset(row_fields(args.mode, args.instance_extras))
     filters = {a.name: getattr(args, a.name) for a in attrs.fields(Config) if hasattr(args, a.name)}
     row_filter = RowFilter.from_config(Config.load(environ={}, flags=filters))
-    failed = False
-    ledgers: list[StoredLedger] = []
-    for path in expand_paths(args.paths):
-        try:
-            ledgers.extend(read_file(path))
-        except (LedgerDecodeError, OSError) as exc:
-            print(f"cdp extract: {path}: {_strip(exc, path)}", file=sys.stderr)
-            failed = True
     out = sys.stdout
-    for ledger in sorted(ledgers, key=lambda item: item.sequence):
+
+    def emit(raw: bytes, origin: str) -> bool:
         try:
             if args.decoder == "fast":
-                rows, _ = extract_rows_fast(ledger.raw, passphrase, args.mode)
+                rows, _ = extract_rows_fast(raw, passphrase, args.mode)
             else:
-                rows = extract_rows(ledger.raw, passphrase, args.mode)
+                rows = extract_rows(raw, passphrase, args.mode)
         except LedgerDecodeError as exc:
-            print(f"cdp extract: {ledger.origin}: {exc}", file=sys.stderr)
-            failed = True
-            continue
+            print(f"cdp extract: {origin}: {exc}", file=sys.stderr)
+            return False
         kept = [r for r in rows if row_filter.reason_to_skip(r) is None]
         out.write("".join(dumps_row({k: v for k, v in r.items() if k in keep}) + "\n" for r in kept))
+        return True
+
+    if args.datastore is not None:
+        if args.paths or args.start_ledger is None or args.end_ledger is None:
+            _fail("extract --datastore URL takes --start-ledger and --end-ledger, and no PATHs", EXIT_USAGE)
+        failed = not trio.run(_extract_store, args, passphrase, emit)
+    else:
+        if not args.paths:
+            _fail("extract: give ledger files, or --datastore URL", EXIT_USAGE)
+        failed = False
+        ledgers: list[StoredLedger] = []
+        for path in expand_paths(args.paths):
+            try:
+                ledgers.extend(read_file(path))
+            except (LedgerDecodeError, OSError) as exc:
+                print(f"cdp extract: {path}: {_strip(exc, path)}", file=sys.stderr)
+                failed = True
+        for ledger in sorted(ledgers, key=lambda item: item.sequence):
+            failed = not emit(ledger.raw, ledger.origin) or failed
     out.flush()
     if failed:
         raise SystemExit(1)
+
+
+async def _extract_store(args: argparse.Namespace, passphrase: str, emit: Callable[[bytes, str], bool]) -> bool:
+    """Stream a store's range through ``emit`` (fetches run ahead in threads while a ledger is extracted)."""
+    from cdp.extract import Ledger
+    from cdp.upstream import DatastoreSource
+
+    config = Config.from_mapping(
+        {
+            "datastore_url": args.datastore,
+            "network_passphrase": passphrase,
+            "start_ledger": args.start_ledger,
+            "end_ledger": args.end_ledger,
+        }  # fmt: skip
+    )
+    ok = True
+    send, receive = trio.open_memory_channel[Ledger](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(DatastoreSource(config, config.start_ledger).run, send)
+        async with receive:
+            async for ledger in receive:
+                origin = f"{args.datastore} ledger {ledger.sequence}"
+                if ledger.problem is not None:
+                    print(f"cdp extract: {origin}: {ledger.problem}", file=sys.stderr)
+                    ok = False
+                    continue
+                ok = await trio.to_thread.run_sync(emit, ledger.raw, origin) and ok
+    return ok
 
 
 def _cmd_datastore(args: argparse.Namespace) -> None:

@@ -64,6 +64,22 @@ class Config:
     source_endpoint: tuple[str, ...] = setting(
         ("localhost:50053",), "upstream host:port; a comma list fails over in order", validator=endpoints
     )
+    datastore_url: str = setting(
+        "", "read ledgers from this galexie datastore (a path, file://, s3://, gs://) instead of SOURCE_ENDPOINT"
+    )
+    datastore_ledgers_per_file: int = setting(
+        0, "the store's layout when it has no manifest (0: from .config.json)", validator=between(0, 1_000_000)
+    )
+    datastore_files_per_partition: int = setting(
+        0, "the store's layout when it has no manifest (0: from .config.json)", validator=between(0, 100_000_000)
+    )
+    datastore_prefetch_files: int = setting(
+        0, "datastore files fetched ahead (0: 100 for 1-ledger files, fewer for larger)", validator=between(0, 10_000)
+    )
+    datastore_fetch_workers: int = setting(4, "concurrent datastore fetches", validator=between(1, 256))
+    datastore_poll_interval_s: float = setting(
+        2.0, "without END_LEDGER, how often to look for the next file galexie writes", validator=between(0.01, 3600)
+    )
     health_host: str = setting("0.0.0.0", "address the HTTP endpoints bind to", validator=not_empty)
     health_port: int = setting(
         8089,

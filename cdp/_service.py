@@ -27,7 +27,7 @@ from cdp.ops import ServiceView, create_app, serve_http
 from cdp.pipeline import Pipeline, guard_run, read_checkpoint, verify_resume
 from cdp.processors import LedgerProcessor, describe, load_processor
 from cdp.sinks import RowsCallback, open_sink
-from cdp.upstream import LedgerSource
+from cdp.upstream import DatastoreSource, LedgerSource
 
 LOG = logging.getLogger("cdp.service")
 
@@ -148,7 +148,7 @@ async def _serve(
         sink = await trio.to_thread.run_sync(opening)  # opening a FIFO waits for its reader
     except OSError as exc:
         raise CdpError(f"OUTPUT={config.output}: cannot open for writing: {exc.strerror or exc}") from None
-    source = LedgerSource(config, start)
+    source = DatastoreSource(config, start) if config.datastore_url else LedgerSource(config, start)
     pipeline = Pipeline(config, processor, sink, checkpoint_path=config.checkpoint_path)
     view = ServiceView(source, pipeline, sink.name)
     http_closing = trio.Event()
@@ -179,7 +179,7 @@ async def _serve(
 
 async def _stream(
     config: Config,
-    source: LedgerSource,
+    source: LedgerSource | DatastoreSource,
     pipeline: Pipeline,
     view: ServiceView,
     handle: ServiceHandle,
@@ -200,7 +200,8 @@ async def _stream(
             await nursery.start(pipeline.run, receive)
             LOG.info(
                 "service started start_ledger=%d end_ledger=%d http_port=%d endpoints=%s workers=%d",
-                handle.start_ledger, config.end_ledger, handle.http_port, ",".join(config.source_endpoint),
+                handle.start_ledger, config.end_ledger, handle.http_port,
+                config.datastore_url or ",".join(config.source_endpoint),
                 config.worker_count,
             )  # fmt: skip
             task_status.started(handle)

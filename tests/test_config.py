@@ -111,6 +111,12 @@ def test_cdp_run_exits_2_with_one_line(var: str, value: str) -> None:
 BAD_VALUES: dict[str, tuple[str, str]] = {
     "source_endpoint": ("host-without-port", "'host-without-port' is not host:port"),
     "health_host": ("", "must not be empty"),
+    "datastore_url": (None, "any text: the store itself is checked when the service starts"),
+    "datastore_ledgers_per_file": ("-1", "must be 0..1000000"),
+    "datastore_files_per_partition": ("x", "expected a whole number"),
+    "datastore_prefetch_files": ("20000", "must be 0..10000"),
+    "datastore_fetch_workers": ("0", "must be 1..256"),
+    "datastore_poll_interval_s": ("0", "must be 0.01..3600"),
     "health_port": ("0x", "expected a whole number"),
     "worker_count": ("0", "must be 1..256"),
     "http_max_connections": ("0", "must be 1..10000"),

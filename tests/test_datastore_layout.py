@@ -90,3 +90,8 @@ def test_cdp_datastore_write_then_extract_equals_the_ledgers_themselves(tmp_path
     assert expected
     assert expected == cdp("extract", "--network", "testnet", "--mode", "changes", str(tmp_path / "store"))
     assert expected == cdp("extract", "--network", "testnet", "--mode", "changes", str(tmp_path / "synthetic"))
+    inner = "".join(line + "\n" for line in expected.splitlines() if 42 <= json.loads(line)["ledger_sequence"] <= 49)
+    store = str(tmp_path / "store")
+    ranged = cdp("extract", "--network", "testnet", "--mode", "changes", "--datastore", store, "--start-ledger", "42",
+                 "--end-ledger", "49")  # fmt: skip
+    assert inner == ranged

@@ -5,10 +5,11 @@ Shared by ``cdp extract`` and the fake source, so both accept the same PATHs.
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import attrs
 import zstandard
@@ -47,27 +48,26 @@ BATCH_BYTES_CAP: Final = 256 * 1024 * 1024
 _CHUNK: Final = 1024 * 1024
 
 
-def _decompress_bounded(path: Path, max_ledger_bytes: int) -> bytes:
+def decompress_bounded(source: bytes | BinaryIO, origin: str, max_ledger_bytes: int) -> bytes:
     """Stream-decompress a batch, refusing it as soon as it grows past what its header allows."""
-    with open(path, "rb") as f:
-        reader = zstandard.ZstdDecompressor().stream_reader(f)
-        try:
-            plain = bytearray(reader.read(8))
-            if len(plain) < 8:
-                raise LedgerDecodeError(f"{path}: too short for a LedgerCloseMetaBatch ({len(plain)} bytes)")
-            start, end = struct.unpack(">II", plain)
-            if end < start:
-                raise LedgerDecodeError(f"{path}: batch header says ledgers {start}..{end}")
-            limit = min(BATCH_BYTES_CAP, 12 + (end - start + 1) * max_ledger_bytes)
-            while chunk := reader.read(_CHUNK):
-                plain += chunk
-                if len(plain) > limit:
-                    raise LedgerDecodeError(
-                        f"{path}: decompresses to more than {limit} bytes, the most {end - start + 1} ledgers of "
-                        f"MAX_LEDGER_BYTES={max_ledger_bytes} may take"
-                    )
-        except zstandard.ZstdError as exc:
-            raise LedgerDecodeError(f"{path}: not a zstd file: {exc}") from None
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(source) if isinstance(source, bytes) else source)
+    try:
+        plain = bytearray(reader.read(8))
+        if len(plain) < 8:
+            raise LedgerDecodeError(f"{origin}: too short for a LedgerCloseMetaBatch ({len(plain)} bytes)")
+        start, end = struct.unpack(">II", plain)
+        if end < start:
+            raise LedgerDecodeError(f"{origin}: batch header says ledgers {start}..{end}")
+        limit = min(BATCH_BYTES_CAP, 12 + (end - start + 1) * max_ledger_bytes)
+        while chunk := reader.read(_CHUNK):
+            plain += chunk
+            if len(plain) > limit:
+                raise LedgerDecodeError(
+                    f"{origin}: decompresses to more than {limit} bytes, the most {end - start + 1} ledgers of "
+                    f"MAX_LEDGER_BYTES={max_ledger_bytes} may take"
+                )
+    except zstandard.ZstdError as exc:
+        raise LedgerDecodeError(f"{origin}: not a zstd file: {exc}") from None
     return bytes(plain)
 
 
@@ -100,7 +100,9 @@ def read_file(path: Path, max_ledger_bytes: int = 64 * 1024 * 1024) -> Iterator[
         OSError: the file cannot be read.
     """
     if path.name.endswith((".zst", ".zstd")):
-        yield from split_batch(_decompress_bounded(path, max_ledger_bytes), str(path))
+        with open(path, "rb") as f:
+            plain = decompress_bounded(f, str(path), max_ledger_bytes)
+        yield from split_batch(plain, str(path))
         return
     data = path.read_bytes()
     try:

@@ -1,0 +1,256 @@
+"""Ledgers from a galexie datastore (SEP-54): a local directory, S3, GCS, or any fsspec URL.
+
+The store's files are fetched ahead in order by a few threads (fsspec is blocking I/O), at most
+``prefetch`` files held at once, each fetch retried with backoff; a batch is split with the
+generated skippers, never decoded. In a bounded range a missing file is an error naming its key;
+without an end, a missing file is one galexie has not written yet, and is polled for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Final
+
+import attrs
+import trio
+
+from cdp._config import Config
+from cdp._errors import ConfigError, LedgerDecodeError, UpstreamError
+from cdp.extract import Ledger
+from cdp.xdr import peek_header
+from cdp.xdr._files import decompress_bounded, split_batch
+
+from ._breaker import Backoff, BreakerState, BreakerStatistics
+from ._layout import MANIFEST, Layout, Manifest
+from ._source import SourceStatistics
+
+LOG = logging.getLogger("cdp.upstream")
+
+SUFFIXES: Final = (".xdr.zst", ".xdr.zstd")  # galexie >= v23, and the exports made before it
+FETCH_ATTEMPTS: Final = 4
+
+
+class Datastore:
+    """An opened store: its filesystem, root and layout (from the manifest, checked against the config)."""
+
+    def __init__(self, url: str, passphrase: str, layout: Layout | None) -> None:
+        import fsspec  # loaded only where a store is read
+
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:  # e.g. s3:// without the s3 extra
+            raise ConfigError(f"DATASTORE_URL={url}: {exc}") from None
+        self.url = url
+        raw = self.read(MANIFEST)
+        if raw is None:
+            if layout is None:
+                raise ConfigError(
+                    f"DATASTORE_URL={url}: no {MANIFEST}; give the layout with --datastore-ledgers-per-file "
+                    "and --datastore-files-per-partition"
+                )
+            self.layout = layout
+            return
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"DATASTORE_URL={url}: {MANIFEST} is not JSON: {exc}") from None
+        manifest = Manifest.from_json(data, f"{url}/{MANIFEST}")
+        manifest.check(passphrase, layout, f"DATASTORE_URL={url}")
+        self.layout = manifest.layout
+
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such object (blocking)."""
+        try:
+            data: bytes = self.fs.cat_file(f"{self.root.rstrip('/')}/{key}")
+            return data
+        except FileNotFoundError:
+            return None
+
+    def fetch_file(self, first: int) -> tuple[str, bytes | None]:
+        """The file holding ledger ``first`` under either suffix: its key and bytes (None if absent)."""
+        keys = [self.layout.key(first, suffix) for suffix in SUFFIXES]
+        for key in keys:
+            data = self.read(key)
+            if data is not None:
+                return key, data
+        return keys[0], None
+
+
+@attrs.define(eq=False)
+class _File:
+    first: int
+    prev: _File | None  # in live mode only the first missing file polls the store
+    done: trio.Event = attrs.field(factory=trio.Event)
+    key: str = ""
+    ledgers: list[Ledger] = attrs.field(factory=list)
+    error: BaseException | None = None
+
+
+class DatastoreSource:
+    """Streams ledgers from ``start`` on out of a datastore into a Trio channel, like ``LedgerSource``."""
+
+    def __init__(self, config: Config, start: int) -> None:
+        self.config = config
+        self.start = start
+        given = None
+        if config.datastore_ledgers_per_file:
+            given = Layout(config.datastore_ledgers_per_file, config.datastore_files_per_partition or 1)
+        self._given_layout = given
+        self.store: Datastore | None = None
+        self._next = start
+        self._received = 0
+        self._bytes = 0
+        self._retries = 0
+        self._failures: dict[str, int] = {}
+        self._last_error: str | None = None
+        self._last_at: float | None = None
+        self._rate = 0.0
+        self._rate_at: float | None = None
+        self._open = False
+
+    @property
+    def endpoint(self) -> str:
+        return self.config.datastore_url
+
+    def statistics(self) -> SourceStatistics:
+        return SourceStatistics(
+            connected=self._open,
+            endpoint=self.endpoint,
+            ledgers_received=self._received,
+            bytes_received=self._bytes,
+            ingest_rate=self._rate,
+            last_sequence=self._next - 1 if self._received else None,
+            next_sequence=self._next,
+            reconnects=self._retries,
+            gaps=0,
+            duplicates=0,
+            sequence_mismatches=0,
+            failures_by_kind=dict(self._failures),
+            last_error=self._last_error,
+            last_message_at=self._last_at,
+            breaker=BreakerStatistics(BreakerState.CLOSED, 0, 0, 0),
+        )
+
+    async def run(
+        self, send: trio.MemorySendChannel[Ledger], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Deliver ledgers ``start``..``end_ledger`` (then close ``send``), or follow the store forever.
+
+        Raises:
+            ConfigError: the store's manifest disagrees with the settings.
+            UpstreamError: a file of a bounded range is missing or cannot be fetched.
+        """
+        self.store = await trio.to_thread.run_sync(
+            Datastore, self.config.datastore_url, self.config.network_passphrase, self._given_layout
+        )
+        self._open = True
+        task_status.started()
+        layout = self.store.layout
+        per_file = layout.ledgers_per_file
+        prefetch = self.config.datastore_prefetch_files or max(2, min(100, 6400 // per_file))
+        limiter = trio.CapacityLimiter(self.config.datastore_fetch_workers)
+        order_send, order_recv = trio.open_memory_channel[_File](prefetch)
+        try:
+            async with send, trio.open_nursery() as nursery:
+                nursery.start_soon(self._schedule, order_send, limiter, layout.file_range(self.start)[0], nursery)
+                try:
+                    async with order_recv:
+                        async for file in order_recv:
+                            await file.done.wait()
+                            if file.error is not None:
+                                raise file.error
+                            if await self._deliver(file, send):
+                                break
+                except trio.BrokenResourceError:
+                    LOG.debug("downstream stopped taking ledgers next=%d", self._next)  # it reports why
+                nursery.cancel_scope.cancel("range delivered or downstream gone")
+        finally:
+            self._open = False
+
+    async def _schedule(
+        self, order: trio.MemorySendChannel[_File], limiter: trio.CapacityLimiter, first: int, nursery: trio.Nursery
+    ) -> None:
+        """One slot per file, in order; each fetched by its own task under the limiter."""
+        assert self.store is not None
+        per_file = self.store.layout.ledgers_per_file
+        end = self.config.end_ledger or math.inf
+        prev = None
+        async with order:
+            while first <= end:
+                file = _File(first, prev)
+                await order.send(file)
+                nursery.start_soon(self._fetch, file, limiter)
+                first += per_file
+                prev = file
+
+    async def _fetch(self, file: _File, limiter: trio.CapacityLimiter) -> None:
+        assert self.store is not None
+        backoff = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s)
+        try:
+            while True:
+                try:
+                    async with limiter:
+                        key, data = await trio.to_thread.run_sync(self.store.fetch_file, file.first)
+                except OSError as exc:  # a transient storage error: retry with backoff
+                    self._count("fetch", f"{file.first}: {type(exc).__name__}: {exc}")
+                    if backoff.attempt + 1 >= FETCH_ATTEMPTS:
+                        raise UpstreamError(
+                            f"datastore {self.endpoint}: cannot fetch the file of ledger {file.first} after "
+                            f"{FETCH_ATTEMPTS} attempts: {exc}"
+                        ) from None
+                    await trio.sleep(backoff.next_delay())
+                    continue
+                file.key = key
+                if data is not None:
+                    break
+                if self.config.end_ledger:
+                    raise UpstreamError(f"datastore {self.endpoint}: {key} is missing (a hole in the range)")
+                if file.prev is not None and not file.prev.done.is_set():
+                    await file.prev.done.wait()  # the store grows in order: poll only at its end
+                    continue
+                await trio.sleep(self.config.datastore_poll_interval_s)  # not written yet: follow the store
+            file.ledgers = await trio.to_thread.run_sync(self._split, file.first, key, data)
+        except (UpstreamError, LedgerDecodeError) as exc:
+            file.error = exc
+        file.done.set()
+
+    def _split(self, first: int, key: str, data: bytes) -> list[Ledger]:
+        """A file's ledgers; a corrupt file becomes one refused ledger per sequence it should hold."""
+        assert self.store is not None
+        self._bytes += len(data)
+        origin = f"{self.endpoint}/{key}"
+        try:
+            plain = decompress_bounded(data, origin, self.config.max_ledger_bytes)
+            return [Ledger(s.sequence, peek_header(s.raw).close_time, s.raw) for s in split_batch(plain, origin)]
+        except LedgerDecodeError as exc:
+            lo, hi = self.store.layout.file_range(first)
+            return [Ledger(s, None, b"", problem=str(exc)) for s in range(lo, hi + 1)]
+
+    async def _deliver(self, file: _File, send: trio.MemorySendChannel[Ledger]) -> bool:
+        """Hand on the file's ledgers of the range; True once ``end_ledger`` has been handed on."""
+        for ledger in file.ledgers:
+            if ledger.sequence < self._next:
+                continue
+            if ledger.sequence > self._next:
+                raise UpstreamError(
+                    f"datastore {self.endpoint}: {file.key} skips from ledger {self._next} to {ledger.sequence}"
+                )
+            await send.send(ledger)
+            now = trio.current_time()
+            if self._rate_at is not None:
+                dt = max(now - self._rate_at, 1e-6)
+                self._rate += min(1.0, dt / 5.0) * (1.0 / dt - self._rate)
+            self._rate_at = self._last_at = now
+            self._received += 1
+            self._next = ledger.sequence + 1
+            if self.config.end_ledger and self._next > self.config.end_ledger:
+                return True
+        return False
+
+    def _count(self, kind: str, error: str) -> None:
+        self._retries += 1
+        self._failures[kind] = self._failures.get(kind, 0) + 1
+        self._last_error = error
+        LOG.warning("datastore fetch failed kind=%s error=%r: retrying", kind, error)

@@ -1,0 +1,113 @@
+"""`cdp run` fed from a local galexie datastore: ranges, holes, manifests, corrupt files, following live."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import cdp
+from cdp._config import Config
+from cdp._errors import BadLedgerError, ConfigError, UpstreamError
+from cdp.extract import Ledger, Row, extract_rows
+from cdp.testing import SyntheticLedgers
+from cdp.upstream._layout import MANIFEST, Layout, Manifest, write_store
+
+GEN = SyntheticLedgers(seed=12)
+
+
+def _store(root: Path, first: int, last: int, layout: Layout | None = None) -> Path:
+    ledgers = [Ledger(s, None, GEN.ledger(s)) for s in range(first, last + 1)]
+    write_store(root, Manifest(GEN.passphrase, layout or Layout(4, 2)), ledgers)
+    return root
+
+
+def _config(root: Path, **kw: Any) -> Config:
+    values = {"datastore_url": str(root), "health_port": 0, "health_host": "127.0.0.1", "worker_mode": "thread",
+              "instance_extras": False, "datastore_poll_interval_s": 0.02, "backoff_base_s": 0.01, **kw}  # fmt: skip
+    return Config.from_mapping(values)
+
+
+async def _run(config: Config) -> dict[int, Sequence[Row]]:
+    got: dict[int, Sequence[Row]] = {}
+    with trio.fail_after(60):
+        await cdp.serve(config, on_rows=lambda seq, rows: got.__setitem__(seq, rows))
+    return got
+
+
+def _expected(first: int, last: int) -> dict[int, list[Any]]:
+    rows = {s: extract_rows(GEN.ledger(s), GEN.passphrase) for s in range(first, last + 1)}
+    for batch in rows.values():
+        for row in batch:
+            del row["contract_instance_type"], row["contract_instance_wasm_hash"]  # type: ignore[misc]
+    return rows  # type: ignore[return-value]
+
+
+async def test_an_unaligned_range_is_delivered_whole_including_its_last_file(tmp_path: Path) -> None:
+    root = _store(tmp_path, 2, 40)
+    assert _expected(6, 33) == await _run(_config(root, start_ledger=6, end_ledger=33))
+
+
+async def test_a_pre_v23_store_with_zstd_suffixes_reads_the_same(tmp_path: Path) -> None:
+    root = _store(tmp_path, 2, 13)
+    for path in root.rglob("*.xdr.zst"):
+        path.rename(path.with_name(path.name.removesuffix(".zst") + ".zstd"))
+    assert _expected(2, 13) == await _run(_config(root, start_ledger=2, end_ledger=13))
+
+
+async def test_a_hole_in_a_bounded_range_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    root = _store(tmp_path, 2, 30)
+    hole = Layout(4, 2).key(17)
+    (root / hole).unlink()
+    with pytest.raises(UpstreamError, match=f"{hole} is missing"):
+        await _run(_config(root, start_ledger=2, end_ledger=30))
+
+
+async def test_manifest_checks(tmp_path: Path) -> None:
+    root = _store(tmp_path, 2, 9)
+    with pytest.raises(ConfigError, match="the store is for 'Test SDF Network"):
+        await _run(_config(root, end_ledger=9, network_passphrase="pubnet"))
+    with pytest.raises(ConfigError, match="the manifest says 4 ledgers per file and 2 files per partition"):
+        await _run(_config(root, end_ledger=9, datastore_ledgers_per_file=1, datastore_files_per_partition=1))
+    (root / MANIFEST).unlink()
+    with pytest.raises(ConfigError, match="no .config.json; give the layout"):
+        await _run(_config(root, end_ledger=9))
+    got = await _run(_config(root, end_ledger=9, datastore_ledgers_per_file=4, datastore_files_per_partition=2))
+    assert _expected(2, 9) == got
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+async def test_a_corrupt_file_is_a_bad_ledger_under_the_policy(tmp_path: Path, policy: str) -> None:
+    root = _store(tmp_path, 2, 20)
+    (root / Layout(4, 2).key(9)).write_bytes(b"\x28\xb5\x2f\xfd not really zstd")
+    config = _config(root, end_ledger=20, on_bad_ledger=policy, dead_letter_path=str(tmp_path / "dead.jsonl"))
+    if policy == "stop":
+        with pytest.raises(
+            BadLedgerError, match="^ledger 8 could not be processed by contract_data: .*not a zstd file"
+        ):
+            await _run(config)
+        return
+    got = await _run(config)
+    assert [8, 9, 10, 11] == [json.loads(line)["ledger"] for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert {s: r for s, r in _expected(2, 20).items() if not 8 <= s <= 11} == {s: r for s, r in got.items() if r}
+
+
+async def test_following_the_store_live_commits_files_as_they_appear(tmp_path: Path) -> None:
+    """Without END_LEDGER the source waits at the end of the store and picks up files galexie adds."""
+    root = _store(tmp_path, 2, 9, Layout(1, 1))
+    committed: list[int] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(partial(cdp.serve, _config(root, start_ledger=2),
+                                                 on_rows=lambda seq, rows: committed.append(seq)))  # fmt: skip
+            await handle.view.pipeline.wait_committed(9)
+            assert handle.view.source.statistics().connected
+            _store(root, 10, 12, Layout(1, 1))  # galexie writes three more files
+            await handle.view.pipeline.wait_committed(12)
+            handle.stop()
+    assert list(range(2, 13)) == committed
