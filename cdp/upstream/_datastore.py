@@ -24,7 +24,7 @@ from cdp.xdr._files import decompress_bounded, split_batch
 
 from ._breaker import Backoff, BreakerState, BreakerStatistics
 from ._layout import MANIFEST, Layout, Manifest
-from ._source import SourceStatistics
+from ._source import RateMeter, SourceStatistics
 
 LOG = logging.getLogger("cdp.upstream")
 
@@ -106,8 +106,7 @@ class DatastoreSource:
         self._failures: dict[str, int] = {}
         self._last_error: str | None = None
         self._last_at: float | None = None
-        self._rate = 0.0
-        self._rate_at: float | None = None
+        self._rate = RateMeter()
         self._open = False
 
     @property
@@ -120,7 +119,7 @@ class DatastoreSource:
             endpoint=self.endpoint,
             ledgers_received=self._received,
             bytes_received=self._bytes,
-            ingest_rate=self._rate,
+            ingest_rate=self._rate.rate,
             last_sequence=self._next - 1 if self._received else None,
             next_sequence=self._next,
             reconnects=self._retries,
@@ -239,10 +238,8 @@ class DatastoreSource:
                 )
             await send.send(ledger)
             now = trio.current_time()
-            if self._rate_at is not None:
-                dt = max(now - self._rate_at, 1e-6)
-                self._rate += min(1.0, dt / 5.0) * (1.0 / dt - self._rate)
-            self._rate_at = self._last_at = now
+            self._rate.tick(now)
+            self._last_at = now
             self._received += 1
             self._next = ledger.sequence + 1
             if self.config.end_ledger and self._next > self.config.end_ledger:

@@ -29,6 +29,20 @@ from ._sequencer import Deliver, Duplicate, Sequencer
 LOG = logging.getLogger("cdp.upstream")
 
 
+@attrs.define
+class RateMeter:
+    """Events per second, smoothed over ~5 s (the ``ingest_rate`` gauge)."""
+
+    rate: float = 0.0
+    last: float | None = None
+
+    def tick(self, now: float) -> None:
+        if self.last is not None:
+            dt = max(now - self.last, 1e-6)
+            self.rate += min(1.0, dt / 5.0) * (1.0 / dt - self.rate)
+        self.last = now
+
+
 class RetriableFailure(Exception):
     """One stream attempt failed in a way a reconnect may fix; ``kind`` labels the metric."""
 
@@ -70,8 +84,7 @@ class LedgerSource:
         self._answered = False
         self._received = 0
         self._bytes = 0
-        self._rate = 0.0
-        self._rate_at: float | None = None
+        self._rate = RateMeter()
         self._reconnects = 0
         self._gaps = 0
         self._duplicates = 0
@@ -98,7 +111,7 @@ class LedgerSource:
             endpoint=self.endpoint,
             ledgers_received=self._received,
             bytes_received=self._bytes,
-            ingest_rate=self._rate,
+            ingest_rate=self._rate.rate,
             last_sequence=self.sequencer.next - 1 if self._received else None,
             next_sequence=self.sequencer.next,
             reconnects=self._reconnects,
@@ -192,7 +205,7 @@ class LedgerSource:
         """Judge one message and pass it on; True once ``end_ledger`` has been handed on."""
         now = trio.current_time()
         self._bytes += len(message.raw)
-        self._tick_rate(now)
+        self._rate.tick(now)
         self._last_message_at = now
         watchdog.deadline = now + self.config.idle_timeout_s
         decision = self.sequencer.judge(message.sequence, message.raw, message.dropped_size)
@@ -222,10 +235,3 @@ class LedgerSource:
         self.breaker.record_success()
         self.backoff.reset()
         return self.done
-
-    def _tick_rate(self, now: float) -> None:
-        if self._rate_at is not None:
-            dt = max(now - self._rate_at, 1e-6)
-            alpha = min(1.0, dt / 5.0)  # ~5 s smoothing window
-            self._rate += alpha * (1.0 / dt - self._rate)
-        self._rate_at = now
