@@ -32,11 +32,31 @@ SUFFIXES: Final = (".xdr.zst", ".xdr.zstd")  # galexie >= v23, and the exports m
 FETCH_ATTEMPTS: Final = 4
 
 
+def _start_fsspec_loop() -> None:
+    """Start fsspec's I/O loop (async backends such as s3fs run on it) as a plain asyncio loop.
+
+    trio-asyncio installs its own event-loop policy when imported, and a loop made under that policy
+    cannot run in fsspec's thread: every s3fs call would then wait forever.
+    """
+    import asyncio
+
+    import fsspec.asyn
+
+    policy = asyncio.get_event_loop_policy()
+    try:
+        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+        fsspec.asyn.get_loop()
+    finally:
+        asyncio.set_event_loop_policy(policy)
+
+
 class Datastore:
     """An opened store: its filesystem, root and layout (from the manifest, checked against the config)."""
 
     def __init__(self, url: str, passphrase: str, layout: Layout | None) -> None:
         import fsspec  # loaded only where a store is read
+
+        _start_fsspec_loop()
 
         try:
             self.fs, self.root = fsspec.core.url_to_fs(url)

