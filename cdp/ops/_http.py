@@ -24,6 +24,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from cdp._errors import CdpError, ConfigError
+from cdp._net import bind_tcp
 from cdp._version import __version__
 from cdp.pipeline import PipelineStatistics
 from cdp.upstream import BreakerState, SourceStatistics
@@ -162,19 +163,13 @@ def create_app(view: ServiceView) -> QuartTrio:
 def _listening_socket(host: str, port: int) -> socket.socket:
     """Bind the HTTP socket ourselves and hand Hypercorn its descriptor: a bind failure is then one clear
     error with nothing leaked (Hypercorn's own binding leaves the failed socket open)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host.strip("[]"), port))
+        return bind_tcp(host, port)
     except OSError as exc:
-        sock.close()
         reason = exc.strerror or str(exc)
         if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:  # no such local address
             raise ConfigError(f"HEALTH_HOST={host}: cannot listen on {host}:{port}: {reason}") from None
         raise CdpError(f"HEALTH_PORT={port}: cannot listen on {host}:{port}: {reason}") from None
-    return sock
 
 
 async def serve_http(

@@ -23,6 +23,7 @@ from grpclib.const import Status
 from grpclib.server import Server
 
 from cdp._errors import CdpError
+from cdp._net import bind_tcp
 from cdp.upstream.proto.raw_ledger_service import RawLedger, RawLedgerServiceBase, StreamLedgersRequest
 from cdp.xdr._files import StoredLedger, load_ledgers
 
@@ -171,14 +172,10 @@ class FakeRawLedgerService(RawLedgerServiceBase):
 
 def _listening_socket(host: str, port: int) -> socket.socket:
     """Bind it ourselves, so the bound port is known without grpclib's private server object."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host.strip("[]"), port))
+        return bind_tcp(host, port)
     except OSError as exc:
-        sock.close()
         raise CdpError(f"fake source cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
 
 
 async def serve_fake_source(

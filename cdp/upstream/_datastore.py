@@ -19,7 +19,6 @@ import trio
 from cdp._config import Config
 from cdp._errors import ConfigError, LedgerDecodeError, UpstreamError
 from cdp.extract import Ledger
-from cdp.xdr import peek_header
 from cdp.xdr._files import decompress_bounded, split_batch
 
 from ._breaker import Backoff, BreakerState, BreakerStatistics
@@ -242,7 +241,7 @@ class DatastoreSource:
         origin = f"{self.endpoint}/{key}"
         try:
             plain = decompress_bounded(data, origin, self.config.max_ledger_bytes)
-            return [Ledger(s.sequence, peek_header(s.raw).close_time, s.raw) for s in split_batch(plain, origin)]
+            return [Ledger(s.sequence, s.close_time, s.raw) for s in split_batch(plain, origin)]
         except LedgerDecodeError as exc:
             lo, hi = self.store.layout.file_range(first)
             return [Ledger(s, None, b"", problem=str(exc)) for s in range(lo, hi + 1)]

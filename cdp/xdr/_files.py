@@ -27,6 +27,7 @@ class StoredLedger:
     sequence: int
     raw: bytes
     origin: str  # file name, plus the index inside a batch
+    close_time: int | None = None
 
 
 def expand_paths(paths: Iterable[Path]) -> list[Path]:
@@ -84,7 +85,8 @@ def split_batch(plain: bytes, origin: str) -> Iterator[StoredLedger]:
         for i in range(count):
             end = sk.s_LedgerCloseMeta(w, o)
             raw = plain[4 * o : 4 * end]
-            yield StoredLedger(peek_header(raw).sequence, raw, f"{origin}[{i}]")
+            facts = peek_header(raw)
+            yield StoredLedger(facts.sequence, raw, f"{origin}[{i}]", facts.close_time)
             o = end
         if o != len(w):
             raise LedgerDecodeError(f"{origin}: {4 * (len(w) - o)} bytes after the last ledger")
