@@ -39,7 +39,6 @@ def s3_store(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     for path in local.rglob("*"):
         if path.is_file():
             fs.pipe_file(f"{bucket}/testnet/{path.relative_to(local)}", path.read_bytes())
-    s3fs.S3FileSystem.clear_instance_cache()
     return f"s3://{bucket}/testnet"
 
 
@@ -66,7 +65,6 @@ async def test_a_hole_on_s3_is_named_by_key(s3_store: str) -> None:
 
     key = Layout(4, 2).key(13)
     s3fs.S3FileSystem().rm_file(f"{s3_store.removeprefix('s3://')}/{key}")
-    s3fs.S3FileSystem.clear_instance_cache()
     with pytest.raises(UpstreamError, match=f"{key} is missing"):
         await _run(_config(s3_store, start_ledger=2, end_ledger=29))
 
