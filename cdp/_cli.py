@@ -33,6 +33,7 @@ from cdp.sinks import dumps_row
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # a second stop signal: in-flight ledgers abandoned
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a filter killed by SIGPIPE
 
 
 def _setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=_port, default=50053, help="0 picks a free port (default 50053)")
     fake.add_argument("--ledgers", type=Path, nargs="*", default=[], help="raw XDR files, *.xdr.zst batches, or dirs")
+    fake.add_argument("--datastore", default="", metavar="URL", help="serve a galexie datastore, following it live")
+    fake.add_argument("--poll-interval", type=float, default=1.0, help="seconds between looks for a new store file")
     fake.add_argument("--seed", type=int, default=0)
     fake.add_argument("--network", default=None, help="passphrase or pubnet/testnet/futurenet (synthetic SAC ids)")
     fake.add_argument("--soroban-txs", type=int, default=4, help="Soroban txs per synthetic ledger")
@@ -189,10 +192,13 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_fake_source(args: argparse.Namespace) -> None:
     from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
+    if args.datastore and args.ledgers:
+        _fail("fake-source: give --ledgers or --datastore, not both", 2)
     configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper(), os.environ.get("LOG_FORMAT", "text"))
     passphrase = NETWORKS.get((args.network or "").lower(), args.network)
     options = FakeSourceOptions(
-        host=args.host, port=args.port, ledgers=tuple(args.ledgers), seed=args.seed, passphrase=passphrase,
+        host=args.host, port=args.port, ledgers=tuple(args.ledgers), datastore=args.datastore,
+        poll_interval=args.poll_interval, seed=args.seed, passphrase=passphrase,
         soroban_txs=args.soroban_txs, ledger_bytes=args.ledger_bytes, end_stream=args.end_stream,
         rate=args.rate, fail_after=args.fail_after, die_after=args.die_after, stall_after=args.stall_after,
         skip=frozenset(args.skip), duplicate=frozenset(args.duplicate), corrupt=frozenset(args.corrupt),
@@ -225,7 +231,8 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     row_filter = RowFilter.from_config(Config.load(environ={}, flags=filters))
     out = sys.stdout
 
-    def emit(raw: bytes, origin: str) -> bool:
+    def emit(raw: bytes, origin: str) -> bool | None:
+        """False for a bad ledger, None once the reader of stdout has gone (``cdp extract | head``)."""
         try:
             if args.decoder == "fast":
                 rows, _ = extract_rows_fast(raw, passphrase, args.mode)
@@ -235,33 +242,50 @@ def _cmd_extract(args: argparse.Namespace) -> None:
             print(f"cdp extract: {origin}: {exc}", file=sys.stderr)
             return False
         kept = [r for r in rows if row_filter.reason_to_skip(r) is None]
-        out.write("".join(dumps_row({k: v for k, v in r.items() if k in keep}) + "\n" for r in kept))
+        try:
+            out.write("".join(dumps_row({k: v for k, v in r.items() if k in keep}) + "\n" for r in kept))
+        except BrokenPipeError:
+            return None
         return True
 
     if args.datastore is not None:
         if args.paths or args.start_ledger is None or args.end_ledger is None:
             _fail("extract --datastore URL takes --start-ledger and --end-ledger, and no PATHs", EXIT_USAGE)
-        failed = not trio.run(_extract_store, args, passphrase, emit)
+        outcome = trio.run(_extract_store, args, passphrase, emit)
     else:
         if not args.paths:
             _fail("extract: give ledger files, or --datastore URL", EXIT_USAGE)
-        failed = False
+        outcome = True
         ledgers: list[StoredLedger] = []
         for path in expand_paths(args.paths):
             try:
                 ledgers.extend(read_file(path))
             except (LedgerDecodeError, OSError) as exc:
                 print(f"cdp extract: {path}: {_strip(exc, path)}", file=sys.stderr)
-                failed = True
+                outcome = False
         for ledger in sorted(ledgers, key=lambda item: item.sequence):
-            failed = not emit(ledger.raw, ledger.origin) or failed
-    out.flush()
-    if failed:
+            done = emit(ledger.raw, ledger.origin)
+            outcome = None if done is None else done and outcome
+            if outcome is None:
+                break
+    try:
+        out.flush()
+    except BrokenPipeError:
+        outcome = None
+    if outcome is None:  # quietly, like any filter whose reader stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        raise SystemExit(EXIT_BROKEN_PIPE)
+    if not outcome:
         raise SystemExit(1)
 
 
-async def _extract_store(args: argparse.Namespace, passphrase: str, emit: Callable[[bytes, str], bool]) -> bool:
-    """Stream a store's range through ``emit`` (fetches run ahead in threads while a ledger is extracted)."""
+async def _extract_store(
+    args: argparse.Namespace, passphrase: str, emit: Callable[[bytes, str], bool | None]
+) -> bool | None:
+    """Stream a store's range through ``emit`` (fetches run ahead in threads while a ledger is extracted).
+
+    True if every ledger was extracted, False if some were bad, None if the output was closed.
+    """
     from cdp.extract import Ledger
     from cdp.upstream import DatastoreSource
 
@@ -273,7 +297,7 @@ async def _extract_store(args: argparse.Namespace, passphrase: str, emit: Callab
             "end_ledger": args.end_ledger,
         }  # fmt: skip
     )
-    ok = True
+    ok: bool | None = True
     send, receive = trio.open_memory_channel[Ledger](0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(DatastoreSource(config, config.start_ledger).run, send)
@@ -284,7 +308,11 @@ async def _extract_store(args: argparse.Namespace, passphrase: str, emit: Callab
                     print(f"cdp extract: {origin}: {ledger.problem}", file=sys.stderr)
                     ok = False
                     continue
-                ok = await trio.to_thread.run_sync(emit, ledger.raw, origin) and ok
+                done = await trio.to_thread.run_sync(emit, ledger.raw, origin)
+                ok = None if done is None else done and ok
+                if ok is None:  # no return in here: the cancelled close would swallow it
+                    nursery.cancel_scope.cancel("stdout closed")
+                    break
     return ok
 
 
@@ -324,7 +352,7 @@ def _strip(exc: Exception, path: Path) -> str:
 def main(argv: Sequence[str] | None = None, stops: StopSignals | None = None) -> None:
     """The ``cdp`` command. Exit status: 0 done or stopped by a signal, 1 a failure, 2 a usage or
     configuration error, 130 a second stop signal (in-flight ledgers abandoned; the checkpoint is
-    still on the last committed ledger)."""
+    still on the last committed ledger), 141 ``cdp extract`` whose reader closed its output."""
     if stops is None:
         stops = StopSignals()
         stops.install()

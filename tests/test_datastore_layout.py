@@ -95,3 +95,26 @@ def test_cdp_datastore_write_then_extract_equals_the_ledgers_themselves(tmp_path
     ranged = cdp("extract", "--network", "testnet", "--mode", "changes", "--datastore", store, "--start-ledger", "42",
                  "--end-ledger", "49")  # fmt: skip
     assert inner == ranged
+
+
+def test_extract_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
+    """`cdp extract ... | head` is a filter whose reader left: exit 141 as a shell reports SIGPIPE, no
+    traceback, whether it reads files or a store's range."""
+    store = tmp_path / "store"
+    subprocess.run([*CDP, "datastore", "write", str(store), "--synthetic", "--start", "2", "--end", "200"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)  # fmt: skip
+    for args in (["--datastore", str(store), "--start-ledger", "2", "--end-ledger", "200"], [str(store)]):
+        with subprocess.Popen([*CDP, "extract", "--network", "testnet", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as proc:  # fmt: skip
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            assert proc.stdout.readline().startswith("{")
+            proc.stdout.close()  # the reader goes away with ~1 MB of rows still to write
+            assert "" == proc.stderr.read()
+        assert 141 == proc.returncode
+
+
+def test_fake_source_takes_files_or_a_store_not_both(tmp_path: Path) -> None:
+    proc = subprocess.run([*CDP, "fake-source", "--ledgers", str(tmp_path), "--datastore", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (2, "cdp: error: fake-source: give --ledgers or --datastore, not both\n") == (proc.returncode, proc.stderr)

@@ -6,10 +6,12 @@ import json
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import fsspec
 import pytest
 import trio
+from fsspec.implementations.local import LocalFileSystem
 
 import cdp
 from cdp._config import Config
@@ -27,7 +29,7 @@ def _store(root: Path, first: int, last: int, layout: Layout | None = None) -> P
     return root
 
 
-def _config(root: Path, **kw: Any) -> Config:
+def _config(root: Path | str, **kw: Any) -> Config:
     values = {"datastore_url": str(root), "health_port": 0, "health_host": "127.0.0.1", "worker_mode": "thread",
               "instance_extras": False, "datastore_poll_interval_s": 0.02, "backoff_base_s": 0.01, **kw}  # fmt: skip
     return Config.from_mapping(values)
@@ -111,3 +113,71 @@ async def test_following_the_store_live_commits_files_as_they_appear(tmp_path: P
             await handle.view.pipeline.wait_committed(12)
             handle.stop()
     assert list(range(2, 13)) == committed
+
+
+class FlakyFileSystem(LocalFileSystem):
+    """A local store whose reads fail as a flaky network would: ``plan`` maps a key's name to how many
+    reads of it raise ConnectionResetError before one succeeds."""
+
+    protocol = "flaky"
+    plan: ClassVar[dict[str, int]] = {}
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        return super()._strip_protocol(str(path).removeprefix("flaky://"))
+
+    def cat_file(self, path: Any, start: Any = None, end: Any = None, **kwargs: Any) -> Any:
+        name = Path(path).name
+        if self.plan.get(name, 0) > 0:
+            self.plan[name] -= 1
+            raise ConnectionResetError(f"connection reset reading {name}")
+        return super().cat_file(path, start, end, **kwargs)
+
+
+@pytest.fixture
+def flaky(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
+    monkeypatch.setattr(FlakyFileSystem, "plan", {})
+    return FlakyFileSystem.plan
+
+
+async def test_fetch_failures_are_retried_with_backoff_and_counted(tmp_path: Path, flaky: dict[str, int]) -> None:
+    root = _store(tmp_path, 2, 30)
+    for sequence, failures in ((5, 1), (13, 3), (22, 2)):
+        flaky[Path(Layout(4, 2).key(sequence)).name] = failures
+    config = _config(f"flaky://{root}", start_ledger=2, end_ledger=30)
+    got: dict[int, Sequence[Row]] = {}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(partial(cdp.serve, config, on_rows=lambda s, r: got.__setitem__(s, r)))
+        stats = handle.view.source.statistics()
+    assert _expected(2, 30) == got
+    assert 6 == stats.reconnects == stats.failures_by_kind["fetch"]
+    assert stats.last_error is not None
+    assert "ConnectionResetError" in stats.last_error
+
+
+async def test_a_fetch_failing_every_attempt_is_an_error_naming_the_ledger(
+    tmp_path: Path, flaky: dict[str, int]
+) -> None:
+    root = _store(tmp_path, 2, 30)
+    flaky[Path(Layout(4, 2).key(17)).name] = 99
+    with pytest.raises(UpstreamError, match="cannot fetch the file of ledger 16 after 4 attempts: connection reset"):
+        await _run(_config(f"flaky://{root}", start_ledger=2, end_ledger=30))
+
+
+async def test_the_fake_upstream_serves_a_store_and_follows_it_as_it_grows(tmp_path: Path, upstream: Any) -> None:
+    """`cdp fake-source --datastore` plays the real upstream: a gRPC stream read out of a store, from a
+    start inside a file, waiting at the store's end for the files galexie adds."""
+    root = _store(tmp_path, 2, 23)  # whole files, as galexie writes them
+    endpoint = await upstream(datastore=str(root), poll_interval=0.02)
+    config = _config(root, datastore_url="", source_endpoint=endpoint, start_ledger=7)
+    got: dict[int, Sequence[Row]] = {}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(partial(cdp.serve, config, on_rows=lambda s, r: got.__setitem__(s, r)))
+            await handle.view.pipeline.wait_committed(23)
+            _store(root, 24, 35)
+            await handle.view.pipeline.wait_committed(35)
+            handle.stop()
+    assert _expected(7, 35) == got

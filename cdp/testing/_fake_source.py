@@ -1,6 +1,7 @@
 """A ``RawLedgerService`` upstream for demos and tests, with switchable faults.
 
-It serves synthetic ledgers (unbounded), raw XDR files or galexie batches, honours the requested
+It serves synthetic ledgers (unbounded), raw XDR files, galexie batches or a whole galexie datastore
+(followed as it grows, like the real upstream), honours the requested
 ``start_ledger`` and, like the real upstream, keeps the stream open after its last ledger unless
 told to end it. Faults: a rate limit, aborting with UNAVAILABLE, exiting the process, stalling,
 skipping, duplicating, corrupting or mislabelling given ledgers.
@@ -22,7 +23,8 @@ from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.server import Server
 
-from cdp._errors import CdpError
+from cdp._config import Config
+from cdp._errors import CdpError, LedgerDecodeError
 from cdp._net import bind_tcp
 from cdp.upstream.proto.raw_ledger_service import RawLedger, RawLedgerServiceBase, StreamLedgersRequest
 from cdp.xdr._files import StoredLedger, load_ledgers
@@ -32,6 +34,7 @@ from ._synthetic import SyntheticLedgers
 LOG = logging.getLogger("cdp.testing")
 
 
+_MAX_LEDGER_BYTES = Config().max_ledger_bytes
 CORRUPT_KINDS = ("random", "truncated", "wrong-type", "oversize")
 
 
@@ -55,6 +58,8 @@ class FakeSourceOptions:
     host: str = "127.0.0.1"
     port: int = 50053
     ledgers: tuple[Path, ...] = ()
+    datastore: str = ""  # serve a galexie datastore (any fsspec URL) instead
+    poll_interval: float = 1.0  # seconds between looks for a datastore file not written yet
     seed: int = 0
     passphrase: str | None = None
     soroban_txs: int = 4
@@ -85,20 +90,61 @@ class _Provider:
             )
             if options.passphrase:
                 self.synthetic = attrs.evolve(self.synthetic, passphrase=options.passphrase)
+        self.first = min(self.stored) if self.stored else 1
+        self.last = max(self.stored) if self.stored else None
 
-    @property
-    def first(self) -> int:
-        return min(self.stored) if self.stored else 1
-
-    @property
-    def last(self) -> int | None:
-        return max(self.stored) if self.stored else None
-
-    def get(self, sequence: int) -> bytes | None:
+    async def get(self, sequence: int) -> bytes | None:
+        """None for a sequence the files do not hold (a hole, passed over)."""
         if self.synthetic is not None:
             return self.synthetic.ledger(sequence)
         stored = self.stored.get(sequence)
         return stored.raw if stored else None
+
+
+class _StoreProvider:
+    """Ledger bytes out of a galexie datastore, as the real upstream serves them.
+
+    A file that is not there yet is polled for (galexie has not written it), unless ``end_stream``:
+    then the store's end is the stream's end.
+    """
+
+    first = 0  # a store has no default start: the request must name one
+
+    def __init__(self, options: FakeSourceOptions) -> None:
+        from cdp.upstream._datastore import Datastore
+
+        self.store = Datastore(options.datastore, options.passphrase, None)
+        self.last: int | None = None
+        self.end_stream = options.end_stream
+        self.poll_interval = options.poll_interval
+        self._files: dict[int, dict[int, bytes]] = {}
+
+    async def get(self, sequence: int) -> bytes | None:
+        first, _ = self.store.layout.file_range(sequence)
+        ledgers = self._files.get(first)
+        if ledgers is None:
+            ledgers = await self._fetch(first)
+            if ledgers is None:
+                self.last = sequence - 1
+                return None
+            self._files = {f: v for f, v in self._files.items() if f > first - 4 * self.store.layout.ledgers_per_file}
+            self._files[first] = ledgers
+        return ledgers.get(sequence)
+
+    async def _fetch(self, first: int) -> dict[int, bytes] | None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key, data = await loop.run_in_executor(None, self.store.fetch_file, first)
+            if data is not None:
+                break
+            if self.end_stream:
+                return None
+            await asyncio.sleep(self.poll_interval)
+        try:
+            ledgers = await loop.run_in_executor(None, self.store.ledgers, key, data, _MAX_LEDGER_BYTES)
+        except LedgerDecodeError as exc:
+            raise GRPCError(Status.DATA_LOSS, str(exc)) from None
+        return {ledger.sequence: ledger.raw for ledger in ledgers}
 
 
 class _NotARawLedger(RawLedger):
@@ -113,7 +159,7 @@ class _NotARawLedger(RawLedger):
 class FakeRawLedgerService(RawLedgerServiceBase):
     def __init__(self, options: FakeSourceOptions) -> None:
         self.options = options
-        self.provider = _Provider(options)
+        self.provider = _StoreProvider(options) if options.datastore else _Provider(options)
         self.sent_total = 0
         self.streams = 0
         self._skipped: set[int] = set()
@@ -124,6 +170,8 @@ class FakeRawLedgerService(RawLedgerServiceBase):
         p = self.provider
         self.streams += 1
         seq = request.start_ledger or p.first
+        if not seq:
+            raise GRPCError(Status.INVALID_ARGUMENT, "start_ledger is required: a datastore has no default start")
         if p.last is not None and not p.first <= seq <= p.last:
             raise GRPCError(Status.OUT_OF_RANGE, f"ledger {seq} is not served here: {p.first}..{p.last}")
         LOG.info("stream opened start_ledger=%d", seq)
@@ -134,15 +182,15 @@ class FakeRawLedgerService(RawLedgerServiceBase):
             if o.stall_after and sent >= o.stall_after:
                 LOG.info("fault injected: stalling after %d ledgers", sent)
                 await asyncio.Event().wait()
-            raw = p.get(seq)
-            if raw is None:  # a hole in a file set: real upstreams have none, so neither do we
+            raw = await p.get(seq)
+            if raw is None:  # a hole in a file set (real upstreams have none, so neither do we), or the end
                 seq += 1
                 continue
             if seq in o.skip and seq not in self._skipped:
                 self._skipped.add(seq)
                 seq += 1
                 continue
-            if seq in o.reorder and seq not in self._skipped and (nxt := p.get(seq + 1)) is not None:
+            if seq in o.reorder and seq not in self._skipped and (nxt := await p.get(seq + 1)) is not None:
                 self._skipped.add(seq)
                 yield RawLedger(sequence=seq + 1, ledger_close_meta_xdr=nxt)
                 sent += 1

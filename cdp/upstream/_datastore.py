@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from typing import Final
 
 import attrs
@@ -35,24 +36,36 @@ def _start_fsspec_loop() -> None:
     """Start fsspec's I/O loop (async backends such as s3fs run on it) as a plain asyncio loop.
 
     trio-asyncio installs its own event-loop policy when imported, and a loop made under that policy
-    cannot run in fsspec's thread: every s3fs call would then wait forever.
+    cannot run in fsspec's thread: every s3fs call would then wait forever. The policy can only be
+    swapped outside Trio, hence the short-lived thread.
     """
     import asyncio
 
     import fsspec.asyn
 
-    policy = asyncio.get_event_loop_policy()
-    try:
-        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-        fsspec.asyn.get_loop()
-    finally:
-        asyncio.set_event_loop_policy(policy)
+    if fsspec.asyn.loop[0] is not None:
+        return
+
+    def start() -> None:
+        policy = asyncio.get_event_loop_policy()
+        try:
+            asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+            fsspec.asyn.get_loop()
+        finally:
+            asyncio.set_event_loop_policy(policy)
+
+    thread = threading.Thread(target=start, name="cdp-fsspec-loop-start")
+    thread.start()
+    thread.join()
 
 
 class Datastore:
-    """An opened store: its filesystem, root and layout (from the manifest, checked against the config)."""
+    """An opened store: its filesystem, root and layout (from the manifest, checked against the config).
 
-    def __init__(self, url: str, passphrase: str, layout: Layout | None) -> None:
+    ``passphrase=None`` accepts the manifest's network, whatever it is.
+    """
+
+    def __init__(self, url: str, passphrase: str | None, layout: Layout | None) -> None:
         import fsspec  # loaded only where a store is read
 
         _start_fsspec_loop()
@@ -95,6 +108,16 @@ class Datastore:
             if data is not None:
                 return key, data
         return keys[0], None
+
+    def ledgers(self, key: str, data: bytes, max_ledger_bytes: int) -> list[Ledger]:
+        """The ledgers of a fetched file, split without decoding.
+
+        Raises:
+            LedgerDecodeError: the file is not a zstd ``LedgerCloseMetaBatch`` (naming its URL).
+        """
+        origin = f"{self.url}/{key}"
+        plain = decompress_bounded(data, origin, max_ledger_bytes)
+        return [Ledger(s.sequence, s.close_time, s.raw) for s in split_batch(plain, origin)]
 
 
 @attrs.define(eq=False)
@@ -238,10 +261,8 @@ class DatastoreSource:
         """A file's ledgers; a corrupt file becomes one refused ledger per sequence it should hold."""
         assert self.store is not None
         self._bytes += len(data)
-        origin = f"{self.endpoint}/{key}"
         try:
-            plain = decompress_bounded(data, origin, self.config.max_ledger_bytes)
-            return [Ledger(s.sequence, s.close_time, s.raw) for s in split_batch(plain, origin)]
+            return self.store.ledgers(key, data, self.config.max_ledger_bytes)
         except LedgerDecodeError as exc:
             lo, hi = self.store.layout.file_range(first)
             return [Ledger(s, None, b"", problem=str(exc)) for s in range(lo, hi + 1)]

@@ -78,9 +78,9 @@ class Manifest:
             raise ConfigError(f"{where}: manifest compression={data['compression']!r}: only zstd is supported")
         return cls(str(passphrase), Layout(per_file, per_partition), str(data.get("version", "1.0")))
 
-    def check(self, passphrase: str, layout: Layout | None, where: str) -> None:
-        """The store must be of the configured network, and of the layout the user gave, if any."""
-        if self.network_passphrase != passphrase:
+    def check(self, passphrase: str | None, layout: Layout | None, where: str) -> None:
+        """The store must be of the configured network (if any), and of the layout the user gave (if any)."""
+        if passphrase is not None and self.network_passphrase != passphrase:
             raise ConfigError(
                 f"{where}: the store is for {self.network_passphrase!r}, NETWORK_PASSPHRASE is {passphrase!r}"
             )

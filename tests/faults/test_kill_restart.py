@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from cdp.extract import Ledger
 from cdp.extract._rows import ETL_FIELDS
 from cdp.sinks import dumps_row
 from cdp.testing import SyntheticLedgers
+from cdp.upstream._layout import Layout, Manifest, write_store
 
 from ..helpers import CDP, ROOT, fake_source_process
 
@@ -29,10 +31,10 @@ def upstream_port() -> Iterator[int]:
         yield fake.port
 
 
-def _clean_output() -> str:
+def _clean_output(gen: SyntheticLedgers | None = None) -> str:
     from cdp.extract._full import extract_rows
 
-    gen = SyntheticLedgers(seed=5)
+    gen = gen or SyntheticLedgers(seed=5)
     keep = (*ETL_FIELDS, "live_until_ledger_seq")
     return "".join(
         dumps_row({k: r[k] for k in keep}) + "\n"
@@ -41,11 +43,14 @@ def _clean_output() -> str:
     )
 
 
-def _run(port: int, tmp: Path, worker_mode: str = "thread", new_group: bool = False) -> subprocess.Popen[str]:
-    env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "WORKER_MODE": worker_mode,
+def _run(
+    port: int | None, tmp: Path, worker_mode: str = "thread", new_group: bool = False, **env: str
+) -> subprocess.Popen[str]:
+    source = {"SOURCE_ENDPOINT": f"127.0.0.1:{port}"} if port else {}
+    env = {**os.environ, **source, "HEALTH_PORT": "0", "WORKER_MODE": worker_mode,
            "CHECKPOINT_PATH": str(tmp / "cp.json"), "OUTPUT": str(tmp / "out.jsonl"), "PROGRESS_EVERY": "1",
            "INSTANCE_EXTRAS": "false", "START_LEDGER": str(FIRST), "END_LEDGER": str(LAST),
-           "BACKOFF_BASE_S": "0.05"}  # fmt: skip
+           "BACKOFF_BASE_S": "0.05", **env}  # fmt: skip
     return subprocess.Popen([*CDP, "run"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
                             start_new_session=new_group)  # fmt: skip
 
@@ -79,6 +84,34 @@ def test_sigkill_five_times_then_resume_equals_a_clean_run(upstream_port: int, t
     _, stderr = proc.communicate(timeout=120)
     assert 0 == proc.returncode, stderr
     assert _clean_output() == (tmp_path / "out.jsonl").read_text()
+
+
+def test_sigkill_while_following_a_datastore_then_resume_equals_a_clean_run(tmp_path: Path) -> None:
+    """`cdp run --datastore-url` following a store live (no END_LEDGER): killed while galexie is still
+    adding files, restarted each time from the checkpoint; the file finally equals a clean run's."""
+    gen = SyntheticLedgers(seed=6)
+    store, layout = tmp_path / "store", Layout(4, 2)
+    live = {"DATASTORE_URL": str(store), "DATASTORE_POLL_INTERVAL_S": "0.05", "END_LEDGER": "0",
+            "NETWORK_PASSPHRASE": gen.passphrase}  # fmt: skip
+    rng = random.Random(20261128)
+    written = FIRST
+    for _ in range(4):
+        upto = layout.file_range(written + rng.randint(20, 45))[1]  # galexie writes whole files
+        write_store(
+            store, Manifest(gen.passphrase, layout), [Ledger(s, None, gen.ledger(s)) for s in range(written, upto + 1)]
+        )
+        written = upto + 1
+        proc = _run(None, tmp_path, **live)
+        if _wait_commits(proc, rng.randint(3, 18)):  # fewer than the 20+ ledgers the store just gained
+            proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    write_store(
+        store, Manifest(gen.passphrase, layout), [Ledger(s, None, gen.ledger(s)) for s in range(written, LAST + 1)]
+    )
+    proc = _run(None, tmp_path, **{**live, "END_LEDGER": str(LAST)})
+    _, stderr = proc.communicate(timeout=120)
+    assert 0 == proc.returncode, stderr
+    assert _clean_output(gen) == (tmp_path / "out.jsonl").read_text()
 
 
 def test_sigterm_exits_0_fast_and_resumes_exactly(upstream_port: int, tmp_path: Path) -> None:
