@@ -18,7 +18,7 @@ from cdp._config import Config
 from cdp._errors import BadLedgerError, ConfigError, UpstreamError
 from cdp.extract import Ledger, Row, extract_rows
 from cdp.testing import SyntheticLedgers
-from cdp.upstream._layout import MANIFEST, Layout, Manifest, write_store
+from cdp.upstream._layout import MANIFEST, Layout, Manifest, batch_bytes, write_store
 
 GEN = SyntheticLedgers(seed=12)
 
@@ -67,6 +67,14 @@ async def test_a_hole_in_a_bounded_range_is_an_error_naming_the_key(tmp_path: Pa
     hole = Layout(4, 2).key(17)
     (root / hole).unlink()
     with pytest.raises(UpstreamError, match=f"{hole} is missing"):
+        await _run(_config(root, start_ledger=2, end_ledger=30))
+
+
+async def test_a_file_short_of_what_its_name_promises_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = _store(tmp_path, 2, 30)
+    key = Layout(4, 2).key(12)
+    (root / key).write_bytes(batch_bytes([Ledger(s, None, GEN.ledger(s)) for s in (12, 13)]))
+    with pytest.raises(UpstreamError, match=f"{key} ends at ledger 13, its name says it holds up to 15"):
         await _run(_config(root, start_ledger=2, end_ledger=30))
 
 

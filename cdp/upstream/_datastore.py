@@ -120,13 +120,18 @@ class Datastore:
         return [Ledger(s.sequence, s.close_time, s.raw) for s in split_batch(plain, origin)]
 
 
+def default_prefetch(ledgers_per_file: int) -> int:
+    """Files to fetch ahead: about 100 ledgers (100 one-ledger files, as the Go reader; 2 files of 64)."""
+    return max(2, math.ceil(100 / ledgers_per_file))
+
+
 @attrs.define(eq=False)
 class _File:
     first: int
     prev: _File | None  # in live mode only the first missing file polls the store
     done: trio.Event = attrs.field(factory=trio.Event)
     key: str = ""
-    ledgers: list[Ledger] = attrs.field(factory=list)
+    data: bytes = b""  # held compressed (pubnet compresses ~8x) until it is this file's turn
     error: BaseException | None = None
 
 
@@ -190,7 +195,7 @@ class DatastoreSource:
         task_status.started()
         layout = self.store.layout
         per_file = layout.ledgers_per_file
-        prefetch = self.config.datastore_prefetch_files or max(2, min(100, 6400 // per_file))
+        prefetch = self.config.datastore_prefetch_files or default_prefetch(per_file)
         limiter = trio.CapacityLimiter(self.config.datastore_fetch_workers)
         order_send, order_recv = trio.open_memory_channel[_File](prefetch)
         try:
@@ -202,7 +207,9 @@ class DatastoreSource:
                             await file.done.wait()
                             if file.error is not None:
                                 raise file.error
-                            if await self._deliver(file, send):
+                            ledgers = await trio.to_thread.run_sync(self._split, file.first, file.key, file.data)
+                            file.data = b""
+                            if await self._deliver(file.first, file.key, ledgers, send):
                                 break
                 except trio.BrokenResourceError:
                     LOG.debug("downstream stopped taking ledgers next=%d", self._next)  # it reports why
@@ -252,29 +259,34 @@ class DatastoreSource:
                     await file.prev.done.wait()  # the store grows in order: poll only at its end
                     continue
                 await trio.sleep(self.config.datastore_poll_interval_s)  # not written yet: follow the store
-            file.ledgers = await trio.to_thread.run_sync(self._split, file.first, key, data)
-        except (UpstreamError, LedgerDecodeError) as exc:
+            file.data = data
+            self._bytes += len(data)
+        except UpstreamError as exc:
             file.error = exc
         file.done.set()
 
     def _split(self, first: int, key: str, data: bytes) -> list[Ledger]:
         """A file's ledgers; a corrupt file becomes one refused ledger per sequence it should hold."""
         assert self.store is not None
-        self._bytes += len(data)
         try:
             return self.store.ledgers(key, data, self.config.max_ledger_bytes)
         except LedgerDecodeError as exc:
             lo, hi = self.store.layout.file_range(first)
             return [Ledger(s, None, b"", problem=str(exc)) for s in range(lo, hi + 1)]
 
-    async def _deliver(self, file: _File, send: trio.MemorySendChannel[Ledger]) -> bool:
-        """Hand on the file's ledgers of the range; True once ``end_ledger`` has been handed on."""
-        for ledger in file.ledgers:
+    async def _deliver(self, first: int, key: str, ledgers: list[Ledger], send: trio.MemorySendChannel[Ledger]) -> bool:
+        """Hand on the file's ledgers of the range; True once ``end_ledger`` has been handed on.
+
+        Raises:
+            UpstreamError: the file does not hold the consecutive ledgers its name promises.
+        """
+        assert self.store is not None
+        for ledger in ledgers:
             if ledger.sequence < self._next:
                 continue
             if ledger.sequence > self._next:
                 raise UpstreamError(
-                    f"datastore {self.endpoint}: {file.key} skips from ledger {self._next} to {ledger.sequence}"
+                    f"datastore {self.endpoint}: {key} skips from ledger {self._next} to {ledger.sequence}"
                 )
             await send.send(ledger)
             now = trio.current_time()
@@ -284,6 +296,11 @@ class DatastoreSource:
             self._next = ledger.sequence + 1
             if self.config.end_ledger and self._next > self.config.end_ledger:
                 return True
+        last = self.store.layout.file_range(first)[1]
+        if self._next <= last:
+            raise UpstreamError(
+                f"datastore {self.endpoint}: {key} ends at ledger {self._next - 1}, its name says it holds up to {last}"
+            )
         return False
 
     def _count(self, kind: str, error: str) -> None:
