@@ -26,6 +26,10 @@ gen:
 bench: setup
     {{py}} bench/run.py
 
+# datastore: store vs raw files (extract and run, 1 and 64 per file), memory over 10,000 ledgers, live-follow latency
+bench-datastore: setup
+    {{py}} bench/datastore.py
+
 # differential fuzzing of the extractor, >= 1,000,000 mutated ledgers (about 5 minutes on 2 cores)
 fuzz inputs="1000000": setup
     {{py}} bench/fuzz.py --inputs {{inputs}}

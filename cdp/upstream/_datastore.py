@@ -207,10 +207,12 @@ class DatastoreSource:
                             await file.done.wait()
                             if file.error is not None:
                                 raise file.error
-                            ledgers = await trio.to_thread.run_sync(self._split, file.first, file.key, file.data)
-                            file.data = b""
+                            data, file.data = file.data, b""
+                            ledgers = await trio.to_thread.run_sync(self._split, file.first, file.key, data)
+                            del data
                             if await self._deliver(file.first, file.key, ledgers, send):
                                 break
+                            del ledgers  # not alive while the next file is split
                 except trio.BrokenResourceError:
                     LOG.debug("downstream stopped taking ledgers next=%d", self._next)  # it reports why
                 nursery.cancel_scope.cancel("range delivered or downstream gone")
@@ -281,7 +283,9 @@ class DatastoreSource:
             UpstreamError: the file does not hold the consecutive ledgers its name promises.
         """
         assert self.store is not None
-        for ledger in ledgers:
+        ledgers.reverse()
+        while ledgers:
+            ledger = ledgers.pop()  # the list lets go of each ledger as it is handed on
             if ledger.sequence < self._next:
                 continue
             if ledger.sequence > self._next:

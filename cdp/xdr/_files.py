@@ -49,8 +49,12 @@ BATCH_BYTES_CAP: Final = 256 * 1024 * 1024
 _CHUNK: Final = 1024 * 1024
 
 
-def decompress_bounded(source: bytes | BinaryIO, origin: str, max_ledger_bytes: int) -> bytes:
-    """Stream-decompress a batch, refusing it as soon as it grows past what its header allows."""
+def decompress_bounded(source: bytes | BinaryIO, origin: str, max_ledger_bytes: int) -> bytes | bytearray:
+    """Decompress a batch, refusing it as soon as it grows past what its header allows.
+
+    A frame that declares its size (as galexie's do) is decompressed in one exact allocation; any
+    other is streamed into a growing buffer, returned as it is (a copy would double a 64 MB batch).
+    """
     reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(source) if isinstance(source, bytes) else source)
     try:
         plain = bytearray(reader.read(8))
@@ -60,36 +64,47 @@ def decompress_bounded(source: bytes | BinaryIO, origin: str, max_ledger_bytes: 
         if end < start:
             raise LedgerDecodeError(f"{origin}: batch header says ledgers {start}..{end}")
         limit = min(BATCH_BYTES_CAP, 12 + (end - start + 1) * max_ledger_bytes)
+        too_big = LedgerDecodeError(
+            f"{origin}: decompresses to more than {limit} bytes, the most {end - start + 1} ledgers of "
+            f"MAX_LEDGER_BYTES={max_ledger_bytes} may take"
+        )
+        if isinstance(source, bytes) and (declared := zstandard.frame_content_size(source)) >= 0:
+            if declared > limit:
+                raise too_big
+            return zstandard.ZstdDecompressor().decompress(source, max_output_size=declared)
         while chunk := reader.read(_CHUNK):
             plain += chunk
             if len(plain) > limit:
-                raise LedgerDecodeError(
-                    f"{origin}: decompresses to more than {limit} bytes, the most {end - start + 1} ledgers of "
-                    f"MAX_LEDGER_BYTES={max_ledger_bytes} may take"
-                )
+                raise too_big
     except zstandard.ZstdError as exc:
         raise LedgerDecodeError(f"{origin}: not a zstd file: {exc}") from None
-    return bytes(plain)
+    return plain
 
 
-def split_batch(plain: bytes, origin: str) -> Iterator[StoredLedger]:
+def split_batch(plain: bytes | bytearray, origin: str) -> Iterator[StoredLedger]:
     """The ``LedgerCloseMeta`` byte ranges of a ``LedgerCloseMetaBatch``, found with the skippers: no decode.
+
+    The last ledger runs to the end of the batch without a walk (a one-ledger file costs no walk at
+    all): its extraction walks it anyway, and refuses it, alone, if it is not one whole ledger.
 
     Raises:
         LedgerDecodeError: the bytes are not a batch, naming where the walk stopped.
     """
     try:
         w = sk.words(plain)
-        count = w[2]
-        o = 3
+        count, size = w[2], len(w)
+        bounds = [3]
+        for _ in range(count - 1):
+            bounds.append(sk.s_LedgerCloseMeta(w, bounds[-1]))
+        del w  # as large as the batch: gone before the ledgers are copied out
+        bounds.append(size if count > 0 else 3)
+        view = memoryview(plain)
         for i in range(count):
-            end = sk.s_LedgerCloseMeta(w, o)
-            raw = plain[4 * o : 4 * end]
+            raw = view[4 * bounds[i] : 4 * bounds[i + 1]].tobytes()
             facts = peek_header(raw)
             yield StoredLedger(facts.sequence, raw, f"{origin}[{i}]", facts.close_time)
-            o = end
-        if o != len(w):
-            raise LedgerDecodeError(f"{origin}: {4 * (len(w) - o)} bytes after the last ledger")
+        if bounds[-1] != size:  # only a batch of no ledgers gets here with bytes left
+            raise LedgerDecodeError(f"{origin}: {4 * (size - bounds[-1])} bytes after the last ledger")
     except (sk.SkipError, IndexError, ValueError, struct.error, RecursionError) as exc:
         raise LedgerDecodeError(f"{origin}: not a LedgerCloseMetaBatch: {type(exc).__name__}: {exc}") from None
 

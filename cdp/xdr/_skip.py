@@ -18,7 +18,7 @@ U32 = struct.Struct(">I").unpack_from
 I32 = struct.Struct(">i").unpack_from
 
 
-def words(raw: bytes) -> array[int]:
+def words(raw: bytes | bytearray) -> array[int]:
     """The XDR as 32-bit big-endian signed words: every XDR item is word-aligned."""
     if len(raw) % 4:
         raise SkipError("XDR length not a multiple of 4", len(raw))
