@@ -36,6 +36,9 @@ EXIT_INTERRUPTED = 130  # a second stop signal: in-flight ledgers abandoned
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a filter killed by SIGPIPE
 
 
+_SHORT_FLAGS = {"network_passphrase": ("--network",), "datastore_url": ("--datastore",)}  # as `cdp extract` spells them
+
+
 def _setting_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Config attribute, named after its environment variable in kebab case, with the
     meaning and default the Config field declares (the README's settings table is made from the same)."""
@@ -44,7 +47,7 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
     )
     for a in attrs.fields(Config):
         flag = "--" + a.name.replace("_", "-")
-        names = [flag, "--network"] if a.name == "network_passphrase" else [flag]
+        names = [flag, *_SHORT_FLAGS.get(a.name, ())]
         default = shown_default(a)
         meaning = a.metadata["help"].replace("%", "%%")
         text = f"{meaning} [env {a.name.upper()}; default: {default or 'none'}]"

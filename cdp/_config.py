@@ -65,7 +65,9 @@ class Config:
         ("localhost:50053",), "upstream host:port; a comma list fails over in order", validator=endpoints
     )
     datastore_url: str = setting(
-        "", "read ledgers from this galexie datastore (a path, file://, s3://, gs://) instead of SOURCE_ENDPOINT"
+        "",
+        "read ledgers from this galexie datastore (a path, file://, s3://, gs://) instead of SOURCE_ENDPOINT "
+        "(flag: --datastore)",
     )
     datastore_ledgers_per_file: int = setting(
         0, "the store's layout when it has no manifest (0: from .config.json)", validator=between(0, 1_000_000)

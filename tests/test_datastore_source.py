@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any, ClassVar
 import fsspec
 import pytest
 import trio
+import zstandard
 from fsspec.implementations.local import LocalFileSystem
 
 import cdp
@@ -42,17 +45,18 @@ async def _run(config: Config) -> dict[int, Sequence[Row]]:
     return got
 
 
-def _expected(first: int, last: int) -> dict[int, list[Any]]:
-    rows = {s: extract_rows(GEN.ledger(s), GEN.passphrase) for s in range(first, last + 1)}
+def _expected(first: int, last: int, mode: str = "compact") -> dict[int, list[Any]]:
+    rows = {s: extract_rows(GEN.ledger(s), GEN.passphrase, mode) for s in range(first, last + 1)}
     for batch in rows.values():
         for row in batch:
             del row["contract_instance_type"], row["contract_instance_wasm_hash"]  # type: ignore[misc]
     return rows  # type: ignore[return-value]
 
 
-async def test_an_unaligned_range_is_delivered_whole_including_its_last_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["compact", "changes"])
+async def test_an_unaligned_range_is_delivered_whole_including_its_last_file(tmp_path: Path, mode: str) -> None:
     root = _store(tmp_path, 2, 40)
-    assert _expected(6, 33) == await _run(_config(root, start_ledger=6, end_ledger=33))
+    assert _expected(6, 33, mode) == await _run(_config(root, start_ledger=6, end_ledger=33, mode=mode))
 
 
 async def test_a_pre_v23_store_with_zstd_suffixes_reads_the_same(tmp_path: Path) -> None:
@@ -91,19 +95,51 @@ async def test_manifest_checks(tmp_path: Path) -> None:
     assert _expected(2, 9) == got
 
 
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _bomb(_: bytes) -> bytes:
+    """Four ledgers' header, then far more zeros than four ledgers may take, in a frame of unknown size."""
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor().stream_writer(out, closefd=False) as writer:
+        writer.write(struct.pack(">III", 8, 11, 4))
+        zeros = bytes(1 << 20)
+        for _ in range(300):
+            writer.write(zeros)
+    return out.getvalue()
+
+
+def _not_a_batch(_: bytes) -> bytes:
+    return zstandard.ZstdCompressor().compress(struct.pack(">III", 8, 11, 4) + bytes(64))
+
+
+CORRUPTIONS = {
+    "not-zstd": (lambda _: b"\x28\xb5\x2f\xfd not really zstd", "not a zstd file"),
+    "truncated": (_truncated, "not a zstd file"),
+    "zip-bomb": (_bomb, "decompresses to more than"),
+    "not-a-batch": (_not_a_batch, "not a LedgerCloseMetaBatch"),
+}
+
+
 @pytest.mark.parametrize("policy", ["stop", "skip"])
-async def test_a_corrupt_file_is_a_bad_ledger_under_the_policy(tmp_path: Path, policy: str) -> None:
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+async def test_a_corrupt_file_is_a_bad_ledger_under_the_policy(tmp_path: Path, policy: str, kind: str) -> None:
+    """Each ledger the file should hold is refused, with the reason, under ON_BAD_LEDGER; nothing else is lost."""
     root = _store(tmp_path, 2, 20)
-    (root / Layout(4, 2).key(9)).write_bytes(b"\x28\xb5\x2f\xfd not really zstd")
-    config = _config(root, end_ledger=20, on_bad_ledger=policy, dead_letter_path=str(tmp_path / "dead.jsonl"))
+    damage, reason = CORRUPTIONS[kind]
+    path = root / Layout(4, 2).key(9)
+    path.write_bytes(damage(path.read_bytes()))
+    config = _config(root, end_ledger=20, on_bad_ledger=policy, dead_letter_path=str(tmp_path / "dead.jsonl"),
+                     max_ledger_bytes=1024 * 1024)  # fmt: skip
     if policy == "stop":
-        with pytest.raises(
-            BadLedgerError, match="^ledger 8 could not be processed by contract_data: .*not a zstd file"
-        ):
+        with pytest.raises(BadLedgerError, match=f"^ledger 8 could not be processed by contract_data: .*{reason}"):
             await _run(config)
         return
     got = await _run(config)
-    assert [8, 9, 10, 11] == [json.loads(line)["ledger"] for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [8, 9, 10, 11] == [d["ledger"] for d in dead]
+    assert all(reason in d["error"] for d in dead), dead
     assert {s: r for s, r in _expected(2, 20).items() if not 8 <= s <= 11} == {s: r for s, r in got.items() if r}
 
 

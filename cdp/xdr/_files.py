@@ -9,7 +9,7 @@ import io
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
 import attrs
 import zstandard
@@ -49,16 +49,22 @@ BATCH_BYTES_CAP: Final = 256 * 1024 * 1024
 _CHUNK: Final = 1024 * 1024
 
 
-def decompress_bounded(source: bytes | BinaryIO, origin: str, max_ledger_bytes: int) -> bytes | bytearray:
-    """Decompress a batch, refusing it as soon as it grows past what its header allows.
+def decompress_bounded(data: bytes, origin: str, max_ledger_bytes: int) -> bytes | bytearray:
+    """Decompress a batch, refusing it before it grows past what its header allows.
 
     A frame that declares its size (as galexie's do) is decompressed in one exact allocation; any
     other is streamed into a growing buffer, returned as it is (a copy would double a 64 MB batch).
+
+    Raises:
+        LedgerDecodeError: not zstd, a frame cut short, or more bytes than its ledgers may take.
     """
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(source) if isinstance(source, bytes) else source)
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
     try:
         plain = bytearray(reader.read(8))
+        declared = zstandard.frame_content_size(data)
         if len(plain) < 8:
+            if declared >= 8 or _cut_short(data):  # the stream reader says nothing of a truncated frame
+                raise LedgerDecodeError(f"{origin}: not a zstd file: the frame is cut short")
             raise LedgerDecodeError(f"{origin}: too short for a LedgerCloseMetaBatch ({len(plain)} bytes)")
         start, end = struct.unpack(">II", plain)
         if end < start:
@@ -68,17 +74,26 @@ def decompress_bounded(source: bytes | BinaryIO, origin: str, max_ledger_bytes: 
             f"{origin}: decompresses to more than {limit} bytes, the most {end - start + 1} ledgers of "
             f"MAX_LEDGER_BYTES={max_ledger_bytes} may take"
         )
-        if isinstance(source, bytes) and (declared := zstandard.frame_content_size(source)) >= 0:
-            if declared > limit:
-                raise too_big
-            return zstandard.ZstdDecompressor().decompress(source, max_output_size=declared)
+        if declared > limit:
+            raise too_big
+        if declared >= 0:
+            return zstandard.ZstdDecompressor().decompress(data, max_output_size=declared)
         while chunk := reader.read(_CHUNK):
             plain += chunk
             if len(plain) > limit:
                 raise too_big
+        if _cut_short(data):  # bounded now: its output is the ``plain`` just read
+            raise LedgerDecodeError(f"{origin}: not a zstd file: the frame is cut short")
     except zstandard.ZstdError as exc:
         raise LedgerDecodeError(f"{origin}: not a zstd file: {exc}") from None
     return plain
+
+
+def _cut_short(data: bytes) -> bool:
+    """True if the first frame ends before its end marker (call only once its output is known bounded)."""
+    stream = zstandard.ZstdDecompressor().decompressobj()
+    stream.decompress(data)
+    return not stream.eof
 
 
 def split_batch(plain: bytes | bytearray, origin: str) -> Iterator[StoredLedger]:
@@ -117,8 +132,7 @@ def read_file(path: Path, max_ledger_bytes: int = 64 * 1024 * 1024) -> Iterator[
         OSError: the file cannot be read.
     """
     if path.name.endswith((".zst", ".zstd")):
-        with open(path, "rb") as f:
-            plain = decompress_bounded(f, str(path), max_ledger_bytes)
+        plain = decompress_bounded(path.read_bytes(), str(path), max_ledger_bytes)
         yield from split_batch(plain, str(path))
         return
     data = path.read_bytes()
