@@ -1,19 +1,44 @@
-"""The upstream: the ``RawLedgerService`` gRPC client, its sequencer and its circuit breaker."""
+"""The upstream: the ``RawLedgerService`` gRPC client, its sequencer and circuit breaker, and the datastore.
 
-from ._breaker import Backoff as Backoff
-from ._breaker import BreakerState as BreakerState
-from ._breaker import BreakerStatistics as BreakerStatistics
-from ._breaker import CircuitBreaker as CircuitBreaker
-from ._datastore import DatastoreSource as DatastoreSource
-from ._source import LedgerSource as LedgerSource
-from ._source import SourceStatistics as SourceStatistics
+Names are imported on first use (PEP 562): a process that reads only a datastore (a backfill
+worker) does not load grpclib or trio-asyncio, whose import replaces the asyncio loop policy.
+"""
 
-__all__ = [
-    "Backoff",
-    "BreakerState",
-    "BreakerStatistics",
-    "CircuitBreaker",
-    "DatastoreSource",
-    "LedgerSource",
-    "SourceStatistics",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "Backoff": "cdp.upstream._breaker",
+    "BreakerState": "cdp.upstream._breaker",
+    "BreakerStatistics": "cdp.upstream._breaker",
+    "CircuitBreaker": "cdp.upstream._breaker",
+    "DatastoreSource": "cdp.upstream._datastore",
+    "LedgerSource": "cdp.upstream._source",
+    "SourceStatistics": "cdp.upstream._stats",
+}
+
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from ._breaker import Backoff as Backoff
+    from ._breaker import BreakerState as BreakerState
+    from ._breaker import BreakerStatistics as BreakerStatistics
+    from ._breaker import CircuitBreaker as CircuitBreaker
+    from ._datastore import DatastoreSource as DatastoreSource
+    from ._source import LedgerSource as LedgerSource
+    from ._stats import SourceStatistics as SourceStatistics
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cdp.upstream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

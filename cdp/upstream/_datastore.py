@@ -24,7 +24,7 @@ from cdp.xdr._files import decompress_bounded, split_batch
 
 from ._breaker import Backoff, BreakerState, BreakerStatistics
 from ._layout import MANIFEST, Layout, Manifest
-from ._source import RateMeter, SourceStatistics
+from ._stats import RateMeter, SourceStatistics
 
 LOG = logging.getLogger("cdp.upstream")
 

@@ -22,25 +22,12 @@ from cdp._errors import UpstreamError
 from cdp._watch import Watched
 from cdp.extract import Ledger
 
-from ._breaker import Backoff, BreakerStatistics, CircuitBreaker
+from ._breaker import Backoff, CircuitBreaker
 from ._grpc import STREAM_ERRORS, Message, classify, stream_ledgers
 from ._sequencer import Deliver, Duplicate, Sequencer
+from ._stats import RateMeter, SourceStatistics
 
 LOG = logging.getLogger("cdp.upstream")
-
-
-@attrs.define
-class RateMeter:
-    """Events per second, smoothed over ~5 s (the ``ingest_rate`` gauge)."""
-
-    rate: float = 0.0
-    last: float | None = None
-
-    def tick(self, now: float) -> None:
-        if self.last is not None:
-            dt = max(now - self.last, 1e-6)
-            self.rate += min(1.0, dt / 5.0) * (1.0 / dt - self.rate)
-        self.last = now
 
 
 class RetriableFailure(Exception):
@@ -49,25 +36,6 @@ class RetriableFailure(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-@attrs.frozen
-class SourceStatistics:
-    connected: bool
-    endpoint: str
-    ledgers_received: int
-    bytes_received: int
-    ingest_rate: float  # ledgers per second, smoothed
-    last_sequence: int | None
-    next_sequence: int
-    reconnects: int
-    gaps: int
-    duplicates: int
-    sequence_mismatches: int
-    failures_by_kind: dict[str, int]
-    last_error: str | None
-    last_message_at: float | None  # trio clock
-    breaker: BreakerStatistics
 
 
 class LedgerSource:
