@@ -13,7 +13,6 @@ import logging
 import math
 from functools import partial
 
-import attrs
 import trio
 import trio_asyncio
 
