@@ -3,8 +3,8 @@
 The public API is what this module exports; everything else is internal. Names are imported on
 first use (PEP 562), so a worker process that needs only the extractor does not load the HTTP and
 gRPC stacks. The layers, lowest first: ``cdp.xdr`` and ``cdp.extract`` (pure, no Trio),
-``cdp.processors``, ``cdp.upstream``, ``cdp.pipeline``, ``cdp.sinks``, ``cdp.ops``, and
-``cdp.testing`` for the fake upstream and synthetic ledgers.
+``cdp.processors``, ``cdp.upstream``, ``cdp.pipeline``, ``cdp.sinks``, ``cdp.ops``, ``cdp.batch``
+(backfills over Dask), and ``cdp.testing`` for the fake upstream and synthetic ledgers.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "OutputError": "cdp._errors",
     "UpstreamError": "cdp._errors",
     "Config": "cdp._config",
+    "BackfillSummary": "cdp.batch",
+    "backfill": "cdp.batch",
     "ServiceHandle": "cdp._service",
     "ServiceState": "cdp._service",
     "open_row_stream": "cdp._service",
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
     from ._service import ServiceState as ServiceState
     from ._service import open_row_stream as open_row_stream
     from ._service import serve as serve
+    from .batch import BackfillSummary as BackfillSummary
+    from .batch import backfill as backfill
     from .extract import ContractDataRow as ContractDataRow
     from .extract import Ledger as Ledger
     from .extract import Row as Row

@@ -3,38 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-import trio_asyncio
 
+from cdp._cli_common import EXIT_INTERRUPTED, EXIT_USAGE, fail
+from cdp._cli_files import cmd_datastore, cmd_extract
 from cdp._config import Config, shown_default
-from cdp._errors import CdpError, ConfigError, LedgerDecodeError, unwrap_cdp_error
-from cdp._service import ServiceHandle, serve
+from cdp._errors import CdpError, ConfigError, unwrap_cdp_error
 from cdp._signals import StopSignals
 from cdp._validators import NETWORKS
 from cdp._version import __version__
-from cdp.extract import row_fields
 from cdp.ops._logs import configure_logging
 from cdp.processors._base import LedgerProcessor
 from cdp.processors._registry import load_processor
-from cdp.processors._work import RowFilter
-from cdp.sinks import dumps_row
+
+if TYPE_CHECKING:  # trio-asyncio replaces asyncio's loops when imported: only commands that need it load it
+    from cdp._service import ServiceHandle
+
+LOG = logging.getLogger("cdp")
 
 # The fake source, synthetic ledgers and the extractor load stellar-sdk (~50 MB); `cdp run` does not
 # need it in the service process (workers load it), so those imports live in their commands.
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # a second stop signal: in-flight ledgers abandoned
-EXIT_BROKEN_PIPE = 141  # what a shell reports for a filter killed by SIGPIPE
-
 
 _SHORT_FLAGS = {"network_passphrase": ("--network",), "datastore_url": ("--datastore",)}  # as `cdp extract` spells them
 
@@ -68,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="stream from the upstream and write rows")
     _setting_flags(run)
+
+    fill = sub.add_parser("backfill", help="a datastore's ledger range into Parquet files, partitioned over Dask")
+    fill.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask cluster (tcp://host:8786)")
+    fill.add_argument("--workers", type=int, default=None, help="processes of the embedded cluster (default: cores)")
+    _setting_flags(fill)
 
     demo = sub.add_parser("demo", help="fake source + service in one process, rows on stdout")
     demo.add_argument("--ledgers", type=int, default=5, help="stop after this many ledgers (default 5)")
@@ -129,11 +132,6 @@ def _config(args: argparse.Namespace, **overrides: Any) -> Config:
     return Config.load(toml_path=args.config, flags=flags)
 
 
-def _fail(message: str, status: int) -> NoReturn:
-    print(f"cdp: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
-
-
 async def _with_signals(
     config: Config,
     stops: StopSignals,
@@ -142,6 +140,10 @@ async def _with_signals(
     processor: LedgerProcessor | None = None,
 ) -> None:
     """Run the service; the first SIGINT/SIGTERM stops it gracefully, a second one at once."""
+    import trio_asyncio
+
+    from cdp._service import serve
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         if stops.received:
             return  # stopped before anything started: nothing to finish
@@ -175,9 +177,38 @@ def _cmd_run(args: argparse.Namespace) -> None:
     trio.run(partial(_with_signals, config, args.stops, processor=processor))
 
 
+def _cmd_backfill(args: argparse.Namespace) -> None:
+    from cdp.batch import backfill
+
+    if args.workers is not None and args.workers < 1:
+        fail(f"--workers={args.workers}: must be >= 1", EXIT_USAGE)
+    config = attrs.evolve(_config(args), format="parquet")
+    configure_logging(config.log_level, config.log_format)
+    if config.log_level != "DEBUG":  # Dask narrates every connection at INFO, on loggers it sets itself
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(
+                lambda r: r.levelno >= logging.WARNING or not r.name.startswith(("distributed", "tornado"))
+            )  # noqa: E501
+    if args.stops.received:
+        return
+    stop = signal.getsignal(signal.SIGINT)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):  # plain blocking code: a stop interrupts it
+        signal.signal(signum, interrupt)
+    try:
+        backfill(config, scheduler=args.scheduler, workers=args.workers, progress=sys.stderr)
+    except KeyboardInterrupt:
+        LOG.warning("backfill stopped: finished partitions are kept; rerun the command to do the rest")
+    finally:
+        signal.signal(signal.SIGINT, stop)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     if args.ledgers < 1:
-        _fail(f"--ledgers={args.ledgers}: must be >= 1", EXIT_USAGE)
+        fail(f"--ledgers={args.ledgers}: must be >= 1", EXIT_USAGE)
     base = _config(args, health_port="0", end_ledger=str(args.ledgers + 1), start_ledger="2")
     configure_logging(base.log_level, base.log_format)
 
@@ -196,7 +227,7 @@ def _cmd_fake_source(args: argparse.Namespace) -> None:
     from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
     if args.datastore and args.ledgers:
-        _fail("fake-source: give --ledgers or --datastore, not both", 2)
+        fail("fake-source: give --ledgers or --datastore, not both", 2)
     configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper(), os.environ.get("LOG_FORMAT", "text"))
     passphrase = NETWORKS.get((args.network or "").lower(), args.network)
     options = FakeSourceOptions(
@@ -210,6 +241,8 @@ def _cmd_fake_source(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
     async def main() -> None:
+        import trio_asyncio
+
         async with trio_asyncio.open_loop():
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:
@@ -221,137 +254,6 @@ def _cmd_fake_source(args: argparse.Namespace) -> None:
     trio.run(main)
 
 
-def _cmd_extract(args: argparse.Namespace) -> None:
-    from cdp.extract import extract_rows, extract_rows_fast
-    from cdp.xdr._files import StoredLedger, expand_paths, read_file
-
-    passphrase = args.passphrase or NETWORKS.get((args.network or "").lower())
-    if args.network and passphrase is None:
-        _fail(f"--network={args.network}: must be one of {', '.join(NETWORKS)}", EXIT_USAGE)
-    passphrase = passphrase or Config.load(flags={}).network_passphrase
-    keep = frozenset(row_fields(args.mode, args.instance_extras))
-    filters = {a.name: getattr(args, a.name) for a in attrs.fields(Config) if hasattr(args, a.name)}
-    row_filter = RowFilter.from_config(Config.load(environ={}, flags=filters))
-    out = sys.stdout
-
-    def emit(raw: bytes, origin: str) -> bool | None:
-        """False for a bad ledger, None once the reader of stdout has gone (``cdp extract | head``)."""
-        try:
-            if args.decoder == "fast":
-                rows, _ = extract_rows_fast(raw, passphrase, args.mode)
-            else:
-                rows = extract_rows(raw, passphrase, args.mode)
-        except LedgerDecodeError as exc:
-            print(f"cdp extract: {origin}: {exc}", file=sys.stderr)
-            return False
-        kept = [r for r in rows if row_filter.reason_to_skip(r) is None]
-        try:
-            out.write("".join(dumps_row({k: v for k, v in r.items() if k in keep}) + "\n" for r in kept))
-        except BrokenPipeError:
-            return None
-        return True
-
-    if args.datastore is not None:
-        if args.paths or args.start_ledger is None or args.end_ledger is None:
-            _fail("extract --datastore URL takes --start-ledger and --end-ledger, and no PATHs", EXIT_USAGE)
-        outcome = trio.run(_extract_store, args, passphrase, emit)
-    else:
-        if not args.paths:
-            _fail("extract: give ledger files, or --datastore URL", EXIT_USAGE)
-        outcome = True
-        ledgers: list[StoredLedger] = []
-        for path in expand_paths(args.paths):
-            try:
-                ledgers.extend(read_file(path))
-            except (LedgerDecodeError, OSError) as exc:
-                print(f"cdp extract: {path}: {_strip(exc, path)}", file=sys.stderr)
-                outcome = False
-        for ledger in sorted(ledgers, key=lambda item: item.sequence):
-            done = emit(ledger.raw, ledger.origin)
-            outcome = None if done is None else done and outcome
-            if outcome is None:
-                break
-    try:
-        out.flush()
-    except BrokenPipeError:
-        outcome = None
-    if outcome is None:  # quietly, like any filter whose reader stopped reading
-        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-        raise SystemExit(EXIT_BROKEN_PIPE)
-    if not outcome:
-        raise SystemExit(1)
-
-
-async def _extract_store(
-    args: argparse.Namespace, passphrase: str, emit: Callable[[bytes, str], bool | None]
-) -> bool | None:
-    """Stream a store's range through ``emit`` (fetches run ahead in threads while a ledger is extracted).
-
-    True if every ledger was extracted, False if some were bad, None if the output was closed.
-    """
-    from cdp.extract import Ledger
-    from cdp.upstream import DatastoreSource
-
-    config = Config.from_mapping(
-        {
-            "datastore_url": args.datastore,
-            "network_passphrase": passphrase,
-            "start_ledger": args.start_ledger,
-            "end_ledger": args.end_ledger,
-        }  # fmt: skip
-    )
-    ok: bool | None = True
-    send, receive = trio.open_memory_channel[Ledger](0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(DatastoreSource(config, config.start_ledger).run, send)
-        async with receive:
-            async for ledger in receive:
-                origin = f"{args.datastore} ledger {ledger.sequence}"
-                if ledger.problem is not None:
-                    print(f"cdp extract: {origin}: {ledger.problem}", file=sys.stderr)
-                    ok = False
-                    continue
-                done = await trio.to_thread.run_sync(emit, ledger.raw, origin)
-                ok = None if done is None else done and ok
-                if ok is None:  # no return in here: the cancelled close would swallow it
-                    nursery.cancel_scope.cancel("stdout closed")
-                    break
-    return ok
-
-
-def _cmd_datastore(args: argparse.Namespace) -> None:
-    from cdp.extract import Ledger
-    from cdp.testing import SyntheticLedgers
-    from cdp.upstream._layout import Layout, Manifest, write_store
-    from cdp.xdr._files import expand_paths, read_file
-
-    passphrase = NETWORKS.get((args.network or "").lower(), args.network) or Config.load().network_passphrase
-    if args.ledgers_per_file < 1 or args.files_per_partition < 1:
-        _fail("--ledgers-per-file and --files-per-partition must be >= 1", EXIT_USAGE)
-    if args.synthetic == bool(args.paths):
-        _fail("datastore write: give ledger FILEs or --synthetic, not both or neither", EXIT_USAGE)
-    if args.synthetic:
-        if not 1 <= args.start <= args.end:
-            _fail(f"--start={args.start} --end={args.end}: need 1 <= start <= end", EXIT_USAGE)
-        gen = SyntheticLedgers(seed=args.seed, passphrase=passphrase)
-        ledgers: list[Ledger] | Iterator[Ledger] = (
-            Ledger(s, gen.close_time(s), gen.ledger(s)) for s in range(args.start, args.end + 1)
-        )
-    else:
-        try:
-            stored = {s.sequence: s for p in expand_paths(args.paths) for s in read_file(p)}
-        except (LedgerDecodeError, OSError) as exc:
-            _fail(str(exc), 1)
-        ledgers = [Ledger(s, None, stored[s].raw) for s in sorted(stored)]
-    manifest = Manifest(passphrase, Layout(args.ledgers_per_file, args.files_per_partition))
-    files = write_store(args.directory, manifest, ledgers)
-    print(f"wrote {files} files to {args.directory}", file=sys.stderr)
-
-
-def _strip(exc: Exception, path: Path) -> str:
-    return str(exc).removeprefix(f"{path}: ")
-
-
 def main(argv: Sequence[str] | None = None, stops: StopSignals | None = None) -> None:
     """The ``cdp`` command. Exit status: 0 done or stopped by a signal, 1 a failure, 2 a usage or
     configuration error, 130 a second stop signal (in-flight ledgers abandoned; the checkpoint is
@@ -361,17 +263,17 @@ def main(argv: Sequence[str] | None = None, stops: StopSignals | None = None) ->
         stops.install()
     args = build_parser().parse_args(argv)
     args.stops = stops
-    commands = {"run": _cmd_run, "demo": _cmd_demo, "fake-source": _cmd_fake_source, "extract": _cmd_extract,
-                "datastore": _cmd_datastore}  # fmt: skip
+    commands = {"run": _cmd_run, "backfill": _cmd_backfill, "demo": _cmd_demo, "fake-source": _cmd_fake_source,
+                "extract": cmd_extract, "datastore": cmd_datastore}  # fmt: skip
     try:
         with unwrap_cdp_error():
             commands[args.command](args)
     except KeyboardInterrupt:  # only where no handler of ours was installed (a caller's own)
         raise SystemExit(130) from None
     except ConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
+        fail(str(exc), EXIT_USAGE)
     except CdpError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     if stops.immediate:
         raise SystemExit(EXIT_INTERRUPTED)
 

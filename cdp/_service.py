@@ -142,7 +142,13 @@ async def _serve(
     if config.end_ledger and start > config.end_ledger:
         raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
     opening = partial(
-        open_sink, config, on_rows=on_rows, start=start, resume_offset=resume_offset, processor_name=describe(processor)
+        open_sink,
+        config,
+        on_rows=on_rows,
+        start=start,
+        resume_offset=resume_offset,
+        processor_name=describe(processor),
+        columns=getattr(processor, "columns", None),
     )
     try:
         sink = await trio.to_thread.run_sync(opening)  # opening a FIFO waits for its reader

@@ -15,7 +15,7 @@ import cdp
 
 from .helpers import ROOT
 
-LAYERS = ("extract", "xdr", "processors", "upstream", "pipeline", "sinks", "ops", "testing")
+LAYERS = ("extract", "xdr", "processors", "upstream", "pipeline", "sinks", "ops", "batch", "testing")
 # What the pure layers may not import, directly or through anything they load.
 NOT_IN_PURE_LAYERS = ("trio", "trio_asyncio", "trio_parallel", "grpclib", "hypercorn", "quart", "quart_trio",
                       "prometheus_client", "httpx", "h2")  # fmt: skip
@@ -62,6 +62,16 @@ def test_the_extraction_layer_loads_no_trio_asyncio_grpc_http_or_metrics() -> No
     added = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert [m for m in added if m.split(".")[0] in NOT_IN_PURE_LAYERS + ("asyncio",)] == []
     assert "cdp.extract" in added
+
+
+@pytest.mark.parametrize("module", ["cdp.__main__", "cdp.batch._task", "cdp.upstream._datastore"])
+def test_what_dask_processes_load_leaves_asyncio_alone(module: str) -> None:
+    """trio-asyncio replaces asyncio's loops when imported, and Dask then cannot start: neither the
+    command (re-imported as the main module by every spawned Dask worker) nor a partition task, nor
+    the datastore reader it uses, may load it, or grpclib with it."""
+    code = f"import sys, {module}; print('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in loaded if m.split(".")[0] in ("trio_asyncio", "grpclib")] == []
 
 
 @pytest.mark.parametrize("layer", ["extract", "xdr", "processors"])

@@ -102,3 +102,26 @@ def test_parquet_needs_a_directory() -> None:
 def test_progress_line() -> None:
     """The progress bar shows count, rate, rows and ETA."""
     assert "[###############...............] 50/100 ledgers  10.0/s  7 rows  ETA 00:05" == render(50, 100, 7, 5.0)
+
+
+async def test_changes_mode_columns_are_typed_and_empty_files_keep_the_schema(endpoint: str, tmp_path: Path) -> None:
+    """The change fields are typed (tx_index was once a string column fed ints, and failed); a file of
+    ledgers without rows has the schema of the others, so such directories read as one dataset."""
+    from stellar_sdk import StrKey
+
+    nobody = StrKey.encode_contract(bytes(32))
+    with trio.fail_after(60):
+        await cdp.serve(_config(endpoint, tmp_path / "rows", end_ledger=11, mode="changes"))
+        await cdp.serve(_config(endpoint, tmp_path / "none", end_ledger=11, mode="changes", filter_contract_ids=nobody))
+    schemas, rows = _schemas_and_rows(tmp_path)
+    assert 1 == len(schemas)
+    assert 0 == rows["none"] < rows["rows"]
+    schema = schemas.pop()
+    types = tuple(str(schema.field(n).type) for n in ("tx_index", "operation_index", "tx_hash"))
+    assert ("uint32", "uint32", "string") == types
+
+
+def _schemas_and_rows(root: Path) -> tuple[set[Any], dict[str, int]]:
+    schemas = {pq.read_schema(p).remove_metadata() for p in root.rglob("*.parquet")}
+    rows = {d.name: sum(pq.read_metadata(p).num_rows for p in d.glob("*.parquet")) for d in root.iterdir()}
+    return schemas, rows

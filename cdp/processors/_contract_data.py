@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from cdp.extract import Ledger, Mode, extract_rows, extract_rows_fast
+from cdp.extract._rows import row_fields
 
 from ._base import ProcessResult
 
@@ -22,6 +23,11 @@ class ContractDataProcessor:
     instance_extras: bool = True
     fast: bool = True
     name: str = "contract_data"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every field of its rows, for a file of no rows (the Parquet schema)."""
+        return row_fields(self.mode, self.instance_extras)
 
     def process(self, ledger: Ledger) -> ProcessResult:
         if self.fast:

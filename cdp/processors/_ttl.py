@@ -10,6 +10,7 @@ import attrs
 
 from cdp.extract import Ledger, Mode, TtlRow
 from cdp.extract._changes import REMOVED, TTL, arm, compact, ledger_info, read_changes
+from cdp.extract._rows import CHANGE_FIELDS
 from cdp.extract._rules import closed_at
 
 
@@ -19,6 +20,13 @@ class TtlProcessor:
 
     mode: Mode = "compact"
     name: str = "ttl"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every field of its rows, for a file of no rows (the Parquet schema)."""
+        base = ("key_hash", "live_until_ledger_seq", "last_modified_ledger", "ledger_entry_change", "deleted",
+                "closed_at", "ledger_sequence")  # fmt: skip
+        return base + (CHANGE_FIELDS if self.mode == "changes" else ())
 
     def process(self, ledger: Ledger) -> list[TtlRow]:
         lcm = ledger.meta

@@ -59,6 +59,7 @@ def open_sink(
     start: int,
     resume_offset: int | None,
     processor_name: str,
+    columns: Sequence[str] | None = None,
 ) -> Sink:
     """The sink ``config`` asks for: a callback when given, else Parquet, stdout or a JSONL file.
 
@@ -72,7 +73,9 @@ def open_sink(
     if config.format == "parquet":
         from ._parquet import ParquetSink
 
-        return ParquetSink(Path(config.output), processor_name, config.schema, config.parquet_ledgers_per_file, start)
+        return ParquetSink(
+            Path(config.output), processor_name, config.schema, config.parquet_ledgers_per_file, start, columns
+        )
     if config.output == "-":
         return StdoutSink()
     return JsonlFileSink(Path(config.output), resume_offset)

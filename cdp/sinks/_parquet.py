@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import typing
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -67,6 +68,8 @@ def require_pyarrow() -> None:
 
 def arrow_type(hint: Any, time_unit: str = "ms") -> Any:
     """The Arrow type of a row field from its ``TypedDict`` annotation (``Optional`` is nullable anyway)."""
+    if typing.get_origin(hint) in (typing.NotRequired, typing.Required):
+        hint = typing.get_args(hint)[0]
     if typing.get_origin(hint) is typing.Annotated:
         marker = hint.__metadata__[0]
         if marker == UTC_TIMESTAMP:
@@ -104,26 +107,55 @@ def ttp_table(rows: Sequence[Row]) -> Any:
     return pa.table(columns, schema=pa.schema(fields))
 
 
-def to_table(rows: Sequence[Row], schema_name: str, row_type: type | None = None) -> Any:
-    """Rows as an Arrow table: ``ttp``, or ``full`` with the columns the rows have, typed from ``row_type``."""
+def to_table(
+    rows: Sequence[Row], schema_name: str, row_type: type | None = None, columns: Sequence[str] | None = None
+) -> Any:
+    """Rows as an Arrow table: ``ttp``, or ``full`` with the columns the rows have, typed from ``row_type``.
+
+    ``columns`` (the processor's, when it declares them) gives a file of no rows the same schema as
+    the others, so a directory of files reads as one dataset.
+    """
     if schema_name == "ttp":
         return ttp_table(rows)
-    if not rows:
+    have = rows[0] if rows else (columns or ())
+    if not have:
         return pa.table({})
     hints = field_types(row_type) if row_type is not None else {}
-    names = [n for n in hints if n in rows[0]] + [n for n in rows[0] if n not in hints]
-    fields, columns = [], {}
+    names = [n for n in hints if n in have] + [n for n in have if n not in hints]
+    fields, data = [], {}
     for name in names:
         values = [r.get(name) for r in rows]
         if name in hints:
             kind = arrow_type(hints[name])
-        elif any(isinstance(v, dict | list) for v in values):
+        elif not values or any(isinstance(v, dict | list) for v in values):
             kind = pa.string()
         else:
             kind = pa.array(values).type if any(v is not None for v in values) else pa.string()
         fields.append(pa.field(name, kind))
-        columns[name] = _column(values, kind)
-    return pa.table(columns, schema=pa.schema(fields))
+        data[name] = _column(values, kind)
+    return pa.table(data, schema=pa.schema(fields))
+
+
+def file_name(prefix: str, first: int, last: int) -> str:
+    """``contract_data-0000001000-0000001999.parquet``: the processor, then the ledgers the file holds."""
+    return f"{prefix}-{first:010d}-{last:010d}.parquet"
+
+
+def write_table_atomically(path: Path, table: Any) -> None:
+    """Write to a hidden temporary name unique to this writer, fsync, rename: a reader sees the whole
+    file or none, and two writers of one file (a retried task and a straggler) never mix their bytes."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class ParquetSink:
@@ -131,11 +163,20 @@ class ParquetSink:
 
     name = "parquet"
 
-    def __init__(self, directory: Path, prefix: str, schema: str, ledgers_per_file: int, resume_ledger: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        prefix: str,
+        schema: str,
+        ledgers_per_file: int,
+        resume_ledger: int,
+        columns: Sequence[str] | None = None,
+    ) -> None:
         require_pyarrow()
         self.directory = directory
         self.prefix = prefix
         self.schema = schema
+        self.columns = columns
         self.per_file = ledgers_per_file
         self._rows: list[Row] = []
         self._first: int | None = None
@@ -165,20 +206,11 @@ class ParquetSink:
         first, last, rows = self._first, self._last, self._rows
         self._first = self._last = None
         self._rows = []
-        path = self.directory / f"{self.prefix}-{first:010d}-{last:010d}.parquet"
-        await trio.to_thread.run_sync(self._write_file, path, rows)
+        path = self.directory / file_name(self.prefix, first, last)
+        table = to_table(rows, self.schema, ROW_TYPES.get(self.prefix), self.columns)
+        await trio.to_thread.run_sync(write_table_atomically, path, table)
         LOG.info("parquet file written path=%s ledgers=%d..%d rows=%d", path, first, last, len(rows))
         return Durable(last)
-
-    def _write_file(self, path: Path, rows: list[Row]) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(to_table(rows, self.schema, ROW_TYPES.get(self.prefix)), tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
 
     def close(self) -> None:
         pass

@@ -1,0 +1,283 @@
+"""``cdp backfill``: a ledger range of a datastore, partitioned over a Dask cluster into Parquet files.
+
+Dask does the scheduling, the scale-out and the retries (a worker that dies costs its partition a
+rerun elsewhere); ``cdp`` makes each partition idempotent: a file appears whole or not at all, and
+a rerun skips every partition whose file is there with the same row settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+
+from cdp._config import Config
+from cdp._errors import BadLedgerError, CdpError, ConfigError, UpstreamError
+from cdp._version import __version__
+from cdp.processors._base import LedgerProcessor, describe
+from cdp.processors._registry import load_processor
+
+from ._plan import MANIFEST, Partition, fingerprint, is_done, plan, read_meta
+from ._task import PartitionJob, PartitionResult, run_partition
+
+LOG = logging.getLogger("cdp.backfill")
+
+
+@attrs.frozen
+class BackfillSummary:
+    """What a backfill did: partitions written now and found done before, ledgers, rows, seconds."""
+
+    output: Path
+    partitions: int
+    written: int
+    skipped: int
+    ledgers: int  # extracted by this run
+    rows: int  # written by this run
+    dead_lettered: int
+    seconds: float
+
+    @property
+    def ledgers_per_second(self) -> float:
+        return self.ledgers / self.seconds if self.seconds > 0 else 0.0
+
+
+def backfill(
+    config: Config,
+    *,
+    client: Any = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    processor: LedgerProcessor | None = None,
+    progress: IO[str] | None = None,
+) -> BackfillSummary:
+    """Extract ``START_LEDGER..END_LEDGER`` of ``DATASTORE_URL`` into Parquet files under ``OUTPUT``.
+
+    Runs on ``client`` (a ``distributed.Client``), else on the cluster at ``scheduler``, else on an
+    embedded ``LocalCluster`` with ``workers`` processes (default: one per core). Blocking; a Trio
+    program calls it through ``trio.to_thread.run_sync``.
+
+    Raises:
+        ConfigError: a setting a backfill needs is missing or wrong.
+        BadLedgerError: a ledger could not be processed and ``ON_BAD_LEDGER=stop``.
+        UpstreamError: the store could not be read (a hole, a fetch that kept failing).
+        CdpError: a partition killed its worker every time it was tried.
+    """
+    _check(config)
+    processor = processor or load_processor(config.processor, config)
+    prefix = describe(processor)
+    directory = Path(config.output)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob(f".{prefix}-*.parquet.*.tmp"):  # left by a task that died mid-write
+        stale.unlink(missing_ok=True)
+    print_, settings = fingerprint(config)
+    parts = plan(config.start_ledger, config.end_ledger, config.parquet_ledgers_per_file, prefix)
+    todo = [p for p in parts if not is_done(directory / p.name, p, print_)]
+    plan_text = (f"ledgers={config.start_ledger}..{config.end_ledger} partitions={len(parts)} to_do={len(todo)} "
+                 f"already_done={len(parts) - len(todo)} output={directory} fingerprint={print_}")  # fmt: skip
+    t0 = time.perf_counter()
+    results: list[PartitionResult] = []
+    if todo:
+        jobs = [PartitionJob(p, config, processor, str(directory), print_, settings) for p in todo]
+        with _client(client, scheduler, workers) as (dask, where):
+            LOG.info("backfill started dashboard=%s %s %s", dask.dashboard_link, where, plan_text)
+            results = _run(dask, jobs, config, progress)
+    else:
+        LOG.info("backfill: every partition is already done %s", plan_text)
+    seconds = time.perf_counter() - t0
+    _write_manifest(directory, config, prefix, print_, settings, parts)
+    summary = BackfillSummary(
+        output=directory,
+        partitions=len(parts),
+        written=len(results),
+        skipped=len(parts) - len(todo),
+        ledgers=sum(r.partition.ledgers for r in results),
+        rows=sum(r.rows for r in results),
+        dead_lettered=sum(len(r.dead_letters) for r in results),
+        seconds=seconds,
+    )
+    LOG.info("backfill done partitions=%d written=%d skipped=%d ledgers=%d rows=%d dead_lettered=%d seconds=%.1f "
+             "ledgers_per_s=%.1f", summary.partitions, summary.written, summary.skipped, summary.ledgers, summary.rows,
+             summary.dead_lettered, summary.seconds, summary.ledgers_per_second)  # fmt: skip
+    return summary
+
+
+def _check(config: Config) -> None:
+    if not config.datastore_url:
+        raise ConfigError("backfill reads a datastore: give --datastore URL (DATASTORE_URL)")
+    if not config.end_ledger:
+        raise ConfigError("backfill needs a bounded range: give --end-ledger (END_LEDGER)")
+    if config.output == "-":
+        raise ConfigError("OUTPUT=-: backfill writes Parquet files, give a directory (--output DIR)")
+    try:
+        import distributed  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"backfill needs the backfill extra: pip install 'contract-data-processor[backfill]' "
+                          f"({exc})") from None  # fmt: skip
+
+
+@contextlib.contextmanager
+def _plain_asyncio() -> Iterator[None]:
+    """Let Dask's threads make plain asyncio loops, in a process where trio-asyncio is loaded.
+
+    trio-asyncio makes ``asyncio.new_event_loop()`` outside Trio return its own synchronous loop, on
+    which Dask's scheduler, nannies and client cannot run (the cluster never starts). Its per-thread
+    policy override has a class-level default: setting that gives every thread that has not chosen
+    otherwise the default policy, while code inside ``trio.run`` keeps getting trio-asyncio's loops.
+    """
+    module = sys.modules.get("trio_asyncio._loop")
+    if module is None:
+        yield
+        return
+    import asyncio
+
+    faked = getattr(module, "_FakedPolicy", None)
+    if faked is None or not hasattr(faked, "policy"):
+        raise ConfigError(
+            "cdp.backfill cannot run Dask in a process that has loaded this trio-asyncio version: "
+            "run it in a process of its own (cdp backfill)"
+        )
+    before = faked.policy
+    faked.policy = asyncio.DefaultEventLoopPolicy()
+    try:
+        yield
+    finally:
+        faked.policy = before
+
+
+@contextlib.contextmanager
+def _client(client: Any, scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """The given client, or one to the given scheduler, or one to an embedded ``LocalCluster``."""
+    if client is not None:
+        yield client, "cluster=given"
+        return
+    with _plain_asyncio(), _made_client(scheduler, workers) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def _made_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as made:
+            yield made, f"scheduler={scheduler}"
+        return
+    n = workers or os.cpu_count() or 1
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.WARNING,
+        ) as cluster,  # fmt: skip
+        Client(cluster) as made,
+    ):
+        yield made, f"cluster=local workers={n}"
+
+
+def _run(dask: Any, jobs: list[PartitionJob], config: Config, progress: IO[str] | None) -> list[PartitionResult]:
+    """Submit every partition, collect them as they finish; stop all at the first failure."""
+    from distributed import KilledWorker, as_completed
+
+    from cdp.ops._progress import render
+
+    total = sum(job.partition.ledgers for job in jobs)
+    keys = {f"cdp-{job.partition.first}-{job.partition.last}-{uuid.uuid4().hex[:8]}": job for job in jobs}
+    futures = [dask.submit(run_partition, job, key=key) for key, job in keys.items()]
+    prefix = describe(jobs[0].processor)
+    results: list[PartitionResult] = []
+    done = rows = 0
+    start = time.perf_counter()
+    bar = progress if progress is not None and progress.isatty() else None
+    try:
+        for future in as_completed(futures):
+            try:
+                result: PartitionResult = future.result()
+            except KilledWorker as exc:
+                p = keys[future.key].partition
+                raise CdpError(
+                    f"partition {p.first}..{p.last}: its worker died each time it was tried (killed, or out of "
+                    f"memory?): {exc}"
+                ) from None
+            _fail_on(result, prefix)
+            _dead_letter(config, result)
+            results.append(result)
+            done += result.partition.ledgers
+            rows += result.rows
+            elapsed = time.perf_counter() - start
+            LOG.info("partition done ledgers=%d..%d rows=%d seconds=%.1f progress=%d/%d partitions",
+                     result.partition.first, result.partition.last, result.rows, result.seconds, len(results),
+                     len(jobs))  # fmt: skip
+            if bar is not None:
+                bar.write("\r" + render(done, total, rows, elapsed))
+                bar.flush()
+    finally:
+        for future in futures:
+            future.cancel()
+        if bar is not None:
+            bar.write("\n")
+    return results
+
+
+def _fail_on(result: PartitionResult, processor: str) -> None:
+    """The failure a partition reported, raised as the service would raise it."""
+    if result.error is None:
+        return
+    if result.bad_ledger is not None:
+        raise BadLedgerError(result.bad_ledger, processor, result.error)
+    p = result.partition
+    raise UpstreamError(f"partition {p.first}..{p.last}: {result.error}")
+
+
+def _dead_letter(config: Config, result: PartitionResult) -> None:
+    if not result.dead_letters:
+        return
+    path = config.dead_letter_path or Path("cdp-dead-letter.jsonl")
+    with open(path, "a", encoding="utf-8") as f:
+        for record in result.dead_letters:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            LOG.error("bad ledger dead-lettered ledger=%d error=%r path=%s", record["ledger"], record["error"], path)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_manifest(
+    directory: Path, config: Config, prefix: str, print_: str, settings: dict[str, Any], parts: list[Partition]
+) -> None:
+    """``_cdp_backfill.json``, once every partition's file is there: what the directory holds."""
+    listed = []
+    for p in parts:
+        meta = read_meta(directory / p.name)
+        if meta is None or meta.get("fingerprint") != print_:
+            return
+        listed.append({"file": p.name, "first": p.first, "last": p.last, "rows": meta["rows"],
+                       "dead_lettered": meta.get("dead_lettered", [])})  # fmt: skip
+    manifest = {
+        "cdp_version": __version__,
+        "datastore_url": config.datastore_url,
+        "start_ledger": config.start_ledger,
+        "end_ledger": config.end_ledger,
+        "ledgers_per_file": config.parquet_ledgers_per_file,
+        "processor": prefix,
+        "fingerprint": print_,
+        "settings": settings,
+        "rows": sum(int(item["rows"]) for item in listed),
+        "partitions": listed,
+        "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    tmp = directory / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, directory / MANIFEST)

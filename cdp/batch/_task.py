@@ -1,0 +1,126 @@
+"""One partition's work, run by a Dask worker: read its ledgers from the store, extract, write one file.
+
+Plain synchronous code around a short ``trio.run``: the datastore reader (prefetch, retries, holes,
+corrupt files) is the one ``cdp run`` uses, and the rows come from ``process_ledger``, as in the
+service's workers, so a partition's file holds exactly what ``cdp run`` writes for those ledgers.
+Errors come back in the result, not raised: the client turns them into the same ``CdpError`` the
+service raises, which does not depend on an exception surviving Dask's pickling.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from cdp._config import Config
+from cdp._errors import CdpError, unwrap_cdp_error
+from cdp._version import __version__
+from cdp.extract import Ledger, Row
+from cdp.processors._base import LedgerProcessor, describe
+from cdp.processors._work import RowFilter, process_ledger
+
+from ._plan import META_KEY, Partition
+
+
+@attrs.frozen
+class PartitionJob:
+    partition: Partition
+    config: Config
+    processor: LedgerProcessor
+    directory: str
+    fingerprint: str
+    settings: dict[str, Any]
+
+
+@attrs.frozen
+class PartitionResult:
+    partition: Partition
+    rows: int
+    seconds: float
+    skipped: dict[str, int] = attrs.field(factory=dict)  # rows dropped by the filters, by reason
+    dead_letters: list[dict[str, Any]] = attrs.field(factory=list)  # ON_BAD_LEDGER=skip
+    bad_ledger: int | None = None  # ON_BAD_LEDGER=stop: the ledger that stopped the job ...
+    error: str | None = None  # ... and why; or why the store could not be read (then bad_ledger is None)
+
+
+@attrs.define
+class _Collected:
+    rows: list[Row] = attrs.field(factory=list)
+    skipped: dict[str, int] = attrs.field(factory=dict)
+    dead: list[dict[str, Any]] = attrs.field(factory=list)
+    bad_ledger: int | None = None
+    error: str | None = None
+
+
+def run_partition(job: PartitionJob) -> PartitionResult:
+    """Extract one partition into its file (temp, fsync, rename); never raises for bad data."""
+    from cdp.sinks._parquet import ROW_TYPES, to_table, write_table_atomically
+
+    t0 = time.perf_counter()
+    p = job.partition
+    try:
+        with unwrap_cdp_error():
+            got = trio.run(_collect, job)
+    except CdpError as exc:
+        return PartitionResult(p, 0, time.perf_counter() - t0, error=str(exc))
+    if got.error is not None:
+        return PartitionResult(p, 0, time.perf_counter() - t0, bad_ledger=got.bad_ledger, error=got.error)
+    name = describe(job.processor)
+    table = to_table(got.rows, job.config.schema, ROW_TYPES.get(name), getattr(job.processor, "columns", None))
+    meta = {
+        "first": p.first,
+        "last": p.last,
+        "rows": len(got.rows),
+        "cdp_version": __version__,
+        "fingerprint": job.fingerprint,
+        "settings": job.settings,
+        "dead_lettered": [d["ledger"] for d in got.dead],
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta)})
+    write_table_atomically(Path(job.directory) / p.name, table)
+    return PartitionResult(p, len(got.rows), time.perf_counter() - t0, got.skipped, got.dead)
+
+
+async def _collect(job: PartitionJob) -> _Collected:
+    from cdp.upstream._datastore import DatastoreSource
+
+    p = job.partition
+    config = attrs.evolve(job.config, start_ledger=p.first, end_ledger=p.last)
+    row_filter = RowFilter.from_config(config)
+    name = describe(job.processor)
+    got = _Collected()
+    send, receive = trio.open_memory_channel[Ledger](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(DatastoreSource(config, p.first).run, send)
+        async with receive:
+            async for ledger in receive:
+                reason: str | None
+                if ledger.problem is not None:
+                    reason = ledger.problem
+                else:
+                    result = process_ledger(job.processor, row_filter, ledger)
+                    reason = result.error
+                if reason is None:
+                    got.rows.extend(result.rows)
+                    for why, count in result.skipped.items():
+                        got.skipped[why] = got.skipped.get(why, 0) + count
+                    continue
+                if config.on_bad_ledger == "stop":
+                    got.bad_ledger, got.error = ledger.sequence, reason
+                    break
+                got.dead.append(
+                    {
+                        "ledger": ledger.sequence,
+                        "processor": name,
+                        "error": reason,
+                        "ledger_close_meta_xdr": base64.b64encode(ledger.raw).decode(),
+                    }  # fmt: skip
+                )
+        nursery.cancel_scope.cancel("partition read")
+    return got
