@@ -30,6 +30,10 @@ bench: setup
 bench-datastore: setup
     {{py}} bench/datastore.py
 
+# backfill: 1 vs 2 Dask workers over a 2,000-ledger store, per-partition overhead, a rerun
+bench-backfill: setup
+    {{py}} bench/backfill.py
+
 # differential fuzzing of the extractor, >= 1,000,000 mutated ledgers (about 5 minutes on 2 cores)
 fuzz inputs="1000000": setup
     {{py}} bench/fuzz.py --inputs {{inputs}}

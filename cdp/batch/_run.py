@@ -218,9 +218,11 @@ def _run(dask: Any, jobs: list[PartitionJob], config: Config, progress: IO[str] 
             done += result.partition.ledgers
             rows += result.rows
             elapsed = time.perf_counter() - start
-            LOG.info("partition done ledgers=%d..%d rows=%d seconds=%.1f progress=%d/%d partitions",
-                     result.partition.first, result.partition.last, result.rows, result.seconds, len(results),
-                     len(jobs))  # fmt: skip
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = (total - done) / rate if rate > 0 else float("inf")
+            LOG.info("partition done ledgers=%d..%d rows=%d seconds=%.1f partitions=%d/%d ledgers=%d/%d "
+                     "ledgers_per_s=%.1f eta_s=%.0f", result.partition.first, result.partition.last, result.rows,
+                     result.seconds, len(results), len(jobs), done, total, rate, eta)  # fmt: skip
             if bar is not None:
                 bar.write("\r" + render(done, total, rows, elapsed))
                 bar.flush()
