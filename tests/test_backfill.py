@@ -201,3 +201,29 @@ def test_cdp_backfill_command(store: Path, tmp_path: Path) -> None:
     assert "every partition is already done" in again.stderr
     assert "written=0 skipped=4" in again.stderr
     assert _files(out) == _expected(_config(store, out))
+
+
+def test_an_existing_cluster_by_its_scheduler_address(store: Path, tmp_path: Path) -> None:
+    """`--scheduler ADDRESS`: the job runs on a cluster it did not start, and leaves it running."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from cdp.batch._run import _plain_asyncio
+
+    with (
+        _plain_asyncio(),
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        ) as cluster,  # fmt: skip
+    ):
+        summary = cdp.backfill(_config(store, tmp_path / "out"), scheduler=cluster.scheduler_address)
+        assert (4, LAST - FIRST + 1) == (summary.written, summary.ledgers)
+        with Client(cluster.scheduler_address) as client:
+            assert 1 == len(client.scheduler_info()["workers"])
+    assert _files(tmp_path / "out") == _expected(_config(store, tmp_path / "out"))
