@@ -9,7 +9,6 @@ start-up is reported apart), 100 ledgers per partition. Then the per-partition o
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import sys
@@ -45,23 +44,12 @@ def config(store: Path, out: Path, first: int, last: int, per_file: int):  # typ
 
 def timed(workers: int, store: Path, out: Path, first: int, last: int, per_file: int) -> tuple[float, float]:
     """Seconds to start the cluster, and seconds for the backfill on it (a fresh output each time)."""
-    from distributed import Client, LocalCluster
-
     import cdp
+    from cdp.batch._run import _client
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.WARNING,
-        ) as cluster,  # fmt: skip
-        Client(cluster) as client,
-    ):
+    with _client(None, None, workers) as (client, _):  # the LocalCluster `cdp backfill` would start
         client.submit(int, 1).result()  # every worker up and answering
         client.run(lambda: __import__("cdp.batch._task"))  # and the extractor loaded
         started = time.perf_counter()

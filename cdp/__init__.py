@@ -9,9 +9,9 @@ gRPC stacks. The layers, lowest first: ``cdp.xdr`` and ``cdp.extract`` (pure, no
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_exports
 from ._version import __version__
 
 _EXPORTS: dict[str, str] = {
@@ -72,14 +72,4 @@ if TYPE_CHECKING:
     from .testing import serve_fake_source as serve_fake_source
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cdp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

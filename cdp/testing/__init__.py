@@ -6,8 +6,9 @@ grpclib and trio-asyncio (which replaces asyncio's loops, and Dask then cannot s
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cdp._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "FakeSourceOptions": "cdp.testing._fake_source",
@@ -23,14 +24,4 @@ if TYPE_CHECKING:
     from ._synthetic import SyntheticLedgers as SyntheticLedgers
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cdp.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,9 @@ worker) does not load grpclib or trio-asyncio, whose import replaces the asyncio
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cdp._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "Backoff": "cdp.upstream._breaker",
@@ -31,14 +32,4 @@ if TYPE_CHECKING:
     from ._stats import SourceStatistics as SourceStatistics
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cdp.upstream' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
