@@ -225,3 +225,22 @@ async def test_the_fake_upstream_serves_a_store_and_follows_it_as_it_grows(tmp_p
             await handle.view.pipeline.wait_committed(35)
             handle.stop()
     assert _expected(7, 35) == got
+
+
+async def test_following_a_store_holds_a_bounded_number_of_files(tmp_path: Path) -> None:
+    """Memory stays bounded however long the store is followed: files already handed on are let go
+    (each used to stay linked to the next one, for as long as the run lasted)."""
+    import gc
+
+    from cdp.upstream._datastore import _File
+
+    root = _store(tmp_path, 2, 301, Layout(1, 1))
+    config = _config(root, start_ledger=2, datastore_prefetch_files=4)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(partial(cdp.serve, config, on_rows=lambda seq, rows: None))
+            await handle.view.pipeline.wait_committed(301)
+            gc.collect()
+            alive = sum(isinstance(o, _File) for o in gc.get_objects())
+            handle.stop()
+    assert alive <= 4 + 3  # in the channel, one being queued, one being handed on, the newest

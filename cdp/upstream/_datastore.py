@@ -205,6 +205,7 @@ class DatastoreSource:
                     async with order_recv:
                         async for file in order_recv:
                             await file.done.wait()
+                            file.prev = None  # else every file ever scheduled stays linked, live for days
                             if file.error is not None:
                                 raise file.error
                             data, file.data = file.data, b""
