@@ -145,7 +145,7 @@ def test_a_worker_killed_mid_partition_costs_only_a_retry(store: Path, tmp_path:
     assert (4, LAST - FIRST + 1) == (summary.written, summary.ledgers)
     assert {"25", "61"} == {p.name for p in markers.iterdir()}
     files = _files(out)
-    assert 4 == len(files) == len(list(out.iterdir())) - 1  # and the manifest, no temp file
+    assert {*files, "_cdp_backfill.json", ".cdp.lock"} == {p.name for p in out.iterdir()}  # no temp file left
     assert list(range(FIRST, LAST + 1)) == [s for t in files.values() for s in t.column("ledger_sequence").to_pylist()]
 
     always = WorkerKillingProcessor(str(markers), die_always=frozenset({45}))
@@ -227,3 +227,15 @@ def test_an_existing_cluster_by_its_scheduler_address(store: Path, tmp_path: Pat
         with Client(cluster.scheduler_address) as client:
             assert 1 == len(client.scheduler_info()["workers"])
     assert _files(tmp_path / "out") == _expected(_config(store, tmp_path / "out"))
+
+
+def test_one_job_per_output_directory(store: Path, tmp_path: Path) -> None:
+    """A second job (or a `cdp run`) on the same directory would delete the temp files the first is
+    writing: it is refused, naming the holder."""
+    from cdp._errors import ConfigError
+    from cdp.pipeline._guard import exclusive
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with exclusive(out, "OUTPUT"), pytest.raises(ConfigError, match=r"^OUTPUT=.*out: in use by another cdp process"):
+        cdp.backfill(_config(store, out), workers=1)

@@ -24,6 +24,7 @@ import attrs
 from cdp._config import Config
 from cdp._errors import BadLedgerError, CdpError, ConfigError, UpstreamError
 from cdp._version import __version__
+from cdp.pipeline._guard import exclusive
 from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._registry import load_processor
 
@@ -73,10 +74,23 @@ def backfill(
         CdpError: a partition killed its worker every time it was tried.
     """
     _check(config)
-    processor = processor or load_processor(config.processor, config)
-    prefix = describe(processor)
     directory = Path(config.output)
     directory.mkdir(parents=True, exist_ok=True)
+    with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
+        return _backfill(config, client, scheduler, workers, processor, progress, directory)
+
+
+def _backfill(
+    config: Config,
+    client: Any,
+    scheduler: str | None,
+    workers: int | None,
+    processor: LedgerProcessor | None,
+    progress: IO[str] | None,
+    directory: Path,
+) -> BackfillSummary:
+    processor = processor or load_processor(config.processor, config)
+    prefix = describe(processor)
     for stale in directory.glob(f".{prefix}-*.parquet.*.tmp"):  # left by a task that died mid-write
         stale.unlink(missing_ok=True)
     print_, settings = fingerprint(config)
