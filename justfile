@@ -16,10 +16,12 @@ demo ledgers="5": setup
 test: setup
     {{py}} -m pytest -q
 
-# regenerate the betterproto code and the XDR skippers from schema/, and the README settings table from Config
+# regenerate the betterproto code and the XDR skippers (Python and C, rebuilt) from schema/, and the README settings table from Config
 gen:
     PATH="{{venv}}/bin:$PATH" {{py}} -m grpc_tools.protoc -I schema --python_betterproto_out=cdp/upstream/proto schema/raw_ledger_service.proto
     {{py}} -m cdp._tools.gen_xdr schema/xdr-grammar.json cdp/xdr/_skip.py
+    {{py}} -m cdp._tools.gen_c schema/xdr-grammar.json cdp/xdr/_cskip.c
+    {{py}} -m pip install -q --no-deps -e .
     {{py}} -m cdp._tools.gen_readme README.md
 
 # benchmarks: extraction and end-to-end ratios (run by hand, prints ratios)
@@ -37,6 +39,10 @@ bench-backfill: setup
 # differential fuzzing of the extractor, >= 1,000,000 mutated ledgers (about 5 minutes on 2 cores)
 fuzz inputs="1000000": setup
     {{py}} bench/fuzz.py --inputs {{inputs}}
+
+# the compiled skippers built with AddressSanitizer and UBSan, walking 1,000,000 mutated ledgers against the Python ones
+fuzz-asan inputs="1000000": setup
+    {{py}} bench/fuzz_asan.py --inputs {{inputs}}
 
 # stream from a fake source with random faults for N minutes; prints losses (must be 0) and RSS growth
 soak minutes="5": setup

@@ -2,6 +2,8 @@
 
 Each input is a real or synthetic ledger with 1-4 mutations (bit flips, interesting words such as
 discriminants and huge counts, truncation, duplicated or dropped words). For every input:
+- where the compiled skippers are built, they and the generated Python ones end the ledger at the
+  same offset or refuse it at the same place for the same reason;
 - the fast path either vouches for it and then its rows must equal the full decode's exactly, or
   it falls back, and then the full decode's answer is what users get;
 - the only exception either path may raise is ``LedgerDecodeError`` (a clean per-ledger error).
@@ -60,22 +62,41 @@ def mutate(rng: random.Random, raw: bytes) -> bytes:
     return bytes(b)
 
 
+def _walk_outcome(module: object, w: object) -> tuple[object, ...]:
+    from cdp.xdr._skip import SkipError
+
+    try:
+        return ("ok", module.s_LedgerCloseMeta(w, 0))  # type: ignore[attr-defined]
+    except SkipError as exc:
+        return ("refused", exc.what, exc.offset)
+    except IndexError:
+        return ("past the end",)
+
+
 def worker(args: tuple[int, int, int]) -> dict[str, int]:
     worker_id, count, seed = args
     from cdp._errors import LedgerDecodeError
     from cdp.extract._fast import _rows
     from cdp.extract._full import extract_rows
     from cdp.extract._walk import read_raw_changes
+    from cdp.xdr import _skip
+    from cdp.xdr._walker import WALKER, skippers
 
     corpus = seeds()
     rng = random.Random(seed)
-    stats = {"inputs": 0, "fast_rows_equal": 0, "fast_fell_back": 0, "clean_errors": 0, "failures": 0}
+    stats = {"inputs": 0, "walkers_agree": 0, "fast_rows_equal": 0, "fast_fell_back": 0, "clean_errors": 0,
+             "failures": 0}  # fmt: skip
     for i in range(count):
         raw, phrase = corpus[rng.randrange(len(corpus))]
         data = mutate(rng, raw)
         mode = "changes" if i % 2 else "compact"
         stats["inputs"] += 1
         try:
+            if WALKER == "compiled" and len(data) % 4 == 0:
+                w = _skip.words(data)
+                if _walk_outcome(_skip, w) != _walk_outcome(skippers, w):
+                    raise AssertionError("the compiled and Python skippers disagree")
+                stats["walkers_agree"] += 1
             try:
                 info, changes = read_raw_changes(data)
                 fast = _rows(data, info, changes, phrase, mode)

@@ -25,6 +25,7 @@ from cdp._version import __version__
 from cdp.ops._logs import configure_logging
 from cdp.processors._base import LedgerProcessor
 from cdp.processors._registry import load_processor
+from cdp.xdr._walker import WALKER
 
 if TYPE_CHECKING:  # trio-asyncio replaces asyncio's loops when imported: only commands that need it load it
     from cdp._service import ServiceHandle
@@ -61,7 +62,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdp", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"cdp {__version__}")
+    parser.add_argument("--version", action="version", version=f"cdp {__version__} (XDR walker: {WALKER})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="stream from the upstream and write rows")

@@ -45,7 +45,7 @@ LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 WorkerMode = Literal["process", "thread"]
 BadLedgerPolicy = Literal["stop", "skip"]
-Decoder = Literal["fast", "full"]
+Decoder = Literal["fast", "python", "full"]
 OutputFormat = Literal["jsonl", "parquet"]
 ParquetSchema = Literal["full", "ttp"]
 
@@ -124,7 +124,9 @@ class Config:
     include_deleted: bool = setting(True, "keep removal rows (dropping them silently corrupts downstream state)")
     mode: Mode = setting("compact", "compact (stellar-etl parity) or changes (every change, reader order)")
     decoder: Decoder = setting(
-        "fast", "fast walks the XDR and decodes only contract data (falls back per ledger); full decodes everything"
+        "fast",
+        "fast walks the XDR (compiled where built) and decodes only contract data, falling back per ledger; "
+        "python: the same with the pure-Python walker (read from the environment); full decodes everything",
     )
     processor: str = setting("contract_data", "contract_data, ttl, or package.module:factory", validator=not_empty)
     instance_extras: bool = setting(True, "add contract_instance_type and contract_instance_wasm_hash")

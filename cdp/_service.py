@@ -20,7 +20,7 @@ import trio
 import trio_asyncio
 
 from cdp._config import Config
-from cdp._errors import CdpError, OutputError, leaves, unwrap_cdp_error
+from cdp._errors import CdpError, ConfigError, OutputError, leaves, unwrap_cdp_error
 from cdp._watch import Watched
 from cdp.extract import Ledger, Row
 from cdp.ops import ServiceView, create_app, serve_http
@@ -28,6 +28,7 @@ from cdp.pipeline import Pipeline, guard_run, read_checkpoint, verify_resume
 from cdp.processors import LedgerProcessor, describe, load_processor
 from cdp.sinks import RowsCallback, open_sink
 from cdp.upstream import DatastoreSource, LedgerSource
+from cdp.xdr._walker import WALKER
 
 LOG = logging.getLogger("cdp.service")
 
@@ -137,6 +138,8 @@ async def _serve(
     processor: LedgerProcessor | None,
     task_status: trio.TaskStatus[ServiceHandle],
 ) -> None:
+    if config.decoder == "python" and WALKER != "python":
+        raise ConfigError("DECODER=python: set it in the environment, where it is read when cdp is imported")
     processor = processor or load_processor(config.processor, config)
     start, resume_offset = _resume(config, describe(processor))
     if config.end_ledger and start > config.end_ledger:

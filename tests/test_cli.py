@@ -24,7 +24,9 @@ def test_version() -> None:
 
     proc = _run("--version")
     assert 0 == proc.returncode
-    assert f"cdp {__version__}" == proc.stdout.strip()
+    from cdp.xdr._walker import WALKER
+
+    assert f"cdp {__version__} (XDR walker: {WALKER})" == proc.stdout.strip()
 
 
 def test_demo_prints_rows_with_every_etl_field() -> None:

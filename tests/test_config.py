@@ -131,7 +131,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "filter_balance_holders": ("G" + "A" * 55, "is not a valid contract id"),
     "include_deleted": ("perhaps", "expected true or false"),
     "mode": ("all", "must be one of compact, changes"),
-    "decoder": ("magic", "must be one of fast, full"),
+    "decoder": ("magic", "must be one of fast, python, full"),
     "processor": ("", "must not be empty"),
     "instance_extras": ("2", "expected true or false"),
     "start_ledger": ("0", "must be 1..4294967295"),

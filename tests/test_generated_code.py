@@ -54,6 +54,15 @@ def test_generated_skippers_are_current(tmp_path: Path) -> None:
     assert (ROOT / "cdp" / "xdr" / "_skip.py").read_text() == out.read_text(), "stale: run `just gen`"
 
 
+def test_generated_c_skippers_are_current(tmp_path: Path) -> None:
+    """cdp/xdr/_cskip.c is what cdp/_tools/gen_c.py makes of the same grammar."""
+    out = tmp_path / "cskip.c"
+    subprocess.run(
+        [sys.executable, "-m", "cdp._tools.gen_c", "schema/xdr-grammar.json", str(out)], cwd=ROOT, check=True
+    )
+    assert (ROOT / "cdp" / "xdr" / "_cskip.c").read_text() == out.read_text(), "stale: run `just gen`"
+
+
 def test_readme_settings_table_is_current() -> None:
     """The README's settings table is what the Config fields declare: run `just gen` after changing one."""
     from cdp._tools.gen_readme import with_table

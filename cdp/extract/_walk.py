@@ -15,6 +15,7 @@ import attrs
 
 from cdp.xdr import _skip as sk
 from cdp.xdr._header import peek_header
+from cdp.xdr._walker import skippers as ws
 
 from ._changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo
 
@@ -95,10 +96,10 @@ class _Walk:
             kind = w[o]
             start = o + 1
             if kind == REMOVED:
-                end = sk.s_LedgerKey(w, start)
+                end = ws.s_LedgerKey(w, start)
                 etype = w[start]
             elif kind == CREATED or kind == UPDATED or kind == STATE or kind == RESTORED:
-                end = sk.s_LedgerEntry(w, start)
+                end = ws.s_LedgerEntry(w, start)
                 etype = w[start + 1]
             else:
                 raise FastPathError(f"LedgerEntryChangeType {kind} at byte {4 * o}")
@@ -136,7 +137,7 @@ class _Walk:
         v = w[o]
         o += 1
         if v == 0:  # Go refuses meta v0 and the reference skips it: so do we
-            return self.array(o, sk.s_OperationMeta)
+            return self.array(o, ws.s_OperationMeta)
         if v == 1:
             o = self.changes(o, out, "before", i, tx_hash, None)
             n = _count(w, o)
@@ -147,23 +148,23 @@ class _Walk:
         if v not in (2, 3, 4):
             raise FastPathError(f"TransactionMeta version {v} at byte {4 * o - 4}")
         if v >= 3:
-            o = sk.s_ExtensionPoint(w, o)
+            o = ws.s_ExtensionPoint(w, o)
         o = self.changes(o, out, "before", i, tx_hash, None)
         n = _count(w, o)
         o += 1
         for k in range(n):
             if v == 4:
-                o = sk.s_ExtensionPoint(w, o)
+                o = ws.s_ExtensionPoint(w, o)
             o = self.changes(o, out, "operation", i, tx_hash, k)
             if v == 4:
-                o = self.array(o, sk.s_ContractEvent)
+                o = self.array(o, ws.s_ContractEvent)
         o = self.changes(o, out, "after", i, tx_hash, None)
         if v == 3:
-            o = sk.s_SorobanTransactionMeta(w, o + 1) if w[o] else o + 1
+            o = ws.s_SorobanTransactionMeta(w, o + 1) if w[o] else o + 1
         elif v == 4:
-            o = sk.s_SorobanTransactionMetaV2(w, o + 1) if w[o] else o + 1
-            o = self.array(o, sk.s_TransactionEvent)
-            o = self.array(o, sk.s_DiagnosticEvent)
+            o = ws.s_SorobanTransactionMetaV2(w, o + 1) if w[o] else o + 1
+            o = self.array(o, ws.s_TransactionEvent)
+            o = self.array(o, ws.s_DiagnosticEvent)
         return o
 
     def ledger(self) -> list[RawChange]:
@@ -174,9 +175,9 @@ class _Walk:
         if v not in (0, 1, 2):
             raise FastPathError(f"LedgerCloseMeta version {v}")
         if v:
-            o = sk.s_LedgerCloseMetaExt(w, o)
-        o = sk.s_LedgerHeaderHistoryEntry(w, o)
-        o = sk.s_TransactionSet(w, o) if v == 0 else sk.s_GeneralizedTransactionSet(w, o)
+            o = ws.s_LedgerCloseMetaExt(w, o)
+        o = ws.s_LedgerHeaderHistoryEntry(w, o)
+        o = ws.s_TransactionSet(w, o) if v == 0 else ws.s_GeneralizedTransactionSet(w, o)
         fees: list[RawChange] = []
         metas: list[RawChange] = []
         posts: list[RawChange] = []
@@ -184,9 +185,9 @@ class _Walk:
         o += 1
         for i in range(n):
             if v == 2:
-                o = sk.s_ExtensionPoint(w, o)
+                o = ws.s_ExtensionPoint(w, o)
             tx_hash = raw[4 * o : 4 * o + 32].hex()
-            o = sk.s_TransactionResultPair(w, o)
+            o = ws.s_TransactionResultPair(w, o)
             o = self.changes(o, fees, "fee", i, tx_hash, None)
             o = self.tx_meta(o, i, tx_hash, metas)
             if v == 2:
@@ -195,14 +196,14 @@ class _Walk:
         n = _count(w, o)
         o += 1
         for _ in range(n):
-            o = sk.s_LedgerUpgrade(w, o)
+            o = ws.s_LedgerUpgrade(w, o)
             o = self.changes(o, upgrades, "upgrade", None, None, None)
-        o = self.array(o, sk.s_SCPHistoryEntry)
+        o = self.array(o, ws.s_SCPHistoryEntry)
         if v:
             o += 2  # totalByteSizeOfLiveSorobanState
-            o = self.array(o, sk.s_LedgerKey)
+            o = self.array(o, ws.s_LedgerKey)
             if v == 1:
-                o = self.array(o, sk.s_LedgerEntry)
+                o = self.array(o, ws.s_LedgerEntry)
         if o != len(w):
             raise FastPathError(f"walk ended at byte {4 * o} of {len(raw)}")
         return fees + metas + posts + upgrades

@@ -28,6 +28,7 @@ from cdp._net import bind_tcp
 from cdp._version import __version__
 from cdp.pipeline import PipelineStatistics
 from cdp.upstream import BreakerState, SourceStatistics
+from cdp.xdr._walker import WALKER
 
 from ._http_server import serve_capped
 from ._metrics import exposition, open_registry
@@ -98,6 +99,7 @@ class ServiceView:
                     "reorder_in_use": pipe.reorder_in_use,
                     "processing_lag": None if lag is None else round(lag, 3),
                     "last_committed_ledger": pipe.last_committed_ledger,
+                    "xdr_walker": WALKER,
                 },
             },
             "sink": {

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def contract_data(config: Config) -> LedgerProcessor:
     """The default processor's factory: ``--processor contract_data``."""
     return ContractDataProcessor(
-        config.network_passphrase, config.mode, config.instance_extras, fast=config.decoder == "fast"
+        config.network_passphrase, config.mode, config.instance_extras, fast=config.decoder != "full"
     )
 
 

@@ -18,6 +18,7 @@ from cdp._errors import LedgerDecodeError
 
 from . import _skip as sk
 from ._header import peek_header
+from ._walker import skippers as ws
 
 LEDGER_FILE_ENDINGS: Final = (".xdr", ".xdr.zst", ".xdr.zstd")  # raw ledgers, galexie batches (and pre-v23)
 
@@ -110,7 +111,7 @@ def split_batch(plain: bytes | bytearray, origin: str) -> Iterator[StoredLedger]
         count, size = w[2], len(w)
         bounds = [3]
         for _ in range(count - 1):
-            bounds.append(sk.s_LedgerCloseMeta(w, bounds[-1]))
+            bounds.append(ws.s_LedgerCloseMeta(w, bounds[-1]))
         del w  # as large as the batch: gone before the ledgers are copied out
         bounds.append(size if count > 0 else 3)
         view = memoryview(plain)

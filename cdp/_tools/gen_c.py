@@ -1,0 +1,321 @@
+"""Generate ``cdp/xdr/_cskip.c``: the word skippers of ``_skip.py`` as a C extension, from the same grammar.
+
+Each ``s_<Type>(w, o, depth=0)`` takes what the Python one takes (the ledger as 32-bit words, any
+buffer of them, e.g. ``words(raw)``) and returns the same index, or raises the same ``SkipError``.
+It accepts and refuses exactly what the Python skipper does (a differential test runs both on
+every shared ledger and on mutated ones). Every read is bounds-checked; recursion is capped at
+``MAX_DEPTH`` as in Python; nothing is allocated; the GIL is released while a call walks.
+
+Run: ``python -m cdp._tools.gen_c schema/xdr-grammar.json cdp/xdr/_cskip.c`` (``just gen``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Final
+
+from ._grammar import MAX_DEPTH, Grammar
+
+
+class CWriter:
+    def __init__(self, g: Grammar) -> None:
+        self.g = g
+        self.lines: list[str] = []
+        self.loop = 0
+
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
+
+    def read(self, indent: str, var: str, k: int = 0) -> None:
+        at = f"o + {k}" if k else "o"
+        self.emit(f"{indent}if (RD(c, {at}, &{var})) return -1;")
+
+    def fail(self, indent: str, what: str, at: str = "o") -> None:
+        self.emit(f"{indent}return FAIL(c, {json.dumps(what)}, {at});")
+
+    def call(self, indent: str, name: str, depth: str) -> None:
+        self.emit(f"{indent}o = s_{name}(c, o, {depth});")
+        self.emit(f"{indent}if (o < 0) return -1;")
+
+    @staticmethod
+    def cases(values: list[int] | tuple[int, ...], unsigned: bool) -> str:
+        return " ".join(f"case {v}{'u' if unsigned else ''}:" for v in sorted(values))
+
+    def member(self, indent: str, var: str, values: tuple[int, ...], unsigned: bool, what: str, at: str) -> None:
+        """Fail unless ``var`` is one of ``values``."""
+        if len(values) == 1:
+            v = values[0]
+            lhs = f"(uint32_t){var}" if unsigned else var
+            self.emit(f"{indent}if ({lhs} != {v}{'u' if unsigned else ''}) return FAIL(c, {json.dumps(what)}, {at});")
+            return
+        sw = f"(uint32_t){var}" if unsigned else var
+        self.emit(f"{indent}switch ({sw}) {{ {self.cases(values, unsigned)} break; "
+                  f"default: return FAIL(c, {json.dumps(what)}, {at}); }}")  # fmt: skip
+
+    def skip(self, t: dict[str, Any], indent: str, what: str) -> None:
+        """Statements advancing ``o`` past a value of type ``t`` (mirrors ``Writer.skip_expr``)."""
+        g = self.g
+        size = g.fixed(t)
+        kind = t["kind"]
+        if size is not None and not g.needs_check(t):
+            self.emit(f"{indent}o += {size // 4};")
+            return
+        checks = g.fixed_checks(t) if size is not None else None
+        if checks is not None and size is not None:
+            self.inline_checks(checks, 0, indent, what)
+            self.emit(f"{indent}o += {size // 4};")
+            return
+        if kind == "ref":
+            d = g.defs[t["name"]]
+            if d["kind"] == "enum":
+                values = tuple(sorted({m["value"] for m in d["members"]}))
+                self.emit(f"{indent}{{ int32_t v; if (RD(c, o, &v)) return -1;")
+                self.member(indent + "  ", "v", values, False, d["name"], "o")
+                self.emit(f"{indent}}}")
+                self.emit(f"{indent}o += 1;")
+            elif d["kind"] == "typedef" and t["name"] not in g.recursive:
+                self.skip(d["type"], indent, d["name"])
+            elif d["kind"] == "struct" and t["name"] not in g.recursive and len(d["fields"]) <= 6:
+                self.struct_body(d, indent)
+            else:
+                self.call(indent, t["name"], "depth + 1" if t["name"] in g.recursive else "depth")
+        elif kind in ("opaque_var", "string"):
+            limit = t.get("max_size")
+            bound = f"n < 0 || n > {limit}" if limit is not None else "n < 0"
+            self.emit(f"{indent}{{ int32_t n; if (RD(c, o, &n)) return -1;")
+            self.emit(f"{indent}  if ({bound}) return FAIL(c, {json.dumps(what)}, o);")
+            self.emit(f"{indent}  o += 1 + (((Py_ssize_t)n + 3) >> 2); }}")
+        elif kind == "optional":
+            self.emit(f"{indent}{{ int32_t flag; if (RD(c, o, &flag)) return -1;")
+            self.emit(f"{indent}  o += 1;")
+            self.emit(f"{indent}  if (flag) {{")
+            self.skip(t["element"], indent + "    ", what)
+            self.emit(f"{indent}  }} }}")
+        elif kind == "var_array":
+            limit = t.get("max_count")
+            elem = t["element"]
+            esize = g.fixed(elem)
+            bound = f"n < 0 || n > {limit} || n > c->n - o" if limit is not None else "n < 0 || n > c->n - o"
+            self.emit(f"{indent}{{ int32_t n; if (RD(c, o, &n)) return -1;")
+            self.emit(f"{indent}  o += 1;")
+            self.emit(f"{indent}  if ({bound}) return FAIL(c, {json.dumps(what)}, o);")
+            if esize is not None and not g.needs_check(elem):
+                self.emit(f"{indent}  o += (Py_ssize_t)n * {esize // 4}; }}")
+            else:
+                self.loop += 1
+                i = f"i{self.loop}"
+                self.emit(f"{indent}  for (int32_t {i} = 0; {i} < n; {i}++) {{")
+                self.skip(elem, indent + "    ", what)
+                self.emit(f"{indent}  }} }}")
+        elif kind == "array":
+            self.loop += 1
+            i = f"i{self.loop}"
+            self.emit(f"{indent}for (int {i} = 0; {i} < {t['count']}; {i}++) {{")
+            self.skip(t["element"], indent + "  ", what)
+            self.emit(f"{indent}}}")
+        else:
+            raise ValueError(f"unhandled type {t}")
+
+    def inline_checks(self, checks: list[tuple[int, str, tuple[int, ...]]], base: int, indent: str, what: str) -> None:
+        for off, how, values in checks:
+            k = (base + off) // 4
+            at = f"o + {k}" if k else "o"
+            self.emit(f"{indent}{{ int32_t v; if (RD(c, {at}, &v)) return -1;")
+            self.member(indent + "  ", "v", values, how == "u32", what, at)
+            self.emit(f"{indent}}}")
+
+    def struct_body(self, d: dict[str, Any], indent: str) -> None:
+        g = self.g
+        pending = 0
+        for f in d["fields"]:
+            t = f["type"]
+            what = f"{d['name']}.{f['name']}"
+            size = g.fixed(t)
+            if size is not None and not g.needs_check(t):
+                pending += size
+                continue
+            checks = g.fixed_checks(t) if size is not None else None
+            if checks is not None and size is not None:
+                self.inline_checks(checks, pending, indent, what)
+                pending += size
+                continue
+            if pending:
+                self.emit(f"{indent}o += {pending // 4};")
+                pending = 0
+            self.skip(t, indent, what)
+        if pending:
+            self.emit(f"{indent}o += {pending // 4};")
+
+    def union(self, name: str, d: dict[str, Any]) -> None:
+        g = self.g
+        unsigned = g.unsigned_disc(d)
+        self.emit("  int32_t v; if (RD(c, o, &v)) return -1;")
+        self.emit("  o += 1;")
+        self.emit(f"  switch ({'(uint32_t)v' if unsigned else 'v'}) {{")
+        for arm in d["arms"]:
+            values = [c["value"] for c in arm["cases"]]
+            self.emit(f"  {self.cases(values, unsigned)} {{")
+            if "type" in arm:
+                self.skip(arm["type"], "    ", name)
+            self.emit("    return o; }")
+        self.emit("  default: break;")
+        self.emit("  }")
+        self.fail("  ", name, "o - 1")
+
+    def function(self, name: str) -> None:
+        d = self.g.defs[name]
+        self.emit(f"static Py_ssize_t s_{name}(Ctx *c, Py_ssize_t o, int depth) {{")
+        self.emit("  (void)depth;")
+        if name in self.g.recursive:
+            self.emit(f"  if (depth > {MAX_DEPTH}) return FAIL(c, {json.dumps(name)}, o);")
+        if d["kind"] == "typedef":
+            self.skip(d["type"], "  ", name)
+        elif d["kind"] == "struct":
+            self.struct_body(d, "  ")
+        else:
+            self.union(name, d)
+            self.emit("}")
+            self.emit("")
+            return
+        self.emit("  return o;")
+        self.emit("}")
+        self.emit("")
+
+
+HEADER: Final = """/* Generated by cdp/_tools/gen_c.py from the Stellar XDR grammar: do not edit. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+  const int32_t *b;
+  Py_ssize_t n;
+  const char *what;
+  Py_ssize_t at;
+} Ctx;
+
+/* One word, bounds-checked: 0, or -1 with the failure noted (an index past the end, as Python's). */
+static inline int RD(Ctx *c, Py_ssize_t i, int32_t *out) {
+  if (i < 0 || i >= c->n) {
+    if (!c->what) { c->what = "index out of range"; c->at = i; }
+    return -1;
+  }
+  *out = c->b[i];
+  return 0;
+}
+
+static inline Py_ssize_t FAIL(Ctx *c, const char *what, Py_ssize_t at) {
+  if (!c->what) { c->what = what; c->at = at; }
+  return -1;
+}
+
+"""
+
+
+def wrapper(name: str) -> str:
+    return (
+        f"static PyObject *py_s_{name}(PyObject *m, PyObject *const *a, Py_ssize_t n) "
+        f"{{ return call(m, s_{name}, a, n); }}"
+    )
+
+
+FOOTER: Final = """
+typedef Py_ssize_t (*skipper)(Ctx *, Py_ssize_t, int);
+static PyObject *SkipError;
+
+/* s_<Type>(w, o, depth=0): w any buffer of 32-bit words. */
+static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs) {
+  (void)m;
+  if (nargs < 2 || nargs > 3) {
+    PyErr_SetString(PyExc_TypeError, "expected (words, offset[, depth])");
+    return NULL;
+  }
+  Py_ssize_t o = PyLong_AsSsize_t(args[1]);
+  if (o == -1 && PyErr_Occurred()) return NULL;
+  long depth = 0;
+  if (nargs == 3) {
+    depth = PyLong_AsLong(args[2]);
+    if (depth == -1 && PyErr_Occurred()) return NULL;
+  }
+  Py_buffer view;
+  if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+  Ctx c = {(const int32_t *)view.buf, view.len / 4, NULL, 0};
+  Py_ssize_t end = -1;
+  if (o < 0) {
+    c.what = "index out of range";
+    c.at = o;
+  } else {
+    Py_BEGIN_ALLOW_THREADS
+    end = fn(&c, o, (int)depth);
+    Py_END_ALLOW_THREADS
+  }
+  PyBuffer_Release(&view);
+  if (end < 0) {
+    if (c.what && strcmp(c.what, "index out of range") == 0) {
+      PyErr_SetString(PyExc_IndexError, "array index out of range");
+      return NULL;
+    }
+    PyObject *err = PyObject_CallFunction(SkipError, "sn", c.what ? c.what : "?", c.at);
+    if (err) {
+      PyErr_SetObject(SkipError, err);
+      Py_DECREF(err);
+    }
+    return NULL;
+  }
+  return PyLong_FromSsize_t(end);
+}
+
+"""
+
+
+def generate(data: dict[str, Any]) -> str:
+    g = Grammar(data)
+    w = CWriter(g)
+    names = sorted(n for n, d in g.defs.items() if d["kind"] != "enum")
+    protos = [f"static Py_ssize_t s_{n}(Ctx *c, Py_ssize_t o, int depth);" for n in names]
+    for name in names:
+        w.function(name)
+    methods = ",\n".join(f'  {{"s_{n}", (PyCFunction)(void (*)(void))py_s_{n}, METH_FASTCALL, NULL}}' for n in names)
+    module = f"""
+static PyMethodDef methods[] = {{
+{methods},
+  {{NULL, NULL, 0, NULL}}
+}};
+
+static struct PyModuleDef module = {{
+  PyModuleDef_HEAD_INIT, "_cskip", "Compiled XDR skippers (generated).", -1, methods
+}};
+
+PyMODINIT_FUNC PyInit__cskip(void) {{
+  PyObject *skip = PyImport_ImportModule("cdp.xdr._skip");
+  if (!skip) return NULL;
+  SkipError = PyObject_GetAttrString(skip, "SkipError");
+  Py_DECREF(skip);
+  if (!SkipError) return NULL;
+  return PyModule_Create(&module);
+}}
+"""
+    return (
+        HEADER
+        + "\n".join(protos)
+        + "\n\n"
+        + "\n".join(w.lines)
+        + FOOTER
+        + "\n".join(wrapper(n) for n in names)
+        + "\n"
+        + module
+    )
+
+
+def main() -> None:
+    grammar, output = sys.argv[1:3]
+    with open(grammar, encoding="utf-8") as f:
+        text = generate(json.load(f))
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

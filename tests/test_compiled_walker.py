@@ -1,0 +1,99 @@
+"""The compiled skippers (`cdp.xdr._cskip`, generated from the grammar) against the generated Python
+ones: the same end offset, or the same refusal, on every shared ledger and on mutated ones; and the
+same rows through `extract_rows_fast` whichever walker is active."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import sys
+from array import array
+from typing import Any
+
+import pytest
+
+from cdp.xdr import _skip as sk
+
+from .conftest import LEDGERS, needs_shared, shared_index
+from .helpers import ROOT
+
+ck: Any = pytest.importorskip("cdp.xdr._cskip", reason="the C extension was not built (no C compiler at install)")
+
+
+def _outcome(module: Any, w: array[int], o: int = 0, name: str = "s_LedgerCloseMeta") -> tuple[Any, ...]:
+    try:
+        return ("ok", getattr(module, name)(w, o))
+    except sk.SkipError as exc:
+        return ("refused", exc.what, exc.offset)
+    except IndexError:
+        return ("past the end",)
+
+
+def _shared() -> list[bytes]:
+    return [(LEDGERS / e["file"]).read_bytes() for e in shared_index()]
+
+
+@needs_shared
+def test_the_same_offsets_on_every_shared_ledger() -> None:
+    raws = _shared()
+    assert len(raws) > 300
+    for raw in raws:
+        w = sk.words(raw)
+        assert _outcome(sk, w) == _outcome(ck, w) == ("ok", len(w))
+
+
+@needs_shared
+def test_the_same_refusals_on_mutated_ledgers() -> None:
+    """Words overwritten with boundary values (lengths, discriminants, counts): both accept or both
+    refuse, at the same place for the same reason."""
+    rng = random.Random(20261128)
+    raws = [r for r in _shared() if len(r) < 300_000]
+    refused = 0
+    for _ in range(3000):
+        raw = bytearray(rng.choice(raws))
+        for _ in range(rng.randint(1, 4)):
+            k = rng.randrange(len(raw) // 4) * 4
+            raw[k : k + 4] = rng.choice([b"\xff\xff\xff\xff", bytes(4), b"\x7f\xff\xff\xff", b"\x00\x00\x00\x01",
+                                         b"\x80\x00\x00\x00", rng.randbytes(4)])  # fmt: skip
+        if rng.random() < 0.2:
+            raw = raw[: rng.randrange(len(raw) // 4) * 4]
+        w = sk.words(bytes(raw))
+        expected = _outcome(sk, w)
+        assert expected == _outcome(ck, w)
+        refused += expected[0] != "ok" or expected[1] != len(w)
+    assert refused > 1000  # the mutations do reach the checks
+
+
+def test_bounds_and_depth() -> None:
+    w = sk.words(bytes(8))
+    for o in (2, 100):
+        assert _outcome(sk, w, o) == _outcome(ck, w, o) == ("past the end",)
+    with pytest.raises(IndexError):
+        ck.s_LedgerCloseMeta(w, -1)
+    nested = array("i", [16, 1] * 200 + [1, 0])  # SCV_VEC of SCV_VEC ... past the depth limit
+    assert _outcome(sk, nested, 0, "s_SCVal") == _outcome(ck, nested, 0, "s_SCVal")
+    assert "refused" == _outcome(ck, nested, 0, "s_SCVal")[0]
+    with pytest.raises(TypeError, match=r"expected \(words, offset\[, depth\]\)"):
+        ck.s_SCVal(w)
+
+
+@needs_shared
+def test_rows_are_the_same_with_either_walker() -> None:
+    """Every shared ledger, both modes, through `extract_rows_fast`: here (compiled) and in a process
+    with DECODER=python (pure), compared by digest."""
+    code = (
+        "import hashlib, json, sys; from pathlib import Path; from cdp.extract import extract_rows_fast; "
+        "from cdp.xdr._walker import WALKER; h = hashlib.sha256(); "
+        "index = json.loads((Path(sys.argv[1]) / 'index.json').read_text()); "
+        "[h.update(json.dumps(extract_rows_fast((Path(sys.argv[1]) / e['file']).read_bytes(), e['passphrase'], m), "
+        "sort_keys=True).encode()) for e in index for m in ('compact', 'changes')]; print(WALKER, h.hexdigest())"
+    )
+    run = [sys.executable, "-c", code, str(LEDGERS)]
+    pure = subprocess.run(run, cwd=ROOT, env={**os.environ, "DECODER": "python"}, capture_output=True, text=True)
+    compiled = subprocess.run(run, cwd=ROOT, env={**os.environ, "DECODER": "fast"}, capture_output=True, text=True)
+    assert pure.stdout.split()[0] == "python", pure.stderr
+    assert compiled.stdout.split()[0] == "compiled", compiled.stderr
+    assert pure.stdout.split()[1] == compiled.stdout.split()[1]
+    assert hashlib.sha256().hexdigest() != pure.stdout.split()[1]
