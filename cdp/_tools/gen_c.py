@@ -270,6 +270,93 @@ static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t
 """
 
 
+SCAN: Final = """
+/* scan_changes(w, o, name) -> (end, [(kind, etype, pre_start, pre_end, start, end), ...]): one
+   LedgerEntryChanges at word o, every change stepped over with the skippers, STATE/RESTORED paired
+   with the UPDATED/REMOVED after it, and only CONTRACT_DATA (6) and TTL (9) changes listed; word
+   offsets, -1 where there is no pre (or no post). Mirrors _Walk.changes; what that raises as a
+   FastPathError this raises as a ValueError (the caller converts: this module cannot import it). */
+
+static PyObject *py_scan_changes(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+  (void)m;
+  if (nargs != 3) {
+    PyErr_SetString(PyExc_TypeError, "expected (words, offset, name)");
+    return NULL;
+  }
+  Py_ssize_t o = PyLong_AsSsize_t(args[1]);
+  if (o == -1 && PyErr_Occurred()) return NULL;
+  PyObject *name = args[2];
+  Py_buffer view;
+  if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+  Ctx c = {(const int32_t *)view.buf, view.len / 4, NULL, 0};
+  PyObject *found = PyList_New(0);
+  PyObject *result = NULL;
+  if (!found) goto done;
+  if (o < 0 || o >= c.n) { PyErr_SetString(PyExc_IndexError, "array index out of range"); goto done; }
+  int32_t n = c.b[o];
+  if (n < 0 || n > c.n - o - 1) {
+    PyErr_Format(PyExc_ValueError, "count %d at byte %zd exceeds the input", (int)n, 4 * o);
+    goto done;
+  }
+  o += 1;
+  int32_t prev_kind = -1, prev_type = -1;
+  Py_ssize_t prev_start = -1, prev_end = -1;
+  for (int32_t i = 0; i < n; i++) {
+    if (o >= c.n) { PyErr_SetString(PyExc_IndexError, "array index out of range"); goto done; }
+    int32_t kind = c.b[o], etype;
+    Py_ssize_t start = o + 1, end;
+    if (kind == 2) {
+      end = s_LedgerKey(&c, start, 0);
+      if (end < 0) goto skip_failed;
+      etype = c.b[start];
+    } else if (kind == 0 || kind == 1 || kind == 3 || kind == 4) {
+      end = s_LedgerEntry(&c, start, 0);
+      if (end < 0) goto skip_failed;
+      etype = c.b[start + 1];
+    } else {
+      PyErr_Format(PyExc_ValueError, "LedgerEntryChangeType %d at byte %zd", (int)kind, 4 * o);
+      goto done;
+    }
+    PyObject *item = NULL;
+    if (kind == 1 || kind == 2) {
+      if (prev_kind != 3 && prev_kind != 4) {
+        PyErr_Format(PyExc_ValueError, "%U group: change at byte %zd has no preceding STATE", name, 4 * o);
+        goto done;
+      }
+      if (prev_type == 6 || prev_type == 9)
+        item = Py_BuildValue("(iinnnn)", (int)kind, (int)prev_type, prev_start, prev_end, start,
+                             kind == 1 ? end : (Py_ssize_t)-1);
+    } else if (kind != 3 && (etype == 6 || etype == 9)) {
+      item = Py_BuildValue("(iinnnn)", (int)kind, (int)etype, (Py_ssize_t)-1, (Py_ssize_t)-1, start, end);
+    }
+    if (item) {
+      int failed = PyList_Append(found, item);
+      Py_DECREF(item);
+      if (failed) goto done;
+    } else if (PyErr_Occurred()) {
+      goto done;
+    }
+    prev_kind = kind; prev_type = etype; prev_start = start; prev_end = end;
+    o = end;
+  }
+  result = Py_BuildValue("(nO)", o, found);
+  goto done;
+skip_failed:
+  if (c.what && strcmp(c.what, "index out of range") == 0) {
+    PyErr_SetString(PyExc_IndexError, "array index out of range");
+  } else {
+    PyObject *err = PyObject_CallFunction(SkipError, "sn", c.what ? c.what : "?", c.at);
+    if (err) { PyErr_SetObject(SkipError, err); Py_DECREF(err); }
+  }
+done:
+  Py_XDECREF(found);
+  PyBuffer_Release(&view);
+  return result;
+}
+
+"""
+
+
 def generate(data: dict[str, Any]) -> str:
     g = Grammar(data)
     w = CWriter(g)
@@ -278,6 +365,7 @@ def generate(data: dict[str, Any]) -> str:
     for name in names:
         w.function(name)
     methods = ",\n".join(f'  {{"s_{n}", (PyCFunction)(void (*)(void))py_s_{n}, METH_FASTCALL, NULL}}' for n in names)
+    methods += ',\n  {"scan_changes", (PyCFunction)(void (*)(void))py_scan_changes, METH_FASTCALL, NULL}'
     module = f"""
 static PyMethodDef methods[] = {{
 {methods},
@@ -294,6 +382,7 @@ PyMODINIT_FUNC PyInit__cskip(void) {{
   SkipError = PyObject_GetAttrString(skip, "SkipError");
   Py_DECREF(skip);
   if (!SkipError) return NULL;
+
   return PyModule_Create(&module);
 }}
 """
@@ -303,6 +392,7 @@ PyMODINIT_FUNC PyInit__cskip(void) {{
         + "\n\n"
         + "\n".join(w.lines)
         + FOOTER
+        + SCAN
         + "\n".join(wrapper(n) for n in names)
         + "\n"
         + module

@@ -20,6 +20,7 @@ from cdp.xdr._walker import skippers as ws
 from ._changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo
 
 I32 = sk.I32
+_SCAN: Final = getattr(ws, "scan_changes", None)  # the compiled walker's, when it is the active one
 
 
 class FastPathError(Exception):
@@ -88,6 +89,8 @@ class _Walk:
         """``changes.group_changes`` on one ``LedgerEntryChanges``: pair STATE/RESTORED with the next
         UPDATED/REMOVED, keep wanted types, sort by ledger-key bytes; returns the next word."""
         w = self.w
+        if _SCAN is not None:
+            return self._scanned(o, out, name, tx, tx_hash, op)
         n = _count(w, o)
         o += 1
         found: list[tuple[bytes, RawChange]] = []
@@ -122,6 +125,31 @@ class _Walk:
             found.sort(key=lambda pair: pair[0])
             out.extend(c for _, c in found)
         return o
+
+    def _scanned(
+        self, o: int, out: list[RawChange], name: str, tx: int | None, tx_hash: str | None, op: int | None
+    ) -> int:
+        """``changes`` with the stepping and pairing done by the compiled ``scan_changes``."""
+        assert _SCAN is not None
+        try:
+            o, wanted = _SCAN(self.w, o, name)
+        except ValueError as exc:
+            raise FastPathError(str(exc)) from None
+        if wanted:
+            found = []
+            for kind, etype, pre_start, pre_end, start, end in wanted:
+                if pre_start >= 0:
+                    pre = (4 * pre_start, 4 * pre_end)
+                    post = (4 * start, 4 * end) if kind == UPDATED else None
+                    change = RawChange(kind, pre, post, name, tx, tx_hash, op, etype)
+                    found.append((ledger_key(self.raw, pre, etype), change))
+                else:
+                    post = (4 * start, 4 * end)
+                    change = RawChange(kind, None, post, name, tx, tx_hash, op, etype)
+                    found.append((ledger_key(self.raw, post, etype), change))
+            found.sort(key=lambda pair: pair[0])
+            out.extend(c for _, c in found)
+        return int(o)
 
     def array(self, o: int, skip: Callable[[array[int], int], int]) -> int:
         w = self.w
