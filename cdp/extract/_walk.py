@@ -21,6 +21,8 @@ from ._changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPD
 
 I32 = sk.I32
 _SCAN: Final = getattr(ws, "scan_changes", None)  # the compiled walker's, when it is the active one
+_SCAN_LEDGER: Final = getattr(ws, "scan_ledger", None)
+_GROUPS: Final = ("fee", "before", "operation", "after", "post_apply_fee", "upgrade")  # scan_ledger's codes
 
 
 class FastPathError(Exception):
@@ -136,20 +138,42 @@ class _Walk:
         except ValueError as exc:
             raise FastPathError(str(exc)) from None
         if wanted:
-            found = []
-            for kind, etype, pre_start, pre_end, start, end in wanted:
-                if pre_start >= 0:
-                    pre = (4 * pre_start, 4 * pre_end)
-                    post = (4 * start, 4 * end) if kind == UPDATED else None
-                    change = RawChange(kind, pre, post, name, tx, tx_hash, op, etype)
-                    found.append((ledger_key(self.raw, pre, etype), change))
-                else:
-                    post = (4 * start, 4 * end)
-                    change = RawChange(kind, None, post, name, tx, tx_hash, op, etype)
-                    found.append((ledger_key(self.raw, post, etype), change))
-            found.sort(key=lambda pair: pair[0])
-            out.extend(c for _, c in found)
+            out.extend(self._raw_changes(wanted, name, tx, tx_hash, op))
         return int(o)
+
+    def _raw_changes(
+        self, wanted: list[tuple[int, ...]], name: str, tx: int | None, tx_hash: str | None, op: int | None
+    ) -> list[RawChange]:
+        """The compiled scan's word offsets as ``RawChange``s, in ledger-key order (as ``changes``)."""
+        found = []
+        for kind, etype, pre_start, pre_end, start, end in wanted:
+            if pre_start >= 0:
+                pre = (4 * pre_start, 4 * pre_end)
+                post = (4 * start, 4 * end) if kind == UPDATED else None
+                change = RawChange(kind, pre, post, name, tx, tx_hash, op, etype)
+                found.append((ledger_key(self.raw, pre, etype), change))
+            else:
+                post = (4 * start, 4 * end)
+                change = RawChange(kind, None, post, name, tx, tx_hash, op, etype)
+                found.append((ledger_key(self.raw, post, etype), change))
+        found.sort(key=lambda pair: pair[0])
+        return [c for _, c in found]
+
+    def _scanned_ledger(self) -> list[RawChange]:
+        """``ledger`` walked by the compiled ``scan_ledger``: Python sees only the wanted changes."""
+        assert _SCAN_LEDGER is not None
+        try:
+            batches = _SCAN_LEDGER(self.w)
+        except ValueError as exc:
+            raise FastPathError(str(exc)) from None
+        out: list[RawChange] = []
+        raw = self.raw
+        for group, tx, op, hash_at, wanted in batches:
+            tx_hash = raw[4 * hash_at : 4 * hash_at + 32].hex() if hash_at >= 0 else None
+            out.extend(
+                self._raw_changes(wanted, _GROUPS[group], None if tx < 0 else tx, tx_hash, None if op < 0 else op)
+            )
+        return out
 
     def array(self, o: int, skip: Callable[[array[int], int], int]) -> int:
         w = self.w
@@ -197,6 +221,8 @@ class _Walk:
 
     def ledger(self) -> list[RawChange]:
         """Every wanted change of the ledger, in ``LedgerChangeReader`` order."""
+        if _SCAN_LEDGER is not None:
+            return self._scanned_ledger()
         w, raw = self.w, self.raw
         v = w[0]
         o = 1

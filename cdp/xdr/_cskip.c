@@ -7907,57 +7907,81 @@ static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t
 }
 
 
-/* scan_changes(w, o, name) -> (end, [(kind, etype, pre_start, pre_end, start, end), ...]): one
-   LedgerEntryChanges at word o, every change stepped over with the skippers, STATE/RESTORED paired
-   with the UPDATED/REMOVED after it, and only CONTRACT_DATA (6) and TTL (9) changes listed; word
-   offsets, -1 where there is no pre (or no post). Mirrors _Walk.changes; what that raises as a
-   FastPathError this raises as a ValueError (the caller converts: this module cannot import it). */
+/* The walk of _Walk (cdp/extract/_walk.py) over a ledger's changes, in C: every change is stepped
+   over with the skippers, STATE/RESTORED paired with the UPDATED/REMOVED after it, and only
+   CONTRACT_DATA (6) and TTL (9) changes are listed, as word offsets (kind, etype, pre_start,
+   pre_end, start, end; -1 where there is no pre or post). What _Walk raises as FastPathError this
+   raises as ValueError, with the same message (this module cannot import that class). */
 
-static PyObject *py_scan_changes(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-  (void)m;
-  if (nargs != 3) {
-    PyErr_SetString(PyExc_TypeError, "expected (words, offset, name)");
-    return NULL;
+static int raise_skip(Ctx *c) {
+  if (c->what && strcmp(c->what, "index out of range") == 0) {
+    PyErr_SetString(PyExc_IndexError, "array index out of range");
+  } else {
+    PyObject *err = PyObject_CallFunction(SkipError, "sn", c->what ? c->what : "?", c->at);
+    if (err) { PyErr_SetObject(SkipError, err); Py_DECREF(err); }
   }
-  Py_ssize_t o = PyLong_AsSsize_t(args[1]);
-  if (o == -1 && PyErr_Occurred()) return NULL;
-  PyObject *name = args[2];
-  Py_buffer view;
-  if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-  Ctx c = {(const int32_t *)view.buf, view.len / 4, NULL, 0};
-  PyObject *found = PyList_New(0);
-  PyObject *result = NULL;
-  if (!found) goto done;
-  if (o < 0 || o >= c.n) { PyErr_SetString(PyExc_IndexError, "array index out of range"); goto done; }
-  int32_t n = c.b[o];
-  if (n < 0 || n > c.n - o - 1) {
-    PyErr_Format(PyExc_ValueError, "count %d at byte %zd exceeds the input", (int)n, 4 * o);
-    goto done;
+  return -1;
+}
+
+static int word(Ctx *c, Py_ssize_t o, int32_t *out) {
+  if (o < 0 || o >= c->n) { PyErr_SetString(PyExc_IndexError, "array index out of range"); return -1; }
+  *out = c->b[o];
+  return 0;
+}
+
+static int count(Ctx *c, Py_ssize_t *o, int32_t *n) {
+  if (word(c, *o, n)) return -1;
+  if (*n < 0 || *n > c->n - *o - 1) {
+    PyErr_Format(PyExc_ValueError, "count %d at byte %zd exceeds the input", (int)*n, 4 * *o);
+    return -1;
   }
-  o += 1;
+  *o += 1;
+  return 0;
+}
+
+static int step(Ctx *c, Py_ssize_t *o, skipper fn) {
+  Py_ssize_t end = fn(c, *o, 0);
+  if (end < 0) return raise_skip(c);
+  *o = end;
+  return 0;
+}
+
+static int array_of(Ctx *c, Py_ssize_t *o, skipper fn) {
+  int32_t n;
+  if (count(c, o, &n)) return -1;
+  for (int32_t i = 0; i < n; i++)
+    if (step(c, o, fn)) return -1;
+  return 0;
+}
+
+/* One LedgerEntryChanges at *o; *wanted is a new list of the wanted changes, or NULL if none. */
+static int scan_one(Ctx *c, Py_ssize_t *o, const char *name, PyObject **wanted) {
+  *wanted = NULL;
+  int32_t n;
+  if (count(c, o, &n)) return -1;
   int32_t prev_kind = -1, prev_type = -1;
   Py_ssize_t prev_start = -1, prev_end = -1;
   for (int32_t i = 0; i < n; i++) {
-    if (o >= c.n) { PyErr_SetString(PyExc_IndexError, "array index out of range"); goto done; }
-    int32_t kind = c.b[o], etype;
-    Py_ssize_t start = o + 1, end;
+    int32_t kind, etype;
+    if (word(c, *o, &kind)) goto fail;
+    Py_ssize_t start = *o + 1, end;
     if (kind == 2) {
-      end = s_LedgerKey(&c, start, 0);
-      if (end < 0) goto skip_failed;
-      etype = c.b[start];
+      end = s_LedgerKey(c, start, 0);
+      if (end < 0) { raise_skip(c); goto fail; }
+      etype = c->b[start];
     } else if (kind == 0 || kind == 1 || kind == 3 || kind == 4) {
-      end = s_LedgerEntry(&c, start, 0);
-      if (end < 0) goto skip_failed;
-      etype = c.b[start + 1];
+      end = s_LedgerEntry(c, start, 0);
+      if (end < 0) { raise_skip(c); goto fail; }
+      etype = c->b[start + 1];
     } else {
-      PyErr_Format(PyExc_ValueError, "LedgerEntryChangeType %d at byte %zd", (int)kind, 4 * o);
-      goto done;
+      PyErr_Format(PyExc_ValueError, "LedgerEntryChangeType %d at byte %zd", (int)kind, 4 * *o);
+      goto fail;
     }
     PyObject *item = NULL;
     if (kind == 1 || kind == 2) {
       if (prev_kind != 3 && prev_kind != 4) {
-        PyErr_Format(PyExc_ValueError, "%U group: change at byte %zd has no preceding STATE", name, 4 * o);
-        goto done;
+        PyErr_Format(PyExc_ValueError, "%s group: change at byte %zd has no preceding STATE", name, 4 * *o);
+        goto fail;
       }
       if (prev_type == 6 || prev_type == 9)
         item = Py_BuildValue("(iinnnn)", (int)kind, (int)prev_type, prev_start, prev_end, start,
@@ -7966,26 +7990,146 @@ static PyObject *py_scan_changes(PyObject *m, PyObject *const *args, Py_ssize_t 
       item = Py_BuildValue("(iinnnn)", (int)kind, (int)etype, (Py_ssize_t)-1, (Py_ssize_t)-1, start, end);
     }
     if (item) {
-      int failed = PyList_Append(found, item);
+      if (!*wanted && !(*wanted = PyList_New(0))) { Py_DECREF(item); goto fail; }
+      int failed = PyList_Append(*wanted, item);
       Py_DECREF(item);
-      if (failed) goto done;
+      if (failed) goto fail;
     } else if (PyErr_Occurred()) {
-      goto done;
+      goto fail;
     }
     prev_kind = kind; prev_type = etype; prev_start = start; prev_end = end;
-    o = end;
+    *o = end;
   }
-  result = Py_BuildValue("(nO)", o, found);
-  goto done;
-skip_failed:
-  if (c.what && strcmp(c.what, "index out of range") == 0) {
-    PyErr_SetString(PyExc_IndexError, "array index out of range");
-  } else {
-    PyObject *err = PyObject_CallFunction(SkipError, "sn", c.what ? c.what : "?", c.at);
-    if (err) { PyErr_SetObject(SkipError, err); Py_DECREF(err); }
+  return 0;
+fail:
+  Py_CLEAR(*wanted);
+  return -1;
+}
+
+enum { FEE, BEFORE, OPERATION, AFTER, POST_APPLY_FEE, UPGRADE };
+static const char *GROUP[] = {"fee", "before", "operation", "after", "post_apply_fee", "upgrade"};
+
+/* scan_one, then (group, tx, op, tx_hash_word, wanted) appended to dest when anything is wanted. */
+static int batch(Ctx *c, Py_ssize_t *o, PyObject *dest, int group, long tx, long op, Py_ssize_t hash_at) {
+  PyObject *wanted;
+  if (scan_one(c, o, GROUP[group], &wanted)) return -1;
+  if (!wanted) return 0;
+  PyObject *item = Py_BuildValue("(illnN)", group, tx, op, hash_at, wanted);
+  if (!item) return -1;
+  int failed = PyList_Append(dest, item);
+  Py_DECREF(item);
+  return failed;
+}
+
+static int tx_meta(Ctx *c, Py_ssize_t *o, long i, Py_ssize_t hash_at, PyObject *out) {
+  int32_t v, n, flag;
+  if (word(c, *o, &v)) return -1;
+  *o += 1;
+  if (v == 0) return array_of(c, o, s_OperationMeta);
+  if (v == 1) {
+    if (batch(c, o, out, BEFORE, i, -1, hash_at) || count(c, o, &n)) return -1;
+    for (int32_t k = 0; k < n; k++)
+      if (batch(c, o, out, OPERATION, i, k, hash_at)) return -1;
+    return 0;
   }
-done:
-  Py_XDECREF(found);
+  if (v < 2 || v > 4) {
+    PyErr_Format(PyExc_ValueError, "TransactionMeta version %d at byte %zd", (int)v, 4 * *o - 4);
+    return -1;
+  }
+  if (v >= 3 && step(c, o, s_ExtensionPoint)) return -1;
+  if (batch(c, o, out, BEFORE, i, -1, hash_at) || count(c, o, &n)) return -1;
+  for (int32_t k = 0; k < n; k++) {
+    if (v == 4 && step(c, o, s_ExtensionPoint)) return -1;
+    if (batch(c, o, out, OPERATION, i, k, hash_at)) return -1;
+    if (v == 4 && array_of(c, o, s_ContractEvent)) return -1;
+  }
+  if (batch(c, o, out, AFTER, i, -1, hash_at)) return -1;
+  if (v == 3 || v == 4) {
+    if (word(c, *o, &flag)) return -1;
+    *o += 1;
+    if (flag && step(c, o, v == 3 ? s_SorobanTransactionMeta : s_SorobanTransactionMetaV2)) return -1;
+  }
+  if (v == 4 && (array_of(c, o, s_TransactionEvent) || array_of(c, o, s_DiagnosticEvent))) return -1;
+  return 0;
+}
+
+static int ledger(Ctx *c, PyObject *fees, PyObject *metas, PyObject *posts, PyObject *upgrades) {
+  int32_t v, n;
+  Py_ssize_t o = 1;
+  if (word(c, 0, &v)) return -1;
+  if (v < 0 || v > 2) {
+    PyErr_Format(PyExc_ValueError, "LedgerCloseMeta version %d", (int)v);
+    return -1;
+  }
+  if (v && step(c, &o, s_LedgerCloseMetaExt)) return -1;
+  if (step(c, &o, s_LedgerHeaderHistoryEntry)) return -1;
+  if (step(c, &o, v == 0 ? s_TransactionSet : s_GeneralizedTransactionSet)) return -1;
+  if (count(c, &o, &n)) return -1;
+  for (int32_t i = 0; i < n; i++) {
+    if (v == 2 && step(c, &o, s_ExtensionPoint)) return -1;
+    Py_ssize_t hash_at = o;
+    if (step(c, &o, s_TransactionResultPair)) return -1;
+    if (batch(c, &o, fees, FEE, i, -1, hash_at) || tx_meta(c, &o, i, hash_at, metas)) return -1;
+    if (v == 2 && batch(c, &o, posts, POST_APPLY_FEE, i, -1, hash_at)) return -1;
+  }
+  if (count(c, &o, &n)) return -1;
+  for (int32_t k = 0; k < n; k++)
+    if (step(c, &o, s_LedgerUpgrade) || batch(c, &o, upgrades, UPGRADE, -1, -1, -1)) return -1;
+  if (array_of(c, &o, s_SCPHistoryEntry)) return -1;
+  if (v) {
+    o += 2; /* totalByteSizeOfLiveSorobanState */
+    if (array_of(c, &o, s_LedgerKey)) return -1;
+    if (v == 1 && array_of(c, &o, s_LedgerEntry)) return -1;
+  }
+  if (o != c->n) {
+    PyErr_Format(PyExc_ValueError, "walk ended at byte %zd of %zd", 4 * o, 4 * c->n);
+    return -1;
+  }
+  return 0;
+}
+
+/* scan_ledger(w) -> [(group, tx, op, tx_hash_word, [(kind, etype, pre_start, pre_end, start, end), ...])]
+   in LedgerChangeReader order (fees, metas, post-apply fees, upgrades); -1 for no tx/op/hash. */
+static PyObject *py_scan_ledger(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+  (void)m;
+  if (nargs != 1) {
+    PyErr_SetString(PyExc_TypeError, "expected (words)");
+    return NULL;
+  }
+  Py_buffer view;
+  if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+  Ctx c = {(const int32_t *)view.buf, view.len / 4, NULL, 0};
+  PyObject *parts[4] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
+  PyObject *result = NULL;
+  if (parts[0] && parts[1] && parts[2] && parts[3] && !ledger(&c, parts[0], parts[1], parts[2], parts[3])) {
+    result = parts[0];
+    Py_INCREF(result);
+    for (int k = 1; k < 4 && result; k++) {
+      if (PyList_SetSlice(result, PyList_GET_SIZE(result), PyList_GET_SIZE(result), parts[k]) < 0) Py_CLEAR(result);
+    }
+  }
+  for (int k = 0; k < 4; k++) Py_XDECREF(parts[k]);
+  PyBuffer_Release(&view);
+  return result;
+}
+
+/* scan_changes(w, o, name) -> (end, [(kind, etype, pre_start, pre_end, start, end), ...]): one
+   LedgerEntryChanges (what _Walk.changes does with it). */
+static PyObject *py_scan_changes(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+  (void)m;
+  if (nargs != 3 || !PyUnicode_Check(args[2])) {
+    PyErr_SetString(PyExc_TypeError, "expected (words, offset, name)");
+    return NULL;
+  }
+  Py_ssize_t o = PyLong_AsSsize_t(args[1]);
+  if (o == -1 && PyErr_Occurred()) return NULL;
+  const char *name = PyUnicode_AsUTF8(args[2]);
+  if (!name) return NULL;
+  Py_buffer view;
+  if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+  Ctx c = {(const int32_t *)view.buf, view.len / 4, NULL, 0};
+  PyObject *wanted = NULL, *result = NULL;
+  if (!scan_one(&c, &o, name, &wanted)) result = Py_BuildValue("(nN)", o, wanted ? wanted : PyList_New(0));
   PyBuffer_Release(&view);
   return result;
 }
@@ -8765,6 +8909,7 @@ static PyMethodDef methods[] = {
   {"s_uint32", (PyCFunction)(void (*)(void))py_s_uint32, METH_FASTCALL, NULL},
   {"s_uint64", (PyCFunction)(void (*)(void))py_s_uint64, METH_FASTCALL, NULL},
   {"scan_changes", (PyCFunction)(void (*)(void))py_scan_changes, METH_FASTCALL, NULL},
+  {"scan_ledger", (PyCFunction)(void (*)(void))py_scan_ledger, METH_FASTCALL, NULL},
   {NULL, NULL, 0, NULL}
 };
 
