@@ -43,7 +43,7 @@ from ._validators import (
 Mode = Literal["compact", "changes"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-WorkerMode = Literal["process", "thread"]
+WorkerMode = Literal["auto", "process", "thread"]
 BadLedgerPolicy = Literal["stop", "skip"]
 Decoder = Literal["fast", "python", "full"]
 OutputFormat = Literal["jsonl", "parquet"]
@@ -92,7 +92,11 @@ class Config:
         64, "HTTP connections served at once; more wait in the accept queue", validator=between(1, 10_000)
     )
     worker_count: int = setting(4, "concurrent ledger workers", validator=between(1, 256))
-    worker_mode: WorkerMode = setting("process", "process (trio-parallel worker processes, every core) or thread")
+    worker_mode: WorkerMode = setting(
+        "auto",
+        "process (trio-parallel worker processes, every core), thread, or auto: threads for the built-in "
+        "extractor on the compiled XDR walker, processes otherwise",
+    )
     channel_buffer_size: int = setting(
         100, "ledgers taken in and queued for the workers", validator=between(1, 100_000)
     )

@@ -25,6 +25,7 @@ from cdp._watch import Watched
 from cdp.extract import Ledger, Row
 from cdp.ops import ServiceView, create_app, serve_http
 from cdp.pipeline import Pipeline, guard_run, read_checkpoint, verify_resume
+from cdp.pipeline._workers import worker_mode
 from cdp.processors import LedgerProcessor, describe, load_processor
 from cdp.sinks import RowsCallback, open_sink
 from cdp.upstream import DatastoreSource, LedgerSource
@@ -208,10 +209,10 @@ async def _stream(
             nursery.start_soon(run_source)
             await nursery.start(pipeline.run, receive)
             LOG.info(
-                "service started start_ledger=%d end_ledger=%d http_port=%d endpoints=%s workers=%d",
-                handle.start_ledger, config.end_ledger, handle.http_port,
-                config.datastore_url or ",".join(config.source_endpoint),
-                config.worker_count,
+                "service started start_ledger=%d end_ledger=%d http_port=%d endpoints=%s workers=%d worker_mode=%s "
+                "xdr_walker=%s", handle.start_ledger, config.end_ledger, handle.http_port,
+                config.datastore_url or ",".join(config.source_endpoint), config.worker_count,
+                worker_mode(config, pipeline.processor), WALKER,
             )  # fmt: skip
             task_status.started(handle)
 

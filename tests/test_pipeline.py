@@ -294,3 +294,17 @@ async def test_a_deeply_nested_scval_is_the_decoders_error_in_a_worker_process(t
         await pipeline.run(receive)
     error = json.loads(dead.read_text())["error"]
     assert error.startswith("LedgerDecodeError: not a valid LedgerCloseMeta at byte "), error
+
+
+def test_auto_worker_mode_picks_threads_only_for_the_compiled_extractor() -> None:
+    from cdp.pipeline._workers import worker_mode
+    from cdp.processors import ContractDataProcessor, TtlProcessor
+    from cdp.xdr._walker import WALKER
+
+    auto = _config(worker_mode="auto")
+    compiled = "thread" if WALKER == "compiled" else "process"
+    assert compiled == worker_mode(auto, ContractDataProcessor("x"))
+    assert "process" == worker_mode(auto, ContractDataProcessor("x", fast=False))
+    assert "process" == worker_mode(auto, TtlProcessor())
+    assert "process" == worker_mode(_config(worker_mode="process"), ContractDataProcessor("x"))
+    assert "thread" == worker_mode(_config(worker_mode="thread"), TtlProcessor())

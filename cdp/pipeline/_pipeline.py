@@ -148,7 +148,7 @@ class Pipeline:
             OutputError: the sink or the checkpoint cannot be written.
         """
         work_send, work_recv = trio.open_memory_channel[_Slot](0)
-        workers = nullcontext(Workers(self._run_work)) if self._run_work else open_workers(self.config)
+        workers = nullcontext(Workers(self._run_work)) if self._run_work else open_workers(self.config, self.processor)
         async with workers as self._workers, trio.open_nursery() as nursery:
             nursery.start_soon(self._intake_stage, ledgers, work_send)
             for _ in range(self.config.worker_count):

@@ -21,7 +21,15 @@ import trio_parallel
 
 from cdp._config import Config
 from cdp.extract import Ledger
-from cdp.processors import LedgerProcessor, RowFilter, WorkResult, ignore_stop_signals, process_ledger
+from cdp.processors import (
+    ContractDataProcessor,
+    LedgerProcessor,
+    RowFilter,
+    WorkResult,
+    ignore_stop_signals,
+    process_ledger,
+)
+from cdp.xdr._walker import WALKER
 
 LOG = logging.getLogger("cdp.pipeline")
 
@@ -46,10 +54,20 @@ async def _in_thread(processor: LedgerProcessor, row_filter: RowFilter, ledger: 
     return await trio.to_thread.run_sync(process_ledger, processor, row_filter, ledger, abandon_on_cancel=True)
 
 
+def worker_mode(config: Config, processor: LedgerProcessor) -> str:
+    """``WORKER_MODE``, with ``auto`` resolved: threads for the built-in extractor on the compiled
+    walker (measured: faster than processes, as nothing is pickled, and under half the memory),
+    processes for anything that spends its time in Python."""
+    if config.worker_mode != "auto":
+        return config.worker_mode
+    compiled = WALKER == "compiled" and isinstance(processor, ContractDataProcessor) and processor.fast
+    return "thread" if compiled else "process"
+
+
 @asynccontextmanager
-async def open_workers(config: Config) -> AsyncIterator[Workers]:
+async def open_workers(config: Config, processor: LedgerProcessor) -> AsyncIterator[Workers]:
     """Workers as ``WORKER_MODE`` says; leaving the block stops the worker processes."""
-    if config.worker_mode == "thread":
+    if worker_mode(config, processor) == "thread":
         yield Workers(_in_thread)
         return
     # No more processes than cores (each holds ~75 MB); WORKER_COUNT tasks keep them fed.
