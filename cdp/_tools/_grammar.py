@@ -105,6 +105,29 @@ class Grammar:
             values.extend(c["value"] for c in arm["cases"])
         return [(0, "u32" if self.unsigned_disc(d) else "i32", tuple(sorted(values)))]
 
+    def struct_plan(self, d: dict[str, Any], strict: bool = False) -> Iterator[tuple[Any, ...]]:
+        """A struct's fields as steps, runs of plain fixed-size fields folded into one jump:
+        ("jump", bytes), ("checks", checks, byte offset from here, what), ("skip", type, what)."""
+        pending = 0
+        for f in d["fields"]:
+            t = f["type"]
+            what = f"{d['name']}.{f['name']}"
+            size = self.fixed(t)
+            if size is not None and not (self.needs_check(t) or (strict and self.needs_strict(t))):
+                pending += size
+                continue
+            checks = self.fixed_checks(t) if size is not None and not strict else None
+            if checks is not None and size is not None:
+                yield ("checks", checks, pending, what)
+                pending += size
+                continue
+            if pending:
+                yield ("jump", pending)
+                pending = 0
+            yield ("skip", t, what)
+        if pending:
+            yield ("jump", pending)
+
     def unsigned_disc(self, d: dict[str, Any]) -> bool:
         disc = d["discriminant"]["type"]
         return bool(

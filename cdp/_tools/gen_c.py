@@ -127,26 +127,13 @@ class CWriter:
             self.emit(f"{indent}}}")
 
     def struct_body(self, d: dict[str, Any], indent: str) -> None:
-        g = self.g
-        pending = 0
-        for f in d["fields"]:
-            t = f["type"]
-            what = f"{d['name']}.{f['name']}"
-            size = g.fixed(t)
-            if size is not None and not g.needs_check(t):
-                pending += size
-                continue
-            checks = g.fixed_checks(t) if size is not None else None
-            if checks is not None and size is not None:
-                self.inline_checks(checks, pending, indent, what)
-                pending += size
-                continue
-            if pending:
-                self.emit(f"{indent}o += {pending // 4};")
-                pending = 0
-            self.skip(t, indent, what)
-        if pending:
-            self.emit(f"{indent}o += {pending // 4};")
+        for step in self.g.struct_plan(d):
+            if step[0] == "jump":
+                self.emit(f"{indent}o += {step[1] // 4};")
+            elif step[0] == "checks":
+                self.inline_checks(step[1], step[2], indent, step[3])
+            else:
+                self.skip(step[1], indent, step[2])
 
     def union(self, name: str, d: dict[str, Any]) -> None:
         g = self.g

@@ -169,27 +169,13 @@ class Writer:
 
     def struct_body(self, d: dict[str, Any], indent: str) -> None:
         """A struct's fields, with runs of plain fixed-size fields folded into one jump."""
-        g = self.g
-        name = d["name"]
-        pending = 0
-        for f in d["fields"]:
-            t = f["type"]
-            what = f"{name}.{f['name']}"
-            size = g.fixed(t)
-            if size is not None and not (g.needs_check(t) or (self.strict and g.needs_strict(t))):
-                pending += size
-                continue
-            checks = g.fixed_checks(t) if size is not None and not self.strict else None
-            if checks is not None and size is not None:
-                self.inline_checks(checks, pending, indent, what)
-                pending += size
-                continue
-            if pending:
-                self.emit(f"{indent}o += {self.u(pending)}")
-                pending = 0
-            self.skip_expr(t, indent, what)
-        if pending:
-            self.emit(f"{indent}o += {self.u(pending)}")
+        for step in self.g.struct_plan(d, self.strict):
+            if step[0] == "jump":
+                self.emit(f"{indent}o += {self.u(step[1])}")
+            elif step[0] == "checks":
+                self.inline_checks(step[1], step[2], indent, step[3])
+            else:
+                self.skip_expr(step[1], indent, step[2])
 
     def union(self, name: str, d: dict[str, Any]) -> None:
         g = self.g
