@@ -180,7 +180,8 @@ def bench_end_to_end(count: int, workdir: Path) -> None:
         rows = sum(1 for _ in out.open())
         start_seq, start_t = min(marks.items())
         rate = (last - start_seq) / (end - start_t)
-        print(f"cdp run (defaults: WORKER_COUNT=4, process workers): {rate:.1f} ledgers/s after warm-up, {rows} rows")
+        mode = os.environ.get("WORKER_MODE", "auto")
+        print(f"cdp run (WORKER_COUNT=4, WORKER_MODE={mode}): {rate:.1f} ledgers/s after warm-up, {rows} rows")
         print(
             f"RESULT end-to-end: {rate:.1f} ledgers/s (target >= 30), {rate / raw_rate:.2f}x of the raw stream "
             f"rate {raw_rate:.1f} ledgers/s; one day of pubnet (15,000 ledgers) in {15000 / rate / 60:.1f} min"
