@@ -66,6 +66,13 @@ def test_the_same_refusals_on_mutated_ledgers() -> None:
     assert refused > 1000  # the mutations do reach the checks
 
 
+def test_the_built_module_is_the_committed_source() -> None:
+    """A .c regenerated but not rebuilt (`pip install -e .`, or `just gen`) would walk with old code."""
+    from cdp._tools.gen_c import source_of
+
+    assert source_of((ROOT / "cdp" / "xdr" / "_cskip.c").read_text()) == ck.SOURCE, "stale build: pip install -e ."
+
+
 def test_bounds_and_depth() -> None:
     w = sk.words(bytes(8))
     for o in (2, 100):

@@ -11,6 +11,7 @@ Run: ``python -m cdp._tools.gen_c schema/xdr-grammar.json cdp/xdr/_cskip.c`` (``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from typing import Any
@@ -204,13 +205,13 @@ PyMODINIT_FUNC PyInit__cskip(void) {{
   SkipError = PyObject_GetAttrString(skip, "SkipError");
   Py_DECREF(skip);
   if (!SkipError) return NULL;
-
-  return PyModule_Create(&module);
+  PyObject *made = PyModule_Create(&module);
+  if (made && PyModule_AddStringConstant(made, "SOURCE", CSKIP_SOURCE) < 0) Py_CLEAR(made);
+  return made;
 }}
 """
-    return (
-        HEADER
-        + "\n".join(protos)
+    body = (
+        "\n".join(protos)
         + "\n\n"
         + "\n".join(w.lines)
         + FOOTER
@@ -219,6 +220,19 @@ PyMODINIT_FUNC PyInit__cskip(void) {{
         + "\n"
         + module
     )
+    return HEADER + source_line(body) + body
+
+
+def source_line(body: str) -> str:
+    """The digest of the generated code, compiled in as ``_cskip.SOURCE``: a built module older than
+    its ``.c`` (regenerated, not rebuilt) is then caught by a test instead of silently used."""
+    return f'#define CSKIP_SOURCE "{hashlib.sha256(body.encode()).hexdigest()}"\n\n'
+
+
+def source_of(text: str) -> str:
+    """The digest ``source_line`` put into a generated file's text."""
+    head, sep, body = text.partition('#define CSKIP_SOURCE "')
+    return hashlib.sha256(body.partition("\n\n")[2].encode()).hexdigest() if sep else ""
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ static inline Py_ssize_t FAIL(Ctx *c, const char *what, Py_ssize_t at) {
   return -1;
 }
 
+#define CSKIP_SOURCE "1043c52430b3761f84bd0ccaa9bc10cbe0f54b8582c2cae7134a28ca20262cec"
+
 static Py_ssize_t s_AccountEntry(Ctx *c, Py_ssize_t o, int depth);
 static Py_ssize_t s_AccountEntryExt(Ctx *c, Py_ssize_t o, int depth);
 static Py_ssize_t s_AccountEntryExtensionV1(Ctx *c, Py_ssize_t o, int depth);
@@ -8923,6 +8925,7 @@ PyMODINIT_FUNC PyInit__cskip(void) {
   SkipError = PyObject_GetAttrString(skip, "SkipError");
   Py_DECREF(skip);
   if (!SkipError) return NULL;
-
-  return PyModule_Create(&module);
+  PyObject *made = PyModule_Create(&module);
+  if (made && PyModule_AddStringConstant(made, "SOURCE", CSKIP_SOURCE) < 0) Py_CLEAR(made);
+  return made;
 }
