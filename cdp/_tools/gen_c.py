@@ -187,7 +187,6 @@ def generate(data: dict[str, Any]) -> str:
     for name in names:
         w.function(name)
     methods = ",\n".join(f'  {{"s_{n}", (PyCFunction)(void (*)(void))py_s_{n}, METH_FASTCALL, NULL}}' for n in names)
-    methods += ',\n  {"scan_changes", (PyCFunction)(void (*)(void))py_scan_changes, METH_FASTCALL, NULL}'
     methods += ',\n  {"scan_ledger", (PyCFunction)(void (*)(void))py_scan_ledger, METH_FASTCALL, NULL}'
     module = f"""
 static PyMethodDef methods[] = {{

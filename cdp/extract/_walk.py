@@ -20,8 +20,7 @@ from cdp.xdr._walker import skippers as ws
 from ._changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo
 
 I32 = sk.I32
-_SCAN: Final = getattr(ws, "scan_changes", None)  # the compiled walker's, when it is the active one
-_SCAN_LEDGER: Final = getattr(ws, "scan_ledger", None)
+_SCAN_LEDGER: Final = getattr(ws, "scan_ledger", None)  # the compiled walker's, when it is the active one
 _GROUPS: Final = ("fee", "before", "operation", "after", "post_apply_fee", "upgrade")  # scan_ledger's codes
 
 
@@ -91,8 +90,6 @@ class _Walk:
         """``changes.group_changes`` on one ``LedgerEntryChanges``: pair STATE/RESTORED with the next
         UPDATED/REMOVED, keep wanted types, sort by ledger-key bytes; returns the next word."""
         w = self.w
-        if _SCAN is not None:
-            return self._scanned(o, out, name, tx, tx_hash, op)
         n = _count(w, o)
         o += 1
         found: list[tuple[bytes, RawChange]] = []
@@ -127,19 +124,6 @@ class _Walk:
             found.sort(key=lambda pair: pair[0])
             out.extend(c for _, c in found)
         return o
-
-    def _scanned(
-        self, o: int, out: list[RawChange], name: str, tx: int | None, tx_hash: str | None, op: int | None
-    ) -> int:
-        """``changes`` with the stepping and pairing done by the compiled ``scan_changes``."""
-        assert _SCAN is not None
-        try:
-            o, wanted = _SCAN(self.w, o, name)
-        except ValueError as exc:
-            raise FastPathError(str(exc)) from None
-        if wanted:
-            out.extend(self._raw_changes(wanted, name, tx, tx_hash, op))
-        return int(o)
 
     def _raw_changes(
         self, wanted: list[tuple[int, ...]], name: str, tx: int | None, tx_hash: str | None, op: int | None
