@@ -77,12 +77,12 @@ def read_meta(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def is_done(path: Path, partition: Partition, print_: str) -> bool:
+def is_done(path: Path, partition: Partition, digest: str) -> bool:
     """True if ``path`` is this partition's complete file, written with the same row settings."""
     meta = read_meta(path)
     return (
         meta is not None
         and meta.get("first") == partition.first
         and meta.get("last") == partition.last
-        and meta.get("fingerprint") == print_
+        and meta.get("fingerprint") == digest
     )

@@ -93,22 +93,22 @@ def _backfill(
     prefix = describe(processor)
     for stale in directory.glob(f".{prefix}-*.parquet.*.tmp"):  # left by a task that died mid-write
         stale.unlink(missing_ok=True)
-    print_, settings = fingerprint(config)
+    digest, settings = fingerprint(config)
     parts = plan(config.start_ledger, config.end_ledger, config.parquet_ledgers_per_file, prefix)
-    todo = [p for p in parts if not is_done(directory / p.name, p, print_)]
+    todo = [p for p in parts if not is_done(directory / p.name, p, digest)]
     plan_text = (f"ledgers={config.start_ledger}..{config.end_ledger} partitions={len(parts)} to_do={len(todo)} "
-                 f"already_done={len(parts) - len(todo)} output={directory} fingerprint={print_}")  # fmt: skip
+                 f"already_done={len(parts) - len(todo)} output={directory} fingerprint={digest}")  # fmt: skip
     t0 = time.perf_counter()
     results: list[PartitionResult] = []
     if todo:
-        jobs = [PartitionJob(p, config, processor, str(directory), print_, settings) for p in todo]
+        jobs = [PartitionJob(p, config, processor, str(directory), digest, settings) for p in todo]
         with _client(client, scheduler, workers) as (dask, where):
             LOG.info("backfill started dashboard=%s %s %s", dask.dashboard_link, where, plan_text)
             results = _run(dask, jobs, config, progress)
     else:
         LOG.info("backfill: every partition is already done %s", plan_text)
     seconds = time.perf_counter() - t0
-    _write_manifest(directory, config, prefix, print_, settings, parts)
+    _write_manifest(directory, config, prefix, digest, settings, parts)
     summary = BackfillSummary(
         output=directory,
         partitions=len(parts),
@@ -271,13 +271,13 @@ def _dead_letter(config: Config, result: PartitionResult) -> None:
 
 
 def _write_manifest(
-    directory: Path, config: Config, prefix: str, print_: str, settings: dict[str, Any], parts: list[Partition]
+    directory: Path, config: Config, prefix: str, digest: str, settings: dict[str, Any], parts: list[Partition]
 ) -> None:
     """``_cdp_backfill.json``, once every partition's file is there: what the directory holds."""
     listed = []
     for p in parts:
         meta = read_meta(directory / p.name)
-        if meta is None or meta.get("fingerprint") != print_:
+        if meta is None or meta.get("fingerprint") != digest:
             return
         listed.append({"file": p.name, "first": p.first, "last": p.last, "rows": meta["rows"],
                        "dead_lettered": meta.get("dead_lettered", [])})  # fmt: skip
@@ -288,7 +288,7 @@ def _write_manifest(
         "end_ledger": config.end_ledger,
         "ledgers_per_file": config.parquet_ledgers_per_file,
         "processor": prefix,
-        "fingerprint": print_,
+        "fingerprint": digest,
         "settings": settings,
         "rows": sum(int(item["rows"]) for item in listed),
         "partitions": listed,
