@@ -25,6 +25,7 @@ from cdp._config import Config
 from cdp._errors import BadLedgerError, CdpError, ConfigError, UpstreamError
 from cdp._version import __version__
 from cdp.pipeline._guard import exclusive
+from cdp.pipeline._pipeline import append_dead_letters, dead_letter_path
 from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._registry import load_processor
 
@@ -261,13 +262,10 @@ def _fail_on(result: PartitionResult, processor: str) -> None:
 def _dead_letter(config: Config, result: PartitionResult) -> None:
     if not result.dead_letters:
         return
-    path = config.dead_letter_path or Path("cdp-dead-letter.jsonl")
-    with open(path, "a", encoding="utf-8") as f:
-        for record in result.dead_letters:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            LOG.error("bad ledger dead-lettered ledger=%d error=%r path=%s", record["ledger"], record["error"], path)
-        f.flush()
-        os.fsync(f.fileno())
+    path = dead_letter_path(config)
+    append_dead_letters(path, result.dead_letters)
+    for record in result.dead_letters:
+        LOG.error("bad ledger dead-lettered ledger=%d error=%r path=%s", record["ledger"], record["error"], path)
 
 
 def _write_manifest(

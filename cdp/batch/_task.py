@@ -9,7 +9,6 @@ service raises, which does not depend on an exception surviving Dask's pickling.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from cdp._errors import CdpError, unwrap_cdp_error
 from cdp._version import __version__
 from cdp.extract import Ledger, Row
 from cdp.processors._base import LedgerProcessor, describe
-from cdp.processors._work import RowFilter, process_ledger
+from cdp.processors._work import RowFilter, dead_letter_record, process_ledger
 
 from ._plan import META_KEY, Partition
 
@@ -114,13 +113,6 @@ async def _collect(job: PartitionJob) -> _Collected:
                 if config.on_bad_ledger == "stop":
                     got.bad_ledger, got.error = ledger.sequence, reason
                     break
-                got.dead.append(
-                    {
-                        "ledger": ledger.sequence,
-                        "processor": name,
-                        "error": reason,
-                        "ledger_close_meta_xdr": base64.b64encode(ledger.raw).decode(),
-                    }  # fmt: skip
-                )
+                got.dead.append(dead_letter_record(ledger, name, reason))
         nursery.cancel_scope.cancel("partition read")
     return got

@@ -10,7 +10,6 @@ stops the upstream (backpressure).
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
@@ -29,6 +28,7 @@ from cdp._errors import BadLedgerError, OutputError
 from cdp._watch import Watched
 from cdp.extract import Ledger, Row
 from cdp.processors import LedgerProcessor, RowFilter, WorkResult, describe
+from cdp.processors._work import dead_letter_record
 from cdp.sinks import Durable, Sink
 
 from ._budget import ByteBudget, Reservation
@@ -349,22 +349,22 @@ class Pipeline:
         self._errors += 1
         if self.config.on_bad_ledger == "stop":
             raise BadLedgerError(ledger.sequence, name, reason)
-        path = self.config.dead_letter_path or Path("cdp-dead-letter.jsonl")
-        record = {
-            "ledger": ledger.sequence,
-            "processor": name,
-            "error": reason,
-            "ledger_close_meta_xdr": base64.b64encode(ledger.raw).decode(),
-        }
-        await trio.to_thread.run_sync(_append_line, path, json.dumps(record, sort_keys=True))
+        path = dead_letter_path(self.config)
+        await trio.to_thread.run_sync(append_dead_letters, path, [dead_letter_record(ledger, name, reason)])
         self._dead += 1
         LOG.error(
             "bad ledger dead-lettered ledger=%d processor=%s error=%r path=%s", ledger.sequence, name, reason, path
         )
 
 
-def _append_line(path: Path, line: str) -> None:
+def dead_letter_path(config: Config) -> Path:
+    return config.dead_letter_path or Path("cdp-dead-letter.jsonl")
+
+
+def append_dead_letters(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """Append one JSON line per record and fsync: a dead letter is durable before its ledger counts
+    as committed (by ``cdp run``) or its partition as done (by ``cdp backfill``)."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+        f.write("".join(json.dumps(record, sort_keys=True) + "\n" for record in records))
         f.flush()
         os.fsync(f.fileno())

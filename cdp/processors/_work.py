@@ -6,9 +6,11 @@ stellar-sdk, not the service's HTTP, gRPC and metrics stacks (about 35 MB less p
 
 from __future__ import annotations
 
+import base64
 import signal
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -101,6 +103,16 @@ def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Le
         else:
             skipped[reason] = skipped.get(reason, 0) + 1
     return WorkResult(rows, skipped, time.perf_counter() - t0, events)
+
+
+def dead_letter_record(ledger: Ledger, processor: str, reason: str) -> dict[str, Any]:
+    """What a skipped bad ledger leaves in ``DEAD_LETTER_PATH``: why, and its bytes to replay it."""
+    return {
+        "ledger": ledger.sequence,
+        "processor": processor,
+        "error": reason,
+        "ledger_close_meta_xdr": base64.b64encode(ledger.raw).decode(),
+    }
 
 
 def ignore_stop_signals() -> None:
