@@ -209,10 +209,10 @@ def test_an_existing_cluster_by_its_scheduler_address(store: Path, tmp_path: Pat
 
     from distributed import Client, LocalCluster
 
-    from cdp.batch._run import _plain_asyncio
+    from cdp._asyncio import plain_asyncio
 
     with (
-        _plain_asyncio(),
+        plain_asyncio(),
         LocalCluster(
             n_workers=1,
             threads_per_worker=1,

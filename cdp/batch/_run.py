@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import logging
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import IO, Any
 
 import attrs
 
+from cdp._asyncio import plain_asyncio
 from cdp._config import Config
 from cdp._errors import BadLedgerError, CdpError, ConfigError, UpstreamError
 from cdp._version import __version__
@@ -142,41 +142,12 @@ def _check(config: Config) -> None:
 
 
 @contextlib.contextmanager
-def _plain_asyncio() -> Iterator[None]:
-    """Let Dask's threads make plain asyncio loops, in a process where trio-asyncio is loaded.
-
-    trio-asyncio makes ``asyncio.new_event_loop()`` outside Trio return its own synchronous loop, on
-    which Dask's scheduler, nannies and client cannot run (the cluster never starts). Its per-thread
-    policy override has a class-level default: setting that gives every thread that has not chosen
-    otherwise the default policy, while code inside ``trio.run`` keeps getting trio-asyncio's loops.
-    """
-    module = sys.modules.get("trio_asyncio._loop")
-    if module is None:
-        yield
-        return
-    import asyncio
-
-    faked = getattr(module, "_FakedPolicy", None)
-    if faked is None or not hasattr(faked, "policy"):
-        raise ConfigError(
-            "cdp.backfill cannot run Dask in a process that has loaded this trio-asyncio version: "
-            "run it in a process of its own (cdp backfill)"
-        )
-    before = faked.policy
-    faked.policy = asyncio.DefaultEventLoopPolicy()
-    try:
-        yield
-    finally:
-        faked.policy = before
-
-
-@contextlib.contextmanager
 def _client(client: Any, scheduler: str | None, workers: int | None) -> Iterator[Any]:
     """The given client, or one to the given scheduler, or one to an embedded ``LocalCluster``."""
     if client is not None:
         yield client, "cluster=given"
         return
-    with _plain_asyncio(), _made_client(scheduler, workers) as made:
+    with plain_asyncio(), _made_client(scheduler, workers) as made:
         yield made
 
 

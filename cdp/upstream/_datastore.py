@@ -17,6 +17,7 @@ from typing import Final
 import attrs
 import trio
 
+from cdp._asyncio import plain_asyncio
 from cdp._config import Config
 from cdp._errors import ConfigError, LedgerDecodeError, UpstreamError
 from cdp.extract import Ledger
@@ -35,28 +36,18 @@ FETCH_ATTEMPTS: Final = 4
 def _start_fsspec_loop() -> None:
     """Start fsspec's I/O loop (async backends such as s3fs run on it) as a plain asyncio loop.
 
-    trio-asyncio installs its own event-loop policy when imported, and a loop made under that policy
-    cannot run in fsspec's thread: every s3fs call would then wait forever. The policy can only be
-    swapped outside Trio, hence the short-lived thread.
+    Made in a short-lived thread: inside ``trio.run`` trio-asyncio refuses to make a loop at all.
     """
-    import asyncio
-
     import fsspec.asyn
 
-    if fsspec.asyn.loop[0] is not None:
-        return
-
     def start() -> None:
-        policy = asyncio.get_event_loop_policy()
-        try:
-            asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+        with plain_asyncio():
             fsspec.asyn.get_loop()
-        finally:
-            asyncio.set_event_loop_policy(policy)
 
-    thread = threading.Thread(target=start, name="cdp-fsspec-loop-start")
-    thread.start()
-    thread.join()
+    if fsspec.asyn.loop[0] is None:
+        thread = threading.Thread(target=start, name="cdp-fsspec-loop-start")
+        thread.start()
+        thread.join()
 
 
 class Datastore:
