@@ -189,22 +189,21 @@ def _cmd_backfill(args: argparse.Namespace) -> None:
         for handler in logging.getLogger().handlers:
             handler.addFilter(
                 lambda r: r.levelno >= logging.WARNING or not r.name.startswith(("distributed", "tornado"))
-            )  # noqa: E501
+            )
     if args.stops.received:
         return
-    stop = signal.getsignal(signal.SIGINT)
 
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    for signum in (signal.SIGINT, signal.SIGTERM):  # plain blocking code: a stop interrupts it
-        signal.signal(signum, interrupt)
-    try:
+    before = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:  # plain blocking code: a stop interrupts it
         backfill(config, scheduler=args.scheduler, workers=args.workers, progress=sys.stderr)
     except KeyboardInterrupt:
         LOG.warning("backfill stopped: finished partitions are kept; rerun the command to do the rest")
     finally:
-        signal.signal(signal.SIGINT, stop)
+        for signum, previous in before.items():
+            signal.signal(signum, previous)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -79,7 +80,7 @@ def test_a_backfill_equals_cdp_extract_and_cdp_run(store: Path, tmp_path: Path, 
     for name, table in expected.items():
         assert table.equals(got[name]), name
 
-    run = attrs_evolve(
+    run = attrs.evolve(
         config, output=str(tmp_path / "run"), health_port=0, health_host="127.0.0.1", worker_mode="thread"
     )
     trio.run(partial(_serve, run))
@@ -94,12 +95,6 @@ def test_a_backfill_equals_cdp_extract_and_cdp_run(store: Path, tmp_path: Path, 
     import pyarrow.dataset as ds
 
     assert ds.dataset(tmp_path / "backfill", format="parquet").to_table().num_rows == manifest["rows"]
-
-
-def attrs_evolve(config: Config, **changes: Any) -> Config:
-    import attrs
-
-    return attrs.evolve(config, **changes)
 
 
 async def _serve(config: Config) -> None:
