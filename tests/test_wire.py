@@ -39,3 +39,22 @@ def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
 def test_malformed_messages_are_refused_naming_the_byte(data: bytes, why: str) -> None:
     with pytest.raises(ProtocolViolation, match=f"^{why}$"):
         parse_raw_ledger(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 9, 10, 11, 16_384])
+@pytest.mark.parametrize("pad", [None, 0, 7])
+def test_bounded_frame_repr_prints_what_hyperframe_prints(size: int, pad: int | None) -> None:
+    from hyperframe.frame import DataFrame
+
+    from cdp.upstream import _frame_repr
+
+    frame = DataFrame(1, data=bytes(range(256)) * (size // 256) + bytes(range(size % 256)))
+    if pad is not None:
+        frame.flags.add("PADDED")
+        frame.pad_length = pad
+    original = _frame_repr.HYPERFRAME_RAW_DATA_REPR
+    assert original is not None, "hyperframe renamed _raw_data_repr: the bounded repr is not installed"
+    body = frame.serialize_body()
+    assert _frame_repr._raw_data_repr(body) == original(body)
+    _frame_repr.bounded_frame_repr()
+    assert repr(frame).endswith(original(body))

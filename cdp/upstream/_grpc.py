@@ -20,6 +20,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
+from ._frame_repr import bounded_frame_repr
 from ._wire import ProtocolViolation, parse_raw_ledger
 from .proto.raw_ledger_service import RawLedger, StreamLedgersRequest
 
@@ -119,6 +120,7 @@ async def stream_ledgers(
         GRPCError: the call ended with a non-OK status.
         OSError, ProtocolError, ...: ``CONNECTION_ERRORS``.
     """
+    bounded_frame_repr()
     host, _, port = endpoint.rpartition(":")
     channel = Channel(host.strip("[]"), int(port))
     try:

@@ -1,0 +1,31 @@
+"""Stop h2 hexlifying every received DATA frame for a trace line nobody reads.
+
+``h2.connection.H2Connection._receive_frame`` evaluates ``repr(frame)`` before its (no-op by
+default) logger sees it, and hyperframe's ``repr`` of a frame hexlifies the *whole* body to keep
+its first 20 hex digits. For 1 MB ledgers in 16 KB frames that is 2 MB of hex text per ledger, a
+quarter of the receiving thread's time (``bench/README.md``). ``bounded_frame_repr`` swaps in a
+function with the same output that hexlifies only the 10 bytes it shows.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Final
+
+import hyperframe.frame
+
+_SHOWN: Final = 10  # bytes behind the 20 hex digits hyperframe keeps
+HYPERFRAME_RAW_DATA_REPR: Final = getattr(hyperframe.frame, "_raw_data_repr", None)
+
+
+def _raw_data_repr(data: bytes | None) -> str:
+    if not data:
+        return "None"
+    shown = binascii.hexlify(data[:_SHOWN]).decode("ascii")
+    return f"<hex:{shown}...>" if len(data) > _SHOWN else f"<hex:{shown}>"
+
+
+def bounded_frame_repr() -> None:
+    """Install the bounded repr once per process; a hyperframe without the function is left alone."""
+    if HYPERFRAME_RAW_DATA_REPR is not None:
+        setattr(hyperframe.frame, "_raw_data_repr", _raw_data_repr)  # noqa: B010 - a private function
