@@ -66,16 +66,25 @@ def require_pyarrow() -> None:
         raise ConfigError("FORMAT=parquet: needs pyarrow: pip install 'contract-data-processor[parquet]'")
 
 
+def _marker(hint: Any) -> str | None:
+    """The ``Annotated`` marker of a row field (``UTC_TIMESTAMP``, ``JSON_TEXT``), if any."""
+    if typing.get_origin(hint) in (typing.NotRequired, typing.Required):
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) is typing.Annotated:
+        return str(hint.__metadata__[0])
+    return None
+
+
 def arrow_type(hint: Any, time_unit: str = "ms") -> Any:
     """The Arrow type of a row field from its ``TypedDict`` annotation (``Optional`` is nullable anyway)."""
     if typing.get_origin(hint) in (typing.NotRequired, typing.Required):
         hint = typing.get_args(hint)[0]
-    if typing.get_origin(hint) is typing.Annotated:
-        marker = hint.__metadata__[0]
-        if marker == UTC_TIMESTAMP:
-            return pa.timestamp(time_unit, tz="UTC")
-        if marker == JSON_TEXT:
-            return pa.string()
+    marker = _marker(hint)
+    if marker == UTC_TIMESTAMP:
+        return pa.timestamp(time_unit, tz="UTC")
+    if marker == JSON_TEXT:
+        return pa.string()
+    if marker is not None:
         hint = hint.__origin__
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if args:
@@ -87,11 +96,17 @@ def _closed_at(text: Any) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
-def _column(values: list[Any], kind: Any) -> list[Any]:
+def _json_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _column(values: list[Any], kind: Any, json_text: bool = False) -> list[Any]:
+    """Row values as Arrow takes them: timestamps parsed; nested JSON (and, in a ``JSON_TEXT`` field,
+    every value: a bare string is JSON too) as its compact text."""
     if pa.types.is_timestamp(kind):
         return [None if v is None else _closed_at(v) for v in values]
-    if pa.types.is_string(kind) and any(isinstance(v, dict | list) for v in values):
-        return [None if v is None else json.dumps(v, sort_keys=True, separators=(",", ":")) for v in values]
+    if json_text or (pa.types.is_string(kind) and any(isinstance(v, dict | list) for v in values)):
+        return [None if v is None else _json_text(v) for v in values]
     return values
 
 
@@ -110,14 +125,15 @@ def ttp_table(rows: Sequence[Row]) -> Any:
 def to_table(
     rows: Sequence[Row], schema_name: str, row_type: type | None = None, columns: Sequence[str] | None = None
 ) -> Any:
-    """Rows as an Arrow table: ``ttp``, or ``full`` with the columns the rows have, typed from ``row_type``.
+    """Rows as an Arrow table: ``ttp``, or ``full`` typed from ``row_type``.
 
-    ``columns`` (the processor's, when it declares them) gives a file of no rows the same schema as
-    the others, so a directory of files reads as one dataset.
+    ``columns`` (the processor's, when it declares them) fixes the columns whatever the rows hold, so
+    every file, and a file of no rows, has the same schema and a directory reads as one dataset;
+    without them, the first row's fields are the columns.
     """
     if schema_name == "ttp":
         return ttp_table(rows)
-    have = rows[0] if rows else (columns or ())
+    have = columns or (rows[0] if rows else ())
     if not have:
         return pa.table({})
     hints = field_types(row_type) if row_type is not None else {}
@@ -132,8 +148,32 @@ def to_table(
         else:
             kind = pa.array(values).type if any(v is not None for v in values) else pa.string()
         fields.append(pa.field(name, kind))
-        data[name] = _column(values, kind)
+        data[name] = _column(values, kind, name in hints and _marker(hints[name]) == JSON_TEXT)
     return pa.table(data, schema=pa.schema(fields))
+
+
+def rows_from_table(table: Any, schema_name: str, row_type: type | None = None) -> list[dict[str, Any]]:
+    """``to_table``'s inverse: rows as the processor emitted them (``ttp``: the fields it keeps, its
+    columns renamed back), so a table written by this module can be served again as rows."""
+    hints = field_types(row_type) if row_type is not None else {}
+    rename = {name: source for name, source in TTP_COLUMNS} if schema_name == "ttp" else {}
+    decoders: dict[str, Any] = {}
+    for name in table.column_names:
+        field = rename.get(name, name)
+        kind = table.schema.field(name).type
+        if pa.types.is_timestamp(kind):
+            decoders[name] = lambda v: v.strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif field in hints and _marker(hints[field]) == JSON_TEXT:
+            decoders[name] = json.loads
+    out = []
+    for record in table.to_pylist():
+        row = {}
+        for name, value in record.items():
+            if value is not None and name in decoders:
+                value = decoders[name](value)
+            row[rename.get(name, name)] = value
+        out.append(row)
+    return out
 
 
 def file_name(prefix: str, first: int, last: int) -> str:
