@@ -139,15 +139,16 @@ async def _with_signals(
     *,
     prelude: Callable[[trio.Nursery], Awaitable[Config]] | None = None,
     processor: LedgerProcessor | None = None,
-) -> None:
-    """Run the service; the first SIGINT/SIGTERM stops it gracefully, a second one at once."""
+) -> bool:
+    """Run the service; the first SIGINT/SIGTERM stops it gracefully, a second one at once.
+    True: it left an Arrow Flight call open (``ServiceHandle.left_calls_open``)."""
     import trio_asyncio
 
     from cdp._service import serve
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         if stops.received:
-            return  # stopped before anything started: nothing to finish
+            return False  # stopped before anything started: nothing to finish
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
             handle: ServiceHandle | None = None
 
@@ -169,13 +170,23 @@ async def _with_signals(
             handle = await nursery.start(partial(serve, config, processor=processor))
             await handle.wait_done()
             nursery.cancel_scope.cancel("service finished")
+        return handle is not None and handle.left_calls_open
+
+
+def _run_service(run: Callable[[], Awaitable[bool]]) -> None:
+    """``trio.run(run)``; where a Flight call was left open, exit now, everything being committed:
+    the interpreter's exit would otherwise wait for that client to read again."""
+    if trio.run(run):
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
     config = _config(args)
     configure_logging(config.log_level, config.log_format)
     processor = load_processor(config.processor, config)  # fails here, with status 2, if it is bad
-    trio.run(partial(_with_signals, config, args.stops, processor=processor))
+    _run_service(partial(_with_signals, config, args.stops, processor=processor))
 
 
 def _cmd_backfill(args: argparse.Namespace) -> None:
@@ -220,7 +231,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         end = base.end_ledger or base.start_ledger + args.ledgers - 1
         return attrs.evolve(base, source_endpoint=(f"127.0.0.1:{port}",), end_ledger=end)
 
-    trio.run(partial(_with_signals, base, args.stops, prelude=start_fake))
+    _run_service(partial(_with_signals, base, args.stops, prelude=start_fake))
 
 
 def _cmd_fake_source(args: argparse.Namespace) -> None:

@@ -30,12 +30,14 @@ from ._validators import (
     endpoints,
     key_types,
     not_empty,
+    optional_port,
     passphrase,
     strkeys,
     structure_bool,
     structure_float,
     structure_int,
     structure_literal,
+    structure_optional_int,
     structure_path,
     structure_str_tuple,
 )
@@ -87,6 +89,18 @@ class Config:
         8089,
         "port of /health, /ready and /metrics (0 picks a free one)",
         validator=between(0, 65535, " (0 picks a free port)"),
+    )
+    flight_port: int | None = setting(
+        None,
+        "serve committed rows over Arrow Flight on this port (0 picks a free one; unset: off; needs the flight "
+        "extra)",
+        validator=optional_port,
+    )
+    flight_host: str = setting("0.0.0.0", "address the Arrow Flight server binds to", validator=not_empty)
+    flight_client_buffer: int = setting(
+        256,
+        "ledgers held for each Arrow Flight client; one further behind catches up from the output",
+        validator=between(1, 1_000_000),
     )
     http_max_connections: int = setting(
         64, "HTTP connections served at once; more wait in the accept queue", validator=between(1, 10_000)
@@ -289,6 +303,7 @@ _converter.register_structure_hook(bool, structure_bool)
 _converter.register_structure_hook(str, lambda v, _: str(v).strip())
 _converter.register_structure_hook_func(lambda t: t == tuple[str, ...], structure_str_tuple)
 _converter.register_structure_hook_func(lambda t: t == (Path | None), structure_path)
+_converter.register_structure_hook_func(lambda t: t == (int | None), structure_optional_int)
 _converter.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is Literal, structure_literal)
 
 attrs.resolve_types(Config)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -27,9 +28,12 @@ from cdp.ops import ServiceView, create_app, serve_http
 from cdp.pipeline import Pipeline, guard_run, read_checkpoint, verify_resume
 from cdp.pipeline._workers import worker_mode
 from cdp.processors import LedgerProcessor, describe, load_processor
-from cdp.sinks import RowsCallback, open_sink
+from cdp.sinks import JsonlFileSink, RowsCallback, Sink, open_sink
 from cdp.upstream import DatastoreSource, LedgerSource
 from cdp.xdr._walker import WALKER
+
+if TYPE_CHECKING:
+    from cdp.sinks._flight import FlightHub
 
 LOG = logging.getLogger("cdp.service")
 
@@ -50,6 +54,8 @@ class ServiceHandle:
     http_port: int
     start_ledger: int
     view: ServiceView
+    flight_port: int | None = None  # the Arrow Flight server's port, when FLIGHT_PORT is set
+    _flight: FlightHub | None = None
     _state: Watched[ServiceState] = attrs.field(factory=lambda: Watched(ServiceState.RUNNING))
     _stop: trio.Event = attrs.field(factory=trio.Event)
 
@@ -69,6 +75,12 @@ class ServiceHandle:
         """Return once the service has reached ``state`` (or a later one)."""
         order = list(ServiceState)
         await self._state.wait_until(lambda s: order.index(s) >= order.index(state))
+
+    @property
+    def left_calls_open(self) -> bool:
+        """An Arrow Flight client stopped reading and its call outlived the shutdown grace: pyarrow
+        cannot end it, and would wait for it at interpreter exit; ``cdp run`` then exits at once."""
+        return self._flight is not None and self._flight.abandoned
 
     async def wait_done(self) -> None:
         """Wait until ``serve`` has returned (or failed)."""
@@ -159,8 +171,11 @@ async def _serve(
     except OSError as exc:
         raise CdpError(f"OUTPUT={config.output}: cannot open for writing: {exc.strerror or exc}") from None
     source = DatastoreSource(config, start) if config.datastore_url else LedgerSource(config, start)
-    pipeline = Pipeline(config, processor, sink, checkpoint_path=config.checkpoint_path)
-    view = ServiceView(source, pipeline, sink.name)
+    hub = _flight_hub(config, sink, processor, start) if config.flight_port is not None else None
+    pipeline = Pipeline(
+        config, processor, sink, checkpoint_path=config.checkpoint_path, on_commit=hub.on_commit if hub else None
+    )
+    view = ServiceView(source, pipeline, sink.name, flight=hub)
     http_closing = trio.Event()
     handle: ServiceHandle | None = None
     try:
@@ -169,11 +184,15 @@ async def _serve(
             port = await nursery.start(
                 http, create_app(view), config.health_host, config.health_port, http_closing.wait
             )
-            handle = ServiceHandle(port, start, view)
+            handle = ServiceHandle(port, start, view, flight=hub)
+            flight_scope = trio.CancelScope()
+            if hub is not None:
+                handle.flight_port = await nursery.start(_serve_flight, config, hub, processor, flight_scope)
             try:
                 await _stream(config, source, pipeline, view, handle, task_status)
             finally:
                 handle._state.set(ServiceState.CLOSING_HTTP)
+                flight_scope.cancel("service finished")  # every stream told where to resume
                 http_closing.set()  # Hypercorn's graceful close: requests in flight get their answer
     finally:
         view.running = False
@@ -184,6 +203,43 @@ async def _serve(
         LOG.info(
             "service stopped last_committed_ledger=%s processed=%d rows=%d errors=%d reconnects=%d",
             st.last_committed_ledger, st.processed, st.rows, st.errors, source.statistics().reconnects,
+        )  # fmt: skip
+
+
+def _flight_hub(config: Config, sink: Sink, processor: LedgerProcessor, start: int) -> FlightHub:
+    """The Arrow Flight hub, knowing which output it can replay committed ledgers from."""
+    from cdp.sinks._flight import FlightHub, require_pyarrow_flight
+    from cdp.sinks._parquet import ROW_TYPES, ParquetSink
+    from cdp.sinks._replay import Retained
+
+    require_pyarrow_flight()
+    name = describe(processor)
+    if name not in ROW_TYPES:
+        raise ConfigError(f"FLIGHT_PORT: serves the rows of {' and '.join(ROW_TYPES)}, not of PROCESSOR={name}")
+    retained, offset = None, None
+    if isinstance(sink, JsonlFileSink) and sink.regular:
+        retained, offset = Retained("jsonl", sink.path, begins_at=start), sink.offset
+    elif isinstance(sink, ParquetSink):
+        retained = Retained("parquet", sink.directory, sink.prefix, sink.schema, ROW_TYPES[name], begins_at=start)
+    return FlightHub(retained, start - 1, offset, config.flight_client_buffer)
+
+
+async def _serve_flight(
+    config: Config,
+    hub: FlightHub,
+    processor: LedgerProcessor,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    from cdp.sinks._flight import serve_flight
+    from cdp.sinks._parquet import ROW_TYPES
+
+    name = describe(processor)
+    with scope:
+        await serve_flight(
+            hub, config.flight_host, config.flight_port or 0, processor_name=name, schema=config.schema,
+            row_type=ROW_TYPES[name], columns=getattr(processor, "columns", None), task_status=task_status,
         )  # fmt: skip
 
 

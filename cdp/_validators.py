@@ -134,6 +134,18 @@ def structure_int(value: Any, _tp: Any) -> int:
     return int(text)
 
 
+def structure_optional_int(value: Any, tp: Any) -> int | None:
+    """Unset, empty or ``off``: None."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
+        return None
+    return structure_int(value, tp)
+
+
+def optional_port(_inst: object, attr: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError("must be 0..65535 (0 picks a free port), or empty for off")
+
+
 def structure_float(value: Any, _tp: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number")

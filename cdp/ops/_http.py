@@ -15,7 +15,7 @@ import errno
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 import trio
@@ -31,6 +31,9 @@ from cdp.upstream import BreakerState, SourceStatistics
 from cdp.xdr._walker import WALKER
 
 from ._http_server import serve_capped
+
+if TYPE_CHECKING:
+    from cdp.sinks._flight import FlightStatistics
 from ._metrics import exposition, open_registry
 
 LAG_DEGRADED_S: Final = 30.0  # receipt to commit; pubnet closes a ledger every ~6 s, so 5 behind
@@ -45,6 +48,10 @@ class _HasPipelineStatistics(Protocol):
     def statistics(self) -> PipelineStatistics: ...
 
 
+class _HasFlightStatistics(Protocol):
+    def statistics(self) -> FlightStatistics: ...
+
+
 @attrs.define(eq=False)
 class ServiceView:
     """What the HTTP handlers read: the live components and how the service is doing."""
@@ -52,6 +59,7 @@ class ServiceView:
     source: _HasSourceStatistics
     pipeline: _HasPipelineStatistics
     sink_name: str
+    flight: _HasFlightStatistics | None = None
     started: float = attrs.field(factory=time.monotonic)
     running: bool = True
     fatal_error: str | None = None
@@ -109,6 +117,22 @@ class ServiceView:
                 "metrics": {"kind": self.sink_name, "rows_written": pipe.rows},
             },
         }
+        if self.flight is not None:
+            fl = self.flight.statistics()
+            components["flight"] = {
+                "name": "flight",
+                "healthy": True,
+                "last_check": now,
+                "metrics": {
+                    "clients": fl.clients,
+                    "lagging": fl.lagging,
+                    "replaying": fl.replaying,
+                    "overflows": fl.overflows,
+                    "disconnected": fl.disconnected,
+                    "batches_sent": fl.batches_sent,
+                    "rows_sent": fl.rows_sent,
+                },
+            }
         for name, error in (
             ("data_source", src.last_error),
             ("stream_manager", self.fatal_error),

@@ -91,6 +91,15 @@ class ServiceCollector(Collector):
         yield skipped
         yield _counter("worker_deaths", "Worker processes that died holding a ledger", pipe.worker_deaths)
         yield _counter("ledgers_dead_lettered", "Bad ledgers written to the dead-letter file", pipe.dead_lettered)
+        if view.flight is not None:
+            fl = view.flight.statistics()
+            yield _gauge("flight_clients", "Arrow Flight clients connected", fl.clients)
+            yield _gauge("flight_clients_lagging", "Flight clients catching up from the output after falling behind",
+                         fl.lagging)  # fmt: skip
+            yield _counter("flight_buffer_overflows", "Flight clients that fell too far behind live", fl.overflows)
+            yield _counter("flight_clients_disconnected", "Flight streams ended with an error", fl.disconnected)
+            yield _counter("flight_batches_sent", "Record batches sent over Arrow Flight", fl.batches_sent)
+            yield _counter("flight_rows_sent", "Rows sent over Arrow Flight", fl.rows_sent)
         yield _histogram("ledger_processing_seconds", "Worker time per ledger", pipe.processing_seconds)
         yield _histogram("ledger_end_to_end_seconds", "Ledger close time to commit", pipe.end_to_end_seconds)
 

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Final
@@ -38,6 +38,9 @@ from ._workers import Workers, WorkRunner, open_workers
 
 LOG = logging.getLogger("cdp.pipeline")
 GROUP_MAX: Final = 64  # ledgers committed with one write, one fsync and one checkpoint, at most
+
+# Told of every committed group, in order, with what is durable now (e.g. the Arrow Flight hub).
+CommitListener = Callable[[Sequence[tuple[int, Sequence[Row]]], Durable | None], None]
 
 
 @attrs.define(eq=False)
@@ -82,9 +85,11 @@ class Pipeline:
         *,
         checkpoint_path: Path | None,
         run_work: WorkRunner | None = None,
+        on_commit: CommitListener | None = None,
     ) -> None:
         """``run_work`` replaces the worker processes or threads ``WORKER_MODE`` picks (tests use a
-        Trio-native one to control timing)."""
+        Trio-native one to control timing); ``on_commit`` is called, without waiting, after each group
+        of ledgers is written and checkpointed, and after the final flush (with no ledgers)."""
         self.config = config
         self.processor = processor
         self.processor_name = describe(processor)
@@ -110,6 +115,7 @@ class Pipeline:
         self.finished = trio.Event()
         self._intake = trio.CancelScope()
         self._run_work = run_work
+        self._on_commit = on_commit
         self._workers: Workers | None = None
 
     def stop_intake(self) -> None:
@@ -253,6 +259,8 @@ class Pipeline:
             except OSError as exc:
                 raise OutputError("output", self.config.output, exc) from None
             await self._checkpoint(durable)
+            if self._on_commit is not None:
+                self._on_commit((), durable)
 
     async def _commit_group(self, group: list[_Slot]) -> bool:
         """Commit ``group`` (processed slots, in order); False once a stop abandoned one of them."""
@@ -292,14 +300,21 @@ class Pipeline:
             return
         if many is None:
             for (seq, rows), (slot, n_rows) in done:
-                await self._checkpoint(await self._sink_op(self.sink.write(seq, rows)))
+                durable = await self._sink_op(self.sink.write(seq, rows))
+                await self._checkpoint(durable)
                 slot.reservation.release()
                 self._committed(slot, n_rows)
+                if self._on_commit is not None:
+                    self._on_commit([(seq, rows)], durable)
             return
-        await self._checkpoint(await self._sink_op(many([item for item, _ in done])))
+        committed = [item for item, _ in done]
+        durable = await self._sink_op(many(committed))
+        await self._checkpoint(durable)
         for _, (slot, n_rows) in done:
             slot.reservation.release()
             self._committed(slot, n_rows)
+        if self._on_commit is not None:
+            self._on_commit(committed, durable)
 
     async def _sink_op(self, op: Awaitable[Durable | None]) -> Durable | None:
         try:
