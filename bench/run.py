@@ -192,7 +192,8 @@ def bench_end_to_end(count: int, workdir: Path, pairs: int) -> None:
             peaks.append(peak)
             latencies += answered
             print(f"pair {attempt}: raw stream {raw_rate:.1f} ledgers/s ({raw_mb:.0f} MB/s), cdp run "
-                  f"(WORKER_MODE={mode}) {rate:.1f} ledgers/s after warm-up ({rows} rows): {rate / raw_rate:.2f}x")  # fmt: skip
+                  f"(WORKER_MODE={mode}) {rate:.1f} ledgers/s after warm-up ({rows} rows): "
+                  f"{rate / raw_rate:.2f}x")  # fmt: skip
         ratio, rate = sorted(ratios)[len(ratios) // 2], sorted(rates)[len(rates) // 2]
         print(
             f"RESULT end-to-end: median {rate:.1f} ledgers/s (target >= 30), median {ratio:.2f}x of the raw stream "

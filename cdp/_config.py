@@ -92,8 +92,7 @@ class Config:
     )
     flight_port: int | None = setting(
         None,
-        "serve committed rows over Arrow Flight on this port (0 picks a free one; unset: off; needs the flight "
-        "extra)",
+        "serve committed rows over Arrow Flight on this port (0 picks a free one; unset: off; needs the flight extra)",
         validator=optional_port,
     )
     flight_host: str = setting("0.0.0.0", "address the Arrow Flight server binds to", validator=not_empty)

@@ -239,7 +239,8 @@ async def _serve_flight(
     with scope:
         await serve_flight(
             hub, config.flight_host, config.flight_port or 0, processor_name=name, schema=config.schema,
-            row_type=ROW_TYPES[name], columns=getattr(processor, "columns", None), task_status=task_status,
+            row_type=ROW_TYPES[name], columns=getattr(processor, "columns", None), grace_s=config.shutdown_grace_s,
+            task_status=task_status,
         )  # fmt: skip
 
 
@@ -265,8 +266,9 @@ async def _stream(
             nursery.start_soon(run_source)
             await nursery.start(pipeline.run, receive)
             LOG.info(
-                "service started start_ledger=%d end_ledger=%d http_port=%d endpoints=%s workers=%d worker_mode=%s "
-                "xdr_walker=%s", handle.start_ledger, config.end_ledger, handle.http_port,
+                "service started start_ledger=%d end_ledger=%d http_port=%d flight_port=%s endpoints=%s workers=%d "
+                "worker_mode=%s xdr_walker=%s", handle.start_ledger, config.end_ledger, handle.http_port,
+                handle.flight_port,
                 config.datastore_url or ",".join(config.source_endpoint), config.worker_count,
                 worker_mode(config, pipeline.processor), WALKER,
             )  # fmt: skip

@@ -50,7 +50,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 COMPAT_TICKET: Final = b"contract-data-stream"
 WAIT_S: Final = 0.5  # a waiting stream looks up this often whether its client has gone
 BATCH_ROWS: Final = 10_000  # rows per record batch, at most (a ledger is never split)
-SHUTDOWN_GRACE_S: Final = 5.0  # calls left open by clients that stopped reading get this long
 _FILTER_KEYS: Final = frozenset(
     ("filter_contract_ids", "filter_asset_codes", "filter_asset_issuers", "filter_key_types",
      "filter_durability", "filter_balance_holders", "include_deleted")
@@ -86,7 +85,9 @@ def parse_ticket(raw: bytes, schemas: Sequence[str], compat_schema: str | None) 
         spec = None
     if not isinstance(spec, dict):
         known = f"{COMPAT_TICKET.decode()!r} or " if compat_schema is not None else ""
-        raise TicketError(f"unknown ticket {raw[:80]!r}: expected {known}a JSON object such as {{\"start_ledger\": 1000}}")
+        raise TicketError(
+            f'unknown ticket {raw[:80]!r}: expected {known}a JSON object such as {{"start_ledger": 1000}}'
+        )
     unknown = sorted(set(spec) - {"start_ledger", "end_ledger", "schema"} - _FILTER_KEYS)
     if unknown:
         raise TicketError(f"ticket: unknown key(s) {', '.join(unknown)}")
@@ -102,7 +103,8 @@ def parse_ticket(raw: bytes, schemas: Sequence[str], compat_schema: str | None) 
     if schema not in schemas:
         raise TicketError(f"ticket: schema={schema!r}: this flight serves {' or '.join(schemas)}")
     try:
-        filters = Config.from_mapping({k: spec[k] for k in _FILTER_KEYS if k in spec})
+        given = {k: spec[k] for k in _FILTER_KEYS if k in spec}
+        filters = Config.from_mapping(given, {k: k for k in given})
     except ConfigError as exc:
         raise TicketError(f"ticket: {exc}") from None
     return Ticket(start, end, schema, RowFilter.from_config(filters))
@@ -193,6 +195,8 @@ class FlightHub:
     def join(self, ticket: Ticket, peer: str) -> _Client:
         start = self.published + 1 if ticket.start_ledger is None else ticket.start_ledger
         client = _Client(ticket, peer, start)
+        if ticket.start_ledger is None:  # live from the next commit: take it even before the first step
+            client.attached, client.next_in = True, start
         self.clients.add(client)
         LOG.info("flight client joined peer=%s start_ledger=%d end_ledger=%d schema=%s",
                  peer, start, ticket.end_ledger, ticket.schema)  # fmt: skip
@@ -415,10 +419,12 @@ async def serve_flight(
     schema: str,
     row_type: type | None,
     columns: Sequence[str] | None,
+    grace_s: float = 3.0,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``hub`` over Arrow Flight until cancelled; reports the bound port. On the way out every
-    stream is ended with an error telling its client where to resume.
+    stream gets what is committed, then an error telling its client where to resume; calls still
+    open after ``grace_s`` (a client that stopped reading) are left behind (``hub.abandoned``).
 
     Raises:
         CdpError: the port cannot be bound.
@@ -429,7 +435,10 @@ async def serve_flight(
     names: tuple[str, ...]
     if processor_name == "contract_data":
         names, compat = ("ttp", "full"), "ttp"
-        flights = {("contract", "data"): ("ttp", COMPAT_TICKET), ("contract", "data", "full"): ("full", b'{"schema":"full"}')}
+        flights = {
+            ("contract", "data"): ("ttp", COMPAT_TICKET),
+            ("contract", "data", "full"): ("full", b'{"schema":"full"}'),
+        }
         if schema == "ttp" and hub.retained is not None and hub.retained.kind == "parquet":
             names, flights = ("ttp",), {("contract", "data"): ("ttp", COMPAT_TICKET)}  # what the files hold
     else:
@@ -448,7 +457,7 @@ async def serve_flight(
     finally:
         hub.close()
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + SHUTDOWN_GRACE_S
+            scope.deadline = trio.current_time() + grace_s
             await trio.to_thread.run_sync(server.shutdown, abandon_on_cancel=True)
         if scope.cancelled_caught:
             hub.abandoned = True

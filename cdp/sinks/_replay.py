@@ -42,7 +42,9 @@ def committed_ledgers(
         ReplayError: ``first`` is before the oldest retained ledger, or the output cannot be read.
     """
     try:
-        rows = _jsonl(retained, first, last, end_offset) if retained.kind == "jsonl" else _parquet(retained, first, last)
+        rows = (
+            _jsonl(retained, first, last, end_offset) if retained.kind == "jsonl" else _parquet(retained, first, last)
+        )
         current: int | None = None
         batch: list[Row] = []
         for row in rows:
