@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from .helpers import CDP, ROOT
 
@@ -42,3 +43,66 @@ def test_fake_upstream_example_faults_lose_nothing() -> None:
     finally:
         fake.kill()
         fake.communicate()
+
+
+def test_flight_consumer_resumes_across_restarts_of_either_side(tmp_path: Path) -> None:
+    """`examples/flight_consumer.py` from ledger 2 to 150: killed (SIGKILL) and restarted once, the
+    service stopped and restarted under it once; its file holds exactly the service's rows 2..150."""
+    import re
+    import signal
+
+    from .helpers import fake_source_process
+
+    out, mine = tmp_path / "rows.jsonl", tmp_path / "mine.jsonl"
+    with fake_source_process("--rate", "150") as fake:
+        env = {**os.environ, "SOURCE_ENDPOINT": fake.endpoint, "HEALTH_PORT": "0", "WORKER_MODE": "thread",
+               "FLIGHT_PORT": "0", "FLIGHT_HOST": "127.0.0.1", "OUTPUT": str(out),
+               "CHECKPOINT_PATH": str(tmp_path / "cp.json")}  # fmt: skip
+
+        def start_service(port: str) -> tuple[subprocess.Popen[str], int]:
+            run = subprocess.Popen([*CDP, "run"], cwd=ROOT, env={**env, "FLIGHT_PORT": port},
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+            assert run.stderr is not None
+            for line in run.stderr:
+                if m := re.search(r"service started .*flight_port=(\d+)", line):
+                    return run, int(m[1])
+            raise AssertionError("the service did not start")
+
+        def start_consumer(port: int) -> subprocess.Popen[str]:
+            cmd = [sys.executable, "examples/flight_consumer.py", f"grpc://127.0.0.1:{port}", "--start-ledger", "2",
+                   "--end-ledger", "150", "--out", str(mine)]  # fmt: skip
+            return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def read_until(proc: subprocess.Popen[str], ledger: int) -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if (m := re.match(r"ledgers \d+\.\.(\d+):", line)) and int(m[1]) >= ledger:
+                    return
+            raise AssertionError(f"the consumer ended before ledger {ledger}: {proc.communicate()}")
+
+        run, port = start_service("0")
+        runs = [run]
+        consumer = start_consumer(port)
+        consumers = [consumer]
+        try:
+            read_until(consumer, 20)
+            consumer.kill()
+            consumer.wait()
+            consumer = start_consumer(port)
+            consumers.append(consumer)
+            read_until(consumer, 60)
+            run.send_signal(signal.SIGTERM)
+            assert 0 == run.wait(timeout=30)
+            run, _ = start_service(str(port))
+            runs.append(run)
+            stdout, stderr = consumer.communicate(timeout=120)
+        finally:
+            for proc in (*runs, *consumers):
+                proc.kill()
+                proc.communicate()
+    assert 0 == consumer.returncode, stderr
+    assert "done: every row up to ledger 150" in stdout
+    assert "service unavailable (cdp is stopping: resume from ledger" in stderr
+    want = [json.loads(line) for line in out.read_text().splitlines()]
+    got = [json.loads(line) for line in mine.read_text().splitlines()]
+    assert [r for r in want if r["ledger_sequence"] <= 150] == got
