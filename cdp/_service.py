@@ -33,7 +33,7 @@ from cdp.upstream import DatastoreSource, LedgerSource
 from cdp.xdr._walker import WALKER
 
 if TYPE_CHECKING:
-    from cdp.sinks._flight import FlightHub
+    from cdp.sinks._flight_hub import FlightHub
 
 LOG = logging.getLogger("cdp.service")
 
@@ -208,7 +208,8 @@ async def _serve(
 
 def _flight_hub(config: Config, sink: Sink, processor: LedgerProcessor, start: int) -> FlightHub:
     """The Arrow Flight hub, knowing which output it can replay committed ledgers from."""
-    from cdp.sinks._flight import FlightHub, require_pyarrow_flight
+    from cdp.sinks._flight import require_pyarrow_flight
+    from cdp.sinks._flight_hub import FlightHub
     from cdp.sinks._parquet import ROW_TYPES, ParquetSink
     from cdp.sinks._replay import Retained
 

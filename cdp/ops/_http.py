@@ -33,7 +33,7 @@ from cdp.xdr._walker import WALKER
 from ._http_server import serve_capped
 
 if TYPE_CHECKING:
-    from cdp.sinks._flight import FlightStatistics
+    from cdp.sinks._flight_hub import FlightStatistics
 from ._metrics import exposition, open_registry
 
 LAG_DEGRADED_S: Final = 30.0  # receipt to commit; pubnet closes a ledger every ~6 s, so 5 behind
