@@ -36,6 +36,10 @@ bench-datastore: setup
 bench-backfill: setup
     {{py}} bench/backfill.py
 
+# Arrow Flight: the service's commit rate with no client, a fast one and a slow one
+bench-flight: setup
+    {{py}} bench/flight.py
+
 # differential fuzzing of the extractor, >= 1,000,000 mutated ledgers (about 5 minutes on 2 cores)
 fuzz inputs="1000000": setup
     {{py}} bench/fuzz.py --inputs {{inputs}}
