@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, free_port, make_ledgers  # noqa: E402
+from run import ROOT, free_port, make_ledgers, start_fake_source  # noqa: E402
 
 
 def client(port: int, first: int, last: int, slow: bool, out: dict[str, object]) -> None:
@@ -31,7 +31,7 @@ def client(port: int, first: int, last: int, slow: bool, out: dict[str, object])
     ticket = json.dumps({"start_ledger": first, "end_ledger": last, "schema": "full"}).encode()
     rows = batches = 0
     t0 = time.perf_counter()
-    for attempt in range(100):  # the service may not listen yet
+    for _ in range(100):  # the service may not listen yet
         try:
             reader = conn.do_get(flight.Ticket(ticket))
             break
@@ -52,15 +52,9 @@ def client(port: int, first: int, last: int, slow: bool, out: dict[str, object])
     conn.close()
 
 
-def run(kind: str, ledgers: Path, first: int, last: int, workdir: Path) -> None:
-    port = free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "cdp", "fake-source", "--port", str(port), "--ledgers",
-                             str(ledgers)], cwd=ROOT, stderr=subprocess.PIPE, text=True)  # fmt: skip
+def run(kind: str, ledgers: Path, first: int, last: int, workdir: Path) -> float:
+    fake, port = start_fake_source(ledgers)
     try:
-        assert fake.stderr is not None
-        for line in fake.stderr:
-            if "listening" in line:
-                break
         out = workdir / f"{kind}.jsonl"
         out.unlink(missing_ok=True)
         flight_port = free_port()
@@ -94,7 +88,7 @@ def run(kind: str, ledgers: Path, first: int, last: int, workdir: Path) -> None:
             note = "; client did not finish before the service stopped (told where to resume)"
         overflows = log.read_text().count("flight client too slow")
         print(f"{kind:>5}: {rate:6.1f} ledgers/s committed{note}; buffer overflows: {overflows}")
-        return rate  # type: ignore[return-value]
+        return rate
     finally:
         fake.kill()
         fake.wait()

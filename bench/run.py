@@ -82,6 +82,18 @@ def make_ledgers(directory: Path, first: int, count: int) -> None:
             path.write_bytes(gen.ledger(seq))
 
 
+def start_fake_source(ledgers: Path) -> tuple[subprocess.Popen[str], int]:
+    """`cdp fake-source` serving the files in ``ledgers``, once it listens; (process, port)."""
+    port = free_port()
+    fake = subprocess.Popen([sys.executable, "-m", "cdp", "fake-source", "--port", str(port), "--ledgers",
+                             str(ledgers)], cwd=ROOT, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert fake.stderr is not None
+    for line in fake.stderr:
+        if "listening" in line:
+            break
+    return fake, port
+
+
 def raw_stream_rate(port: int, first: int, last: int) -> tuple[float, float]:
     """Ledgers/s and MB/s of a bare grpclib client (no processing) against the fake source."""
     import asyncio
@@ -174,14 +186,8 @@ def bench_end_to_end(count: int, workdir: Path, pairs: int) -> None:
     t0 = time.perf_counter()
     make_ledgers(ledgers, first, count)
     print(f"(ledger files ready in {time.perf_counter() - t0:.1f}s)")
-    port = free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "cdp", "fake-source", "--port", str(port), "--ledgers",
-                             str(ledgers)], cwd=ROOT, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    fake, port = start_fake_source(ledgers)
     try:
-        assert fake.stderr is not None
-        for line in fake.stderr:
-            if "listening" in line:
-                break
         mode = os.environ.get("WORKER_MODE", "auto")
         ratios, rates, peaks, latencies = [], [], [], []
         for attempt in range(1, pairs + 1):  # interleaved: this 2-core machine's noise is +-20%
