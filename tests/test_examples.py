@@ -47,14 +47,16 @@ def test_fake_upstream_example_faults_lose_nothing() -> None:
 
 def test_flight_consumer_resumes_across_restarts_of_either_side(tmp_path: Path) -> None:
     """`examples/flight_consumer.py` from ledger 2 to 150: killed (SIGKILL) and restarted once, the
-    service stopped and restarted under it once; its file holds exactly the service's rows 2..150."""
+    service stopped and restarted under it once; its file holds exactly the service's rows 2..150.
+    The upstream stalls after 100 ledgers a connection, so the service (and the consumer) cannot
+    outrun the test: the stop lands while the restarted consumer still needs ledgers."""
     import re
     import signal
 
     from .helpers import fake_source_process
 
     out, mine = tmp_path / "rows.jsonl", tmp_path / "mine.jsonl"
-    with fake_source_process("--rate", "150") as fake:
+    with fake_source_process("--stall-after", "100") as fake:
         env = {**os.environ, "SOURCE_ENDPOINT": fake.endpoint, "HEALTH_PORT": "0", "WORKER_MODE": "thread",
                "FLIGHT_PORT": "0", "FLIGHT_HOST": "127.0.0.1", "OUTPUT": str(out),
                "CHECKPOINT_PATH": str(tmp_path / "cp.json")}  # fmt: skip
@@ -90,7 +92,12 @@ def test_flight_consumer_resumes_across_restarts_of_either_side(tmp_path: Path) 
             consumer.wait()
             consumer = start_consumer(port)
             consumers.append(consumer)
-            read_until(consumer, 60)
+            assert run.stderr is not None
+            joined = 0
+            for line in run.stderr:  # the restarted consumer is connected (and waits at 102 at most)
+                joined += "flight client joined" in line
+                if joined == 2:
+                    break
             run.send_signal(signal.SIGTERM)
             assert 0 == run.wait(timeout=30)
             run, _ = start_service(str(port))
