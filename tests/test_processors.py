@@ -21,6 +21,7 @@ from cdp.extract._ledger import Ledger
 from cdp.ops._metrics import exposition, open_registry
 from cdp.processors._registry import load_processor
 from cdp.processors._ttl import TtlProcessor
+from cdp.testing import SyntheticLedgers
 
 from .conftest import LEDGERS, ROOT, needs_shared
 from .helpers import CDP, SequenceProcessor, fake_source_process
@@ -111,3 +112,40 @@ async def test_processor_error_skip_policy_counts_per_processor(upstream: Any, t
     text = exposition(open_registry(handle.view)).decode()
     assert 'contract_data_processor_processor_errors_total{processor="sequence"} 2.0' in text
     assert [4, 9] == [json.loads(line)["ledger"] for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+
+
+def test_evicted_keys_rows_match_the_full_decode() -> None:
+    """Synthetic ledgers evict temporary keys (v1 and v2) and persistent ones (v2): the rows name exactly
+    the contract-data keys the decoded ``LedgerCloseMeta`` lists, TTL keys left out."""
+    import base64
+    import hashlib
+
+    from cdp.extract._evictions import evicted_rows
+    from cdp.extract._scval_json import contract_strkey
+    from cdp.processors import load_processor
+
+    gen = SyntheticLedgers(seed=8)
+    processor = load_processor("evicted_keys", Config())
+    kinds = set()
+    for seq in range(2, 40):
+        meta = gen.ledger_meta(seq)
+        body = meta.v2 if meta.v == 2 else meta.v1
+        keys = body.evicted_keys
+        want = sorted(
+            (
+                hashlib.sha256(k.to_xdr_bytes()).hexdigest(),
+                contract_strkey(k.contract_data.contract.contract_id.contract_id.hash),
+                base64.b64encode(k.contract_data.key.to_xdr_bytes()).decode(),
+                k.contract_data.durability.value,
+            )
+            for k in keys
+            if k.contract_data is not None
+        )
+        rows = processor.process(Ledger(seq, gen.close_time(seq), gen.ledger(seq)))
+        assert rows == evicted_rows(gen.ledger(seq))
+        got = [(r["ledger_key_hash"], r["contract_id"], r["key"], r["contract_durability"]) for r in rows]
+        assert [(a, b, c) for a, b, c, _ in want] == [(a, b, c) for a, b, c, _ in got]
+        assert all(r["ledger_sequence"] == seq for r in rows)
+        kinds |= {(meta.v, r["contract_durability"]) for r in rows}
+    assert {(1, "ContractDataDurabilityTemporary"), (2, "ContractDataDurabilityTemporary"),
+            (2, "ContractDataDurabilityPersistent")} == kinds  # fmt: skip

@@ -76,6 +76,18 @@ class TtlRow(TypedDict):
     change_group: NotRequired[str]
 
 
+class EvictedKeyRow(TypedDict):
+    """One contract-data key a ledger evicted (``evicted_keys`` of LedgerCloseMeta v1/v2): a temporary
+    key is gone, a persistent one archived until a RESTORED change. stellar-etl emits no row for it."""
+
+    ledger_key_hash: str
+    contract_id: str
+    key: str
+    contract_durability: str
+    ledger_sequence: int
+    closed_at: Annotated[str, UTC_TIMESTAMP]
+
+
 ETL_FIELDS: Final = tuple(EtlFields.__annotations__)
 ROW_FIELDS: Final = (*ETL_FIELDS, "live_until_ledger_seq")  # what every contract-data row has
 INSTANCE_FIELDS: Final = ("contract_instance_type", "contract_instance_wasm_hash")

@@ -10,6 +10,7 @@ from cdp._errors import ConfigError
 
 from ._base import LedgerProcessor
 from ._contract_data import ContractDataProcessor
+from ._evicted import EvictedKeysProcessor
 from ._ttl import TtlProcessor
 
 if TYPE_CHECKING:
@@ -28,9 +29,15 @@ def ttl(config: Config) -> LedgerProcessor:
     return TtlProcessor(config.mode)
 
 
+def evicted_keys(config: Config) -> LedgerProcessor:
+    """``--processor evicted_keys``: the contract-data keys each ledger evicts."""
+    return EvictedKeysProcessor()
+
+
 BUILTIN: Final = {
     "contract_data": "cdp.processors._registry:contract_data",
     "ttl": "cdp.processors._registry:ttl",
+    "evicted_keys": "cdp.processors._registry:evicted_keys",
 }
 
 

@@ -18,7 +18,7 @@ import attrs
 from stellar_sdk import Asset, Keypair, StrKey, xdr
 
 from cdp._validators import NETWORKS
-from cdp.extract._changes import arm
+from cdp.extract._changes import arm, entry_ledger_key
 
 from ._build import (
     PERSISTENT,
@@ -99,7 +99,24 @@ class SyntheticLedgers:
             tx_hash = h("tx", self.seed, sequence, i)
             fee = updated(*w.fee_account(rng, sequence))
             txs.append((tx_hash, fee, action(w, rng, sequence)))
-        return self.assemble(sequence, version, txs)
+        return self.assemble(sequence, version, txs, evicted=self._evicted(sequence, version))
+
+    def _evicted(self, sequence: int, version: int) -> list[xdr.LedgerKey]:
+        """Every 4th ledger evicts temporary keys with their TTLs and, in v2 (protocol 23+), a persistent
+        balance key too, as the network does when their TTLs run out. Drawn from their own random
+        stream, so the rest of the ledger is what it would be without them."""
+        if sequence % 4:
+            return []
+        rng = random.Random(h("evict", self.seed, sequence))
+        w = self._world
+        evicted = [w.temp_entry(rng, max(1, sequence - 100), sequence) for _ in range(rng.randint(1, 2))]
+        if version == 2:
+            evicted.append(w.balance_entry(rng, max(1, sequence - 1000)))
+        keys = []
+        for e in evicted:
+            keys.append(entry_ledger_key(e))
+            keys.append(xdr.LedgerKey(xdr.LedgerEntryType.TTL, ttl=xdr.LedgerKeyTtl(xdr.Hash(data_key_hash(e)))))
+        return keys
 
     def _version(self, sequence: int) -> int:
         return self.meta_version or (1 if sequence % 3 == 0 else 2)
@@ -192,8 +209,10 @@ class SyntheticLedgers:
         version: int,
         txs: list[TxChanges],
         upgrades: list[list[xdr.LedgerEntryChange]] | None = None,
+        evicted: list[xdr.LedgerKey] | None = None,
     ) -> xdr.LedgerCloseMeta:
-        """A ledger from explicit change groups: per tx (hash, fee changes, op changes), plus upgrades."""
+        """A ledger from explicit change groups: per tx (hash, fee changes, op changes), plus upgrades
+        and evicted keys."""
         zero = xdr.Hash(b"\x00" * 32)
         header = xdr.LedgerHeader(
             ledger_version=xdr.Uint32(23 if version == 2 else 22),
@@ -230,13 +249,13 @@ class SyntheticLedgers:
             return xdr.LedgerCloseMeta(
                 2,
                 v2=xdr.LedgerCloseMetaV2(
-                    xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, ups, [], xdr.Uint64(0), []
+                    xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, ups, [], xdr.Uint64(0), evicted or []
                 ),
             )
         return xdr.LedgerCloseMeta(
             1,
             v1=xdr.LedgerCloseMetaV1(
-                xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, ups, [], xdr.Uint64(0), [], []
+                xdr.LedgerCloseMetaExt(0), hhe, tx_set, processing, ups, [], xdr.Uint64(0), evicted or [], []
             ),
         )
 
