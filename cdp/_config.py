@@ -48,7 +48,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 WorkerMode = Literal["auto", "process", "thread"]
 BadLedgerPolicy = Literal["stop", "skip"]
 Decoder = Literal["fast", "python", "full"]
-OutputFormat = Literal["jsonl", "parquet"]
+OutputFormat = Literal["jsonl", "parquet", "postgres"]
 ParquetSchema = Literal["full", "ttp"]
 
 
@@ -152,8 +152,16 @@ class Config:
         0, "last ledger; 0 streams forever", validator=between(0, U32_MAX, " (0 streams forever)")
     )
     checkpoint_path: Path | None = setting(None, "checkpoint file; an existing one wins over START_LEDGER")
-    output: str = setting("-", "JSONL file or - for stdout; a directory for Parquet", validator=not_empty)
-    format: OutputFormat = setting("jsonl", "jsonl or parquet (needs the parquet extra)")
+    output: str = setting(
+        "-", "JSONL file or - for stdout; a directory for Parquet; postgresql://... for PostgreSQL", validator=not_empty
+    )
+    format: OutputFormat = setting(
+        "jsonl", "jsonl, parquet (the parquet extra) or postgres (the postgres extra; implied by a postgresql:// OUTPUT)"
+    )
+    postgres_schema: str = setting("public", "PostgreSQL schema of the tables", validator=not_empty)
+    postgres_table_prefix: str = setting(
+        "contract_data", "PostgreSQL tables: PREFIX_history and PREFIX_current (and cdp_checkpoint)", validator=not_empty
+    )
     schema: ParquetSchema = setting(
         "full", "Parquet columns: full (every row field) or ttp (the original service's 18 columns)"
     )
@@ -197,6 +205,12 @@ class Config:
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.output.startswith(("postgresql://", "postgres://")) and self.format == "jsonl":
+            object.__setattr__(self, "format", "postgres")  # the DSN says it; FORMAT need not
+        if self.format == "postgres" and not self.output.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"OUTPUT={self.output}: FORMAT=postgres needs a postgresql:// connection string")
+        if self.format == "postgres" and self.processor != "contract_data":
+            raise ConfigError(f"FORMAT=postgres: keeps contract-data state; not for PROCESSOR={self.processor}")
         if self.end_ledger and self.end_ledger < self.start_ledger:
             raise ConfigError(f"END_LEDGER={self.end_ledger}: must be 0 or >= START_LEDGER ({self.start_ledger})")
         if self.format == "parquet" and self.output == "-":

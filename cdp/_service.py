@@ -27,7 +27,7 @@ from cdp.extract import Ledger, Row
 from cdp.ops import ServiceView, create_app, serve_http
 from cdp.pipeline import Pipeline, guard_run, read_checkpoint, verify_resume
 from cdp.pipeline._workers import worker_mode
-from cdp.processors import LedgerProcessor, describe, load_processor
+from cdp.processors import ContractDataProcessor, LedgerProcessor, describe, load_processor
 from cdp.sinks import JsonlFileSink, RowsCallback, Sink, open_sink
 from cdp.upstream import DatastoreSource, LedgerSource
 from cdp.xdr._walker import WALKER
@@ -154,28 +154,31 @@ async def _serve(
     if config.decoder == "python" and WALKER != "python":
         raise ConfigError("DECODER=python: set it in the environment, where it is read when cdp is imported")
     processor = processor or load_processor(config.processor, config)
-    start, resume_offset = _resume(config, describe(processor))
-    if config.end_ledger and start > config.end_ledger:
-        raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
-    opening = partial(
-        open_sink,
-        config,
-        on_rows=on_rows,
-        start=start,
-        resume_offset=resume_offset,
-        processor_name=describe(processor),
-        columns=getattr(processor, "columns", None),
-    )
-    try:
-        sink = await trio.to_thread.run_sync(opening)  # opening a FIFO waits for its reader
-    except OSError as exc:
-        raise CdpError(f"OUTPUT={config.output}: cannot open for writing: {exc.strerror or exc}") from None
+    sink: Sink
+    if config.format == "postgres" and on_rows is None:
+        sink, processor, start = await _open_postgres(config, processor)
+    else:
+        start, resume_offset = _resume(config, describe(processor))
+        if config.end_ledger and start > config.end_ledger:
+            raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
+        opening = partial(
+            open_sink,
+            config,
+            on_rows=on_rows,
+            start=start,
+            resume_offset=resume_offset,
+            processor_name=describe(processor),
+            columns=getattr(processor, "columns", None),
+        )
+        try:
+            sink = await trio.to_thread.run_sync(opening)  # opening a FIFO waits for its reader
+        except OSError as exc:
+            raise CdpError(f"OUTPUT={config.output}: cannot open for writing: {exc.strerror or exc}") from None
     source = DatastoreSource(config, start) if config.datastore_url else LedgerSource(config, start)
     hub = _flight_hub(config, sink, processor, start) if config.flight_port is not None else None
-    pipeline = Pipeline(
-        config, processor, sink, checkpoint_path=config.checkpoint_path, on_commit=hub.on_commit if hub else None
-    )
-    view = ServiceView(source, pipeline, sink.name, flight=hub)
+    checkpoint_path = None if sink.name == "postgres" else config.checkpoint_path  # the database holds it
+    pipeline = Pipeline(config, processor, sink, checkpoint_path=checkpoint_path, on_commit=hub.on_commit if hub else None)
+    view = ServiceView(source, pipeline, sink.name, flight=hub, sink_stats=getattr(sink, "statistics", None))
     http_closing = trio.Event()
     handle: ServiceHandle | None = None
     try:
@@ -204,6 +207,29 @@ async def _serve(
             "service stopped last_committed_ledger=%s processed=%d rows=%d errors=%d reconnects=%d",
             st.last_committed_ledger, st.processed, st.rows, st.errors, source.statistics().reconnects,
         )  # fmt: skip
+
+
+async def _open_postgres(config: Config, processor: LedgerProcessor) -> tuple[Sink, LedgerProcessor, int]:
+    """The PostgreSQL sink, the processor that also reports TTLs and evictions, and where to start:
+    after the ledger the database's checkpoint names."""
+    from cdp.processors._state import ContractStateProcessor
+    from cdp.sinks._postgres import PostgresSink
+
+    if not isinstance(processor, ContractDataProcessor):
+        raise ConfigError(f"FORMAT=postgres: keeps contract-data state; not for PROCESSOR={describe(processor)}")
+    sink = PostgresSink(config.output, config.postgres_schema, config.postgres_table_prefix)
+    try:
+        last = await trio.to_thread.run_sync(sink.open)
+    except BaseException:
+        sink.close()
+        raise
+    start = config.start_ledger if last is None else last + 1
+    if last is not None:
+        LOG.info("resuming from the database's checkpoint ledger=%d", last)
+    if config.end_ledger and start > config.end_ledger:
+        sink.close()
+        raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
+    return sink, ContractStateProcessor(processor), start
 
 
 def _flight_hub(config: Config, sink: Sink, processor: LedgerProcessor, start: int) -> FlightHub:

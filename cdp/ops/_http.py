@@ -60,6 +60,7 @@ class ServiceView:
     pipeline: _HasPipelineStatistics
     sink_name: str
     flight: _HasFlightStatistics | None = None
+    sink_stats: Callable[[], Any] | None = None  # a sink's own statistics (PostgreSQL: connection, retries)
     started: float = attrs.field(factory=time.monotonic)
     running: bool = True
     fatal_error: str | None = None
@@ -117,6 +118,12 @@ class ServiceView:
                 "metrics": {"kind": self.sink_name, "rows_written": pipe.rows},
             },
         }
+        sink_error = self.sink_error
+        if self.sink_stats is not None:
+            st = self.sink_stats()
+            components["sink"]["metrics"].update(connected=st.connected, reconnects=st.reconnects, retries=st.retries)
+            components["sink"]["healthy"] = sink_error is None and st.last_error is None
+            sink_error = sink_error or st.last_error
         if self.flight is not None:
             fl = self.flight.statistics()
             components["flight"] = {
@@ -136,7 +143,7 @@ class ServiceView:
         for name, error in (
             ("data_source", src.last_error),
             ("stream_manager", self.fatal_error),
-            ("sink", self.sink_error),
+            ("sink", sink_error),
         ):
             if error:
                 components[name]["last_error"] = error

@@ -68,7 +68,9 @@ def guard_run(config: Config) -> Iterator[None]:
         if config.checkpoint_path is not None:
             stack.enter_context(exclusive(config.checkpoint_path, "CHECKPOINT_PATH"))
         output = Path(config.output)
-        if config.output != "-" and not _is_stream(output):
+        if config.format == "postgres":  # the sink takes an advisory lock in the database instead
+            pass
+        elif config.output != "-" and not _is_stream(output):
             if config.format == "parquet":
                 try:
                     output.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,10 @@ def worker_mode(config: Config, processor: LedgerProcessor) -> str:
     processes for anything that spends its time in Python."""
     if config.worker_mode != "auto":
         return config.worker_mode
-    compiled = WALKER == "compiled" and isinstance(processor, ContractDataProcessor) and processor.fast
+    from cdp.processors._state import ContractStateProcessor
+
+    built_in = isinstance(processor, ContractDataProcessor | ContractStateProcessor)
+    compiled = WALKER == "compiled" and built_in and getattr(processor, "fast", False)
     return "thread" if compiled else "process"
 
 

@@ -1,0 +1,45 @@
+"""What a current-state table needs from a ledger: its contract-data rows, and besides them the TTLs
+it sets and the keys it evicts (the PostgreSQL sink's processor; rows of those two are marked)."""
+
+from __future__ import annotations
+
+import attrs
+
+from cdp.extract import Ledger, Row
+from cdp.extract._evictions import evicted_rows
+from cdp.extract._fast import ttl_states_fast
+
+from ._base import ProcessResult
+from ._contract_data import ContractDataProcessor
+
+KIND = "_kind"  # "ttl" or "eviction"; contract-data rows have none
+
+
+@attrs.frozen
+class ContractStateProcessor:
+    """``contract_data`` rows, then ``{"_kind": "ttl", "key_hash", "live_until_ledger_seq"}`` per TTL
+    the ledger leaves set, then ``{"_kind": "eviction", ...}`` per evicted contract-data key."""
+
+    data: ContractDataProcessor
+    name: str = "contract_data"
+
+    @property
+    def fast(self) -> bool:
+        return self.data.fast
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.data.columns
+
+    def process(self, ledger: Ledger) -> ProcessResult:
+        result = self.data.process(ledger)
+        ttls, fell_back = ttl_states_fast(ledger.raw)
+        extra: list[Row] = [
+            {KIND: "ttl", "key_hash": k, "live_until_ledger_seq": v, "ledger_sequence": ledger.sequence}
+            for k, v in ttls
+        ]
+        extra += [{KIND: "eviction", **r} for r in evicted_rows(ledger.raw)]
+        events = dict(result.events)
+        if fell_back:
+            events["ttl_fast_path_fallback"] = events.get("ttl_fast_path_fallback", 0) + 1
+        return ProcessResult([*result.rows, *extra], events)

@@ -1,0 +1,300 @@
+"""PostgreSQL output (``OUTPUT=postgresql://...``; psycopg 3 from the ``postgres`` extra).
+
+Three tables (schema ``POSTGRES_SCHEMA``, names from ``POSTGRES_TABLE_PREFIX``):
+
+- ``<prefix>_history``: every row the processor emits, keyed by ``(ledger_sequence, row_in_ledger)``
+  (the row's place in its ledger, which is deterministic); typed columns: ``balance`` is
+  ``numeric(39,0)`` (empty in JSONL: NULL), ``closed_at`` ``timestamptz``, ``key_decoded`` and
+  ``val_decoded`` ``jsonb``, the XDR fields base64 ``text`` as in JSONL and stellar-etl.
+- ``<prefix>_current``: one row per live key (``ledger_key_hash``): its latest value,
+  ``last_modified_ledger``, ``live_until_ledger_seq`` kept up to date from TTL changes; a deleted
+  key, and an evicted temporary one, is removed; an evicted persistent key stays with ``archived``
+  true until a later change (a RESTORED one) brings it back.
+- ``cdp_checkpoint``: the last committed ledger, per ``<schema>.<prefix>``, written in the same
+  transaction as that ledger's rows: the database is always at a ledger boundary, and a restart
+  resumes after it. ``cdp_schema`` records the layout's version for later migrations.
+
+Ledgers committed together (``write_many``: when the service is behind) share one transaction;
+live, a transaction holds one ledger. A dropped connection is retried with backoff, the same group
+again: its transaction never committed, so nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import attrs
+import trio
+
+from cdp._errors import CdpError, ConfigError
+from cdp.extract import Row
+
+from ._base import Durable
+
+LOG = logging.getLogger("cdp.sink")
+
+SCHEMA_VERSION: Final = 1
+RETRY_BASE_S: Final = 0.2
+RETRY_CAP_S: Final = 10.0
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+except ImportError:  # pragma: no cover - exercised only without the extra
+    psycopg = None  # type: ignore[assignment]
+
+# (column, SQL type) of the history table, in the row's field order; ``row_in_ledger`` is added.
+HISTORY_COLUMNS: Final = (
+    ("contract_id", "text NOT NULL"), ("contract_key_type", "text NOT NULL"),
+    ("contract_durability", "text NOT NULL"), ("asset_type", "text"), ("asset_code", "text"),
+    ("asset_issuer", "text"), ("balance_holder", "text"), ("balance", "numeric(39,0)"),
+    ("last_modified_ledger", "bigint NOT NULL"), ("ledger_entry_change", "integer NOT NULL"),
+    ("deleted", "boolean NOT NULL"), ("closed_at", "timestamptz NOT NULL"), ("ledger_sequence", "bigint NOT NULL"),
+    ("ledger_key_hash", "text NOT NULL"), ("ledger_key_hash_base_64", "text NOT NULL"), ("key", "text NOT NULL"),
+    ("key_decoded", "jsonb"), ("val", "text"), ("val_decoded", "jsonb"), ("contract_data_xdr", "text"),
+    ("live_until_ledger_seq", "bigint"), ("contract_instance_type", "text"), ("contract_instance_wasm_hash", "text"),
+    ("tx_hash", "text"), ("tx_index", "integer"), ("operation_index", "integer"), ("change_group", "text"),
+)  # fmt: skip
+# What the current-state table keeps of a row (the change's own fields are history's).
+CURRENT_COLUMNS: Final = tuple(
+    (name, kind.replace(" NOT NULL", ""))
+    for name, kind in HISTORY_COLUMNS
+    if name not in ("ledger_entry_change", "deleted", "tx_hash", "tx_index", "operation_index", "change_group",
+                    "ledger_key_hash")
+)  # fmt: skip
+KIND: Final = "_kind"  # the state processor's marker on its TTL and eviction rows
+
+
+def require_psycopg() -> None:
+    if psycopg is None:
+        raise ConfigError("OUTPUT=postgresql://...: needs psycopg: pip install 'contract-data-processor[postgres]'")
+
+
+@attrs.define
+class SinkStatistics:
+    connected: bool = False
+    reconnects: int = 0  # connections dropped and made again
+    retries: int = 0  # transactions retried after a dropped connection
+    last_error: str | None = None
+
+
+def _value(name: str, value: Any) -> Any:
+    if name == "balance":
+        return None if value in ("", None) else int(value)
+    if name in ("key_decoded", "val_decoded"):
+        return None if value is None else Jsonb(value)
+    return value
+
+
+class PostgresSink:
+    """Writes committed ledgers into PostgreSQL; ``resume_ledger()`` says where a run starts."""
+
+    name = "postgres"
+
+    def __init__(self, dsn: str, schema: str, prefix: str, connect: Callable[[str], Any] | None = None) -> None:
+        require_psycopg()
+        self.dsn = dsn
+        self.schema = schema
+        self.prefix = prefix
+        self.checkpoint_name = f"{schema}.{prefix}"
+        self._connect = connect or (lambda dsn: psycopg.connect(dsn))
+        self._conn: Any = None
+        self._lock: Any = None  # a second connection holding the run's advisory lock
+        self.stats = SinkStatistics()
+        self.history = sql.Identifier(schema, f"{prefix}_history")
+        self.current = sql.Identifier(schema, f"{prefix}_current")
+        self.checkpoints = sql.Identifier(schema, "cdp_checkpoint")
+
+    # -- set-up (blocking; the service calls these in a thread) ------------------------------------
+    def open(self) -> int | None:
+        """Connect, take the run's lock, create the tables if needed; the checkpointed ledger, if any.
+
+        Raises:
+            CdpError: the database cannot be reached, or another run holds this checkpoint.
+        """
+        try:
+            self._lock = self._connect(self.dsn)
+            self._lock.autocommit = True
+            got = self._lock.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [self.checkpoint_name]).fetchone()
+            if not got[0]:
+                raise CdpError(f"OUTPUT: another cdp run is writing {self.checkpoint_name} in this database")
+            conn = self._conn_or_new()
+            with conn.transaction():
+                self._create(conn)
+                row = conn.execute(
+                    sql.SQL("SELECT ledger FROM {} WHERE name = %s").format(self.checkpoints), [self.checkpoint_name]
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise CdpError(f"OUTPUT: cannot use the database: {_reason(exc)}") from None
+        return None if row is None else int(row[0])
+
+    def _create(self, conn: Any) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdp schema'))")  # two first runs at once
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+        conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, version integer NOT NULL)").format(
+                sql.Identifier(self.schema, "cdp_schema")
+            )
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT (name) DO NOTHING").format(
+                sql.Identifier(self.schema, "cdp_schema")
+            ),
+            [self.prefix, SCHEMA_VERSION],
+        )
+        history = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k)) for n, k in HISTORY_COLUMNS)
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (row_in_ledger integer NOT NULL, {}, "
+                "PRIMARY KEY (ledger_sequence, row_in_ledger))"
+            ).format(self.history, history)
+        )
+        current = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k)) for n, k in CURRENT_COLUMNS)
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (ledger_key_hash text PRIMARY KEY, {}, "
+                "archived boolean NOT NULL DEFAULT false, archived_at_ledger bigint)"
+            ).format(self.current, current)
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, ledger bigint NOT NULL, "
+                "updated_at timestamptz NOT NULL DEFAULT now())"
+            ).format(self.checkpoints)
+        )
+        for table, columns in (
+            (f"{self.prefix}_history", ("contract_id", "ledger_sequence")),
+            (f"{self.prefix}_history", ("ledger_key_hash", "ledger_sequence")),
+            (f"{self.prefix}_current", ("contract_id",)),
+            (f"{self.prefix}_current", ("balance_holder",)),
+            (f"{self.prefix}_current", ("live_until_ledger_seq",)),
+        ):
+            conn.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                    sql.Identifier(f"{table}_{'_'.join(columns)}_idx"),
+                    sql.Identifier(self.schema, table),
+                    sql.SQL(", ").join(map(sql.Identifier, columns)),
+                )
+            )
+
+    def _conn_or_new(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            if self._conn is not None:
+                self.stats.reconnects += 1
+            self._conn = self._connect(self.dsn)
+            self.stats.connected = True
+        return self._conn
+
+    # -- the Sink protocol -------------------------------------------------------------------------
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
+        return await self.write_many([(sequence, rows)])
+
+    async def write_many(self, items: Sequence[tuple[int, Sequence[Row]]]) -> Durable | None:
+        """One transaction for ``items``, retried (the whole group) while the connection fails."""
+        delay = RETRY_BASE_S
+        while True:
+            try:
+                await trio.to_thread.run_sync(self._commit, items)
+                self.stats.last_error = None
+                return Durable(items[-1][0])
+            except psycopg.OperationalError as exc:  # the connection, not the data: try again
+                self._drop()
+                self.stats.retries += 1
+                self.stats.last_error = _reason(exc)
+                LOG.warning("postgres write failed ledgers=%d..%d error=%r: retrying in %.1f s",
+                            items[0][0], items[-1][0], self.stats.last_error, delay)  # fmt: skip
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, RETRY_CAP_S)
+
+    async def flush(self) -> Durable | None:
+        await trio.lowlevel.checkpoint()
+        return None  # every write is committed already
+
+    def close(self) -> None:
+        for conn in (self._conn, self._lock):
+            if conn is not None and not conn.closed:
+                conn.close()
+        self.stats.connected = False
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail any way it likes
+                pass
+        self.stats.connected = False
+
+    # -- one transaction ---------------------------------------------------------------------------
+    def _commit(self, items: Sequence[tuple[int, Sequence[Row]]]) -> None:
+        conn = self._conn_or_new()
+        started = time.perf_counter()
+        with conn.transaction():
+            names = ["row_in_ledger", *(n for n, _ in HISTORY_COLUMNS)]
+            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                self.history, sql.SQL(", ").join(map(sql.Identifier, names))
+            )
+            with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+                for _, rows in items:
+                    for i, row in enumerate(r for r in rows if KIND not in r):
+                        copy.write_row([i, *(_value(n, row.get(n)) for n, _ in HISTORY_COLUMNS)])
+            with conn.cursor() as cur:
+                for seq, rows in items:
+                    self._apply(cur, seq, rows)
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (name, ledger) VALUES (%s, %s) "
+                        "ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now()"
+                    ).format(self.checkpoints),
+                    [self.checkpoint_name, items[-1][0]],
+                )
+        LOG.debug("postgres commit ledgers=%d..%d seconds=%.3f", items[0][0], items[-1][0], time.perf_counter() - started)
+
+    def _apply(self, cur: Any, seq: int, rows: Sequence[Row]) -> None:
+        """The current state after one ledger: its data changes in order, then its TTL changes, then
+        its evictions (which happen as the ledger closes)."""
+        upsert_cols = [n for n, _ in CURRENT_COLUMNS]
+        upsert = sql.SQL(
+            "INSERT INTO {t} (ledger_key_hash, {cols}) VALUES (%s, {vals}) ON CONFLICT (ledger_key_hash) DO UPDATE "
+            "SET {sets}, live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, {t}.live_until_ledger_seq), "
+            "archived = false, archived_at_ledger = NULL"
+        ).format(
+            t=self.current,
+            cols=sql.SQL(", ").join(map(sql.Identifier, upsert_cols)),
+            vals=sql.SQL(", ").join(sql.Placeholder() * len(upsert_cols)),
+            sets=sql.SQL(", ").join(
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in upsert_cols if c != "live_until_ledger_seq"
+            ),
+        )
+        delete = sql.SQL("DELETE FROM {} WHERE ledger_key_hash = %s").format(self.current)
+        ttl = sql.SQL("UPDATE {} SET live_until_ledger_seq = %s WHERE ledger_key_hash = %s").format(self.current)
+        archive = sql.SQL("UPDATE {} SET archived = true, archived_at_ledger = %s WHERE ledger_key_hash = %s").format(
+            self.current
+        )
+        data = [r for r in rows if KIND not in r]
+        for row in data:  # in reader order: a later change of the same key wins
+            if row["deleted"]:
+                cur.execute(delete, [row["ledger_key_hash"]])
+            else:
+                cur.execute(upsert, [row["ledger_key_hash"], *(_value(c, row.get(c)) for c in upsert_cols)])
+        ttls = [[r["live_until_ledger_seq"], r["key_hash"]] for r in rows if r.get(KIND) == "ttl"]
+        if ttls:
+            cur.executemany(ttl, ttls)
+        for r in rows:
+            if r.get(KIND) == "eviction":
+                if r["contract_durability"] == "ContractDataDurabilityPersistent":
+                    cur.execute(archive, [seq, r["ledger_key_hash"]])
+                else:
+                    cur.execute(delete, [r["ledger_key_hash"]])
+
+    def statistics(self) -> SinkStatistics:
+        return attrs.evolve(self.stats)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

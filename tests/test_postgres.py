@@ -1,0 +1,217 @@
+"""The PostgreSQL sink against a real server: history, current state, evictions, crashes, restarts."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import cdp
+from cdp._config import Config
+from cdp.extract import extract_rows_fast
+from cdp.extract._evictions import evicted_rows
+from cdp.extract._ledger import Ledger
+from cdp.processors._ttl import TtlProcessor
+from cdp.testing import SyntheticLedgers
+from cdp.xdr._header import peek_header
+
+from .conftest import LEDGERS, needs_shared
+from .helpers import CDP, ROOT, fake_source_process
+from .pg_server import PostgresServer, postgres  # noqa: F401 - the fixture
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) is not installed")
+
+SEED = 13
+PUBNET = "Public Global Stellar Network ; September 2015"
+VALUE_FIELDS = ("contract_id", "contract_key_type", "contract_durability", "asset_type", "asset_code", "asset_issuer",
+                "balance_holder", "balance", "last_modified_ledger", "ledger_sequence", "closed_at", "key",
+                "key_decoded", "val", "val_decoded", "contract_data_xdr", "contract_instance_type",
+                "contract_instance_wasm_hash")  # fmt: skip
+
+
+def _as_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A database row as the JSONL line would have it."""
+    out = dict(record)
+    if "balance" in out:
+        out["balance"] = "" if out["balance"] is None else str(out["balance"])
+    if "closed_at" in out:
+        out["closed_at"] = out["closed_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
+
+
+def history(dsn: str) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute("SELECT * FROM contract_data_history ORDER BY ledger_sequence, row_in_ledger")
+        rows = [_as_row(r) for r in cur.fetchall()]
+    for r in rows:
+        del r["row_in_ledger"]
+    return rows
+
+
+def current(dsn: str) -> dict[str, dict[str, Any]]:
+    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute("SELECT * FROM contract_data_current")
+        return {r["ledger_key_hash"]: _as_row(r) for r in cur.fetchall()}
+
+
+def checkpoint(dsn: str) -> int | None:
+    with psycopg.connect(dsn) as conn:
+        try:
+            row = conn.execute("SELECT ledger FROM cdp_checkpoint").fetchone()
+        except psycopg.errors.UndefinedTable:  # no run has started yet
+            return None
+    return None if row is None else int(row[0])
+
+
+def replay(ledgers: Iterable[tuple[int, int, bytes]], passphrase: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The rows, and the current state a replay of them gives: the model the tables must equal. TTLs
+    from the full decode (the ``ttl`` processor), evictions from the decoded ``evicted_keys``."""
+    rows: list[dict[str, Any]] = []
+    state: dict[str, dict[str, Any]] = {}
+    for seq, close_time, raw in ledgers:
+        got, _ = extract_rows_fast(raw, passphrase)
+        rows += got
+        for r in got:
+            key = r["ledger_key_hash"]
+            if r["deleted"]:
+                state.pop(key, None)
+                continue
+            old = state.get(key, {})
+            live = r["live_until_ledger_seq"] if r["live_until_ledger_seq"] is not None else old.get("live_until_ledger_seq")
+            state[key] = {**{f: r[f] for f in VALUE_FIELDS}, "live_until_ledger_seq": live, "archived": False,
+                          "archived_at_ledger": None}  # fmt: skip
+        for t in TtlProcessor().process(Ledger(seq, close_time, raw)):
+            if not t["deleted"] and t["key_hash"] in state:
+                state[t["key_hash"]]["live_until_ledger_seq"] = t["live_until_ledger_seq"]
+        for e in evicted_rows(raw):
+            if e["contract_durability"].endswith("Persistent"):
+                if e["ledger_key_hash"] in state:
+                    state[e["ledger_key_hash"]].update(archived=True, archived_at_ledger=seq)
+            else:
+                state.pop(e["ledger_key_hash"], None)
+    return rows, state
+
+
+def same_state(dsn: str, model: dict[str, dict[str, Any]]) -> None:
+    got = current(dsn)
+    assert set(model) == set(got)
+    for key, want in model.items():
+        have = {f: got[key][f] for f in want}
+        assert want == have, key
+
+
+def synthetic(first: int, last: int) -> list[tuple[int, int, bytes]]:
+    gen = SyntheticLedgers(seed=SEED)
+    return [(s, gen.close_time(s), gen.ledger(s)) for s in range(first, last + 1)]
+
+
+def config(endpoint: str, dsn: str, **kw: Any) -> Config:
+    values = {"source_endpoint": endpoint, "health_port": 0, "worker_mode": "thread", "start_ledger": 2,
+              "output": dsn, **kw}  # fmt: skip
+    return Config.from_mapping(values)
+
+
+@needs_shared
+async def test_pubnet_ledgers_into_postgres(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+    """The acceptance: 63092982..91 over gRPC into PostgreSQL: the history table holds exactly the rows
+    the JSONL output holds, and the current state is the last row per key minus deleted keys."""
+    first, last = 63092982, 63092991
+    files = tuple(LEDGERS / f"pubnet-{s}.xdr" for s in range(first, last + 1))
+    dsn = postgres.create_database("pubnet")
+    endpoint = await upstream(ledgers=files)
+    with trio.fail_after(120):
+        await cdp.serve(config(endpoint, dsn, start_ledger=first, end_ledger=last, network_passphrase="pubnet"))
+    raws = [(LEDGERS / f"pubnet-{s}.xdr").read_bytes() for s in range(first, last + 1)]
+    rows, model = replay([(s, peek_header(raw).close_time, raw) for s, raw in zip(range(first, last + 1), raws)], PUBNET)
+    got = history(dsn)
+    assert len(rows) > 100
+    assert rows == [{k: r[k] for k in rows[i]} for i, r in enumerate(got)]
+    same_state(dsn, model)
+    assert last == checkpoint(dsn)
+
+
+async def test_synthetic_state_with_ttls_restores_and_evictions(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+    """Synthetic ledgers with TTL changes, removals, restores and evictions (temporary keys removed,
+    persistent ones archived): the current state equals a replay of the history."""
+    dsn = postgres.create_database("synthetic")
+    endpoint = await upstream(seed=SEED)
+    with trio.fail_after(120):
+        await cdp.serve(config(endpoint, dsn, end_ledger=120))
+    rows, model = replay(synthetic(2, 120), "Test SDF Network ; September 2015")
+    assert rows == [{k: r[k] for k in rows[i]} for i, r in enumerate(history(dsn))]
+    assert any(v["archived"] for v in model.values()), "some persistent key is archived"
+    same_state(dsn, model)
+
+
+def _run(endpoint: str, dsn: str, end: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "SOURCE_ENDPOINT": endpoint, "HEALTH_PORT": "0", "WORKER_MODE": "thread", "OUTPUT": dsn,
+           "END_LEDGER": str(end), "PROGRESS_EVERY": "1", "LOG_LEVEL": "INFO"}  # fmt: skip
+    return subprocess.Popen([*CDP, "run"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def test_five_kill_9_cycles_leave_the_tables_of_a_clean_run(postgres: PostgresServer) -> None:  # noqa: F811
+    """`cdp run` SIGKILLed five times at random ledgers, restarted each time from the database's own
+    checkpoint: history, current state and checkpoint equal a clean run's."""
+    end = 150
+    clean, crashed = postgres.create_database("clean"), postgres.create_database("crashed")
+    rng = random.Random(7)
+    with fake_source_process("--seed", str(SEED)) as fake:
+        run = _run(fake.endpoint, clean, end)
+        assert 0 == run.wait(timeout=120)
+        run.communicate()
+        for cycle in range(5):
+            run = _run(fake.endpoint, crashed, end)
+            assert run.stderr is not None
+            target = rng.randint(5, 20) + (checkpoint(crashed) or 2)
+            for line in run.stderr:
+                if (m := re.search(r"progress ledger=(\d+)", line)) and int(m[1]) >= target:
+                    break
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+            run.communicate()
+            assert checkpoint(crashed) is not None, cycle
+        run = _run(fake.endpoint, crashed, end)
+        assert 0 == run.wait(timeout=120)
+        _, log = run.communicate()
+    assert "resuming from the database's checkpoint" in log
+    assert history(clean) == history(crashed)
+    assert current(clean) == current(crashed)
+    assert end == checkpoint(clean) == checkpoint(crashed)
+
+
+async def test_database_restarted_mid_run(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+    """The server restarts (fast shutdown: connections dropped) while ledgers stream: writes fail, are
+    retried with backoff on a new connection, and the tables are exact; /health said so meanwhile."""
+    dsn = postgres.create_database("restarted")
+    endpoint = await upstream(seed=SEED, rate=100)
+    cfg = config(endpoint, dsn, end_ledger=90)
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(lambda task_status: cdp.serve(cfg, task_status=task_status))
+        await handle.view.pipeline.wait_committed(20)
+        await trio.to_thread.run_sync(postgres.stop)
+        await trio.to_thread.run_sync(postgres.start)
+        with trio.fail_after(120):
+            await handle.wait_done()
+        stats = handle.view.sink_stats()
+    assert stats.retries >= 1 and stats.reconnects >= 1
+    rows, model = replay(synthetic(2, 90), "Test SDF Network ; September 2015")
+    assert rows == [{k: r[k] for k in rows[i]} for i, r in enumerate(history(dsn))]
+    same_state(dsn, model)
+
+
+def test_a_second_run_on_the_same_tables_is_refused(postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811
+    dsn = postgres.create_database("locked")
+    with psycopg.connect(dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext('public.contract_data'))")
+        env = {**os.environ, "OUTPUT": dsn, "HEALTH_PORT": "0"}
+        proc = subprocess.run([*CDP, "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert 1 == proc.returncode
+    assert "another cdp run is writing public.contract_data in this database" in proc.stderr
