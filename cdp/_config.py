@@ -156,11 +156,14 @@ class Config:
         "-", "JSONL file or - for stdout; a directory for Parquet; postgresql://... for PostgreSQL", validator=not_empty
     )
     format: OutputFormat = setting(
-        "jsonl", "jsonl, parquet (the parquet extra) or postgres (the postgres extra; implied by a postgresql:// OUTPUT)"
+        "jsonl",
+        "jsonl, parquet (the parquet extra) or postgres (the postgres extra; implied by a postgresql:// OUTPUT)",
     )
     postgres_schema: str = setting("public", "PostgreSQL schema of the tables", validator=not_empty)
     postgres_table_prefix: str = setting(
-        "contract_data", "PostgreSQL tables: PREFIX_history and PREFIX_current (and cdp_checkpoint)", validator=not_empty
+        "contract_data",
+        "PostgreSQL tables: PREFIX_history and PREFIX_current (and cdp_checkpoint)",
+        validator=not_empty,
     )
     schema: ParquetSchema = setting(
         "full", "Parquet columns: full (every row field) or ttp (the original service's 18 columns)"

@@ -177,7 +177,8 @@ async def _serve(
     source = DatastoreSource(config, start) if config.datastore_url else LedgerSource(config, start)
     hub = _flight_hub(config, sink, processor, start) if config.flight_port is not None else None
     checkpoint_path = None if sink.name == "postgres" else config.checkpoint_path  # the database holds it
-    pipeline = Pipeline(config, processor, sink, checkpoint_path=checkpoint_path, on_commit=hub.on_commit if hub else None)
+    on_commit = hub.on_commit if hub else None
+    pipeline = Pipeline(config, processor, sink, checkpoint_path=checkpoint_path, on_commit=on_commit)
     view = ServiceView(source, pipeline, sink.name, flight=hub, sink_stats=getattr(sink, "statistics", None))
     http_closing = trio.Event()
     handle: ServiceHandle | None = None

@@ -252,7 +252,8 @@ class PostgresSink:
                     ).format(self.checkpoints),
                     [self.checkpoint_name, items[-1][0]],
                 )
-        LOG.debug("postgres commit ledgers=%d..%d seconds=%.3f", items[0][0], items[-1][0], time.perf_counter() - started)
+        took = time.perf_counter() - started
+        LOG.debug("postgres commit ledgers=%d..%d seconds=%.3f", items[0][0], items[-1][0], took)
 
     def _apply(self, cur: Any, seq: int, rows: Sequence[Row]) -> None:
         """The current state after one ledger: its data changes in order, then its TTL changes, then
@@ -267,7 +268,9 @@ class PostgresSink:
             cols=sql.SQL(", ").join(map(sql.Identifier, upsert_cols)),
             vals=sql.SQL(", ").join(sql.Placeholder() * len(upsert_cols)),
             sets=sql.SQL(", ").join(
-                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in upsert_cols if c != "live_until_ledger_seq"
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c))
+                for c in upsert_cols
+                if c != "live_until_ledger_seq"
             ),
         )
         delete = sql.SQL("DELETE FROM {} WHERE ledger_key_hash = %s").format(self.current)
