@@ -40,6 +40,10 @@ bench-backfill: setup
 bench-flight: setup
     {{py}} bench/flight.py
 
+# PostgreSQL sink vs JSONL sink commit rate (a server from the machine's binaries, fsync on)
+bench-postgres: setup
+    {{py}} bench/postgres.py
+
 # differential fuzzing of the extractor, >= 1,000,000 mutated ledgers (about 5 minutes on 2 cores)
 fuzz inputs="1000000": setup
     {{py}} bench/fuzz.py --inputs {{inputs}}

@@ -31,8 +31,10 @@ def _bindir() -> Path | None:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, durable: bool = False) -> None:
+        """``durable``: fsync as in production (benchmarks); tests run without it, being faster."""
         self.bindir = bindir
+        self.durable = durable
         self.base = Path(tempfile.mkdtemp(prefix="cdp-pg-"))
         self.data = self.base / "data"
         self.sock = self.base / "sock"
@@ -59,7 +61,9 @@ class PostgresServer:
 
     def start(self) -> None:
         cmd = [str(self.bindir / "postgres"), "-D", str(self.data), "-k", str(self.sock), "-c", "listen_addresses=",
-               "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=50"]  # fmt: skip
+               "-c", "max_connections=50"]  # fmt: skip
+        if not self.durable:
+            cmd += ["-c", "fsync=off", "-c", "full_page_writes=off"]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, user=self.user)
         assert self.proc.stderr is not None
         for line in self.proc.stderr:

@@ -21,6 +21,9 @@ again: its transaction never committed, so nothing is lost or doubled.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import json
 import logging
 import random
 import time
@@ -67,6 +70,10 @@ CURRENT_COLUMNS: Final = tuple(
     if name not in ("ledger_entry_change", "deleted", "tx_hash", "tx_index", "operation_index", "change_group",
                     "ledger_key_hash")
 )  # fmt: skip
+# The binary COPY's type per history column.
+_PG_TYPES: Final = {n: {"text": "text", "numeric(39,0)": "numeric", "bigint": "int8", "integer": "int4",
+                        "boolean": "bool", "timestamptz": "timestamptz", "jsonb": "jsonb"}[k.replace(" NOT NULL", "")]
+                    for n, k in HISTORY_COLUMNS}  # fmt: skip
 KIND: Final = "_kind"  # the state processor's marker on its TTL and eviction rows
 
 
@@ -83,12 +90,28 @@ class SinkStatistics:
     last_error: str | None = None
 
 
-def _value(name: str, value: Any) -> Any:
-    if name == "balance":
-        return None if value in ("", None) else int(value)
-    if name in ("key_decoded", "val_decoded"):
-        return None if value is None else Jsonb(value)
+@functools.lru_cache(maxsize=256)
+def _timestamp(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+def _text(value: str) -> str:
     return value
+
+
+def _prepared(row: Row) -> dict[str, Any]:
+    """A row's values as the database takes them, converted once for both tables: the balance as a
+    number (empty: NULL), ``closed_at`` a timestamp, the decoded ScVals their JSON text."""
+    out = dict(row)
+    balance = out.get("balance")
+    out["balance"] = None if balance in ("", None) else int(balance)
+    if isinstance(out.get("closed_at"), str):
+        out["closed_at"] = _timestamp(out["closed_at"])
+    for name in ("key_decoded", "val_decoded"):
+        value = out.get(name)
+        if value is not None:
+            out[name] = Jsonb(json.dumps(value, separators=(",", ":"), ensure_ascii=False), dumps=_text)
+    return out
 
 
 class PostgresSink:
@@ -105,6 +128,7 @@ class PostgresSink:
         self._connect = connect or (lambda dsn: psycopg.connect(dsn))
         self._conn: Any = None
         self._lock: Any = None  # a second connection holding the run's advisory lock
+        self._sql: dict[str, str] | None = None
         self.stats = SinkStatistics()
         self.history = sql.Identifier(schema, f"{prefix}_history")
         self.current = sql.Identifier(schema, f"{prefix}_current")
@@ -235,15 +259,17 @@ class PostgresSink:
         started = time.perf_counter()
         with conn.transaction():
             names = ["row_in_ledger", *(n for n, _ in HISTORY_COLUMNS)]
-            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                 self.history, sql.SQL(", ").join(map(sql.Identifier, names))
             )
+            prepared = [(seq, [r if KIND in r else _prepared(r) for r in rows]) for seq, rows in items]
             with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                for _, rows in items:
+                copy.set_types(["int4", *(_PG_TYPES[n] for n, _ in HISTORY_COLUMNS)])
+                for _, rows in prepared:
                     for i, row in enumerate(r for r in rows if KIND not in r):
-                        copy.write_row([i, *(_value(n, row.get(n)) for n, _ in HISTORY_COLUMNS)])
-            with conn.cursor() as cur:
-                for seq, rows in items:
+                        copy.write_row([i, *(row.get(n) for n, _ in HISTORY_COLUMNS)])
+            with conn.pipeline(), conn.cursor() as cur:  # no round trip per statement; order kept
+                for seq, rows in prepared:
                     self._apply(cur, seq, rows)
                 cur.execute(
                     sql.SQL(
@@ -255,44 +281,59 @@ class PostgresSink:
         took = time.perf_counter() - started
         LOG.debug("postgres commit ledgers=%d..%d seconds=%.3f", items[0][0], items[-1][0], took)
 
+    def _statements(self, conn: Any) -> dict[str, str]:
+        """The current-state statements, composed once (composing them per row cost more than the
+        database's work)."""
+        if self._sql is None:
+            cols = [n for n, _ in CURRENT_COLUMNS]
+            upsert = sql.SQL(
+                "INSERT INTO {t} (ledger_key_hash, {cols}) VALUES (%s, {vals}) ON CONFLICT (ledger_key_hash) DO "
+                "UPDATE SET {sets}, live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, "
+                "{t}.live_until_ledger_seq), archived = false, archived_at_ledger = NULL"
+            ).format(
+                t=self.current,
+                cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                vals=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+                sets=sql.SQL(", ").join(
+                    sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c))
+                    for c in cols
+                    if c != "live_until_ledger_seq"
+                ),
+            )
+            statements = {
+                "upsert": upsert,
+                "delete": sql.SQL("DELETE FROM {} WHERE ledger_key_hash = %s").format(self.current),
+                "ttl": sql.SQL("UPDATE {} SET live_until_ledger_seq = %s WHERE ledger_key_hash = %s").format(
+                    self.current
+                ),
+                "archive": sql.SQL(
+                    "UPDATE {} SET archived = true, archived_at_ledger = %s WHERE ledger_key_hash = %s"
+                ).format(self.current),
+            }
+            self._sql = {name: q.as_string(conn) for name, q in statements.items()}
+        return self._sql
+
     def _apply(self, cur: Any, seq: int, rows: Sequence[Row]) -> None:
         """The current state after one ledger: its data changes in order, then its TTL changes, then
         its evictions (which happen as the ledger closes)."""
-        upsert_cols = [n for n, _ in CURRENT_COLUMNS]
-        upsert = sql.SQL(
-            "INSERT INTO {t} (ledger_key_hash, {cols}) VALUES (%s, {vals}) ON CONFLICT (ledger_key_hash) DO UPDATE "
-            "SET {sets}, live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, {t}.live_until_ledger_seq), "
-            "archived = false, archived_at_ledger = NULL"
-        ).format(
-            t=self.current,
-            cols=sql.SQL(", ").join(map(sql.Identifier, upsert_cols)),
-            vals=sql.SQL(", ").join(sql.Placeholder() * len(upsert_cols)),
-            sets=sql.SQL(", ").join(
-                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c))
-                for c in upsert_cols
-                if c != "live_until_ledger_seq"
-            ),
-        )
-        delete = sql.SQL("DELETE FROM {} WHERE ledger_key_hash = %s").format(self.current)
-        ttl = sql.SQL("UPDATE {} SET live_until_ledger_seq = %s WHERE ledger_key_hash = %s").format(self.current)
-        archive = sql.SQL("UPDATE {} SET archived = true, archived_at_ledger = %s WHERE ledger_key_hash = %s").format(
-            self.current
-        )
-        data = [r for r in rows if KIND not in r]
-        for row in data:  # in reader order: a later change of the same key wins
+        q = self._statements(cur.connection)
+        cols = [n for n, _ in CURRENT_COLUMNS]
+        for row in rows:  # in reader order: a later change of the same key wins
+            if KIND in row:
+                continue
             if row["deleted"]:
-                cur.execute(delete, [row["ledger_key_hash"]])
+                cur.execute(q["delete"], [row["ledger_key_hash"]])
             else:
-                cur.execute(upsert, [row["ledger_key_hash"], *(_value(c, row.get(c)) for c in upsert_cols)])
+                cur.execute(q["upsert"], [row["ledger_key_hash"], *(row.get(c) for c in cols)])
         ttls = [[r["live_until_ledger_seq"], r["key_hash"]] for r in rows if r.get(KIND) == "ttl"]
         if ttls:
-            cur.executemany(ttl, ttls)
+            cur.executemany(q["ttl"], ttls)
         for r in rows:
             if r.get(KIND) == "eviction":
                 if r["contract_durability"] == "ContractDataDurabilityPersistent":
-                    cur.execute(archive, [seq, r["ledger_key_hash"]])
+                    cur.execute(q["archive"], [seq, r["ledger_key_hash"]])
                 else:
-                    cur.execute(delete, [r["ledger_key_hash"]])
+                    cur.execute(q["delete"], [r["ledger_key_hash"]])
 
     def statistics(self) -> SinkStatistics:
         return attrs.evolve(self.stats)
