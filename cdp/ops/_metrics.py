@@ -91,6 +91,11 @@ class ServiceCollector(Collector):
         yield skipped
         yield _counter("worker_deaths", "Worker processes that died holding a ledger", pipe.worker_deaths)
         yield _counter("ledgers_dead_lettered", "Bad ledgers written to the dead-letter file", pipe.dead_lettered)
+        if view.sink_stats is not None:
+            st = view.sink_stats()
+            yield _gauge("sink_connected", "1 while the sink's database connection is up", int(st.connected))
+            yield _counter("sink_retries", "Sink transactions retried after a dropped connection", st.retries)
+            yield _counter("sink_reconnects", "Sink database connections made again", st.reconnects)
         if view.flight is not None:
             fl = view.flight.statistics()
             yield _gauge("flight_clients", "Arrow Flight clients connected", fl.clients)
