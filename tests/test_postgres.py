@@ -19,6 +19,7 @@ from cdp._config import Config
 from cdp.extract import extract_rows_fast
 from cdp.extract._evictions import evicted_rows
 from cdp.extract._ledger import Ledger
+from cdp.ops._metrics import exposition, open_registry
 from cdp.processors._ttl import TtlProcessor
 from cdp.testing import SyntheticLedgers
 from cdp.xdr._header import peek_header
@@ -206,6 +207,10 @@ async def test_database_restarted_mid_run(upstream: Any, postgres: PostgresServe
         with trio.fail_after(120):
             await handle.wait_done()
         stats = handle.view.sink_stats()
+        _, components = handle.view.health()
+        metrics = exposition(open_registry(handle.view)).decode()
+    assert components["sink"]["metrics"]["retries"] == stats.retries
+    assert f"contract_data_processor_sink_retries_total {float(stats.retries)}" in metrics
     assert stats.retries >= 1
     assert stats.reconnects >= 1
     rows, model = replay(synthetic(2, 90), "Test SDF Network ; September 2015")
