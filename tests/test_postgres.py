@@ -226,3 +226,61 @@ def test_a_second_run_on_the_same_tables_is_refused(postgres: PostgresServer, tm
         proc = subprocess.run([*CDP, "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert 1 == proc.returncode
     assert "another cdp run is writing public.contract_data in this database" in proc.stderr
+
+
+def _commit_all(dsn: str, items: list[tuple[int, list[dict[str, Any]]]], group: int, cut: int = 0) -> Model:
+    """Commit ``items`` in groups of ``group`` ledgers (with a group boundary at ``cut`` too)."""
+    from cdp.sinks._postgres import PostgresSink
+
+    sink = PostgresSink(dsn, "public", "contract_data")
+    sink.open()
+    try:
+        for part in (items[:cut], items[cut:]):
+            for k in range(0, len(part), group):
+                sink._commit(part[k : k + group])
+    finally:
+        sink.close()
+    return current(dsn)
+
+
+def test_a_group_commits_the_state_its_ledgers_commit_one_by_one(postgres: PostgresServer) -> None:  # noqa: F811
+    """The current state after ledgers committed together equals that after the same ledgers one per
+    transaction: real synthetic ledgers (TTL extensions, removals, restores, evictions) and a crafted
+    key that meets every order of events within one group."""
+    from cdp.processors._contract_data import ContractDataProcessor
+    from cdp.processors._state import ContractStateProcessor
+
+    gen = SyntheticLedgers(seed=SEED)
+    state = ContractStateProcessor(ContractDataProcessor(gen.passphrase))
+    items = [(s, list(state.process(Ledger(s, gen.close_time(s), gen.ledger(s))).rows)) for s in range(2, 130)]
+    base = next(r for _, rows in items for r in rows if "_kind" not in r and not r["deleted"])
+    key = "f" * 64
+    ttl = {"_kind": "ttl", "key_hash": key}
+    evict = {"_kind": "eviction", "ledger_key_hash": key, "contract_id": base["contract_id"], "key": base["key"]}
+
+    def data(seq: int, deleted: bool = False, live: int | None = None) -> dict[str, Any]:
+        return {**base, "ledger_key_hash": key, "ledger_sequence": seq, "deleted": deleted,
+                "live_until_ledger_seq": live, "last_modified_ledger": seq}  # fmt: skip
+
+    crafted = [  # each ledger's rows: data first, then TTLs, then evictions, as the processor orders them
+        [data(200, live=900)],
+        [{**ttl, "live_until_ledger_seq": 950, "ledger_sequence": 201}],
+        [data(202), {**evict, "contract_durability": "ContractDataDurabilityPersistent", "ledger_sequence": 202}],
+        [{**ttl, "live_until_ledger_seq": 990, "ledger_sequence": 203}],
+        [data(204)],
+        [data(205, deleted=True), {**ttl, "live_until_ledger_seq": 1000, "ledger_sequence": 205}],
+        [data(206)],
+        [{**ttl, "live_until_ledger_seq": 1010, "ledger_sequence": 207}],
+        [{**evict, "contract_durability": "ContractDataDurabilityTemporary", "ledger_sequence": 208}],
+        [{**ttl, "live_until_ledger_seq": 1020, "ledger_sequence": 209}],
+        [data(210, live=1100)],
+        [{**evict, "contract_durability": "ContractDataDurabilityPersistent", "ledger_sequence": 211}],
+    ]
+    items += [(200 + i, rows) for i, rows in enumerate(crafted)]
+    one_by_one = _commit_all(postgres.create_database("single"), items, 1)
+    assert one_by_one[key]["archived"]
+    assert one_by_one[key]["live_until_ledger_seq"] == 1100
+    assert one_by_one == _commit_all(postgres.create_database("grouped"), items, 64)
+    assert one_by_one == _commit_all(postgres.create_database("whole"), items, len(items))
+    for cut in range(len(items) - len(crafted) + 1, len(items)):  # two groups, split anywhere in the crafted
+        assert one_by_one == _commit_all(postgres.create_database(f"cut{cut}"), items, len(items), cut), cut

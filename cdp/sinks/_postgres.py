@@ -114,6 +114,67 @@ def _prepared(row: Row) -> dict[str, Any]:
     return out
 
 
+@attrs.define
+class _StateChange:
+    """What a group of ledgers does to the current-state table, each key's events replayed in order
+    (a ledger's data changes, then its TTL changes, then its evictions) down to one final action per
+    key. ``deletes`` run first: a key in ``deletes`` and ``upserts`` was deleted and made again, and
+    inherits nothing from its old row; ``ttls`` and ``archives`` hold only keys the group's data did
+    not touch."""
+
+    upserts: dict[str, tuple[Row, int | None]] = attrs.field(factory=dict)  # key -> (row, archived at)
+    deletes: set[str] = attrs.field(factory=set)
+    ttls: dict[str, int] = attrs.field(factory=dict)  # keys the group's data did not touch
+    archives: dict[str, int] = attrs.field(factory=dict)  # likewise
+
+    @classmethod
+    def of(cls, items: Sequence[tuple[int, Sequence[Row]]]) -> _StateChange:
+        change = cls()
+        for seq, rows in items:
+            for row in rows:
+                kind = row.get(KIND)
+                if kind is None:
+                    change._data(row)
+                elif kind == "ttl":
+                    change._ttl(row["key_hash"], row["live_until_ledger_seq"])
+                else:
+                    change._evict(row["ledger_key_hash"], row["contract_durability"], seq)
+        return change
+
+    def _data(self, row: Row) -> None:
+        key = row["ledger_key_hash"]
+        pending_ttl = self.ttls.pop(key, None)
+        self.archives.pop(key, None)
+        if row["deleted"]:
+            self.upserts.pop(key, None)
+            self.deletes.add(key)
+            return
+        if row["live_until_ledger_seq"] is None:  # no TTL in its own ledger: an earlier one of the group stands
+            old = self.upserts.get(key)
+            live = old[0]["live_until_ledger_seq"] if old is not None else pending_ttl
+            if live is not None:
+                row = {**row, "live_until_ledger_seq": live}
+        self.upserts[key] = (row, None)
+
+    def _ttl(self, key: str, live_until: int) -> None:
+        if key in self.upserts:
+            row, archived_at = self.upserts[key]
+            self.upserts[key] = ({**row, "live_until_ledger_seq": live_until}, archived_at)
+        elif key not in self.deletes:
+            self.ttls[key] = live_until
+
+    def _evict(self, key: str, durability: str, seq: int) -> None:
+        if durability != "ContractDataDurabilityPersistent":
+            self.upserts.pop(key, None)
+            self.ttls.pop(key, None)
+            self.archives.pop(key, None)
+            self.deletes.add(key)
+        elif key in self.upserts:
+            self.upserts[key] = (self.upserts[key][0], seq)
+        elif key not in self.deletes:
+            self.archives[key] = seq
+
+
 class PostgresSink:
     """Writes committed ledgers into PostgreSQL; ``resume_ledger()`` says where a run starts."""
 
@@ -256,84 +317,82 @@ class PostgresSink:
     # -- one transaction ---------------------------------------------------------------------------
     def _commit(self, items: Sequence[tuple[int, Sequence[Row]]]) -> None:
         conn = self._conn_or_new()
+        q = self._statements(conn)
         started = time.perf_counter()
-        with conn.transaction():
-            names = ["row_in_ledger", *(n for n, _ in HISTORY_COLUMNS)]
-            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                self.history, sql.SQL(", ").join(map(sql.Identifier, names))
-            )
-            prepared = [(seq, [r if KIND in r else _prepared(r) for r in rows]) for seq, rows in items]
-            with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        prepared = [(seq, [r if KIND in r else _prepared(r) for r in rows]) for seq, rows in items]
+        change = _StateChange.of(prepared)
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(q["copy_history"]) as copy:
                 copy.set_types(["int4", *(_PG_TYPES[n] for n, _ in HISTORY_COLUMNS)])
                 for _, rows in prepared:
                     for i, row in enumerate(r for r in rows if KIND not in r):
                         copy.write_row([i, *(row.get(n) for n, _ in HISTORY_COLUMNS)])
-            with conn.pipeline(), conn.cursor() as cur:  # no round trip per statement; order kept
-                for seq, rows in prepared:
-                    self._apply(cur, seq, rows)
-                cur.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (name, ledger) VALUES (%s, %s) "
-                        "ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now()"
-                    ).format(self.checkpoints),
-                    [self.checkpoint_name, items[-1][0]],
-                )
+            if change.deletes:
+                cur.execute(q["delete"], [list(change.deletes)])
+            if change.upserts:
+                cur.execute(q["stage"])
+                with cur.copy(q["copy_stage"]) as copy:
+                    copy.set_types(["text", *(_PG_TYPES[n] for n, _ in CURRENT_COLUMNS), "bool", "int8"])
+                    for key, (row, archived_at) in change.upserts.items():
+                        copy.write_row([key, *(row.get(n) for n, _ in CURRENT_COLUMNS), archived_at is not None,
+                                        archived_at])  # fmt: skip
+                cur.execute(q["merge"])
+            if change.ttls:
+                cur.execute(q["ttl"], [list(change.ttls), list(change.ttls.values())])
+            if change.archives:
+                cur.execute(q["archive"], [list(change.archives), list(change.archives.values())])
+            cur.execute(q["checkpoint"], [self.checkpoint_name, items[-1][0]])
         took = time.perf_counter() - started
         LOG.debug("postgres commit ledgers=%d..%d seconds=%.3f", items[0][0], items[-1][0], took)
 
     def _statements(self, conn: Any) -> dict[str, str]:
-        """The current-state statements, composed once (composing them per row cost more than the
+        """Every statement of a commit, composed once (composing them per row cost more than the
         database's work)."""
         if self._sql is None:
             cols = [n for n, _ in CURRENT_COLUMNS]
-            upsert = sql.SQL(
-                "INSERT INTO {t} (ledger_key_hash, {cols}) VALUES (%s, {vals}) ON CONFLICT (ledger_key_hash) DO "
-                "UPDATE SET {sets}, live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, "
-                "{t}.live_until_ledger_seq), archived = false, archived_at_ledger = NULL"
-            ).format(
-                t=self.current,
-                cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-                vals=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
-                sets=sql.SQL(", ").join(
-                    sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c))
-                    for c in cols
-                    if c != "live_until_ledger_seq"
-                ),
-            )
+            staged = ["ledger_key_hash", *cols, "archived", "archived_at_ledger"]
+            history = ["row_in_ledger", *(n for n, _ in HISTORY_COLUMNS)]
+            ident = sql.Identifier
             statements = {
-                "upsert": upsert,
-                "delete": sql.SQL("DELETE FROM {} WHERE ledger_key_hash = %s").format(self.current),
-                "ttl": sql.SQL("UPDATE {} SET live_until_ledger_seq = %s WHERE ledger_key_hash = %s").format(
-                    self.current
+                "copy_history": sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                    self.history, sql.SQL(", ").join(map(ident, history))
                 ),
-                "archive": sql.SQL(
-                    "UPDATE {} SET archived = true, archived_at_ledger = %s WHERE ledger_key_hash = %s"
+                "stage": sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS cdp_stage (LIKE {}) ON COMMIT DELETE ROWS"
                 ).format(self.current),
+                "copy_stage": sql.SQL("COPY cdp_stage ({}) FROM STDIN (FORMAT BINARY)").format(
+                    sql.SQL(", ").join(map(ident, staged))
+                ),
+                # A NULL live_until in a staged row: this group set no TTL for the key; keep the table's.
+                "merge": sql.SQL(
+                    "INSERT INTO {t} ({cols}) SELECT {cols} FROM cdp_stage ON CONFLICT (ledger_key_hash) DO UPDATE "
+                    "SET {sets}, live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, "
+                    "{t}.live_until_ledger_seq)"
+                ).format(
+                    t=self.current,
+                    cols=sql.SQL(", ").join(map(ident, staged)),
+                    sets=sql.SQL(", ").join(
+                        sql.SQL("{c} = excluded.{c}").format(c=ident(c))
+                        for c in staged[1:]
+                        if c != "live_until_ledger_seq"
+                    ),
+                ),
+                "delete": sql.SQL("DELETE FROM {} WHERE ledger_key_hash = ANY(%s)").format(self.current),
+                "ttl": sql.SQL(
+                    "UPDATE {t} SET live_until_ledger_seq = u.v FROM unnest(%s::text[], %s::bigint[]) AS u(k, v) "
+                    "WHERE {t}.ledger_key_hash = u.k"
+                ).format(t=self.current),
+                "archive": sql.SQL(
+                    "UPDATE {t} SET archived = true, archived_at_ledger = u.v "
+                    "FROM unnest(%s::text[], %s::bigint[]) AS u(k, v) WHERE {t}.ledger_key_hash = u.k"
+                ).format(t=self.current),
+                "checkpoint": sql.SQL(
+                    "INSERT INTO {} (name, ledger) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now()"
+                ).format(self.checkpoints),
             }
             self._sql = {name: q.as_string(conn) for name, q in statements.items()}
         return self._sql
-
-    def _apply(self, cur: Any, seq: int, rows: Sequence[Row]) -> None:
-        """The current state after one ledger: its data changes in order, then its TTL changes, then
-        its evictions (which happen as the ledger closes)."""
-        q = self._statements(cur.connection)
-        cols = [n for n, _ in CURRENT_COLUMNS]
-        for row in rows:  # in reader order: a later change of the same key wins
-            if KIND in row:
-                continue
-            if row["deleted"]:
-                cur.execute(q["delete"], [row["ledger_key_hash"]])
-            else:
-                cur.execute(q["upsert"], [row["ledger_key_hash"], *(row.get(c) for c in cols)])
-        ttls = [[r["live_until_ledger_seq"], r["key_hash"]] for r in rows if r.get(KIND) == "ttl"]
-        if ttls:
-            cur.executemany(q["ttl"], ttls)
-        for r in rows:
-            if r.get(KIND) == "eviction":
-                if r["contract_durability"] == "ContractDataDurabilityPersistent":
-                    cur.execute(q["archive"], [seq, r["ledger_key_hash"]])
-                else:
-                    cur.execute(q["delete"], [r["ledger_key_hash"]])
 
     def statistics(self) -> SinkStatistics:
         return attrs.evolve(self.stats)
