@@ -200,20 +200,7 @@ def extract_rows_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> tu
         return extract_rows(raw, passphrase, mode), True
 
 
-def ttl_states_fast(raw: bytes) -> tuple[list[tuple[str, int]], bool]:
-    """``(key hash, live_until)`` of every TTL entry the ledger leaves set, compacted (what a
-    current-state table needs), and whether the full decode had to answer instead of the walk."""
-    try:
-        _, changes = read_raw_changes(raw)
-    except Exception as exc:  # noqa: BLE001 - as extract_rows_fast: the full decode answers
-        LOG.debug("fast path fell back error=%r", f"{type(exc).__name__}: {exc}")
-        from ._changes import arm, decode_ledger, read_changes
-        from ._changes import compact as compact_full
-
-        full = compact_full(read_changes(decode_ledger(raw), (TTL,)))
-        entries = [arm(c.post.data.ttl) for c in full if c.post is not None]
-        return [(t.key_hash.hash.hex(), t.live_until_ledger_seq.uint32) for t in entries], True
-
+def _ttl_states(raw: bytes, changes: list[RawChange]) -> list[tuple[str, int]]:
     def key(c: RawChange) -> bytes:
         rng = c.pre if c.pre is not None else c.post
         assert rng is not None
@@ -223,4 +210,26 @@ def ttl_states_fast(raw: bytes) -> tuple[list[tuple[str, int]], bool]:
         return int(U32(raw, rng[0] + 40)[0])
 
     ttls = compact([c for c in changes if c.etype == TTL], key, live_until)
-    return [(raw[p[0] + 8 : p[0] + 40].hex(), int(U32(raw, p[0] + 40)[0])) for p in (c.post for c in ttls) if p], False
+    return [(raw[p[0] + 8 : p[0] + 40].hex(), int(U32(raw, p[0] + 40)[0])) for p in (c.post for c in ttls) if p]
+
+
+def _ttl_states_full(raw: bytes) -> list[tuple[str, int]]:
+    from ._changes import arm, decode_ledger, read_changes
+
+    full = compact(read_changes(decode_ledger(raw), (TTL,)))
+    entries = [arm(c.post.data.ttl) for c in full if c.post is not None]
+    return [(t.key_hash.hash.hex(), t.live_until_ledger_seq.uint32) for t in entries]
+
+
+def extract_state_fast(
+    raw: bytes, passphrase: str, mode: Mode = "compact"
+) -> tuple[list[ContractDataRow], list[tuple[str, int]], bool]:
+    """``extract_rows_fast``'s rows plus ``(key hash, live_until)`` of every TTL entry the ledger
+    leaves set, compacted (what a current-state table needs), from one walk; the flag says whether
+    the full decode had to answer instead."""
+    try:
+        info, changes = read_raw_changes(raw)
+        return _rows(raw, info, changes, passphrase, mode), _ttl_states(raw, changes), False
+    except Exception as exc:  # anything at all: the full decode answers, with its own clean error
+        LOG.debug("fast path fell back error=%r", f"{type(exc).__name__}: {exc}")
+        return extract_rows(raw, passphrase, mode), _ttl_states_full(raw), True

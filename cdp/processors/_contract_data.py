@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from cdp.extract import Ledger, Mode, extract_rows, extract_rows_fast
+from cdp.extract import ContractDataRow, Ledger, Mode, extract_rows, extract_rows_fast
 from cdp.extract._rows import row_fields
 
 from ._base import ProcessResult
@@ -34,7 +34,11 @@ class ContractDataProcessor:
             rows, fell_back = extract_rows_fast(ledger.raw, self.passphrase, self.mode)
         else:
             rows, fell_back = extract_rows(ledger.raw, self.passphrase, self.mode), False
+        return ProcessResult(self.trimmed(rows), {"fast_path_fallback": 1} if fell_back else {})
+
+    def trimmed(self, rows: list[ContractDataRow]) -> list[ContractDataRow]:
+        """``rows`` without the instance extras where ``INSTANCE_EXTRAS=false``."""
         if not self.instance_extras:
             for row in rows:
                 del row["contract_instance_type"], row["contract_instance_wasm_hash"]
-        return ProcessResult(rows, {"fast_path_fallback": 1} if fell_back else {})
+        return rows

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import attrs
 
-from cdp.extract import Ledger, Row
+from cdp.extract import Ledger, Row, extract_rows
 from cdp.extract._evictions import evicted_rows
-from cdp.extract._fast import ttl_states_fast
+from cdp.extract._fast import _ttl_states_full, extract_state_fast
 
 from ._base import ProcessResult
 from ._contract_data import ContractDataProcessor
@@ -32,14 +32,14 @@ class ContractStateProcessor:
         return self.data.columns
 
     def process(self, ledger: Ledger) -> ProcessResult:
-        result = self.data.process(ledger)
-        ttls, fell_back = ttl_states_fast(ledger.raw)
+        d = self.data
+        if d.fast:  # one walk for the rows and the TTLs
+            rows, ttls, fell_back = extract_state_fast(ledger.raw, d.passphrase, d.mode)
+        else:
+            rows, ttls, fell_back = extract_rows(ledger.raw, d.passphrase, d.mode), _ttl_states_full(ledger.raw), False
         extra: list[Row] = [
             {KIND: "ttl", "key_hash": k, "live_until_ledger_seq": v, "ledger_sequence": ledger.sequence}
             for k, v in ttls
         ]
         extra += [{KIND: "eviction", **r} for r in evicted_rows(ledger.raw)]
-        events = dict(result.events)
-        if fell_back:
-            events["ttl_fast_path_fallback"] = events.get("ttl_fast_path_fallback", 0) + 1
-        return ProcessResult([*result.rows, *extra], events)
+        return ProcessResult([*d.trimmed(rows), *extra], {"fast_path_fallback": 1} if fell_back else {})

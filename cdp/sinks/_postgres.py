@@ -357,9 +357,9 @@ class PostgresSink:
                 "copy_history": sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                     self.history, sql.SQL(", ").join(map(ident, history))
                 ),
-                "stage": sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS cdp_stage (LIKE {}) ON COMMIT DELETE ROWS"
-                ).format(self.current),
+                "stage": sql.SQL("CREATE TEMP TABLE IF NOT EXISTS cdp_stage (LIKE {}) ON COMMIT DELETE ROWS").format(
+                    self.current
+                ),
                 "copy_stage": sql.SQL("COPY cdp_stage ({}) FROM STDIN (FORMAT BINARY)").format(
                     sql.SQL(", ").join(map(ident, staged))
                 ),
