@@ -194,7 +194,9 @@ def _cmd_backfill(args: argparse.Namespace) -> None:
 
     if args.workers is not None and args.workers < 1:
         fail(f"--workers={args.workers}: must be >= 1", EXIT_USAGE)
-    config = attrs.evolve(_config(args), format="parquet")
+    config = _config(args)
+    if config.format == "jsonl":  # the default: a backfill writes Parquet unless given a database
+        config = attrs.evolve(config, format="parquet")
     configure_logging(config.log_level, config.log_format)
     if config.log_level != "DEBUG":  # Dask narrates every connection at INFO, on loggers it sets itself
         for handler in logging.getLogger().handlers:

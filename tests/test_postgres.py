@@ -284,3 +284,36 @@ def test_a_group_commits_the_state_its_ledgers_commit_one_by_one(postgres: Postg
     assert one_by_one == _commit_all(postgres.create_database("whole"), items, len(items))
     for cut in range(len(items) - len(crafted) + 1, len(items)):  # two groups, split anywhere in the crafted
         assert one_by_one == _commit_all(postgres.create_database(f"cut{cut}"), items, len(items), cut), cut
+
+
+def test_backfill_then_live_run_write_the_same_tables(postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811
+    """`cdp backfill` of 2..61 into PostgreSQL (a real Dask LocalCluster, partitions of 15 extracted in
+    parallel, written in order), then `cdp run` from the same store resuming at the database's
+    checkpoint up to 100: exactly the tables of one `cdp run` over 2..100; a rerun of the backfill
+    has nothing to do."""
+    pytest.importorskip("distributed", reason="the backfill extra (distributed) is not installed")
+    from cdp.upstream._layout import Layout, Manifest, write_store
+
+    gen = SyntheticLedgers(seed=SEED)
+    store = tmp_path / "store"
+    write_store(store, Manifest(gen.passphrase, Layout(8, 4)), [Ledger(s, None, gen.ledger(s)) for s in range(2, 101)])
+    both, once = postgres.create_database("backfilled"), postgres.create_database("once")
+    base = {"datastore_url": str(store), "network_passphrase": gen.passphrase, "start_ledger": 2,
+            "parquet_ledgers_per_file": 15, "health_port": 0, "worker_mode": "thread"}  # fmt: skip
+    summary = cdp.backfill(Config.from_mapping({**base, "end_ledger": 61, "output": both}), workers=2)
+    assert (5, 60) == (summary.partitions, summary.ledgers)
+    assert 61 == checkpoint(both)
+    again = cdp.backfill(Config.from_mapping({**base, "end_ledger": 61, "output": both}), workers=2)
+    assert 0 == again.partitions
+
+    async def live(dsn: str) -> None:
+        await cdp.serve(Config.from_mapping({**base, "end_ledger": 100, "output": dsn}))
+
+    trio.run(live, both)
+    trio.run(live, once)
+    assert history(once) == history(both)
+    assert current(once) == current(both)
+    assert 100 == checkpoint(both)
+    rows, model = replay(synthetic(2, 100), gen.passphrase)
+    assert rows == [{k: r[k] for k in rows[i]} for i, r in enumerate(history(both))]
+    same_state(both, model)

@@ -30,7 +30,7 @@ from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._registry import load_processor
 
 from ._plan import MANIFEST, Partition, fingerprint, is_done, plan, read_meta
-from ._task import PartitionJob, PartitionResult, run_partition
+from ._task import PartitionJob, PartitionLedgers, PartitionResult, run_partition
 
 LOG = logging.getLogger("cdp.backfill")
 
@@ -39,7 +39,7 @@ LOG = logging.getLogger("cdp.backfill")
 class BackfillSummary:
     """What a backfill did: partitions written now and found done before, ledgers, rows, seconds."""
 
-    output: Path
+    output: Path | str  # a directory, or the PostgreSQL tables (schema.prefix)
     partitions: int
     written: int
     skipped: int
@@ -75,6 +75,16 @@ def backfill(
         CdpError: a partition killed its worker every time it was tried.
     """
     _check(config)
+    if config.format == "postgres":
+        from ._postgres import backfill_postgres
+
+        done = backfill_postgres(config, client, scheduler, workers, processor, progress)
+        parts, written, ledgers, rows, seconds = done
+        tables = f"{config.postgres_schema}.{config.postgres_table_prefix}"
+        summary = BackfillSummary(tables, parts, written, 0, ledgers, rows, 0, seconds)
+        LOG.info("backfill done partitions=%d ledgers=%d rows=%d seconds=%.1f ledgers_per_s=%.1f tables=%s",
+                 parts, ledgers, rows, seconds, summary.ledgers_per_second, tables)  # fmt: skip
+        return summary
     directory = Path(config.output)
     directory.mkdir(parents=True, exist_ok=True)
     with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
@@ -135,7 +145,11 @@ def _check(config: Config) -> None:
         raise ConfigError("OUTPUT=-: backfill writes Parquet files, give a directory (--output DIR)")
     try:
         import distributed  # noqa: F401
-        import pyarrow  # noqa: F401
+
+        if config.format == "postgres":
+            import psycopg  # noqa: F401
+        else:
+            import pyarrow  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"backfill needs the backfill extra: pip install 'contract-data-processor[backfill]' "
                           f"({exc})") from None  # fmt: skip
@@ -220,7 +234,7 @@ def _run(dask: Any, jobs: list[PartitionJob], config: Config, progress: IO[str] 
     return results
 
 
-def _fail_on(result: PartitionResult, processor: str) -> None:
+def _fail_on(result: PartitionResult | PartitionLedgers, processor: str) -> None:
     """The failure a partition reported, raised as the service would raise it."""
     if result.error is None:
         return
@@ -230,7 +244,7 @@ def _fail_on(result: PartitionResult, processor: str) -> None:
     raise UpstreamError(f"partition {p.first}..{p.last}: {result.error}")
 
 
-def _dead_letter(config: Config, result: PartitionResult) -> None:
+def _dead_letter(config: Config, result: PartitionResult | PartitionLedgers) -> None:
     if not result.dead_letters:
         return
     path = dead_letter_path(config)

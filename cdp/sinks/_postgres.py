@@ -296,6 +296,30 @@ class PostgresSink:
                 await trio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, RETRY_CAP_S)
 
+    def write_many_blocking(self, items: Sequence[tuple[int, Sequence[Row]]], attempts: int = 8) -> None:
+        """``write_many`` for blocking code (``cdp backfill``): the same transaction, retried ``attempts``
+        times with backoff while the connection fails.
+
+        Raises:
+            CdpError: the database stayed unreachable.
+        """
+        delay = RETRY_BASE_S
+        for attempt in range(1, attempts + 1):
+            try:
+                self._commit(items)
+                self.stats.last_error = None
+                return
+            except psycopg.OperationalError as exc:
+                self._drop()
+                self.stats.retries += 1
+                self.stats.last_error = _reason(exc)
+                if attempt == attempts:
+                    raise CdpError(f"OUTPUT: the database failed {attempts} times: {self.stats.last_error}") from None
+                LOG.warning("postgres write failed ledgers=%d..%d error=%r: retrying in %.1f s",
+                            items[0][0], items[-1][0], self.stats.last_error, delay)  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_CAP_S)
+
     async def flush(self) -> Durable | None:
         await trio.lowlevel.checkpoint()
         return None  # every write is committed already
