@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, free_port, make_ledgers, start_fake_source  # noqa: E402
+from run import commit_rate, free_port, ledger_files  # noqa: E402
 
 
 def client(port: int, first: int, last: int, slow: bool, out: dict[str, object]) -> None:
@@ -53,56 +51,36 @@ def client(port: int, first: int, last: int, slow: bool, out: dict[str, object])
 
 
 def run(kind: str, ledgers: Path, first: int, last: int, workdir: Path) -> float:
-    fake, port = start_fake_source(ledgers)
-    try:
-        out = workdir / f"{kind}.jsonl"
-        out.unlink(missing_ok=True)
-        flight_port = free_port()
-        env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0",
-               "FLIGHT_PORT": str(flight_port), "FLIGHT_HOST": "127.0.0.1", "FLIGHT_CLIENT_BUFFER": "64",
-               "PROGRESS_EVERY": "5"}  # fmt: skip
-        received: dict[str, object] = {}
-        reader = None
-        if kind != "none":
-            reader = threading.Thread(target=client, args=(flight_port, first, last, kind == "slow", received))
-            reader.start()
-        log = workdir / f"{kind}.log"
-        with log.open("w") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "cdp", "run", "--start-ledger", str(first), "--end-ledger",
-                                     str(last), "--output", str(out)], cwd=ROOT, env=env, stderr=log_file)  # fmt: skip
-            marks: dict[int, float] = {}
-            while proc.poll() is None:
-                for m in re.finditer(r"progress ledger=(\d+)", log.read_text()):
-                    marks.setdefault(int(m.group(1)), time.perf_counter())
-                time.sleep(0.02)
-        assert proc.returncode == 0, log.read_text()
-        (start_seq, start_t), (end_seq, end_t) = min(marks.items()), max(marks.items())
-        rate = (end_seq - start_seq) / (end_t - start_t)  # commits only, not the wait for clients at the end
-        rows = sum(1 for _ in out.open())
-        if reader is not None:
-            reader.join(timeout=60)
-        note = ""
-        if received:
-            note = f"; client got {received['rows']} of {rows} rows in {received['batches']} batches"
-        elif reader is not None:
-            note = "; client did not finish before the service stopped (told where to resume)"
-        overflows = log.read_text().count("flight client too slow")
-        print(f"{kind:>5}: {rate:6.1f} ledgers/s committed{note}; buffer overflows: {overflows}")
-        return rate
-    finally:
-        fake.kill()
-        fake.wait()
+    out = workdir / f"{kind}.jsonl"
+    out.unlink(missing_ok=True)
+    flight_port = free_port()
+    received: dict[str, object] = {}
+    reader = None
+    if kind != "none":
+        reader = threading.Thread(target=client, args=(flight_port, first, last, kind == "slow", received))
+        reader.start()
+    log = workdir / f"{kind}.log"
+    rate = commit_rate(ledgers, first, last, str(out), log, FLIGHT_PORT=str(flight_port), FLIGHT_HOST="127.0.0.1",
+                       FLIGHT_CLIENT_BUFFER="64")  # fmt: skip
+    rows = sum(1 for _ in out.open())
+    if reader is not None:
+        reader.join(timeout=60)
+    note = ""
+    if received:
+        note = f"; client got {received['rows']} of {rows} rows in {received['batches']} batches"
+    elif reader is not None:
+        note = "; client did not finish before the service stopped (told where to resume)"
+    overflows = log.read_text().count("flight client too slow")
+    print(f"{kind:>5}: {rate:6.1f} ledgers/s committed{note}; buffer overflows: {overflows}")
+    return rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ledgers", type=int, default=300)
     args = parser.parse_args()
-    workdir = Path(os.environ.get("CDP_BENCH_DIR", "/tmp/cdp-bench"))
-    ledgers = workdir / "ledgers"
-    ledgers.mkdir(parents=True, exist_ok=True)
-    first, last = 1000, 1000 + args.ledgers - 1
-    make_ledgers(ledgers, first, args.ledgers)
+    ledgers, first, last = ledger_files(args.ledgers)
+    workdir = ledgers.parent
     print(f"machine: {os.cpu_count()} cores; {args.ledgers} synthetic pubnet-sized ledgers")
     rates = {kind: run(kind, ledgers, first, last, workdir) for kind in ("none", "fast", "slow")}
     base = rates["none"]

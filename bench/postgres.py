@@ -9,38 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from run import ROOT, make_ledgers, start_fake_source  # noqa: E402
+from run import commit_rate, ledger_files  # noqa: E402
 
 from tests.pg_server import PostgresServer, _bindir  # noqa: E402
-
-
-def commit_rate(ledgers: Path, first: int, last: int, output: str, log: Path) -> float:
-    fake, port = start_fake_source(ledgers)
-    try:
-        env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "PROGRESS_EVERY": "5",
-               "OUTPUT": output}  # fmt: skip
-        with log.open("w") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "cdp", "run", "--start-ledger", str(first), "--end-ledger",
-                                     str(last)], cwd=ROOT, env=env, stderr=log_file)  # fmt: skip
-            marks: dict[int, float] = {}
-            while proc.poll() is None:
-                for m in re.finditer(r"progress ledger=(\d+)", log.read_text()):
-                    marks.setdefault(int(m.group(1)), time.perf_counter())
-                time.sleep(0.02)
-        assert proc.returncode == 0, log.read_text()
-        (a, ta), (b, tb) = min(marks.items()), max(marks.items())
-        return (b - a) / (tb - ta)
-    finally:
-        fake.kill()
-        fake.wait()
 
 
 def main() -> None:
@@ -51,11 +27,8 @@ def main() -> None:
     bindir = _bindir()
     if bindir is None:
         raise SystemExit("PostgreSQL binaries (initdb) not found: apt-get install postgresql")
-    workdir = Path(os.environ.get("CDP_BENCH_DIR", "/tmp/cdp-bench"))
-    ledgers = workdir / "ledgers"
-    ledgers.mkdir(parents=True, exist_ok=True)
-    first, last = 1000, 1000 + args.ledgers - 1
-    make_ledgers(ledgers, first, args.ledgers)
+    ledgers, first, last = ledger_files(args.ledgers)
+    workdir = ledgers.parent
     server = PostgresServer(bindir, durable=True)
     server.init()
     server.start()

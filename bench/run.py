@@ -82,6 +82,38 @@ def make_ledgers(directory: Path, first: int, count: int) -> None:
             path.write_bytes(gen.ledger(seq))
 
 
+def ledger_files(count: int) -> tuple[Path, int, int]:
+    """``count`` synthetic pubnet-sized ledger files from 1000 on, made once under ``CDP_BENCH_DIR``."""
+    workdir = Path(os.environ.get("CDP_BENCH_DIR", Path(tempfile.gettempdir()) / "cdp-bench"))
+    ledgers = workdir / "ledgers"
+    ledgers.mkdir(parents=True, exist_ok=True)
+    make_ledgers(ledgers, 1000, count)
+    return ledgers, 1000, 1000 + count - 1
+
+
+def commit_rate(ledgers: Path, first: int, last: int, output: str, log: Path, **env: str) -> float:
+    """`cdp run` over ``first..last`` served from ``ledgers`` into ``output``: ledgers/s between its first
+    and last progress lines (commits only, not start-up or the wait for anything at the end)."""
+    fake, port = start_fake_source(ledgers)
+    try:
+        environ = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{port}", "HEALTH_PORT": "0", "PROGRESS_EVERY": "5",
+                   "OUTPUT": output, **env}  # fmt: skip
+        with log.open("w") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "cdp", "run", "--start-ledger", str(first), "--end-ledger",
+                                     str(last)], cwd=ROOT, env=environ, stderr=log_file)  # fmt: skip
+            marks: dict[int, float] = {}
+            while proc.poll() is None:
+                for m in re.finditer(r"progress ledger=(\d+)", log.read_text()):
+                    marks.setdefault(int(m.group(1)), time.perf_counter())
+                time.sleep(0.02)
+        assert proc.returncode == 0, log.read_text()
+        (a, ta), (b, tb) = min(marks.items()), max(marks.items())
+        return (b - a) / (tb - ta)
+    finally:
+        fake.kill()
+        fake.wait()
+
+
 def start_fake_source(ledgers: Path) -> tuple[subprocess.Popen[str], int]:
     """`cdp fake-source` serving the files in ``ledgers``, once it listens; (process, port)."""
     port = free_port()
