@@ -317,3 +317,31 @@ def test_backfill_then_live_run_write_the_same_tables(postgres: PostgresServer, 
     rows, model = replay(synthetic(2, 100), gen.passphrase)
     assert rows == [{k: r[k] for k in rows[i]} for i, r in enumerate(history(both))]
     same_state(both, model)
+
+
+async def test_flight_beside_postgres_serves_only_contract_rows(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+    """The state processor's TTL and eviction records reach the tables, not Flight clients nor the
+    rows metric."""
+    flight = pytest.importorskip("pyarrow.flight", reason="pyarrow (the flight extra) is not installed")
+    import json
+
+    dsn = postgres.create_database("flight")
+    endpoint = await upstream(seed=SEED, rate=50)  # ledger 20 comes ~0.4 s after the start: the client is there
+    cfg = config(endpoint, dsn, end_ledger=40, flight_port=0, flight_host="127.0.0.1")
+
+    def read(port: int) -> list[dict[str, Any]]:
+        client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
+        ticket = flight.Ticket(json.dumps({"start_ledger": 20, "end_ledger": 40, "schema": "full"}).encode())
+        rows = client.do_get(ticket).read_all().to_pylist()
+        client.close()
+        return rows
+
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(lambda task_status: cdp.serve(cfg, task_status=task_status))
+        got = await trio.to_thread.run_sync(read, handle.flight_port)
+        await handle.wait_done()
+        processed = handle.view.pipeline.statistics().rows
+    want = [r for r in history(dsn) if r["ledger_sequence"] >= 20]
+    assert len(want) == len(got)
+    assert all(r["contract_id"] for r in got)
+    assert len(history(dsn)) == processed

@@ -28,6 +28,7 @@ from cdp._errors import BadLedgerError, OutputError
 from cdp._watch import Watched
 from cdp.extract import Ledger, Row
 from cdp.processors import LedgerProcessor, RowFilter, WorkResult, describe
+from cdp.processors._state import KIND as STATE_KIND
 from cdp.processors._work import dead_letter_record
 from cdp.sinks import Durable, Sink
 
@@ -286,7 +287,7 @@ class Pipeline:
                     self._skipped[reason] = self._skipped.get(reason, 0) + count
                 self._note_events(seq, slot.result.events)
             items.append((seq, rows))
-            slots.append((slot, len(rows)))
+            slots.append((slot, sum(1 for r in rows if STATE_KIND not in r)))  # rows, not TTL/eviction records
         await self._write_group(items, slots)
         return True
 

@@ -24,6 +24,8 @@ from cdp.processors import RowFilter
 from ._base import Durable
 from ._replay import Retained
 
+KIND: Final = "_kind"  # cdp.processors._state's marker (sinks import no processors)
+
 LOG = logging.getLogger("cdp.flight")
 
 COMPAT_TICKET: Final = b"contract-data-stream"
@@ -177,7 +179,10 @@ class FlightHub:
         return client
 
     def on_commit(self, items: Sequence[tuple[int, Sequence[Row]]], durable: Durable | None) -> None:
-        """The pipeline's commit listener: never waits, whatever the clients do."""
+        """The pipeline's commit listener: never waits, whatever the clients do. Rows the PostgreSQL
+        sink's processor adds for its state table (TTLs, evictions: marked ``_kind``) are not served."""
+        if any(KIND in r for _, rows in items for r in rows):
+            items = [(seq, [r for r in rows if KIND not in r]) for seq, rows in items]
         for seq, _ in items:
             self.published = seq
         if self.retained is not None:
