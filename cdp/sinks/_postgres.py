@@ -21,9 +21,6 @@ again: its transaction never committed, so nothing is lost or doubled.
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-import json
 import logging
 import random
 import time
@@ -37,6 +34,7 @@ from cdp._errors import CdpError, ConfigError
 from cdp.extract import Row
 
 from ._base import Durable
+from ._pg_rows import CURRENT_COLUMNS, HISTORY_COLUMNS, KIND, PG_TYPES, StateChange, prepared
 
 LOG = logging.getLogger("cdp.sink")
 
@@ -47,34 +45,8 @@ RETRY_CAP_S: Final = 10.0
 try:
     import psycopg
     from psycopg import sql
-    from psycopg.types.json import Jsonb
 except ImportError:  # pragma: no cover - exercised only without the extra
     psycopg = None  # type: ignore[assignment]
-
-# (column, SQL type) of the history table, in the row's field order; ``row_in_ledger`` is added.
-HISTORY_COLUMNS: Final = (
-    ("contract_id", "text NOT NULL"), ("contract_key_type", "text NOT NULL"),
-    ("contract_durability", "text NOT NULL"), ("asset_type", "text"), ("asset_code", "text"),
-    ("asset_issuer", "text"), ("balance_holder", "text"), ("balance", "numeric(39,0)"),
-    ("last_modified_ledger", "bigint NOT NULL"), ("ledger_entry_change", "integer NOT NULL"),
-    ("deleted", "boolean NOT NULL"), ("closed_at", "timestamptz NOT NULL"), ("ledger_sequence", "bigint NOT NULL"),
-    ("ledger_key_hash", "text NOT NULL"), ("ledger_key_hash_base_64", "text NOT NULL"), ("key", "text NOT NULL"),
-    ("key_decoded", "jsonb"), ("val", "text"), ("val_decoded", "jsonb"), ("contract_data_xdr", "text"),
-    ("live_until_ledger_seq", "bigint"), ("contract_instance_type", "text"), ("contract_instance_wasm_hash", "text"),
-    ("tx_hash", "text"), ("tx_index", "integer"), ("operation_index", "integer"), ("change_group", "text"),
-)  # fmt: skip
-# What the current-state table keeps of a row (the change's own fields are history's).
-CURRENT_COLUMNS: Final = tuple(
-    (name, kind.replace(" NOT NULL", ""))
-    for name, kind in HISTORY_COLUMNS
-    if name not in ("ledger_entry_change", "deleted", "tx_hash", "tx_index", "operation_index", "change_group",
-                    "ledger_key_hash")
-)  # fmt: skip
-# The binary COPY's type per history column.
-_PG_TYPES: Final = {n: {"text": "text", "numeric(39,0)": "numeric", "bigint": "int8", "integer": "int4",
-                        "boolean": "bool", "timestamptz": "timestamptz", "jsonb": "jsonb"}[k.replace(" NOT NULL", "")]
-                    for n, k in HISTORY_COLUMNS}  # fmt: skip
-KIND: Final = "_kind"  # the state processor's marker on its TTL and eviction rows
 
 
 def require_psycopg() -> None:
@@ -88,91 +60,6 @@ class SinkStatistics:
     reconnects: int = 0  # connections dropped and made again
     retries: int = 0  # transactions retried after a dropped connection
     last_error: str | None = None
-
-
-@functools.lru_cache(maxsize=256)
-def _timestamp(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-
-
-def _text(value: str) -> str:
-    return value
-
-
-def _prepared(row: Row) -> dict[str, Any]:
-    """A row's values as the database takes them, converted once for both tables: the balance as a
-    number (empty: NULL), ``closed_at`` a timestamp, the decoded ScVals their JSON text."""
-    out = dict(row)
-    balance = out.get("balance")
-    out["balance"] = None if balance in ("", None) else int(balance)
-    if isinstance(out.get("closed_at"), str):
-        out["closed_at"] = _timestamp(out["closed_at"])
-    for name in ("key_decoded", "val_decoded"):
-        value = out.get(name)
-        if value is not None:
-            out[name] = Jsonb(json.dumps(value, separators=(",", ":"), ensure_ascii=False), dumps=_text)
-    return out
-
-
-@attrs.define
-class _StateChange:
-    """What a group of ledgers does to the current-state table, each key's events replayed in order
-    (a ledger's data changes, then its TTL changes, then its evictions) down to one final action per
-    key. ``deletes`` run first: a key in ``deletes`` and ``upserts`` was deleted and made again, and
-    inherits nothing from its old row; ``ttls`` and ``archives`` hold only keys the group's data did
-    not touch."""
-
-    upserts: dict[str, tuple[Row, int | None]] = attrs.field(factory=dict)  # key -> (row, archived at)
-    deletes: set[str] = attrs.field(factory=set)
-    ttls: dict[str, int] = attrs.field(factory=dict)  # keys the group's data did not touch
-    archives: dict[str, int] = attrs.field(factory=dict)  # likewise
-
-    @classmethod
-    def of(cls, items: Sequence[tuple[int, Sequence[Row]]]) -> _StateChange:
-        change = cls()
-        for seq, rows in items:
-            for row in rows:
-                kind = row.get(KIND)
-                if kind is None:
-                    change._data(row)
-                elif kind == "ttl":
-                    change._ttl(row["key_hash"], row["live_until_ledger_seq"])
-                else:
-                    change._evict(row["ledger_key_hash"], row["contract_durability"], seq)
-        return change
-
-    def _data(self, row: Row) -> None:
-        key = row["ledger_key_hash"]
-        pending_ttl = self.ttls.pop(key, None)
-        self.archives.pop(key, None)
-        if row["deleted"]:
-            self.upserts.pop(key, None)
-            self.deletes.add(key)
-            return
-        if row["live_until_ledger_seq"] is None:  # no TTL in its own ledger: an earlier one of the group stands
-            old = self.upserts.get(key)
-            live = old[0]["live_until_ledger_seq"] if old is not None else pending_ttl
-            if live is not None:
-                row = {**row, "live_until_ledger_seq": live}
-        self.upserts[key] = (row, None)
-
-    def _ttl(self, key: str, live_until: int) -> None:
-        if key in self.upserts:
-            row, archived_at = self.upserts[key]
-            self.upserts[key] = ({**row, "live_until_ledger_seq": live_until}, archived_at)
-        elif key not in self.deletes:
-            self.ttls[key] = live_until
-
-    def _evict(self, key: str, durability: str, seq: int) -> None:
-        if durability != "ContractDataDurabilityPersistent":
-            self.upserts.pop(key, None)
-            self.ttls.pop(key, None)
-            self.archives.pop(key, None)
-            self.deletes.add(key)
-        elif key in self.upserts:
-            self.upserts[key] = (self.upserts[key][0], seq)
-        elif key not in self.deletes:
-            self.archives[key] = seq
 
 
 class PostgresSink:
@@ -343,12 +230,12 @@ class PostgresSink:
         conn = self._conn_or_new()
         q = self._statements(conn)
         started = time.perf_counter()
-        prepared = [(seq, [r if KIND in r else _prepared(r) for r in rows]) for seq, rows in items]
-        change = _StateChange.of(prepared)
+        converted = [(seq, [r if KIND in r else prepared(r) for r in rows]) for seq, rows in items]
+        change = StateChange.of(converted)
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(q["copy_history"]) as copy:
-                copy.set_types(["int4", *(_PG_TYPES[n] for n, _ in HISTORY_COLUMNS)])
-                for _, rows in prepared:
+                copy.set_types(["int4", *(PG_TYPES[n] for n, _ in HISTORY_COLUMNS)])
+                for _, rows in converted:
                     for i, row in enumerate(r for r in rows if KIND not in r):
                         copy.write_row([i, *(row.get(n) for n, _ in HISTORY_COLUMNS)])
             if change.deletes:
@@ -356,7 +243,7 @@ class PostgresSink:
             if change.upserts:
                 cur.execute(q["stage"])
                 with cur.copy(q["copy_stage"]) as copy:
-                    copy.set_types(["text", *(_PG_TYPES[n] for n, _ in CURRENT_COLUMNS), "bool", "int8"])
+                    copy.set_types(["text", *(PG_TYPES[n] for n, _ in CURRENT_COLUMNS), "bool", "int8"])
                     for key, (row, archived_at) in change.upserts.items():
                         copy.write_row([key, *(row.get(n) for n, _ in CURRENT_COLUMNS), archived_at is not None,
                                         archived_at])  # fmt: skip
