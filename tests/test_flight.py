@@ -432,3 +432,24 @@ def test_cdp_run_stops_despite_a_client_that_stopped_reading(tmp_path: Path) -> 
     assert "a client stopped reading and holds its call open; not waiting for it" in rest
     state = json.loads((tmp_path / "cp.json").read_text())
     assert (tmp_path / "rows.jsonl").stat().st_size == state["output_offset"]
+
+
+async def test_catching_up_from_an_open_parquet_block_larger_than_the_buffer(upstream: Any, tmp_path: Path) -> None:
+    """Ledgers of the Parquet block still open (held in memory, more of them than a client's buffer)
+    are served from memory; the client is not detached over and over, and gets them exactly."""
+    from cdp.sinks._parquet import rows_from_table
+
+    out = tmp_path / "pq"
+    cfg = config(await upstream(seed=SEED), tmp_path, format="parquet", output=str(out), flight_client_buffer=2,
+                 parquet_ledgers_per_file=1000)  # fmt: skip
+    async with service(cfg) as handle:
+        await handle.view.pipeline.wait_committed(40)  # type: ignore[attr-defined]
+        ticket = {"start_ledger": 3, "end_ledger": 40, "schema": "full"}
+        got = await trio.to_thread.run_sync(read, handle.flight_port, ticket)
+    import pyarrow.parquet as pq
+
+    rows = [
+        r for f in sorted(out.glob("*.parquet")) for r in rows_from_table(pq.read_table(f), "full", ContractDataRow)
+    ]
+    assert contiguous(got.ranges(), 3, 40)
+    assert [r for r in rows if 3 <= r["ledger_sequence"] <= 40] == got.rows()

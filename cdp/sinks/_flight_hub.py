@@ -199,12 +199,15 @@ class FlightHub:
             elif client.attached and items:
                 self._feed(client, items)
 
-    def _feed(self, client: Client, items: Sequence[tuple[int, Sequence[Row]]]) -> None:
+    def _feed(self, client: Client, items: Sequence[tuple[int, Sequence[Row]]], bounded: bool = True) -> None:
+        """Append ``items`` to ``client``'s buffer; live ones (``bounded``) only up to its capacity, past
+        which it is detached. Catching up from ``pending`` is not bounded: those rows are held anyway,
+        and refusing them would detach the client again at once, with no progress."""
         end = client.ticket.end_ledger
         for seq, rows in items:
             if seq < client.next_in or (end and seq > end):
                 continue
-            if len(client.buffer) >= self.capacity:
+            if bounded and len(client.buffer) >= self.capacity:
                 client.attached, client.lagging = False, True
                 client.buffer.clear()
                 self._overflows += 1
@@ -284,5 +287,5 @@ class FlightHub:
                                    f"{c - 1}; resume from ledger {c}")  # fmt: skip
         client.attached, client.lagging, client.next_in = True, False, c
         if self.pending:
-            self._feed(client, [item for item in self.pending if item[0] >= c])
+            self._feed(client, [item for item in self.pending if item[0] >= c], bounded=False)
         return None
