@@ -27,7 +27,7 @@ from cdp.extract import Ledger, Row
 from cdp.ops import ServiceView, create_app, serve_http
 from cdp.pipeline import Pipeline, guard_run, read_checkpoint, verify_resume
 from cdp.pipeline._workers import worker_mode
-from cdp.processors import ContractDataProcessor, LedgerProcessor, describe, load_processor
+from cdp.processors import LedgerProcessor, describe, load_processor
 from cdp.sinks import JsonlFileSink, RowsCallback, Sink, open_sink
 from cdp.upstream import DatastoreSource, LedgerSource
 from cdp.xdr._walker import WALKER
@@ -216,9 +216,8 @@ async def _open_postgres(config: Config, processor: LedgerProcessor) -> tuple[Si
     from cdp.processors._state import ContractStateProcessor
     from cdp.sinks._postgres import PostgresSink
 
-    if not isinstance(processor, ContractDataProcessor):
-        raise ConfigError(f"FORMAT=postgres: keeps contract-data state; not for PROCESSOR={describe(processor)}")
-    sink = PostgresSink(config.output, config.postgres_schema, config.postgres_table_prefix)
+    state = ContractStateProcessor.wrapping(processor)
+    sink = PostgresSink.for_config(config)
     try:
         last = await trio.to_thread.run_sync(sink.open)
     except BaseException:
@@ -230,7 +229,7 @@ async def _open_postgres(config: Config, processor: LedgerProcessor) -> tuple[Si
     if config.end_ledger and start > config.end_ledger:
         sink.close()
         raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
-    return sink, ContractStateProcessor(processor), start
+    return sink, state, start
 
 
 def _flight_hub(config: Config, sink: Sink, processor: LedgerProcessor, start: int) -> FlightHub:

@@ -16,7 +16,6 @@ from typing import IO, Any
 from cdp._config import Config
 from cdp._errors import CdpError, ConfigError
 from cdp.processors._base import LedgerProcessor, describe
-from cdp.processors._contract_data import ContractDataProcessor
 from cdp.processors._registry import load_processor
 from cdp.processors._state import ContractStateProcessor
 
@@ -40,9 +39,8 @@ def backfill_postgres(
     from ._run import _client, _dead_letter, _fail_on
 
     processor = processor or load_processor(config.processor, config)
-    if not isinstance(processor, ContractDataProcessor):
-        raise ConfigError(f"FORMAT=postgres: keeps contract-data state; not for PROCESSOR={describe(processor)}")
-    sink = PostgresSink(config.output, config.postgres_schema, config.postgres_table_prefix)
+    state = ContractStateProcessor.wrapping(processor)
+    sink = PostgresSink.for_config(config)
     t0 = time.perf_counter()
     try:
         last = sink.open()
@@ -52,7 +50,6 @@ def backfill_postgres(
             LOG.info("backfill: the database already holds ledgers up to %s", last)
             return 0, 0, 0, 0, time.perf_counter() - t0
         digest, settings = fingerprint(config)
-        state = ContractStateProcessor(processor)
         jobs = [PartitionJob(p, config, state, "", digest, settings) for p in parts]
         ledgers = rows = 0
         with _client(client, scheduler, workers) as (dask, where):

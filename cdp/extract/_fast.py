@@ -33,19 +33,29 @@ U32 = sk.U32  # byte-offset readers, for the few fields rows take from the raw b
 I32 = sk.I32
 
 
+def _change_key(b: bytes, c: RawChange) -> bytes:
+    """The ledger key of a byte-range change, for compaction."""
+    rng = c.pre if c.pre is not None else c.post
+    assert rng is not None
+    return ledger_key(b, rng, c.etype)
+
+
+def _ttl_facts(b: bytes, rng: tuple[int, int]) -> tuple[str, int]:
+    """A TTL entry's (key hash hex, live_until) from its bytes."""
+    return b[rng[0] + 8 : rng[0] + 40].hex(), int(U32(b, rng[0] + 40)[0])
+
+
 def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str, mode: Mode) -> list[ContractDataRow]:
     """The shared row rules on byte ranges, decoding only the entries rows show."""
 
     def key(c: RawChange) -> bytes:
-        rng = c.pre if c.pre is not None else c.post
-        assert rng is not None
-        return ledger_key(b, rng, c.etype)
+        return _change_key(b, c)
 
     def live_until(rng: tuple[int, int]) -> int | None:
         return int(U32(b, rng[0] + 40)[0]) if I32(b, rng[0] + 4)[0] == TTL else None
 
     def ttl(rng: tuple[int, int]) -> tuple[str, int]:
-        return b[rng[0] + 8 : rng[0] + 40].hex(), int(U32(b, rng[0] + 40)[0])
+        return _ttl_facts(b, rng)
 
     def row(c: RawChange) -> ContractDataRow | None:
         rng = c.pre if c.change_type == REMOVED else c.post
@@ -201,16 +211,10 @@ def extract_rows_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> tu
 
 
 def _ttl_states(raw: bytes, changes: list[RawChange]) -> list[tuple[str, int]]:
-    def key(c: RawChange) -> bytes:
-        rng = c.pre if c.pre is not None else c.post
-        assert rng is not None
-        return ledger_key(raw, rng, c.etype)
-
-    def live_until(rng: tuple[int, int]) -> int | None:
-        return int(U32(raw, rng[0] + 40)[0])
-
-    ttls = compact([c for c in changes if c.etype == TTL], key, live_until)
-    return [(raw[p[0] + 8 : p[0] + 40].hex(), int(U32(raw, p[0] + 40)[0])) for p in (c.post for c in ttls) if p]
+    ttls = compact(
+        [c for c in changes if c.etype == TTL], lambda c: _change_key(raw, c), lambda rng: _ttl_facts(raw, rng)[1]
+    )
+    return [_ttl_facts(raw, p) for p in (c.post for c in ttls) if p]
 
 
 def _ttl_states_full(raw: bytes) -> list[tuple[str, int]]:

@@ -88,6 +88,10 @@ class EvictedKeyRow(TypedDict):
     closed_at: Annotated[str, UTC_TIMESTAMP]
 
 
+# The PostgreSQL sink's processor adds records besides rows (a ledger's TTLs, its evictions), marked
+# by this key with "ttl" or "eviction"; the sinks and the pipeline tell them from rows by it.
+STATE_KIND: Final = "_kind"
+
 ETL_FIELDS: Final = tuple(EtlFields.__annotations__)
 ROW_FIELDS: Final = (*ETL_FIELDS, "live_until_ledger_seq")  # what every contract-data row has
 INSTANCE_FIELDS: Final = ("contract_instance_type", "contract_instance_wasm_hash")

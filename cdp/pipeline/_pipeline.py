@@ -27,8 +27,8 @@ from cdp._config import Config
 from cdp._errors import BadLedgerError, OutputError
 from cdp._watch import Watched
 from cdp.extract import Ledger, Row
+from cdp.extract._rows import STATE_KIND
 from cdp.processors import LedgerProcessor, RowFilter, WorkResult, describe
-from cdp.processors._state import KIND as STATE_KIND
 from cdp.processors._work import dead_letter_record
 from cdp.sinks import Durable, Sink
 

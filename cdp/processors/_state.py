@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import attrs
 
+from cdp._errors import ConfigError
 from cdp.extract import Ledger, Row, extract_rows
 from cdp.extract._evictions import evicted_rows
 from cdp.extract._fast import _ttl_states_full, extract_state_fast
+from cdp.extract._rows import STATE_KIND as KIND
 
-from ._base import ProcessResult
+from ._base import LedgerProcessor, ProcessResult, describe
 from ._contract_data import ContractDataProcessor
-
-KIND = "_kind"  # "ttl" or "eviction"; contract-data rows have none
 
 
 @attrs.frozen
@@ -22,6 +22,17 @@ class ContractStateProcessor:
 
     data: ContractDataProcessor
     name: str = "contract_data"
+
+    @classmethod
+    def wrapping(cls, processor: LedgerProcessor) -> ContractStateProcessor:
+        """The state processor around ``processor``, which must be the contract-data one.
+
+        Raises:
+            ConfigError: naming the processor.
+        """
+        if not isinstance(processor, ContractDataProcessor):
+            raise ConfigError(f"FORMAT=postgres: keeps contract-data state; not for PROCESSOR={describe(processor)}")
+        return cls(processor)
 
     @property
     def fast(self) -> bool:

@@ -31,6 +31,7 @@ from cdp._errors import CdpError, ConfigError
 from cdp.extract import Row
 
 from ._flight_hub import BATCH_ROWS, COMPAT_TICKET, IDLE, Client, FlightHub, Replay, Stop, TicketError, parse_ticket
+from ._parquet import to_table
 from ._replay import ReplayError, committed_ledgers
 
 LOG = logging.getLogger("cdp.flight")
@@ -136,8 +137,6 @@ class _Server(flight.FlightServerBase if flight is not None else object):  # typ
         yield self._batch(client, first, step.last, rows)
 
     def _batch(self, client: Client, first: int, last: int, rows: Sequence[Row]) -> tuple[Any, bytes]:
-        from ._parquet import to_table
-
         keep = client.ticket.row_filter
         kept = [r for r in rows if keep.reason_to_skip(r) is None]
         schema = self.schemas[client.ticket.schema]
@@ -169,8 +168,6 @@ async def serve_flight(
         CdpError: the port cannot be bound.
     """
     require_pyarrow_flight()
-    from ._parquet import to_table
-
     names: tuple[str, ...]
     if processor_name == "contract_data":
         names, compat = ("ttp", "full"), "ttp"

@@ -19,12 +19,11 @@ from cdp._config import Config
 from cdp._errors import ConfigError
 from cdp._validators import U32_MAX
 from cdp.extract import Row
+from cdp.extract._rows import STATE_KIND as KIND
 from cdp.processors import RowFilter
 
 from ._base import Durable
 from ._replay import Retained
-
-KIND: Final = "_kind"  # cdp.processors._state's marker (sinks import no processors)
 
 LOG = logging.getLogger("cdp.flight")
 

@@ -15,6 +15,7 @@ from typing import Any, Final
 import attrs
 
 from cdp.extract import Row
+from cdp.extract._rows import STATE_KIND as KIND
 
 try:
     from psycopg.types.json import Jsonb
@@ -44,7 +45,6 @@ CURRENT_COLUMNS: Final = tuple(
 PG_TYPES: Final = {n: {"text": "text", "numeric(39,0)": "numeric", "bigint": "int8", "integer": "int4",
                         "boolean": "bool", "timestamptz": "timestamptz", "jsonb": "jsonb"}[k.replace(" NOT NULL", "")]
                     for n, k in HISTORY_COLUMNS}  # fmt: skip
-KIND: Final = "_kind"  # the state processor's marker on its TTL and eviction rows
 
 
 @functools.lru_cache(maxsize=256)

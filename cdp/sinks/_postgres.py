@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -34,7 +34,12 @@ from cdp._errors import CdpError, ConfigError
 from cdp.extract import Row
 
 from ._base import Durable
-from ._pg_rows import CURRENT_COLUMNS, HISTORY_COLUMNS, KIND, PG_TYPES, StateChange, prepared
+
+if TYPE_CHECKING:
+    from cdp._config import Config
+from cdp.extract._rows import STATE_KIND as KIND
+
+from ._pg_rows import CURRENT_COLUMNS, HISTORY_COLUMNS, PG_TYPES, StateChange, prepared
 
 LOG = logging.getLogger("cdp.sink")
 
@@ -66,6 +71,10 @@ class PostgresSink:
     """Writes committed ledgers into PostgreSQL; ``resume_ledger()`` says where a run starts."""
 
     name = "postgres"
+
+    @classmethod
+    def for_config(cls, config: Config) -> PostgresSink:
+        return cls(config.output, config.postgres_schema, config.postgres_table_prefix)
 
     def __init__(self, dsn: str, schema: str, prefix: str, connect: Callable[[str], Any] | None = None) -> None:
         require_psycopg()
@@ -177,12 +186,7 @@ class PostgresSink:
                 self.stats.last_error = None
                 return Durable(items[-1][0])
             except psycopg.OperationalError as exc:  # the connection, not the data: try again
-                self._drop()
-                self.stats.retries += 1
-                self.stats.last_error = _reason(exc)
-                LOG.warning("postgres write failed ledgers=%d..%d error=%r: retrying in %.1f s",
-                            items[0][0], items[-1][0], self.stats.last_error, delay)  # fmt: skip
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                await trio.sleep(self._failed(exc, items, delay))
                 delay = min(delay * 2, RETRY_CAP_S)
 
     def write_many_blocking(self, items: Sequence[tuple[int, Sequence[Row]]], attempts: int = 8) -> None:
@@ -199,15 +203,21 @@ class PostgresSink:
                 self.stats.last_error = None
                 return
             except psycopg.OperationalError as exc:
-                self._drop()
-                self.stats.retries += 1
-                self.stats.last_error = _reason(exc)
                 if attempt == attempts:
-                    raise CdpError(f"OUTPUT: the database failed {attempts} times: {self.stats.last_error}") from None
-                LOG.warning("postgres write failed ledgers=%d..%d error=%r: retrying in %.1f s",
-                            items[0][0], items[-1][0], self.stats.last_error, delay)  # fmt: skip
-                time.sleep(delay)
+                    self._drop()
+                    raise CdpError(f"OUTPUT: the database failed {attempts} times: {_reason(exc)}") from None
+                time.sleep(self._failed(exc, items, delay))
                 delay = min(delay * 2, RETRY_CAP_S)
+
+    def _failed(self, exc: BaseException, items: Sequence[tuple[int, Sequence[Row]]], delay: float) -> float:
+        """Drop the connection, count and report the failure; how long to wait before the retry."""
+        self._drop()
+        self.stats.retries += 1
+        self.stats.last_error = _reason(exc)
+        wait = delay * random.uniform(0.5, 1.0)
+        LOG.warning("postgres write failed ledgers=%d..%d error=%r: retrying in %.1f s",
+                    items[0][0], items[-1][0], self.stats.last_error, wait)  # fmt: skip
+        return wait
 
     async def flush(self) -> Durable | None:
         await trio.lowlevel.checkpoint()
