@@ -84,3 +84,26 @@ def test_malformed_ledgers_give_the_full_decode_error(mutate: Any) -> None:
     with pytest.raises(LedgerDecodeError) as fast:
         extract_rows_fast(raw, gen.passphrase)
     assert str(full.value) == str(fast.value)
+
+
+@pytest.mark.parametrize("walker", ["active", "python"])
+def test_state_from_one_walk_equals_the_full_decode(walker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows, TTLs and evicted keys from the walk (either walker) equal the full decode's, on synthetic
+    ledgers that evict temporary (v1, v2) and persistent (v2) keys."""
+    from cdp.extract import _walk
+    from cdp.extract._fast import extract_state_fast, extract_state_full
+    from cdp.xdr import _skip
+
+    if walker == "python":
+        monkeypatch.setattr(_walk, "_SCAN_LEDGER", None)
+        monkeypatch.setattr(_walk, "ws", _skip)
+    evicted = 0
+    for seed in (3, 8):
+        gen = SyntheticLedgers(seed=seed)
+        for seq in range(2, 30):
+            raw = gen.ledger(seq)
+            fast = extract_state_fast(raw, gen.passphrase)
+            assert not fast.fell_back
+            assert extract_state_full(raw, gen.passphrase) == fast
+            evicted += len(fast.evictions)
+    assert evicted > 10

@@ -41,8 +41,10 @@ FOOTER: Final = """
 typedef Py_ssize_t (*skipper)(Ctx *, Py_ssize_t, int);
 static PyObject *SkipError;
 
-/* s_<Type>(w, o, depth=0): w any buffer of 32-bit words. */
-static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs) {
+/* s_<Type>(w, o, depth=0): w any buffer of 32-bit words. Only whole-ledger skips let go of the GIL:
+   the rest take microseconds, and under contention a thread that lets go of the GIL waits up to the
+   switch interval (5 ms) to get it back. */
+static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs, int release) {
   (void)m;
   if (nargs < 2 || nargs > 3) {
     PyErr_SetString(PyExc_TypeError, "expected (words, offset[, depth])");
@@ -62,10 +64,12 @@ static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t
   if (o < 0) {
     c.what = "index out of range";
     c.at = o;
-  } else {
+  } else if (release) {
     Py_BEGIN_ALLOW_THREADS
     end = fn(&c, o, (int)depth);
     Py_END_ALLOW_THREADS
+  } else {
+    end = fn(&c, o, (int)depth);
   }
   PyBuffer_Release(&view);
   if (end < 0) {
@@ -109,6 +113,7 @@ typedef struct {
   long ea;
   Py_ssize_t eb;
   int32_t batch;
+  Py_ssize_t evicted_at; /* the word where evicted_keys starts; -1 in v0 */
   Rec *v[4]; /* fees, metas, post-apply fees, upgrades: LedgerChangeReader order */
   Py_ssize_t n[4], cap[4];
 } Scan;
@@ -246,8 +251,10 @@ static int ledger(Scan *x) {
   for (int32_t k = 0; k < n; k++)
     if (step(x, &o, s_LedgerUpgrade) || scan_one(x, &o, 3, UPGRADE, -1, -1, -1)) return -1;
   if (array_of(x, &o, s_SCPHistoryEntry)) return -1;
+  x->evicted_at = -1;
   if (v) {
     o += 2; /* totalByteSizeOfLiveSorobanState */
+    x->evicted_at = o;
     if (array_of(x, &o, s_LedgerKey)) return -1;
     if (v == 1 && array_of(x, &o, s_LedgerEntry)) return -1;
   }
@@ -310,7 +317,8 @@ fail:
 }
 
 /* scan_ledger(w): what _Walk.ledger finds, in LedgerChangeReader order (fees, metas, post-apply
-   fees, upgrades), as records (see records()); the walk itself runs without the GIL. */
+   fees, upgrades), as records (see records()), and the word where evicted_keys starts (-1: none);
+   the walk itself runs without the GIL. */
 static PyObject *py_scan_ledger(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
   (void)m;
   if (nargs != 1) {
@@ -329,7 +337,10 @@ static PyObject *py_scan_ledger(PyObject *m, PyObject *const *args, Py_ssize_t n
   Py_END_ALLOW_THREADS
   PyObject *result = NULL;
   if (failed) raise_for(&x);
-  else result = records(&x);
+  else {
+    PyObject *found = records(&x);
+    if (found) result = Py_BuildValue("(Nn)", found, x.evicted_at);
+  }
   for (int k = 0; k < 4; k++) free(x.v[k]);
   PyBuffer_Release(&view);
   return result;

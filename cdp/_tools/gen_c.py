@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from typing import Any
+from typing import Any, Final
 
 from ._c_templates import FOOTER, HEADER, SCAN
 from ._grammar import MAX_DEPTH, Grammar
@@ -172,10 +172,14 @@ class CWriter:
         self.emit("")
 
 
+# The skips long enough to be worth letting go of the GIL for: whole ledgers (splitting a batch).
+RELEASES_GIL: Final = frozenset(("LedgerCloseMeta", "LedgerCloseMetaBatch"))
+
+
 def wrapper(name: str) -> str:
     return (
         f"static PyObject *py_s_{name}(PyObject *m, PyObject *const *a, Py_ssize_t n) "
-        f"{{ return call(m, s_{name}, a, n); }}"
+        f"{{ return call(m, s_{name}, a, n, {int(name in RELEASES_GIL)}); }}"
     )
 
 

@@ -57,8 +57,13 @@ def evicted_ledger_keys(raw: bytes) -> list[bytes]:
 def evicted_rows(raw: bytes) -> list[EvictedKeyRow]:
     """One row per evicted contract-data key, sorted by ``ledger_key_hash`` as contract-data rows are."""
     facts = peek_header(raw)
+    return eviction_rows(evicted_ledger_keys(raw), facts.sequence, facts.close_time)
+
+
+def eviction_rows(keys: list[bytes], sequence: int, close_time: int) -> list[EvictedKeyRow]:
+    """``evicted_rows`` for keys already found (``_walk.read_raw_state`` walks to them anyway)."""
     rows: list[EvictedKeyRow] = []
-    for key in evicted_ledger_keys(raw):
+    for key in keys:
         if int.from_bytes(key[:4], "big") != CONTRACT_DATA:
             continue  # TTL and contract-code keys
         data = xdr.LedgerKey.from_xdr_bytes(key).contract_data
@@ -72,8 +77,8 @@ def evicted_rows(raw: bytes) -> list[EvictedKeyRow]:
                 "contract_id": contract_strkey(address.contract_id.contract_id.hash),
                 "key": base64.b64encode(data.key.to_xdr_bytes()).decode(),
                 "contract_durability": DURABILITY_NAMES[data.durability.value],
-                "ledger_sequence": facts.sequence,
-                "closed_at": closed_at(facts.close_time),
+                "ledger_sequence": sequence,
+                "closed_at": closed_at(close_time),
             }
         )
     rows.sort(key=lambda r: r["ledger_key_hash"])

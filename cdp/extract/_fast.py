@@ -16,16 +16,18 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+import attrs
 from stellar_sdk import xdr
 
 from cdp.xdr import _skip as sk
 
 from ._changes import CONTRACT_DATA, REMOVED, TTL, LedgerInfo, compact
+from ._evictions import evicted_rows, eviction_rows
 from ._full import asset_contract_id, entry_row, extract_rows, native_contract_id
-from ._rows import ContractDataRow, Mode
+from ._rows import ContractDataRow, EvictedKeyRow, Mode
 from ._rules import DURABILITY_NAMES, Encoded, EntryReader, assemble_row, derive_rows, scval_type_name
 from ._scval_json import Unsupported, account_strkey, contract_strkey, scval
-from ._walk import CD_KEY_PREFIX, RawChange, key_bounds, ledger_key, read_raw_changes
+from ._walk import CD_KEY_PREFIX, RawChange, key_bounds, ledger_key, read_raw_changes, read_raw_state
 
 LOG = logging.getLogger("cdp.extract")
 
@@ -225,15 +227,28 @@ def _ttl_states_full(raw: bytes) -> list[tuple[str, int]]:
     return [(t.key_hash.hash.hex(), t.live_until_ledger_seq.uint32) for t in entries]
 
 
-def extract_state_fast(
-    raw: bytes, passphrase: str, mode: Mode = "compact"
-) -> tuple[list[ContractDataRow], list[tuple[str, int]], bool]:
-    """``extract_rows_fast``'s rows plus ``(key hash, live_until)`` of every TTL entry the ledger
-    leaves set, compacted (what a current-state table needs), from one walk; the flag says whether
-    the full decode had to answer instead."""
+@attrs.frozen
+class LedgerState:
+    """What a current-state table needs from one ledger."""
+
+    rows: list[ContractDataRow]
+    ttls: list[tuple[str, int]]  # (key hash, live_until) of every TTL entry the ledger leaves set
+    evictions: list[EvictedKeyRow]
+    fell_back: bool  # the full decode answered instead of the walk
+
+
+def extract_state_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> LedgerState:
+    """``extract_rows_fast``'s rows plus the TTLs the ledger leaves set (compacted) and the keys it
+    evicts, from one walk."""
     try:
-        info, changes = read_raw_changes(raw)
-        return _rows(raw, info, changes, passphrase, mode), _ttl_states(raw, changes), False
+        info, changes, evicted = read_raw_state(raw)
+        rows, ttls = _rows(raw, info, changes, passphrase, mode), _ttl_states(raw, changes)
+        return LedgerState(rows, ttls, eviction_rows(evicted, info.sequence, info.close_time), False)
     except Exception as exc:  # anything at all: the full decode answers, with its own clean error
         LOG.debug("fast path fell back error=%r", f"{type(exc).__name__}: {exc}")
-        return extract_rows(raw, passphrase, mode), _ttl_states_full(raw), True
+        return extract_state_full(raw, passphrase, mode, fell_back=True)
+
+
+def extract_state_full(raw: bytes, passphrase: str, mode: Mode = "compact", fell_back: bool = False) -> LedgerState:
+    """``extract_state_fast`` by the full decode (the evicted keys still found by skipping to them)."""
+    return LedgerState(extract_rows(raw, passphrase, mode), _ttl_states_full(raw), evicted_rows(raw), fell_back)

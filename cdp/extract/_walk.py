@@ -83,6 +83,7 @@ class _Walk:
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self.w = sk.words(raw)
+        self.evicted_at = -1  # the word where ``evicted_keys`` starts, once walked (v0 has none)
 
     def changes(
         self, o: int, out: list[RawChange], name: str, tx: int | None, tx_hash: str | None, op: int | None
@@ -147,7 +148,7 @@ class _Walk:
         """``ledger`` walked by the compiled ``scan_ledger``: Python sees only the wanted changes."""
         assert _SCAN_LEDGER is not None
         try:
-            batches = _SCAN_LEDGER(self.w)
+            batches, self.evicted_at = _SCAN_LEDGER(self.w)
         except ValueError as exc:
             raise FastPathError(str(exc)) from None
         out: list[RawChange] = []
@@ -239,12 +240,27 @@ class _Walk:
         o = self.array(o, ws.s_SCPHistoryEntry)
         if v:
             o += 2  # totalByteSizeOfLiveSorobanState
+            self.evicted_at = o
             o = self.array(o, ws.s_LedgerKey)
             if v == 1:
                 o = self.array(o, ws.s_LedgerEntry)
         if o != len(w):
             raise FastPathError(f"walk ended at byte {4 * o} of {len(raw)}")
         return fees + metas + posts + upgrades
+
+    def evicted_keys(self) -> list[bytes]:
+        """The ``LedgerKey`` XDR of every key the walked ledger evicts (``ledger`` has checked them)."""
+        w, o = self.w, self.evicted_at
+        if o < 0:
+            return []
+        keys = []
+        n = w[o]
+        o += 1
+        for _ in range(n):
+            end = ws.s_LedgerKey(w, o)
+            keys.append(self.raw[4 * o : 4 * end])
+            o = end
+        return keys
 
 
 def read_raw_changes(raw: bytes) -> tuple[LedgerInfo, list[RawChange]]:
@@ -254,6 +270,14 @@ def read_raw_changes(raw: bytes) -> tuple[LedgerInfo, list[RawChange]]:
         FastPathError: (or ``SkipError``, ``struct.error``, ``IndexError``, ``RecursionError``, ...)
             the walk cannot vouch for these bytes; use the full decode.
     """
+    info, changes, _ = read_raw_state(raw)
+    return info, changes
+
+
+def read_raw_state(raw: bytes) -> tuple[LedgerInfo, list[RawChange], list[bytes]]:
+    """``read_raw_changes`` plus the ledger's evicted keys (``LedgerKey`` XDR), from the same walk."""
     facts = peek_header(raw)
     info = LedgerInfo(facts.sequence, facts.close_time, facts.protocol, facts.meta_version)
-    return info, _Walk(raw).ledger()
+    walk = _Walk(raw)
+    changes = walk.ledger()
+    return info, changes, walk.evicted_keys()

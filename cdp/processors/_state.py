@@ -6,9 +6,8 @@ from __future__ import annotations
 import attrs
 
 from cdp._errors import ConfigError
-from cdp.extract import Ledger, Row, extract_rows
-from cdp.extract._evictions import evicted_rows
-from cdp.extract._fast import _ttl_states_full, extract_state_fast
+from cdp.extract import Ledger, Row
+from cdp.extract._fast import extract_state_fast, extract_state_full
 from cdp.extract._rows import STATE_KIND as KIND
 
 from ._base import LedgerProcessor, ProcessResult, describe
@@ -44,13 +43,11 @@ class ContractStateProcessor:
 
     def process(self, ledger: Ledger) -> ProcessResult:
         d = self.data
-        if d.fast:  # one walk for the rows and the TTLs
-            rows, ttls, fell_back = extract_state_fast(ledger.raw, d.passphrase, d.mode)
-        else:
-            rows, ttls, fell_back = extract_rows(ledger.raw, d.passphrase, d.mode), _ttl_states_full(ledger.raw), False
+        extract = extract_state_fast if d.fast else extract_state_full  # fast: one walk for all three
+        state = extract(ledger.raw, d.passphrase, d.mode)
         extra: list[Row] = [
             {KIND: "ttl", "key_hash": k, "live_until_ledger_seq": v, "ledger_sequence": ledger.sequence}
-            for k, v in ttls
+            for k, v in state.ttls
         ]
-        extra += [{KIND: "eviction", **r} for r in evicted_rows(ledger.raw)]
-        return ProcessResult([*d.trimmed(rows), *extra], {"fast_path_fallback": 1} if fell_back else {})
+        extra += [{KIND: "eviction", **r} for r in state.evictions]
+        return ProcessResult([*d.trimmed(state.rows), *extra], {"fast_path_fallback": 1} if state.fell_back else {})

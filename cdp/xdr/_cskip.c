@@ -26,7 +26,7 @@ static inline Py_ssize_t FAIL(Ctx *c, const char *what, Py_ssize_t at) {
   return -1;
 }
 
-#define CSKIP_SOURCE "c7ff74a16701cba595079e05cd9a949b6dd027507dddca1251b8bd0cc16fc7ec"
+#define CSKIP_SOURCE "5022520666e18d5ca4e4688fd73fff20d06905f2c92b7ed43f33e63cb697e7f5"
 
 static Py_ssize_t s_AccountEntry(Ctx *c, Py_ssize_t o, int depth);
 static Py_ssize_t s_AccountEntryExt(Ctx *c, Py_ssize_t o, int depth);
@@ -7866,8 +7866,10 @@ static Py_ssize_t s_uint64(Ctx *c, Py_ssize_t o, int depth) {
 typedef Py_ssize_t (*skipper)(Ctx *, Py_ssize_t, int);
 static PyObject *SkipError;
 
-/* s_<Type>(w, o, depth=0): w any buffer of 32-bit words. */
-static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs) {
+/* s_<Type>(w, o, depth=0): w any buffer of 32-bit words. Only whole-ledger skips let go of the GIL:
+   the rest take microseconds, and under contention a thread that lets go of the GIL waits up to the
+   switch interval (5 ms) to get it back. */
+static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs, int release) {
   (void)m;
   if (nargs < 2 || nargs > 3) {
     PyErr_SetString(PyExc_TypeError, "expected (words, offset[, depth])");
@@ -7887,10 +7889,12 @@ static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t
   if (o < 0) {
     c.what = "index out of range";
     c.at = o;
-  } else {
+  } else if (release) {
     Py_BEGIN_ALLOW_THREADS
     end = fn(&c, o, (int)depth);
     Py_END_ALLOW_THREADS
+  } else {
+    end = fn(&c, o, (int)depth);
   }
   PyBuffer_Release(&view);
   if (end < 0) {
@@ -7931,6 +7935,7 @@ typedef struct {
   long ea;
   Py_ssize_t eb;
   int32_t batch;
+  Py_ssize_t evicted_at; /* the word where evicted_keys starts; -1 in v0 */
   Rec *v[4]; /* fees, metas, post-apply fees, upgrades: LedgerChangeReader order */
   Py_ssize_t n[4], cap[4];
 } Scan;
@@ -8068,8 +8073,10 @@ static int ledger(Scan *x) {
   for (int32_t k = 0; k < n; k++)
     if (step(x, &o, s_LedgerUpgrade) || scan_one(x, &o, 3, UPGRADE, -1, -1, -1)) return -1;
   if (array_of(x, &o, s_SCPHistoryEntry)) return -1;
+  x->evicted_at = -1;
   if (v) {
     o += 2; /* totalByteSizeOfLiveSorobanState */
+    x->evicted_at = o;
     if (array_of(x, &o, s_LedgerKey)) return -1;
     if (v == 1 && array_of(x, &o, s_LedgerEntry)) return -1;
   }
@@ -8132,7 +8139,8 @@ fail:
 }
 
 /* scan_ledger(w): what _Walk.ledger finds, in LedgerChangeReader order (fees, metas, post-apply
-   fees, upgrades), as records (see records()); the walk itself runs without the GIL. */
+   fees, upgrades), as records (see records()), and the word where evicted_keys starts (-1: none);
+   the walk itself runs without the GIL. */
 static PyObject *py_scan_ledger(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
   (void)m;
   if (nargs != 1) {
@@ -8151,398 +8159,401 @@ static PyObject *py_scan_ledger(PyObject *m, PyObject *const *args, Py_ssize_t n
   Py_END_ALLOW_THREADS
   PyObject *result = NULL;
   if (failed) raise_for(&x);
-  else result = records(&x);
+  else {
+    PyObject *found = records(&x);
+    if (found) result = Py_BuildValue("(Nn)", found, x.evicted_at);
+  }
   for (int k = 0; k < 4; k++) free(x.v[k]);
   PyBuffer_Release(&view);
   return result;
 }
 
-static PyObject *py_s_AccountEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntry, a, n); }
-static PyObject *py_s_AccountEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExt, a, n); }
-static PyObject *py_s_AccountEntryExtensionV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV1, a, n); }
-static PyObject *py_s_AccountEntryExtensionV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV1Ext, a, n); }
-static PyObject *py_s_AccountEntryExtensionV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV2, a, n); }
-static PyObject *py_s_AccountEntryExtensionV2Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV2Ext, a, n); }
-static PyObject *py_s_AccountEntryExtensionV3(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV3, a, n); }
-static PyObject *py_s_AccountID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountID, a, n); }
-static PyObject *py_s_AccountMergeResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountMergeResult, a, n); }
-static PyObject *py_s_AllowTrustOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AllowTrustOp, a, n); }
-static PyObject *py_s_AllowTrustResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AllowTrustResult, a, n); }
-static PyObject *py_s_AlphaNum12(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AlphaNum12, a, n); }
-static PyObject *py_s_AlphaNum4(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AlphaNum4, a, n); }
-static PyObject *py_s_Asset(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Asset, a, n); }
-static PyObject *py_s_AssetCode(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AssetCode, a, n); }
-static PyObject *py_s_AssetCode12(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AssetCode12, a, n); }
-static PyObject *py_s_AssetCode4(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AssetCode4, a, n); }
-static PyObject *py_s_Auth(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Auth, a, n); }
-static PyObject *py_s_AuthCert(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AuthCert, a, n); }
-static PyObject *py_s_AuthenticatedMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AuthenticatedMessage, a, n); }
-static PyObject *py_s_AuthenticatedMessageV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AuthenticatedMessageV0, a, n); }
-static PyObject *py_s_BeginSponsoringFutureReservesOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BeginSponsoringFutureReservesOp, a, n); }
-static PyObject *py_s_BeginSponsoringFutureReservesResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BeginSponsoringFutureReservesResult, a, n); }
-static PyObject *py_s_BucketEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BucketEntry, a, n); }
-static PyObject *py_s_BucketMetadata(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BucketMetadata, a, n); }
-static PyObject *py_s_BucketMetadataExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BucketMetadataExt, a, n); }
-static PyObject *py_s_BumpSequenceOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BumpSequenceOp, a, n); }
-static PyObject *py_s_BumpSequenceResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BumpSequenceResult, a, n); }
-static PyObject *py_s_ChangeTrustAsset(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ChangeTrustAsset, a, n); }
-static PyObject *py_s_ChangeTrustOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ChangeTrustOp, a, n); }
-static PyObject *py_s_ChangeTrustResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ChangeTrustResult, a, n); }
-static PyObject *py_s_ClaimAtom(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimAtom, a, n); }
-static PyObject *py_s_ClaimClaimableBalanceOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimClaimableBalanceOp, a, n); }
-static PyObject *py_s_ClaimClaimableBalanceResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimClaimableBalanceResult, a, n); }
-static PyObject *py_s_ClaimLiquidityAtom(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimLiquidityAtom, a, n); }
-static PyObject *py_s_ClaimOfferAtom(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimOfferAtom, a, n); }
-static PyObject *py_s_ClaimOfferAtomV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimOfferAtomV0, a, n); }
-static PyObject *py_s_ClaimPredicate(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimPredicate, a, n); }
-static PyObject *py_s_ClaimableBalanceEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceEntry, a, n); }
-static PyObject *py_s_ClaimableBalanceEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceEntryExt, a, n); }
-static PyObject *py_s_ClaimableBalanceEntryExtensionV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceEntryExtensionV1, a, n); }
-static PyObject *py_s_ClaimableBalanceEntryExtensionV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceEntryExtensionV1Ext, a, n); }
-static PyObject *py_s_ClaimableBalanceID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceID, a, n); }
-static PyObject *py_s_Claimant(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Claimant, a, n); }
-static PyObject *py_s_ClaimantV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimantV0, a, n); }
-static PyObject *py_s_ClawbackClaimableBalanceOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClawbackClaimableBalanceOp, a, n); }
-static PyObject *py_s_ClawbackClaimableBalanceResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClawbackClaimableBalanceResult, a, n); }
-static PyObject *py_s_ClawbackOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClawbackOp, a, n); }
-static PyObject *py_s_ClawbackResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClawbackResult, a, n); }
-static PyObject *py_s_ConfigSettingContractBandwidthV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractBandwidthV0, a, n); }
-static PyObject *py_s_ConfigSettingContractComputeV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractComputeV0, a, n); }
-static PyObject *py_s_ConfigSettingContractEventsV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractEventsV0, a, n); }
-static PyObject *py_s_ConfigSettingContractExecutionLanesV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractExecutionLanesV0, a, n); }
-static PyObject *py_s_ConfigSettingContractHistoricalDataV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractHistoricalDataV0, a, n); }
-static PyObject *py_s_ConfigSettingContractLedgerCostExtV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractLedgerCostExtV0, a, n); }
-static PyObject *py_s_ConfigSettingContractLedgerCostV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractLedgerCostV0, a, n); }
-static PyObject *py_s_ConfigSettingContractParallelComputeV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractParallelComputeV0, a, n); }
-static PyObject *py_s_ConfigSettingEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingEntry, a, n); }
-static PyObject *py_s_ConfigSettingSCPTiming(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingSCPTiming, a, n); }
-static PyObject *py_s_ConfigUpgradeSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigUpgradeSet, a, n); }
-static PyObject *py_s_ConfigUpgradeSetKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigUpgradeSetKey, a, n); }
-static PyObject *py_s_ContractCodeCostInputs(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCodeCostInputs, a, n); }
-static PyObject *py_s_ContractCodeEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCodeEntry, a, n); }
-static PyObject *py_s_ContractCodeEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCodeEntryExt, a, n); }
-static PyObject *py_s_ContractCodeEntryV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCodeEntryV1, a, n); }
-static PyObject *py_s_ContractCostParamEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCostParamEntry, a, n); }
-static PyObject *py_s_ContractCostParams(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCostParams, a, n); }
-static PyObject *py_s_ContractDataEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractDataEntry, a, n); }
-static PyObject *py_s_ContractEvent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractEvent, a, n); }
-static PyObject *py_s_ContractEventBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractEventBody, a, n); }
-static PyObject *py_s_ContractEventV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractEventV0, a, n); }
-static PyObject *py_s_ContractExecutable(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractExecutable, a, n); }
-static PyObject *py_s_ContractID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractID, a, n); }
-static PyObject *py_s_ContractIDPreimage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractIDPreimage, a, n); }
-static PyObject *py_s_ContractIDPreimageFromAddress(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractIDPreimageFromAddress, a, n); }
-static PyObject *py_s_CreateAccountOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateAccountOp, a, n); }
-static PyObject *py_s_CreateAccountResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateAccountResult, a, n); }
-static PyObject *py_s_CreateClaimableBalanceOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateClaimableBalanceOp, a, n); }
-static PyObject *py_s_CreateClaimableBalanceResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateClaimableBalanceResult, a, n); }
-static PyObject *py_s_CreateContractArgs(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateContractArgs, a, n); }
-static PyObject *py_s_CreateContractArgsV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateContractArgsV2, a, n); }
-static PyObject *py_s_CreatePassiveSellOfferOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreatePassiveSellOfferOp, a, n); }
-static PyObject *py_s_Curve25519Public(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Curve25519Public, a, n); }
-static PyObject *py_s_Curve25519Secret(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Curve25519Secret, a, n); }
-static PyObject *py_s_DataEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DataEntry, a, n); }
-static PyObject *py_s_DataEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DataEntryExt, a, n); }
-static PyObject *py_s_DataValue(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DataValue, a, n); }
-static PyObject *py_s_DecoratedSignature(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DecoratedSignature, a, n); }
-static PyObject *py_s_DependentTxCluster(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DependentTxCluster, a, n); }
-static PyObject *py_s_DiagnosticEvent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DiagnosticEvent, a, n); }
-static PyObject *py_s_DontHave(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DontHave, a, n); }
-static PyObject *py_s_Duration(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Duration, a, n); }
-static PyObject *py_s_EncodedLedgerKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_EncodedLedgerKey, a, n); }
-static PyObject *py_s_EncryptedBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_EncryptedBody, a, n); }
-static PyObject *py_s_EndSponsoringFutureReservesResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_EndSponsoringFutureReservesResult, a, n); }
-static PyObject *py_s_Error(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Error, a, n); }
-static PyObject *py_s_EvictionIterator(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_EvictionIterator, a, n); }
-static PyObject *py_s_ExtendFootprintTTLOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ExtendFootprintTTLOp, a, n); }
-static PyObject *py_s_ExtendFootprintTTLResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ExtendFootprintTTLResult, a, n); }
-static PyObject *py_s_ExtensionPoint(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ExtensionPoint, a, n); }
-static PyObject *py_s_FeeBumpTransaction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FeeBumpTransaction, a, n); }
-static PyObject *py_s_FeeBumpTransactionEnvelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FeeBumpTransactionEnvelope, a, n); }
-static PyObject *py_s_FeeBumpTransactionExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FeeBumpTransactionExt, a, n); }
-static PyObject *py_s_FeeBumpTransactionInnerTx(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FeeBumpTransactionInnerTx, a, n); }
-static PyObject *py_s_FloodAdvert(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FloodAdvert, a, n); }
-static PyObject *py_s_FloodDemand(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FloodDemand, a, n); }
-static PyObject *py_s_FreezeBypassTxs(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FreezeBypassTxs, a, n); }
-static PyObject *py_s_FreezeBypassTxsDelta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FreezeBypassTxsDelta, a, n); }
-static PyObject *py_s_FrozenLedgerKeys(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FrozenLedgerKeys, a, n); }
-static PyObject *py_s_FrozenLedgerKeysDelta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FrozenLedgerKeysDelta, a, n); }
-static PyObject *py_s_GeneralizedTransactionSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_GeneralizedTransactionSet, a, n); }
-static PyObject *py_s_Hash(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Hash, a, n); }
-static PyObject *py_s_HashIDPreimage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimage, a, n); }
-static PyObject *py_s_HashIDPreimageContractId(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageContractId, a, n); }
-static PyObject *py_s_HashIDPreimageOperationId(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageOperationId, a, n); }
-static PyObject *py_s_HashIDPreimageRevokeId(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageRevokeId, a, n); }
-static PyObject *py_s_HashIDPreimageSorobanAuthorization(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageSorobanAuthorization, a, n); }
-static PyObject *py_s_HashIDPreimageSorobanAuthorizationWithAddress(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageSorobanAuthorizationWithAddress, a, n); }
-static PyObject *py_s_Hello(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Hello, a, n); }
-static PyObject *py_s_HmacSha256Key(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HmacSha256Key, a, n); }
-static PyObject *py_s_HmacSha256Mac(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HmacSha256Mac, a, n); }
-static PyObject *py_s_HostFunction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HostFunction, a, n); }
-static PyObject *py_s_HotArchiveBucketEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HotArchiveBucketEntry, a, n); }
-static PyObject *py_s_InflationPayout(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InflationPayout, a, n); }
-static PyObject *py_s_InflationResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InflationResult, a, n); }
-static PyObject *py_s_InnerTransactionResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InnerTransactionResult, a, n); }
-static PyObject *py_s_InnerTransactionResultExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InnerTransactionResultExt, a, n); }
-static PyObject *py_s_InnerTransactionResultPair(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InnerTransactionResultPair, a, n); }
-static PyObject *py_s_InnerTransactionResultResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InnerTransactionResultResult, a, n); }
-static PyObject *py_s_Int128Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Int128Parts, a, n); }
-static PyObject *py_s_Int256Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Int256Parts, a, n); }
-static PyObject *py_s_InvokeContractArgs(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InvokeContractArgs, a, n); }
-static PyObject *py_s_InvokeHostFunctionOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InvokeHostFunctionOp, a, n); }
-static PyObject *py_s_InvokeHostFunctionResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InvokeHostFunctionResult, a, n); }
-static PyObject *py_s_InvokeHostFunctionSuccessPreImage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InvokeHostFunctionSuccessPreImage, a, n); }
-static PyObject *py_s_LedgerBounds(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerBounds, a, n); }
-static PyObject *py_s_LedgerCloseMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMeta, a, n); }
-static PyObject *py_s_LedgerCloseMetaBatch(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaBatch, a, n); }
-static PyObject *py_s_LedgerCloseMetaExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaExt, a, n); }
-static PyObject *py_s_LedgerCloseMetaExtV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaExtV1, a, n); }
-static PyObject *py_s_LedgerCloseMetaV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaV0, a, n); }
-static PyObject *py_s_LedgerCloseMetaV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaV1, a, n); }
-static PyObject *py_s_LedgerCloseMetaV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaV2, a, n); }
-static PyObject *py_s_LedgerCloseValueSignature(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseValueSignature, a, n); }
-static PyObject *py_s_LedgerEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntry, a, n); }
-static PyObject *py_s_LedgerEntryChange(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryChange, a, n); }
-static PyObject *py_s_LedgerEntryChanges(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryChanges, a, n); }
-static PyObject *py_s_LedgerEntryData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryData, a, n); }
-static PyObject *py_s_LedgerEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryExt, a, n); }
-static PyObject *py_s_LedgerEntryExtensionV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryExtensionV1, a, n); }
-static PyObject *py_s_LedgerEntryExtensionV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryExtensionV1Ext, a, n); }
-static PyObject *py_s_LedgerFootprint(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerFootprint, a, n); }
-static PyObject *py_s_LedgerHeader(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeader, a, n); }
-static PyObject *py_s_LedgerHeaderExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderExt, a, n); }
-static PyObject *py_s_LedgerHeaderExtensionV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderExtensionV1, a, n); }
-static PyObject *py_s_LedgerHeaderExtensionV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderExtensionV1Ext, a, n); }
-static PyObject *py_s_LedgerHeaderHistoryEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderHistoryEntry, a, n); }
-static PyObject *py_s_LedgerHeaderHistoryEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderHistoryEntryExt, a, n); }
-static PyObject *py_s_LedgerKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKey, a, n); }
-static PyObject *py_s_LedgerKeyAccount(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyAccount, a, n); }
-static PyObject *py_s_LedgerKeyClaimableBalance(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyClaimableBalance, a, n); }
-static PyObject *py_s_LedgerKeyConfigSetting(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyConfigSetting, a, n); }
-static PyObject *py_s_LedgerKeyContractCode(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyContractCode, a, n); }
-static PyObject *py_s_LedgerKeyContractData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyContractData, a, n); }
-static PyObject *py_s_LedgerKeyData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyData, a, n); }
-static PyObject *py_s_LedgerKeyLiquidityPool(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyLiquidityPool, a, n); }
-static PyObject *py_s_LedgerKeyOffer(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyOffer, a, n); }
-static PyObject *py_s_LedgerKeyTrustLine(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyTrustLine, a, n); }
-static PyObject *py_s_LedgerKeyTtl(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyTtl, a, n); }
-static PyObject *py_s_LedgerSCPMessages(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerSCPMessages, a, n); }
-static PyObject *py_s_LedgerUpgrade(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerUpgrade, a, n); }
-static PyObject *py_s_Liabilities(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Liabilities, a, n); }
-static PyObject *py_s_LiquidityPoolConstantProductParameters(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolConstantProductParameters, a, n); }
-static PyObject *py_s_LiquidityPoolDepositOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolDepositOp, a, n); }
-static PyObject *py_s_LiquidityPoolDepositResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolDepositResult, a, n); }
-static PyObject *py_s_LiquidityPoolEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolEntry, a, n); }
-static PyObject *py_s_LiquidityPoolEntryBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolEntryBody, a, n); }
-static PyObject *py_s_LiquidityPoolEntryConstantProduct(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolEntryConstantProduct, a, n); }
-static PyObject *py_s_LiquidityPoolParameters(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolParameters, a, n); }
-static PyObject *py_s_LiquidityPoolWithdrawOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolWithdrawOp, a, n); }
-static PyObject *py_s_LiquidityPoolWithdrawResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolWithdrawResult, a, n); }
-static PyObject *py_s_ManageBuyOfferOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageBuyOfferOp, a, n); }
-static PyObject *py_s_ManageBuyOfferResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageBuyOfferResult, a, n); }
-static PyObject *py_s_ManageDataOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageDataOp, a, n); }
-static PyObject *py_s_ManageDataResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageDataResult, a, n); }
-static PyObject *py_s_ManageOfferSuccessResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageOfferSuccessResult, a, n); }
-static PyObject *py_s_ManageOfferSuccessResultOffer(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageOfferSuccessResultOffer, a, n); }
-static PyObject *py_s_ManageSellOfferOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageSellOfferOp, a, n); }
-static PyObject *py_s_ManageSellOfferResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageSellOfferResult, a, n); }
-static PyObject *py_s_Memo(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Memo, a, n); }
-static PyObject *py_s_MuxedAccount(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_MuxedAccount, a, n); }
-static PyObject *py_s_MuxedAccountMed25519(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_MuxedAccountMed25519, a, n); }
-static PyObject *py_s_MuxedEd25519Account(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_MuxedEd25519Account, a, n); }
-static PyObject *py_s_NodeID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_NodeID, a, n); }
-static PyObject *py_s_OfferEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OfferEntry, a, n); }
-static PyObject *py_s_OfferEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OfferEntryExt, a, n); }
-static PyObject *py_s_Operation(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Operation, a, n); }
-static PyObject *py_s_OperationBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationBody, a, n); }
-static PyObject *py_s_OperationMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationMeta, a, n); }
-static PyObject *py_s_OperationMetaV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationMetaV2, a, n); }
-static PyObject *py_s_OperationResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationResult, a, n); }
-static PyObject *py_s_OperationResultTr(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationResultTr, a, n); }
-static PyObject *py_s_ParallelTxExecutionStage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ParallelTxExecutionStage, a, n); }
-static PyObject *py_s_ParallelTxsComponent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ParallelTxsComponent, a, n); }
-static PyObject *py_s_PathPaymentStrictReceiveOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictReceiveOp, a, n); }
-static PyObject *py_s_PathPaymentStrictReceiveResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictReceiveResult, a, n); }
-static PyObject *py_s_PathPaymentStrictReceiveResultSuccess(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictReceiveResultSuccess, a, n); }
-static PyObject *py_s_PathPaymentStrictSendOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictSendOp, a, n); }
-static PyObject *py_s_PathPaymentStrictSendResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictSendResult, a, n); }
-static PyObject *py_s_PathPaymentStrictSendResultSuccess(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictSendResultSuccess, a, n); }
-static PyObject *py_s_PaymentOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PaymentOp, a, n); }
-static PyObject *py_s_PaymentResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PaymentResult, a, n); }
-static PyObject *py_s_PeerAddress(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PeerAddress, a, n); }
-static PyObject *py_s_PeerAddressIp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PeerAddressIp, a, n); }
-static PyObject *py_s_PeerStats(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PeerStats, a, n); }
-static PyObject *py_s_PersistedSCPState(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PersistedSCPState, a, n); }
-static PyObject *py_s_PersistedSCPStateV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PersistedSCPStateV0, a, n); }
-static PyObject *py_s_PersistedSCPStateV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PersistedSCPStateV1, a, n); }
-static PyObject *py_s_PoolID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PoolID, a, n); }
-static PyObject *py_s_Preconditions(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Preconditions, a, n); }
-static PyObject *py_s_PreconditionsV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PreconditionsV2, a, n); }
-static PyObject *py_s_Price(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Price, a, n); }
-static PyObject *py_s_PublicKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PublicKey, a, n); }
-static PyObject *py_s_RestoreFootprintOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RestoreFootprintOp, a, n); }
-static PyObject *py_s_RestoreFootprintResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RestoreFootprintResult, a, n); }
-static PyObject *py_s_RevokeSponsorshipOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RevokeSponsorshipOp, a, n); }
-static PyObject *py_s_RevokeSponsorshipOpSigner(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RevokeSponsorshipOpSigner, a, n); }
-static PyObject *py_s_RevokeSponsorshipResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RevokeSponsorshipResult, a, n); }
-static PyObject *py_s_SCAddress(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCAddress, a, n); }
-static PyObject *py_s_SCBytes(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCBytes, a, n); }
-static PyObject *py_s_SCContractInstance(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCContractInstance, a, n); }
-static PyObject *py_s_SCEnvMetaEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCEnvMetaEntry, a, n); }
-static PyObject *py_s_SCEnvMetaEntryInterfaceVersion(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCEnvMetaEntryInterfaceVersion, a, n); }
-static PyObject *py_s_SCError(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCError, a, n); }
-static PyObject *py_s_SCMap(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCMap, a, n); }
-static PyObject *py_s_SCMapEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCMapEntry, a, n); }
-static PyObject *py_s_SCMetaEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCMetaEntry, a, n); }
-static PyObject *py_s_SCMetaV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCMetaV0, a, n); }
-static PyObject *py_s_SCNonceKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCNonceKey, a, n); }
-static PyObject *py_s_SCPBallot(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPBallot, a, n); }
-static PyObject *py_s_SCPEnvelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPEnvelope, a, n); }
-static PyObject *py_s_SCPHistoryEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPHistoryEntry, a, n); }
-static PyObject *py_s_SCPHistoryEntryV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPHistoryEntryV0, a, n); }
-static PyObject *py_s_SCPNomination(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPNomination, a, n); }
-static PyObject *py_s_SCPQuorumSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPQuorumSet, a, n); }
-static PyObject *py_s_SCPStatement(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatement, a, n); }
-static PyObject *py_s_SCPStatementConfirm(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatementConfirm, a, n); }
-static PyObject *py_s_SCPStatementExternalize(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatementExternalize, a, n); }
-static PyObject *py_s_SCPStatementPledges(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatementPledges, a, n); }
-static PyObject *py_s_SCPStatementPrepare(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatementPrepare, a, n); }
-static PyObject *py_s_SCSpecEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecEntry, a, n); }
-static PyObject *py_s_SCSpecEventParamV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecEventParamV0, a, n); }
-static PyObject *py_s_SCSpecEventV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecEventV0, a, n); }
-static PyObject *py_s_SCSpecFunctionInputV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecFunctionInputV0, a, n); }
-static PyObject *py_s_SCSpecFunctionV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecFunctionV0, a, n); }
-static PyObject *py_s_SCSpecTypeBytesN(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeBytesN, a, n); }
-static PyObject *py_s_SCSpecTypeDef(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeDef, a, n); }
-static PyObject *py_s_SCSpecTypeMap(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeMap, a, n); }
-static PyObject *py_s_SCSpecTypeOption(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeOption, a, n); }
-static PyObject *py_s_SCSpecTypeResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeResult, a, n); }
-static PyObject *py_s_SCSpecTypeTuple(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeTuple, a, n); }
-static PyObject *py_s_SCSpecTypeUDT(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeUDT, a, n); }
-static PyObject *py_s_SCSpecTypeVec(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeVec, a, n); }
-static PyObject *py_s_SCSpecUDTEnumCaseV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTEnumCaseV0, a, n); }
-static PyObject *py_s_SCSpecUDTEnumV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTEnumV0, a, n); }
-static PyObject *py_s_SCSpecUDTErrorEnumCaseV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTErrorEnumCaseV0, a, n); }
-static PyObject *py_s_SCSpecUDTErrorEnumV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTErrorEnumV0, a, n); }
-static PyObject *py_s_SCSpecUDTStructFieldV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTStructFieldV0, a, n); }
-static PyObject *py_s_SCSpecUDTStructV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTStructV0, a, n); }
-static PyObject *py_s_SCSpecUDTUnionCaseTupleV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTUnionCaseTupleV0, a, n); }
-static PyObject *py_s_SCSpecUDTUnionCaseV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTUnionCaseV0, a, n); }
-static PyObject *py_s_SCSpecUDTUnionCaseVoidV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTUnionCaseVoidV0, a, n); }
-static PyObject *py_s_SCSpecUDTUnionV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTUnionV0, a, n); }
-static PyObject *py_s_SCString(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCString, a, n); }
-static PyObject *py_s_SCSymbol(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSymbol, a, n); }
-static PyObject *py_s_SCVal(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCVal, a, n); }
-static PyObject *py_s_SCVec(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCVec, a, n); }
-static PyObject *py_s_SendMore(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SendMore, a, n); }
-static PyObject *py_s_SendMoreExtended(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SendMoreExtended, a, n); }
-static PyObject *py_s_SequenceNumber(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SequenceNumber, a, n); }
-static PyObject *py_s_SerializedBinaryFuseFilter(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SerializedBinaryFuseFilter, a, n); }
-static PyObject *py_s_SetOptionsOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SetOptionsOp, a, n); }
-static PyObject *py_s_SetOptionsResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SetOptionsResult, a, n); }
-static PyObject *py_s_SetTrustLineFlagsOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SetTrustLineFlagsOp, a, n); }
-static PyObject *py_s_SetTrustLineFlagsResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SetTrustLineFlagsResult, a, n); }
-static PyObject *py_s_ShortHashSeed(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ShortHashSeed, a, n); }
-static PyObject *py_s_Signature(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Signature, a, n); }
-static PyObject *py_s_SignatureHint(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignatureHint, a, n); }
-static PyObject *py_s_SignedTimeSlicedSurveyRequestMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignedTimeSlicedSurveyRequestMessage, a, n); }
-static PyObject *py_s_SignedTimeSlicedSurveyResponseMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignedTimeSlicedSurveyResponseMessage, a, n); }
-static PyObject *py_s_SignedTimeSlicedSurveyStartCollectingMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignedTimeSlicedSurveyStartCollectingMessage, a, n); }
-static PyObject *py_s_SignedTimeSlicedSurveyStopCollectingMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignedTimeSlicedSurveyStopCollectingMessage, a, n); }
-static PyObject *py_s_Signer(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Signer, a, n); }
-static PyObject *py_s_SignerKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignerKey, a, n); }
-static PyObject *py_s_SignerKeyEd25519SignedPayload(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignerKeyEd25519SignedPayload, a, n); }
-static PyObject *py_s_SimplePaymentResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SimplePaymentResult, a, n); }
-static PyObject *py_s_SorobanAddressCredentials(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAddressCredentials, a, n); }
-static PyObject *py_s_SorobanAddressCredentialsWithDelegates(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAddressCredentialsWithDelegates, a, n); }
-static PyObject *py_s_SorobanAuthorizationEntries(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAuthorizationEntries, a, n); }
-static PyObject *py_s_SorobanAuthorizationEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAuthorizationEntry, a, n); }
-static PyObject *py_s_SorobanAuthorizedFunction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAuthorizedFunction, a, n); }
-static PyObject *py_s_SorobanAuthorizedInvocation(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAuthorizedInvocation, a, n); }
-static PyObject *py_s_SorobanCredentials(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanCredentials, a, n); }
-static PyObject *py_s_SorobanDelegateSignature(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanDelegateSignature, a, n); }
-static PyObject *py_s_SorobanResources(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanResources, a, n); }
-static PyObject *py_s_SorobanResourcesExtV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanResourcesExtV0, a, n); }
-static PyObject *py_s_SorobanTransactionData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionData, a, n); }
-static PyObject *py_s_SorobanTransactionDataExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionDataExt, a, n); }
-static PyObject *py_s_SorobanTransactionMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionMeta, a, n); }
-static PyObject *py_s_SorobanTransactionMetaExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionMetaExt, a, n); }
-static PyObject *py_s_SorobanTransactionMetaExtV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionMetaExtV1, a, n); }
-static PyObject *py_s_SorobanTransactionMetaV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionMetaV2, a, n); }
-static PyObject *py_s_SponsorshipDescriptor(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SponsorshipDescriptor, a, n); }
-static PyObject *py_s_StateArchivalSettings(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StateArchivalSettings, a, n); }
-static PyObject *py_s_StellarMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StellarMessage, a, n); }
-static PyObject *py_s_StellarValue(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StellarValue, a, n); }
-static PyObject *py_s_StellarValueExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StellarValueExt, a, n); }
-static PyObject *py_s_StoredDebugTransactionSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StoredDebugTransactionSet, a, n); }
-static PyObject *py_s_StoredTransactionSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StoredTransactionSet, a, n); }
-static PyObject *py_s_SurveyRequestMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SurveyRequestMessage, a, n); }
-static PyObject *py_s_SurveyResponseBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SurveyResponseBody, a, n); }
-static PyObject *py_s_SurveyResponseMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SurveyResponseMessage, a, n); }
-static PyObject *py_s_TTLEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TTLEntry, a, n); }
-static PyObject *py_s_Thresholds(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Thresholds, a, n); }
-static PyObject *py_s_TimeBounds(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeBounds, a, n); }
-static PyObject *py_s_TimePoint(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimePoint, a, n); }
-static PyObject *py_s_TimeSlicedNodeData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedNodeData, a, n); }
-static PyObject *py_s_TimeSlicedPeerData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedPeerData, a, n); }
-static PyObject *py_s_TimeSlicedPeerDataList(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedPeerDataList, a, n); }
-static PyObject *py_s_TimeSlicedSurveyRequestMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedSurveyRequestMessage, a, n); }
-static PyObject *py_s_TimeSlicedSurveyResponseMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedSurveyResponseMessage, a, n); }
-static PyObject *py_s_TimeSlicedSurveyStartCollectingMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedSurveyStartCollectingMessage, a, n); }
-static PyObject *py_s_TimeSlicedSurveyStopCollectingMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedSurveyStopCollectingMessage, a, n); }
-static PyObject *py_s_TopologyResponseBodyV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TopologyResponseBodyV2, a, n); }
-static PyObject *py_s_Transaction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Transaction, a, n); }
-static PyObject *py_s_TransactionEnvelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionEnvelope, a, n); }
-static PyObject *py_s_TransactionEvent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionEvent, a, n); }
-static PyObject *py_s_TransactionExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionExt, a, n); }
-static PyObject *py_s_TransactionHistoryEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionHistoryEntry, a, n); }
-static PyObject *py_s_TransactionHistoryEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionHistoryEntryExt, a, n); }
-static PyObject *py_s_TransactionHistoryResultEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionHistoryResultEntry, a, n); }
-static PyObject *py_s_TransactionHistoryResultEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionHistoryResultEntryExt, a, n); }
-static PyObject *py_s_TransactionMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMeta, a, n); }
-static PyObject *py_s_TransactionMetaV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMetaV1, a, n); }
-static PyObject *py_s_TransactionMetaV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMetaV2, a, n); }
-static PyObject *py_s_TransactionMetaV3(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMetaV3, a, n); }
-static PyObject *py_s_TransactionMetaV4(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMetaV4, a, n); }
-static PyObject *py_s_TransactionPhase(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionPhase, a, n); }
-static PyObject *py_s_TransactionResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResult, a, n); }
-static PyObject *py_s_TransactionResultExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultExt, a, n); }
-static PyObject *py_s_TransactionResultMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultMeta, a, n); }
-static PyObject *py_s_TransactionResultMetaV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultMetaV1, a, n); }
-static PyObject *py_s_TransactionResultPair(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultPair, a, n); }
-static PyObject *py_s_TransactionResultResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultResult, a, n); }
-static PyObject *py_s_TransactionResultSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultSet, a, n); }
-static PyObject *py_s_TransactionSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionSet, a, n); }
-static PyObject *py_s_TransactionSetV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionSetV1, a, n); }
-static PyObject *py_s_TransactionSignaturePayload(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionSignaturePayload, a, n); }
-static PyObject *py_s_TransactionSignaturePayloadTaggedTransaction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionSignaturePayloadTaggedTransaction, a, n); }
-static PyObject *py_s_TransactionV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionV0, a, n); }
-static PyObject *py_s_TransactionV0Envelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionV0Envelope, a, n); }
-static PyObject *py_s_TransactionV0Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionV0Ext, a, n); }
-static PyObject *py_s_TransactionV1Envelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionV1Envelope, a, n); }
-static PyObject *py_s_TrustLineAsset(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineAsset, a, n); }
-static PyObject *py_s_TrustLineEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntry, a, n); }
-static PyObject *py_s_TrustLineEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryExt, a, n); }
-static PyObject *py_s_TrustLineEntryExtensionV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryExtensionV2, a, n); }
-static PyObject *py_s_TrustLineEntryExtensionV2Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryExtensionV2Ext, a, n); }
-static PyObject *py_s_TrustLineEntryV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryV1, a, n); }
-static PyObject *py_s_TrustLineEntryV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryV1Ext, a, n); }
-static PyObject *py_s_TxAdvertVector(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TxAdvertVector, a, n); }
-static PyObject *py_s_TxDemandVector(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TxDemandVector, a, n); }
-static PyObject *py_s_TxSetComponent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TxSetComponent, a, n); }
-static PyObject *py_s_TxSetComponentTxsMaybeDiscountedFee(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TxSetComponentTxsMaybeDiscountedFee, a, n); }
-static PyObject *py_s_UInt128Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_UInt128Parts, a, n); }
-static PyObject *py_s_UInt256Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_UInt256Parts, a, n); }
-static PyObject *py_s_UpgradeEntryMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_UpgradeEntryMeta, a, n); }
-static PyObject *py_s_UpgradeType(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_UpgradeType, a, n); }
-static PyObject *py_s_Value(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Value, a, n); }
-static PyObject *py_s_int32(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_int32, a, n); }
-static PyObject *py_s_int64(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_int64, a, n); }
-static PyObject *py_s_string32(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_string32, a, n); }
-static PyObject *py_s_string64(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_string64, a, n); }
-static PyObject *py_s_uint256(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_uint256, a, n); }
-static PyObject *py_s_uint32(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_uint32, a, n); }
-static PyObject *py_s_uint64(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_uint64, a, n); }
+static PyObject *py_s_AccountEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntry, a, n, 0); }
+static PyObject *py_s_AccountEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExt, a, n, 0); }
+static PyObject *py_s_AccountEntryExtensionV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV1, a, n, 0); }
+static PyObject *py_s_AccountEntryExtensionV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV1Ext, a, n, 0); }
+static PyObject *py_s_AccountEntryExtensionV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV2, a, n, 0); }
+static PyObject *py_s_AccountEntryExtensionV2Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV2Ext, a, n, 0); }
+static PyObject *py_s_AccountEntryExtensionV3(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountEntryExtensionV3, a, n, 0); }
+static PyObject *py_s_AccountID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountID, a, n, 0); }
+static PyObject *py_s_AccountMergeResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AccountMergeResult, a, n, 0); }
+static PyObject *py_s_AllowTrustOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AllowTrustOp, a, n, 0); }
+static PyObject *py_s_AllowTrustResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AllowTrustResult, a, n, 0); }
+static PyObject *py_s_AlphaNum12(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AlphaNum12, a, n, 0); }
+static PyObject *py_s_AlphaNum4(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AlphaNum4, a, n, 0); }
+static PyObject *py_s_Asset(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Asset, a, n, 0); }
+static PyObject *py_s_AssetCode(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AssetCode, a, n, 0); }
+static PyObject *py_s_AssetCode12(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AssetCode12, a, n, 0); }
+static PyObject *py_s_AssetCode4(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AssetCode4, a, n, 0); }
+static PyObject *py_s_Auth(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Auth, a, n, 0); }
+static PyObject *py_s_AuthCert(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AuthCert, a, n, 0); }
+static PyObject *py_s_AuthenticatedMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AuthenticatedMessage, a, n, 0); }
+static PyObject *py_s_AuthenticatedMessageV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_AuthenticatedMessageV0, a, n, 0); }
+static PyObject *py_s_BeginSponsoringFutureReservesOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BeginSponsoringFutureReservesOp, a, n, 0); }
+static PyObject *py_s_BeginSponsoringFutureReservesResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BeginSponsoringFutureReservesResult, a, n, 0); }
+static PyObject *py_s_BucketEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BucketEntry, a, n, 0); }
+static PyObject *py_s_BucketMetadata(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BucketMetadata, a, n, 0); }
+static PyObject *py_s_BucketMetadataExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BucketMetadataExt, a, n, 0); }
+static PyObject *py_s_BumpSequenceOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BumpSequenceOp, a, n, 0); }
+static PyObject *py_s_BumpSequenceResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_BumpSequenceResult, a, n, 0); }
+static PyObject *py_s_ChangeTrustAsset(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ChangeTrustAsset, a, n, 0); }
+static PyObject *py_s_ChangeTrustOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ChangeTrustOp, a, n, 0); }
+static PyObject *py_s_ChangeTrustResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ChangeTrustResult, a, n, 0); }
+static PyObject *py_s_ClaimAtom(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimAtom, a, n, 0); }
+static PyObject *py_s_ClaimClaimableBalanceOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimClaimableBalanceOp, a, n, 0); }
+static PyObject *py_s_ClaimClaimableBalanceResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimClaimableBalanceResult, a, n, 0); }
+static PyObject *py_s_ClaimLiquidityAtom(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimLiquidityAtom, a, n, 0); }
+static PyObject *py_s_ClaimOfferAtom(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimOfferAtom, a, n, 0); }
+static PyObject *py_s_ClaimOfferAtomV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimOfferAtomV0, a, n, 0); }
+static PyObject *py_s_ClaimPredicate(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimPredicate, a, n, 0); }
+static PyObject *py_s_ClaimableBalanceEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceEntry, a, n, 0); }
+static PyObject *py_s_ClaimableBalanceEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceEntryExt, a, n, 0); }
+static PyObject *py_s_ClaimableBalanceEntryExtensionV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceEntryExtensionV1, a, n, 0); }
+static PyObject *py_s_ClaimableBalanceEntryExtensionV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceEntryExtensionV1Ext, a, n, 0); }
+static PyObject *py_s_ClaimableBalanceID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimableBalanceID, a, n, 0); }
+static PyObject *py_s_Claimant(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Claimant, a, n, 0); }
+static PyObject *py_s_ClaimantV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClaimantV0, a, n, 0); }
+static PyObject *py_s_ClawbackClaimableBalanceOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClawbackClaimableBalanceOp, a, n, 0); }
+static PyObject *py_s_ClawbackClaimableBalanceResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClawbackClaimableBalanceResult, a, n, 0); }
+static PyObject *py_s_ClawbackOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClawbackOp, a, n, 0); }
+static PyObject *py_s_ClawbackResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ClawbackResult, a, n, 0); }
+static PyObject *py_s_ConfigSettingContractBandwidthV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractBandwidthV0, a, n, 0); }
+static PyObject *py_s_ConfigSettingContractComputeV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractComputeV0, a, n, 0); }
+static PyObject *py_s_ConfigSettingContractEventsV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractEventsV0, a, n, 0); }
+static PyObject *py_s_ConfigSettingContractExecutionLanesV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractExecutionLanesV0, a, n, 0); }
+static PyObject *py_s_ConfigSettingContractHistoricalDataV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractHistoricalDataV0, a, n, 0); }
+static PyObject *py_s_ConfigSettingContractLedgerCostExtV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractLedgerCostExtV0, a, n, 0); }
+static PyObject *py_s_ConfigSettingContractLedgerCostV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractLedgerCostV0, a, n, 0); }
+static PyObject *py_s_ConfigSettingContractParallelComputeV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingContractParallelComputeV0, a, n, 0); }
+static PyObject *py_s_ConfigSettingEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingEntry, a, n, 0); }
+static PyObject *py_s_ConfigSettingSCPTiming(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigSettingSCPTiming, a, n, 0); }
+static PyObject *py_s_ConfigUpgradeSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigUpgradeSet, a, n, 0); }
+static PyObject *py_s_ConfigUpgradeSetKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ConfigUpgradeSetKey, a, n, 0); }
+static PyObject *py_s_ContractCodeCostInputs(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCodeCostInputs, a, n, 0); }
+static PyObject *py_s_ContractCodeEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCodeEntry, a, n, 0); }
+static PyObject *py_s_ContractCodeEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCodeEntryExt, a, n, 0); }
+static PyObject *py_s_ContractCodeEntryV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCodeEntryV1, a, n, 0); }
+static PyObject *py_s_ContractCostParamEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCostParamEntry, a, n, 0); }
+static PyObject *py_s_ContractCostParams(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractCostParams, a, n, 0); }
+static PyObject *py_s_ContractDataEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractDataEntry, a, n, 0); }
+static PyObject *py_s_ContractEvent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractEvent, a, n, 0); }
+static PyObject *py_s_ContractEventBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractEventBody, a, n, 0); }
+static PyObject *py_s_ContractEventV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractEventV0, a, n, 0); }
+static PyObject *py_s_ContractExecutable(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractExecutable, a, n, 0); }
+static PyObject *py_s_ContractID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractID, a, n, 0); }
+static PyObject *py_s_ContractIDPreimage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractIDPreimage, a, n, 0); }
+static PyObject *py_s_ContractIDPreimageFromAddress(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ContractIDPreimageFromAddress, a, n, 0); }
+static PyObject *py_s_CreateAccountOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateAccountOp, a, n, 0); }
+static PyObject *py_s_CreateAccountResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateAccountResult, a, n, 0); }
+static PyObject *py_s_CreateClaimableBalanceOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateClaimableBalanceOp, a, n, 0); }
+static PyObject *py_s_CreateClaimableBalanceResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateClaimableBalanceResult, a, n, 0); }
+static PyObject *py_s_CreateContractArgs(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateContractArgs, a, n, 0); }
+static PyObject *py_s_CreateContractArgsV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreateContractArgsV2, a, n, 0); }
+static PyObject *py_s_CreatePassiveSellOfferOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_CreatePassiveSellOfferOp, a, n, 0); }
+static PyObject *py_s_Curve25519Public(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Curve25519Public, a, n, 0); }
+static PyObject *py_s_Curve25519Secret(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Curve25519Secret, a, n, 0); }
+static PyObject *py_s_DataEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DataEntry, a, n, 0); }
+static PyObject *py_s_DataEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DataEntryExt, a, n, 0); }
+static PyObject *py_s_DataValue(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DataValue, a, n, 0); }
+static PyObject *py_s_DecoratedSignature(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DecoratedSignature, a, n, 0); }
+static PyObject *py_s_DependentTxCluster(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DependentTxCluster, a, n, 0); }
+static PyObject *py_s_DiagnosticEvent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DiagnosticEvent, a, n, 0); }
+static PyObject *py_s_DontHave(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_DontHave, a, n, 0); }
+static PyObject *py_s_Duration(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Duration, a, n, 0); }
+static PyObject *py_s_EncodedLedgerKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_EncodedLedgerKey, a, n, 0); }
+static PyObject *py_s_EncryptedBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_EncryptedBody, a, n, 0); }
+static PyObject *py_s_EndSponsoringFutureReservesResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_EndSponsoringFutureReservesResult, a, n, 0); }
+static PyObject *py_s_Error(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Error, a, n, 0); }
+static PyObject *py_s_EvictionIterator(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_EvictionIterator, a, n, 0); }
+static PyObject *py_s_ExtendFootprintTTLOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ExtendFootprintTTLOp, a, n, 0); }
+static PyObject *py_s_ExtendFootprintTTLResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ExtendFootprintTTLResult, a, n, 0); }
+static PyObject *py_s_ExtensionPoint(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ExtensionPoint, a, n, 0); }
+static PyObject *py_s_FeeBumpTransaction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FeeBumpTransaction, a, n, 0); }
+static PyObject *py_s_FeeBumpTransactionEnvelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FeeBumpTransactionEnvelope, a, n, 0); }
+static PyObject *py_s_FeeBumpTransactionExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FeeBumpTransactionExt, a, n, 0); }
+static PyObject *py_s_FeeBumpTransactionInnerTx(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FeeBumpTransactionInnerTx, a, n, 0); }
+static PyObject *py_s_FloodAdvert(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FloodAdvert, a, n, 0); }
+static PyObject *py_s_FloodDemand(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FloodDemand, a, n, 0); }
+static PyObject *py_s_FreezeBypassTxs(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FreezeBypassTxs, a, n, 0); }
+static PyObject *py_s_FreezeBypassTxsDelta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FreezeBypassTxsDelta, a, n, 0); }
+static PyObject *py_s_FrozenLedgerKeys(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FrozenLedgerKeys, a, n, 0); }
+static PyObject *py_s_FrozenLedgerKeysDelta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_FrozenLedgerKeysDelta, a, n, 0); }
+static PyObject *py_s_GeneralizedTransactionSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_GeneralizedTransactionSet, a, n, 0); }
+static PyObject *py_s_Hash(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Hash, a, n, 0); }
+static PyObject *py_s_HashIDPreimage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimage, a, n, 0); }
+static PyObject *py_s_HashIDPreimageContractId(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageContractId, a, n, 0); }
+static PyObject *py_s_HashIDPreimageOperationId(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageOperationId, a, n, 0); }
+static PyObject *py_s_HashIDPreimageRevokeId(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageRevokeId, a, n, 0); }
+static PyObject *py_s_HashIDPreimageSorobanAuthorization(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageSorobanAuthorization, a, n, 0); }
+static PyObject *py_s_HashIDPreimageSorobanAuthorizationWithAddress(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HashIDPreimageSorobanAuthorizationWithAddress, a, n, 0); }
+static PyObject *py_s_Hello(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Hello, a, n, 0); }
+static PyObject *py_s_HmacSha256Key(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HmacSha256Key, a, n, 0); }
+static PyObject *py_s_HmacSha256Mac(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HmacSha256Mac, a, n, 0); }
+static PyObject *py_s_HostFunction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HostFunction, a, n, 0); }
+static PyObject *py_s_HotArchiveBucketEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_HotArchiveBucketEntry, a, n, 0); }
+static PyObject *py_s_InflationPayout(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InflationPayout, a, n, 0); }
+static PyObject *py_s_InflationResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InflationResult, a, n, 0); }
+static PyObject *py_s_InnerTransactionResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InnerTransactionResult, a, n, 0); }
+static PyObject *py_s_InnerTransactionResultExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InnerTransactionResultExt, a, n, 0); }
+static PyObject *py_s_InnerTransactionResultPair(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InnerTransactionResultPair, a, n, 0); }
+static PyObject *py_s_InnerTransactionResultResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InnerTransactionResultResult, a, n, 0); }
+static PyObject *py_s_Int128Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Int128Parts, a, n, 0); }
+static PyObject *py_s_Int256Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Int256Parts, a, n, 0); }
+static PyObject *py_s_InvokeContractArgs(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InvokeContractArgs, a, n, 0); }
+static PyObject *py_s_InvokeHostFunctionOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InvokeHostFunctionOp, a, n, 0); }
+static PyObject *py_s_InvokeHostFunctionResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InvokeHostFunctionResult, a, n, 0); }
+static PyObject *py_s_InvokeHostFunctionSuccessPreImage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_InvokeHostFunctionSuccessPreImage, a, n, 0); }
+static PyObject *py_s_LedgerBounds(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerBounds, a, n, 0); }
+static PyObject *py_s_LedgerCloseMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMeta, a, n, 1); }
+static PyObject *py_s_LedgerCloseMetaBatch(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaBatch, a, n, 1); }
+static PyObject *py_s_LedgerCloseMetaExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaExt, a, n, 0); }
+static PyObject *py_s_LedgerCloseMetaExtV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaExtV1, a, n, 0); }
+static PyObject *py_s_LedgerCloseMetaV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaV0, a, n, 0); }
+static PyObject *py_s_LedgerCloseMetaV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaV1, a, n, 0); }
+static PyObject *py_s_LedgerCloseMetaV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseMetaV2, a, n, 0); }
+static PyObject *py_s_LedgerCloseValueSignature(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerCloseValueSignature, a, n, 0); }
+static PyObject *py_s_LedgerEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntry, a, n, 0); }
+static PyObject *py_s_LedgerEntryChange(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryChange, a, n, 0); }
+static PyObject *py_s_LedgerEntryChanges(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryChanges, a, n, 0); }
+static PyObject *py_s_LedgerEntryData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryData, a, n, 0); }
+static PyObject *py_s_LedgerEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryExt, a, n, 0); }
+static PyObject *py_s_LedgerEntryExtensionV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryExtensionV1, a, n, 0); }
+static PyObject *py_s_LedgerEntryExtensionV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerEntryExtensionV1Ext, a, n, 0); }
+static PyObject *py_s_LedgerFootprint(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerFootprint, a, n, 0); }
+static PyObject *py_s_LedgerHeader(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeader, a, n, 0); }
+static PyObject *py_s_LedgerHeaderExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderExt, a, n, 0); }
+static PyObject *py_s_LedgerHeaderExtensionV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderExtensionV1, a, n, 0); }
+static PyObject *py_s_LedgerHeaderExtensionV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderExtensionV1Ext, a, n, 0); }
+static PyObject *py_s_LedgerHeaderHistoryEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderHistoryEntry, a, n, 0); }
+static PyObject *py_s_LedgerHeaderHistoryEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerHeaderHistoryEntryExt, a, n, 0); }
+static PyObject *py_s_LedgerKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKey, a, n, 0); }
+static PyObject *py_s_LedgerKeyAccount(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyAccount, a, n, 0); }
+static PyObject *py_s_LedgerKeyClaimableBalance(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyClaimableBalance, a, n, 0); }
+static PyObject *py_s_LedgerKeyConfigSetting(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyConfigSetting, a, n, 0); }
+static PyObject *py_s_LedgerKeyContractCode(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyContractCode, a, n, 0); }
+static PyObject *py_s_LedgerKeyContractData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyContractData, a, n, 0); }
+static PyObject *py_s_LedgerKeyData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyData, a, n, 0); }
+static PyObject *py_s_LedgerKeyLiquidityPool(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyLiquidityPool, a, n, 0); }
+static PyObject *py_s_LedgerKeyOffer(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyOffer, a, n, 0); }
+static PyObject *py_s_LedgerKeyTrustLine(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyTrustLine, a, n, 0); }
+static PyObject *py_s_LedgerKeyTtl(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerKeyTtl, a, n, 0); }
+static PyObject *py_s_LedgerSCPMessages(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerSCPMessages, a, n, 0); }
+static PyObject *py_s_LedgerUpgrade(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LedgerUpgrade, a, n, 0); }
+static PyObject *py_s_Liabilities(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Liabilities, a, n, 0); }
+static PyObject *py_s_LiquidityPoolConstantProductParameters(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolConstantProductParameters, a, n, 0); }
+static PyObject *py_s_LiquidityPoolDepositOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolDepositOp, a, n, 0); }
+static PyObject *py_s_LiquidityPoolDepositResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolDepositResult, a, n, 0); }
+static PyObject *py_s_LiquidityPoolEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolEntry, a, n, 0); }
+static PyObject *py_s_LiquidityPoolEntryBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolEntryBody, a, n, 0); }
+static PyObject *py_s_LiquidityPoolEntryConstantProduct(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolEntryConstantProduct, a, n, 0); }
+static PyObject *py_s_LiquidityPoolParameters(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolParameters, a, n, 0); }
+static PyObject *py_s_LiquidityPoolWithdrawOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolWithdrawOp, a, n, 0); }
+static PyObject *py_s_LiquidityPoolWithdrawResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_LiquidityPoolWithdrawResult, a, n, 0); }
+static PyObject *py_s_ManageBuyOfferOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageBuyOfferOp, a, n, 0); }
+static PyObject *py_s_ManageBuyOfferResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageBuyOfferResult, a, n, 0); }
+static PyObject *py_s_ManageDataOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageDataOp, a, n, 0); }
+static PyObject *py_s_ManageDataResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageDataResult, a, n, 0); }
+static PyObject *py_s_ManageOfferSuccessResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageOfferSuccessResult, a, n, 0); }
+static PyObject *py_s_ManageOfferSuccessResultOffer(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageOfferSuccessResultOffer, a, n, 0); }
+static PyObject *py_s_ManageSellOfferOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageSellOfferOp, a, n, 0); }
+static PyObject *py_s_ManageSellOfferResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ManageSellOfferResult, a, n, 0); }
+static PyObject *py_s_Memo(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Memo, a, n, 0); }
+static PyObject *py_s_MuxedAccount(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_MuxedAccount, a, n, 0); }
+static PyObject *py_s_MuxedAccountMed25519(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_MuxedAccountMed25519, a, n, 0); }
+static PyObject *py_s_MuxedEd25519Account(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_MuxedEd25519Account, a, n, 0); }
+static PyObject *py_s_NodeID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_NodeID, a, n, 0); }
+static PyObject *py_s_OfferEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OfferEntry, a, n, 0); }
+static PyObject *py_s_OfferEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OfferEntryExt, a, n, 0); }
+static PyObject *py_s_Operation(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Operation, a, n, 0); }
+static PyObject *py_s_OperationBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationBody, a, n, 0); }
+static PyObject *py_s_OperationMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationMeta, a, n, 0); }
+static PyObject *py_s_OperationMetaV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationMetaV2, a, n, 0); }
+static PyObject *py_s_OperationResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationResult, a, n, 0); }
+static PyObject *py_s_OperationResultTr(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_OperationResultTr, a, n, 0); }
+static PyObject *py_s_ParallelTxExecutionStage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ParallelTxExecutionStage, a, n, 0); }
+static PyObject *py_s_ParallelTxsComponent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ParallelTxsComponent, a, n, 0); }
+static PyObject *py_s_PathPaymentStrictReceiveOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictReceiveOp, a, n, 0); }
+static PyObject *py_s_PathPaymentStrictReceiveResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictReceiveResult, a, n, 0); }
+static PyObject *py_s_PathPaymentStrictReceiveResultSuccess(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictReceiveResultSuccess, a, n, 0); }
+static PyObject *py_s_PathPaymentStrictSendOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictSendOp, a, n, 0); }
+static PyObject *py_s_PathPaymentStrictSendResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictSendResult, a, n, 0); }
+static PyObject *py_s_PathPaymentStrictSendResultSuccess(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PathPaymentStrictSendResultSuccess, a, n, 0); }
+static PyObject *py_s_PaymentOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PaymentOp, a, n, 0); }
+static PyObject *py_s_PaymentResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PaymentResult, a, n, 0); }
+static PyObject *py_s_PeerAddress(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PeerAddress, a, n, 0); }
+static PyObject *py_s_PeerAddressIp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PeerAddressIp, a, n, 0); }
+static PyObject *py_s_PeerStats(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PeerStats, a, n, 0); }
+static PyObject *py_s_PersistedSCPState(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PersistedSCPState, a, n, 0); }
+static PyObject *py_s_PersistedSCPStateV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PersistedSCPStateV0, a, n, 0); }
+static PyObject *py_s_PersistedSCPStateV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PersistedSCPStateV1, a, n, 0); }
+static PyObject *py_s_PoolID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PoolID, a, n, 0); }
+static PyObject *py_s_Preconditions(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Preconditions, a, n, 0); }
+static PyObject *py_s_PreconditionsV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PreconditionsV2, a, n, 0); }
+static PyObject *py_s_Price(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Price, a, n, 0); }
+static PyObject *py_s_PublicKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_PublicKey, a, n, 0); }
+static PyObject *py_s_RestoreFootprintOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RestoreFootprintOp, a, n, 0); }
+static PyObject *py_s_RestoreFootprintResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RestoreFootprintResult, a, n, 0); }
+static PyObject *py_s_RevokeSponsorshipOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RevokeSponsorshipOp, a, n, 0); }
+static PyObject *py_s_RevokeSponsorshipOpSigner(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RevokeSponsorshipOpSigner, a, n, 0); }
+static PyObject *py_s_RevokeSponsorshipResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_RevokeSponsorshipResult, a, n, 0); }
+static PyObject *py_s_SCAddress(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCAddress, a, n, 0); }
+static PyObject *py_s_SCBytes(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCBytes, a, n, 0); }
+static PyObject *py_s_SCContractInstance(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCContractInstance, a, n, 0); }
+static PyObject *py_s_SCEnvMetaEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCEnvMetaEntry, a, n, 0); }
+static PyObject *py_s_SCEnvMetaEntryInterfaceVersion(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCEnvMetaEntryInterfaceVersion, a, n, 0); }
+static PyObject *py_s_SCError(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCError, a, n, 0); }
+static PyObject *py_s_SCMap(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCMap, a, n, 0); }
+static PyObject *py_s_SCMapEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCMapEntry, a, n, 0); }
+static PyObject *py_s_SCMetaEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCMetaEntry, a, n, 0); }
+static PyObject *py_s_SCMetaV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCMetaV0, a, n, 0); }
+static PyObject *py_s_SCNonceKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCNonceKey, a, n, 0); }
+static PyObject *py_s_SCPBallot(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPBallot, a, n, 0); }
+static PyObject *py_s_SCPEnvelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPEnvelope, a, n, 0); }
+static PyObject *py_s_SCPHistoryEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPHistoryEntry, a, n, 0); }
+static PyObject *py_s_SCPHistoryEntryV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPHistoryEntryV0, a, n, 0); }
+static PyObject *py_s_SCPNomination(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPNomination, a, n, 0); }
+static PyObject *py_s_SCPQuorumSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPQuorumSet, a, n, 0); }
+static PyObject *py_s_SCPStatement(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatement, a, n, 0); }
+static PyObject *py_s_SCPStatementConfirm(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatementConfirm, a, n, 0); }
+static PyObject *py_s_SCPStatementExternalize(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatementExternalize, a, n, 0); }
+static PyObject *py_s_SCPStatementPledges(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatementPledges, a, n, 0); }
+static PyObject *py_s_SCPStatementPrepare(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCPStatementPrepare, a, n, 0); }
+static PyObject *py_s_SCSpecEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecEntry, a, n, 0); }
+static PyObject *py_s_SCSpecEventParamV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecEventParamV0, a, n, 0); }
+static PyObject *py_s_SCSpecEventV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecEventV0, a, n, 0); }
+static PyObject *py_s_SCSpecFunctionInputV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecFunctionInputV0, a, n, 0); }
+static PyObject *py_s_SCSpecFunctionV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecFunctionV0, a, n, 0); }
+static PyObject *py_s_SCSpecTypeBytesN(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeBytesN, a, n, 0); }
+static PyObject *py_s_SCSpecTypeDef(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeDef, a, n, 0); }
+static PyObject *py_s_SCSpecTypeMap(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeMap, a, n, 0); }
+static PyObject *py_s_SCSpecTypeOption(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeOption, a, n, 0); }
+static PyObject *py_s_SCSpecTypeResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeResult, a, n, 0); }
+static PyObject *py_s_SCSpecTypeTuple(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeTuple, a, n, 0); }
+static PyObject *py_s_SCSpecTypeUDT(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeUDT, a, n, 0); }
+static PyObject *py_s_SCSpecTypeVec(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecTypeVec, a, n, 0); }
+static PyObject *py_s_SCSpecUDTEnumCaseV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTEnumCaseV0, a, n, 0); }
+static PyObject *py_s_SCSpecUDTEnumV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTEnumV0, a, n, 0); }
+static PyObject *py_s_SCSpecUDTErrorEnumCaseV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTErrorEnumCaseV0, a, n, 0); }
+static PyObject *py_s_SCSpecUDTErrorEnumV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTErrorEnumV0, a, n, 0); }
+static PyObject *py_s_SCSpecUDTStructFieldV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTStructFieldV0, a, n, 0); }
+static PyObject *py_s_SCSpecUDTStructV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTStructV0, a, n, 0); }
+static PyObject *py_s_SCSpecUDTUnionCaseTupleV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTUnionCaseTupleV0, a, n, 0); }
+static PyObject *py_s_SCSpecUDTUnionCaseV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTUnionCaseV0, a, n, 0); }
+static PyObject *py_s_SCSpecUDTUnionCaseVoidV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTUnionCaseVoidV0, a, n, 0); }
+static PyObject *py_s_SCSpecUDTUnionV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSpecUDTUnionV0, a, n, 0); }
+static PyObject *py_s_SCString(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCString, a, n, 0); }
+static PyObject *py_s_SCSymbol(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCSymbol, a, n, 0); }
+static PyObject *py_s_SCVal(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCVal, a, n, 0); }
+static PyObject *py_s_SCVec(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SCVec, a, n, 0); }
+static PyObject *py_s_SendMore(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SendMore, a, n, 0); }
+static PyObject *py_s_SendMoreExtended(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SendMoreExtended, a, n, 0); }
+static PyObject *py_s_SequenceNumber(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SequenceNumber, a, n, 0); }
+static PyObject *py_s_SerializedBinaryFuseFilter(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SerializedBinaryFuseFilter, a, n, 0); }
+static PyObject *py_s_SetOptionsOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SetOptionsOp, a, n, 0); }
+static PyObject *py_s_SetOptionsResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SetOptionsResult, a, n, 0); }
+static PyObject *py_s_SetTrustLineFlagsOp(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SetTrustLineFlagsOp, a, n, 0); }
+static PyObject *py_s_SetTrustLineFlagsResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SetTrustLineFlagsResult, a, n, 0); }
+static PyObject *py_s_ShortHashSeed(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_ShortHashSeed, a, n, 0); }
+static PyObject *py_s_Signature(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Signature, a, n, 0); }
+static PyObject *py_s_SignatureHint(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignatureHint, a, n, 0); }
+static PyObject *py_s_SignedTimeSlicedSurveyRequestMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignedTimeSlicedSurveyRequestMessage, a, n, 0); }
+static PyObject *py_s_SignedTimeSlicedSurveyResponseMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignedTimeSlicedSurveyResponseMessage, a, n, 0); }
+static PyObject *py_s_SignedTimeSlicedSurveyStartCollectingMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignedTimeSlicedSurveyStartCollectingMessage, a, n, 0); }
+static PyObject *py_s_SignedTimeSlicedSurveyStopCollectingMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignedTimeSlicedSurveyStopCollectingMessage, a, n, 0); }
+static PyObject *py_s_Signer(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Signer, a, n, 0); }
+static PyObject *py_s_SignerKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignerKey, a, n, 0); }
+static PyObject *py_s_SignerKeyEd25519SignedPayload(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SignerKeyEd25519SignedPayload, a, n, 0); }
+static PyObject *py_s_SimplePaymentResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SimplePaymentResult, a, n, 0); }
+static PyObject *py_s_SorobanAddressCredentials(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAddressCredentials, a, n, 0); }
+static PyObject *py_s_SorobanAddressCredentialsWithDelegates(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAddressCredentialsWithDelegates, a, n, 0); }
+static PyObject *py_s_SorobanAuthorizationEntries(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAuthorizationEntries, a, n, 0); }
+static PyObject *py_s_SorobanAuthorizationEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAuthorizationEntry, a, n, 0); }
+static PyObject *py_s_SorobanAuthorizedFunction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAuthorizedFunction, a, n, 0); }
+static PyObject *py_s_SorobanAuthorizedInvocation(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanAuthorizedInvocation, a, n, 0); }
+static PyObject *py_s_SorobanCredentials(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanCredentials, a, n, 0); }
+static PyObject *py_s_SorobanDelegateSignature(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanDelegateSignature, a, n, 0); }
+static PyObject *py_s_SorobanResources(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanResources, a, n, 0); }
+static PyObject *py_s_SorobanResourcesExtV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanResourcesExtV0, a, n, 0); }
+static PyObject *py_s_SorobanTransactionData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionData, a, n, 0); }
+static PyObject *py_s_SorobanTransactionDataExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionDataExt, a, n, 0); }
+static PyObject *py_s_SorobanTransactionMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionMeta, a, n, 0); }
+static PyObject *py_s_SorobanTransactionMetaExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionMetaExt, a, n, 0); }
+static PyObject *py_s_SorobanTransactionMetaExtV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionMetaExtV1, a, n, 0); }
+static PyObject *py_s_SorobanTransactionMetaV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SorobanTransactionMetaV2, a, n, 0); }
+static PyObject *py_s_SponsorshipDescriptor(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SponsorshipDescriptor, a, n, 0); }
+static PyObject *py_s_StateArchivalSettings(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StateArchivalSettings, a, n, 0); }
+static PyObject *py_s_StellarMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StellarMessage, a, n, 0); }
+static PyObject *py_s_StellarValue(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StellarValue, a, n, 0); }
+static PyObject *py_s_StellarValueExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StellarValueExt, a, n, 0); }
+static PyObject *py_s_StoredDebugTransactionSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StoredDebugTransactionSet, a, n, 0); }
+static PyObject *py_s_StoredTransactionSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_StoredTransactionSet, a, n, 0); }
+static PyObject *py_s_SurveyRequestMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SurveyRequestMessage, a, n, 0); }
+static PyObject *py_s_SurveyResponseBody(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SurveyResponseBody, a, n, 0); }
+static PyObject *py_s_SurveyResponseMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_SurveyResponseMessage, a, n, 0); }
+static PyObject *py_s_TTLEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TTLEntry, a, n, 0); }
+static PyObject *py_s_Thresholds(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Thresholds, a, n, 0); }
+static PyObject *py_s_TimeBounds(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeBounds, a, n, 0); }
+static PyObject *py_s_TimePoint(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimePoint, a, n, 0); }
+static PyObject *py_s_TimeSlicedNodeData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedNodeData, a, n, 0); }
+static PyObject *py_s_TimeSlicedPeerData(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedPeerData, a, n, 0); }
+static PyObject *py_s_TimeSlicedPeerDataList(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedPeerDataList, a, n, 0); }
+static PyObject *py_s_TimeSlicedSurveyRequestMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedSurveyRequestMessage, a, n, 0); }
+static PyObject *py_s_TimeSlicedSurveyResponseMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedSurveyResponseMessage, a, n, 0); }
+static PyObject *py_s_TimeSlicedSurveyStartCollectingMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedSurveyStartCollectingMessage, a, n, 0); }
+static PyObject *py_s_TimeSlicedSurveyStopCollectingMessage(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TimeSlicedSurveyStopCollectingMessage, a, n, 0); }
+static PyObject *py_s_TopologyResponseBodyV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TopologyResponseBodyV2, a, n, 0); }
+static PyObject *py_s_Transaction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Transaction, a, n, 0); }
+static PyObject *py_s_TransactionEnvelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionEnvelope, a, n, 0); }
+static PyObject *py_s_TransactionEvent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionEvent, a, n, 0); }
+static PyObject *py_s_TransactionExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionExt, a, n, 0); }
+static PyObject *py_s_TransactionHistoryEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionHistoryEntry, a, n, 0); }
+static PyObject *py_s_TransactionHistoryEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionHistoryEntryExt, a, n, 0); }
+static PyObject *py_s_TransactionHistoryResultEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionHistoryResultEntry, a, n, 0); }
+static PyObject *py_s_TransactionHistoryResultEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionHistoryResultEntryExt, a, n, 0); }
+static PyObject *py_s_TransactionMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMeta, a, n, 0); }
+static PyObject *py_s_TransactionMetaV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMetaV1, a, n, 0); }
+static PyObject *py_s_TransactionMetaV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMetaV2, a, n, 0); }
+static PyObject *py_s_TransactionMetaV3(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMetaV3, a, n, 0); }
+static PyObject *py_s_TransactionMetaV4(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionMetaV4, a, n, 0); }
+static PyObject *py_s_TransactionPhase(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionPhase, a, n, 0); }
+static PyObject *py_s_TransactionResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResult, a, n, 0); }
+static PyObject *py_s_TransactionResultExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultExt, a, n, 0); }
+static PyObject *py_s_TransactionResultMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultMeta, a, n, 0); }
+static PyObject *py_s_TransactionResultMetaV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultMetaV1, a, n, 0); }
+static PyObject *py_s_TransactionResultPair(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultPair, a, n, 0); }
+static PyObject *py_s_TransactionResultResult(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultResult, a, n, 0); }
+static PyObject *py_s_TransactionResultSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionResultSet, a, n, 0); }
+static PyObject *py_s_TransactionSet(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionSet, a, n, 0); }
+static PyObject *py_s_TransactionSetV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionSetV1, a, n, 0); }
+static PyObject *py_s_TransactionSignaturePayload(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionSignaturePayload, a, n, 0); }
+static PyObject *py_s_TransactionSignaturePayloadTaggedTransaction(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionSignaturePayloadTaggedTransaction, a, n, 0); }
+static PyObject *py_s_TransactionV0(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionV0, a, n, 0); }
+static PyObject *py_s_TransactionV0Envelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionV0Envelope, a, n, 0); }
+static PyObject *py_s_TransactionV0Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionV0Ext, a, n, 0); }
+static PyObject *py_s_TransactionV1Envelope(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TransactionV1Envelope, a, n, 0); }
+static PyObject *py_s_TrustLineAsset(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineAsset, a, n, 0); }
+static PyObject *py_s_TrustLineEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntry, a, n, 0); }
+static PyObject *py_s_TrustLineEntryExt(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryExt, a, n, 0); }
+static PyObject *py_s_TrustLineEntryExtensionV2(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryExtensionV2, a, n, 0); }
+static PyObject *py_s_TrustLineEntryExtensionV2Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryExtensionV2Ext, a, n, 0); }
+static PyObject *py_s_TrustLineEntryV1(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryV1, a, n, 0); }
+static PyObject *py_s_TrustLineEntryV1Ext(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TrustLineEntryV1Ext, a, n, 0); }
+static PyObject *py_s_TxAdvertVector(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TxAdvertVector, a, n, 0); }
+static PyObject *py_s_TxDemandVector(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TxDemandVector, a, n, 0); }
+static PyObject *py_s_TxSetComponent(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TxSetComponent, a, n, 0); }
+static PyObject *py_s_TxSetComponentTxsMaybeDiscountedFee(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_TxSetComponentTxsMaybeDiscountedFee, a, n, 0); }
+static PyObject *py_s_UInt128Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_UInt128Parts, a, n, 0); }
+static PyObject *py_s_UInt256Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_UInt256Parts, a, n, 0); }
+static PyObject *py_s_UpgradeEntryMeta(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_UpgradeEntryMeta, a, n, 0); }
+static PyObject *py_s_UpgradeType(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_UpgradeType, a, n, 0); }
+static PyObject *py_s_Value(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_Value, a, n, 0); }
+static PyObject *py_s_int32(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_int32, a, n, 0); }
+static PyObject *py_s_int64(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_int64, a, n, 0); }
+static PyObject *py_s_string32(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_string32, a, n, 0); }
+static PyObject *py_s_string64(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_string64, a, n, 0); }
+static PyObject *py_s_uint256(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_uint256, a, n, 0); }
+static PyObject *py_s_uint32(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_uint32, a, n, 0); }
+static PyObject *py_s_uint64(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_uint64, a, n, 0); }
 
 static PyMethodDef methods[] = {
   {"s_AccountEntry", (PyCFunction)(void (*)(void))py_s_AccountEntry, METH_FASTCALL, NULL},
