@@ -345,3 +345,29 @@ async def test_flight_beside_postgres_serves_only_contract_rows(upstream: Any, p
     assert len(want) == len(got)
     assert all(r["contract_id"] for r in got)
     assert len(history(dsn)) == processed
+
+
+def test_a_commit_whose_answer_was_lost_is_not_written_twice(postgres: PostgresServer) -> None:  # noqa: F811
+    """The connection drops after the server committed a group but before the sink heard so: the
+    retry finds the checkpoint at the group's end and writes nothing again (no duplicate-key error)."""
+    from cdp.processors._contract_data import ContractDataProcessor
+    from cdp.processors._state import ContractStateProcessor
+    from cdp.sinks._postgres import PostgresSink
+
+    gen = SyntheticLedgers(seed=SEED)
+    state = ContractStateProcessor(ContractDataProcessor(gen.passphrase))
+    items = [(s, list(state.process(Ledger(s, gen.close_time(s), gen.ledger(s))).rows)) for s in range(2, 12)]
+    dsn = postgres.create_database("lost_answer")
+    sink = PostgresSink(dsn, "public", "contract_data")
+    sink.open()
+    try:
+        sink._commit(items[:5])
+        before = history(dsn)
+        sink._failed(psycopg.OperationalError("server closed the connection unexpectedly"), items[:5], 0.1)
+        sink._commit(items[:5])  # the retry of the same group
+        assert before == history(dsn)
+        sink._commit(items[5:])
+    finally:
+        sink.close()
+    assert 11 == checkpoint(dsn)
+    assert len(history(dsn)) == sum(1 for _, rows in items for r in rows if "_kind" not in r)

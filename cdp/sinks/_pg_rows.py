@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import attrs
@@ -97,6 +97,22 @@ class StateChange:
                 else:
                     change._evict(row["ledger_key_hash"], row["contract_durability"], seq)
         return change
+
+    def staged(self, columns: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
+        """Each action as ``(op, [ledger_key_hash, *columns, archived, archived_at_ledger])``: ``d``
+        delete, ``u`` upsert, ``t`` TTL (``live_until_ledger_seq`` set), ``a`` archive."""
+        blank: list[Any] = [None] * len(columns)
+        live_at = columns.index("live_until_ledger_seq")
+        for key in self.deletes:
+            yield "d", [key, *blank, False, None]
+        for key, (row, archived_at) in self.upserts.items():
+            yield "u", [key, *(row.get(n) for n in columns), archived_at is not None, archived_at]
+        for key, live_until in self.ttls.items():
+            values = list(blank)
+            values[live_at] = live_until
+            yield "t", [key, *values, False, None]
+        for key, seq in self.archives.items():
+            yield "a", [key, *blank, True, seq]
 
     def _data(self, row: Row) -> None:
         key = row["ledger_key_hash"]

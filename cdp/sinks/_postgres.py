@@ -41,6 +41,8 @@ from cdp.extract._rows import STATE_KIND as KIND
 
 from ._pg_rows import CURRENT_COLUMNS, HISTORY_COLUMNS, PG_TYPES, StateChange, prepared
 
+_CURRENT_NAMES: Final = tuple(n for n, _ in CURRENT_COLUMNS)
+
 LOG = logging.getLogger("cdp.sink")
 
 SCHEMA_VERSION: Final = 1
@@ -86,6 +88,8 @@ class PostgresSink:
         self._conn: Any = None
         self._lock: Any = None  # a second connection holding the run's advisory lock
         self._sql: dict[str, str] | None = None
+        self._staging = False  # the connection has its temporary stage table
+        self._unsure = False  # a commit failed: whether its transaction committed is unknown
         self.stats = SinkStatistics()
         self.history = sql.Identifier(schema, f"{prefix}_history")
         self.current = sql.Identifier(schema, f"{prefix}_current")
@@ -170,6 +174,8 @@ class PostgresSink:
             if self._conn is not None:
                 self.stats.reconnects += 1
             self._conn = self._connect(self.dsn)
+            self._conn.autocommit = True  # a commit's transaction is opened and closed by its own statements
+            self._staging = False
             self.stats.connected = True
         return self._conn
 
@@ -212,6 +218,7 @@ class PostgresSink:
     def _failed(self, exc: BaseException, items: Sequence[tuple[int, Sequence[Row]]], delay: float) -> float:
         """Drop the connection, count and report the failure; how long to wait before the retry."""
         self._drop()
+        self._unsure = True
         self.stats.retries += 1
         self.stats.last_error = _reason(exc)
         wait = delay * random.uniform(0.5, 1.0)
@@ -239,80 +246,93 @@ class PostgresSink:
 
     # -- one transaction ---------------------------------------------------------------------------
     def _commit(self, items: Sequence[tuple[int, Sequence[Row]]]) -> None:
+        """One transaction in four round trips (each costs a wait for the server and, under load, for
+        the GIL): BEGIN; the history rows by COPY; the current-state actions by COPY into the stage;
+        one multi-statement applying them, writing the checkpoint and committing."""
         conn = self._conn_or_new()
         q = self._statements(conn)
+        if not self._staging:  # once per connection (the tables exist by now)
+            conn.execute(q["stage"])
+            self._staging = True
+        if self._unsure:  # the last failure may have come after the server committed: ask it
+            row = conn.execute(q["read_checkpoint"]).fetchone()
+            self._unsure = False
+            if row is not None and int(row[0]) >= items[-1][0]:
+                LOG.info("postgres ledgers=%d..%d were committed before the connection dropped", items[0][0],
+                         items[-1][0])  # fmt: skip
+                return
         started = time.perf_counter()
         converted = [(seq, [r if KIND in r else prepared(r) for r in rows]) for seq, rows in items]
         change = StateChange.of(converted)
-        with conn.transaction(), conn.cursor() as cur:
-            with cur.copy(q["copy_history"]) as copy:
-                copy.set_types(["int4", *(PG_TYPES[n] for n, _ in HISTORY_COLUMNS)])
-                for _, rows in converted:
-                    for i, row in enumerate(r for r in rows if KIND not in r):
-                        copy.write_row([i, *(row.get(n) for n, _ in HISTORY_COLUMNS)])
-            if change.deletes:
-                cur.execute(q["delete"], [list(change.deletes)])
-            if change.upserts:
-                cur.execute(q["stage"])
+        try:
+            with conn.cursor() as cur:
+                cur.execute("BEGIN")
+                with cur.copy(q["copy_history"]) as copy:
+                    copy.set_types(["int4", *(PG_TYPES[n] for n, _ in HISTORY_COLUMNS)])
+                    for _, rows in converted:
+                        for i, row in enumerate(r for r in rows if KIND not in r):
+                            copy.write_row([i, *(row.get(n) for n, _ in HISTORY_COLUMNS)])
                 with cur.copy(q["copy_stage"]) as copy:
-                    copy.set_types(["text", *(PG_TYPES[n] for n, _ in CURRENT_COLUMNS), "bool", "int8"])
-                    for key, (row, archived_at) in change.upserts.items():
-                        copy.write_row([key, *(row.get(n) for n, _ in CURRENT_COLUMNS), archived_at is not None,
-                                        archived_at])  # fmt: skip
-                cur.execute(q["merge"])
-            if change.ttls:
-                cur.execute(q["ttl"], [list(change.ttls), list(change.ttls.values())])
-            if change.archives:
-                cur.execute(q["archive"], [list(change.archives), list(change.archives.values())])
-            cur.execute(q["checkpoint"], [self.checkpoint_name, items[-1][0]])
+                    copy.set_types(["text", "text", *(PG_TYPES[n] for n, _ in CURRENT_COLUMNS), "bool", "int8"])
+                    for op, record in change.staged(_CURRENT_NAMES):
+                        copy.write_row([op, *record])
+                cur.execute(q["apply"] + f"{int(items[-1][0])}" + q["apply_end"])
+        except BaseException:
+            self._drop()  # never reuse a connection left inside this transaction
+            raise
         took = time.perf_counter() - started
         LOG.debug("postgres commit ledgers=%d..%d seconds=%.3f", items[0][0], items[-1][0], took)
 
     def _statements(self, conn: Any) -> dict[str, str]:
         """Every statement of a commit, composed once (composing them per row cost more than the
-        database's work)."""
+        database's work). The stage holds one row per current-state action (``op``: ``d`` delete,
+        ``u`` upsert, ``t`` TTL, ``a`` archive); the checkpoint's ledger is the one value spliced in
+        per commit (an ``int``)."""
         if self._sql is None:
             cols = [n for n, _ in CURRENT_COLUMNS]
             staged = ["ledger_key_hash", *cols, "archived", "archived_at_ledger"]
             history = ["row_in_ledger", *(n for n, _ in HISTORY_COLUMNS)]
             ident = sql.Identifier
+            t = self.current
             statements = {
                 "copy_history": sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                     self.history, sql.SQL(", ").join(map(ident, history))
                 ),
-                "stage": sql.SQL("CREATE TEMP TABLE IF NOT EXISTS cdp_stage (LIKE {}) ON COMMIT DELETE ROWS").format(
-                    self.current
-                ),
-                "copy_stage": sql.SQL("COPY cdp_stage ({}) FROM STDIN (FORMAT BINARY)").format(
+                "stage": sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS cdp_stage (op text NOT NULL, LIKE {}) ON COMMIT DELETE ROWS"
+                ).format(t),
+                "copy_stage": sql.SQL("COPY cdp_stage (op, {}) FROM STDIN (FORMAT BINARY)").format(
                     sql.SQL(", ").join(map(ident, staged))
                 ),
-                # A NULL live_until in a staged row: this group set no TTL for the key; keep the table's.
-                "merge": sql.SQL(
-                    "INSERT INTO {t} ({cols}) SELECT {cols} FROM cdp_stage ON CONFLICT (ledger_key_hash) DO UPDATE "
-                    "SET {sets}, live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, "
-                    "{t}.live_until_ledger_seq)"
+                # Deletes first: a key deleted and made again in the group inherits nothing. A NULL
+                # live_until in an upsert: the group set no TTL for the key; keep the table's.
+                "apply": sql.SQL(
+                    "DELETE FROM {t} USING cdp_stage s WHERE s.op = 'd' AND {t}.ledger_key_hash = s.ledger_key_hash; "
+                    "INSERT INTO {t} ({cols}) SELECT {cols} FROM cdp_stage WHERE op = 'u' "
+                    "ON CONFLICT (ledger_key_hash) DO UPDATE SET {sets}, "
+                    "live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, {t}.live_until_ledger_seq); "
+                    "UPDATE {t} SET live_until_ledger_seq = s.live_until_ledger_seq FROM cdp_stage s "
+                    "WHERE s.op = 't' AND {t}.ledger_key_hash = s.ledger_key_hash; "
+                    "UPDATE {t} SET archived = true, archived_at_ledger = s.archived_at_ledger FROM cdp_stage s "
+                    "WHERE s.op = 'a' AND {t}.ledger_key_hash = s.ledger_key_hash; "
+                    "INSERT INTO {checkpoints} (name, ledger) VALUES ({name}, "
                 ).format(
-                    t=self.current,
+                    t=t,
                     cols=sql.SQL(", ").join(map(ident, staged)),
                     sets=sql.SQL(", ").join(
                         sql.SQL("{c} = excluded.{c}").format(c=ident(c))
                         for c in staged[1:]
                         if c != "live_until_ledger_seq"
                     ),
+                    checkpoints=self.checkpoints,
+                    name=sql.Literal(self.checkpoint_name),
                 ),
-                "delete": sql.SQL("DELETE FROM {} WHERE ledger_key_hash = ANY(%s)").format(self.current),
-                "ttl": sql.SQL(
-                    "UPDATE {t} SET live_until_ledger_seq = u.v FROM unnest(%s::text[], %s::bigint[]) AS u(k, v) "
-                    "WHERE {t}.ledger_key_hash = u.k"
-                ).format(t=self.current),
-                "archive": sql.SQL(
-                    "UPDATE {t} SET archived = true, archived_at_ledger = u.v "
-                    "FROM unnest(%s::text[], %s::bigint[]) AS u(k, v) WHERE {t}.ledger_key_hash = u.k"
-                ).format(t=self.current),
-                "checkpoint": sql.SQL(
-                    "INSERT INTO {} (name, ledger) VALUES (%s, %s) "
-                    "ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now()"
-                ).format(self.checkpoints),
+                "read_checkpoint": sql.SQL("SELECT ledger FROM {} WHERE name = {}").format(
+                    self.checkpoints, sql.Literal(self.checkpoint_name)
+                ),
+                "apply_end": sql.SQL(
+                    ") ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now(); COMMIT"
+                ),
             }
             self._sql = {name: q.as_string(conn) for name, q in statements.items()}
         return self._sql
