@@ -41,7 +41,7 @@ def test_the_same_offsets_on_every_shared_ledger() -> None:
     assert len(raws) > 300
     for raw in raws:
         w = sk.words(raw)
-        assert _outcome(sk, w) == _outcome(ck, w) == ("ok", len(w))
+        assert _outcome(sk, w) == _outcome(ck, w) == _outcome(ck, raw) == ("ok", len(w))
 
 
 @needs_shared
@@ -61,7 +61,7 @@ def test_the_same_refusals_on_mutated_ledgers() -> None:
             raw = raw[: rng.randrange(len(raw) // 4) * 4]
         w = sk.words(bytes(raw))
         expected = _outcome(sk, w)
-        assert expected == _outcome(ck, w)
+        assert expected == _outcome(ck, w) == _outcome(ck, bytes(raw))  # words, or the XDR bytes in place
         refused += expected[0] != "ok" or expected[1] != len(w)
     assert refused > 1000  # the mutations do reach the checks
 
@@ -84,6 +84,12 @@ def test_bounds_and_depth() -> None:
     assert "refused" == _outcome(ck, nested, 0, "s_SCVal")[0]
     with pytest.raises(TypeError, match=r"expected \(words, offset\[, depth\]\)"):
         ck.s_SCVal(w)
+    with pytest.raises(sk.SkipError, match="XDR length not a multiple of 4 at byte 6"):
+        ck.s_SCVal(bytes(6), 0)
+    with pytest.raises(TypeError, match="expected XDR bytes or an array of 32-bit words"):
+        ck.s_SCVal(array("q", [0]), 0)
+    u32 = bytes([0, 0, 0, 4, 0, 0, 0, 7])  # SCV_U32 7
+    assert ck.s_SCVal(u32, 0) == ck.s_SCVal(sk.words(u32), 0) == 2
 
 
 @needs_shared

@@ -82,7 +82,8 @@ class _Walk:
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.w = sk.words(raw)
+        # The compiled walker reads the XDR's big-endian words in place; the Python one needs ints.
+        self.w = sk.words(raw) if _SCAN_LEDGER is None else array("i")
         self.evicted_at = -1  # the word where ``evicted_keys`` starts, once walked (v0 has none)
 
     def changes(
@@ -148,7 +149,7 @@ class _Walk:
         """``ledger`` walked by the compiled ``scan_ledger``: Python sees only the wanted changes."""
         assert _SCAN_LEDGER is not None
         try:
-            batches, self.evicted_at = _SCAN_LEDGER(self.w)
+            batches, self.evicted_at = _SCAN_LEDGER(self.raw)
         except ValueError as exc:
             raise FastPathError(str(exc)) from None
         out: list[RawChange] = []
@@ -250,11 +251,11 @@ class _Walk:
 
     def evicted_keys(self) -> list[bytes]:
         """The ``LedgerKey`` XDR of every key the walked ledger evicts (``ledger`` has checked them)."""
-        w, o = self.w, self.evicted_at
+        w, o = self.raw if _SCAN_LEDGER is not None else self.w, self.evicted_at
         if o < 0:
             return []
         keys = []
-        n = w[o]
+        n = I32(self.raw, 4 * o)[0]
         o += 1
         for _ in range(n):
             end = ws.s_LedgerKey(w, o)

@@ -5,11 +5,20 @@
 #include <string.h>
 
 typedef struct {
-  const int32_t *b;
+  const unsigned char *b; /* n words: native ints (an array of words) or big-endian XDR (bytes) */
   Py_ssize_t n;
   const char *what;
   Py_ssize_t at;
+  int swap; /* the words are XDR bytes on a little-endian machine */
 } Ctx;
+
+/* Word i, unchecked: callers have checked i, or RD does. */
+static inline int32_t WORD(const Ctx *c, Py_ssize_t i) {
+  uint32_t u;
+  memcpy(&u, c->b + 4 * i, 4);
+  if (c->swap) u = (u >> 24) | ((u >> 8) & 0xff00u) | ((u << 8) & 0xff0000u) | (u << 24);
+  return (int32_t)u;
+}
 
 /* One word, bounds-checked: 0, or -1 with the failure noted (an index past the end, as Python's). */
 static inline int RD(Ctx *c, Py_ssize_t i, int32_t *out) {
@@ -17,7 +26,7 @@ static inline int RD(Ctx *c, Py_ssize_t i, int32_t *out) {
     if (!c->what) { c->what = "index out of range"; c->at = i; }
     return -1;
   }
-  *out = c->b[i];
+  *out = WORD(c, i);
   return 0;
 }
 
@@ -26,7 +35,7 @@ static inline Py_ssize_t FAIL(Ctx *c, const char *what, Py_ssize_t at) {
   return -1;
 }
 
-#define CSKIP_SOURCE "5022520666e18d5ca4e4688fd73fff20d06905f2c92b7ed43f33e63cb697e7f5"
+#define CSKIP_SOURCE "0f900f9e6583f6c0ee04ffd59b34a0578ce1883d2a219362453516383d8d11b1"
 
 static Py_ssize_t s_AccountEntry(Ctx *c, Py_ssize_t o, int depth);
 static Py_ssize_t s_AccountEntryExt(Ctx *c, Py_ssize_t o, int depth);
@@ -7866,7 +7875,31 @@ static Py_ssize_t s_uint64(Ctx *c, Py_ssize_t o, int depth) {
 typedef Py_ssize_t (*skipper)(Ctx *, Py_ssize_t, int);
 static PyObject *SkipError;
 
-/* s_<Type>(w, o, depth=0): w any buffer of 32-bit words. Only whole-ledger skips let go of the GIL:
+/* The words of a buffer: 4-byte items are words as ints (``words(raw)``), 1-byte items the XDR itself
+   (big-endian; no copy to convert). 0, or -1 with an exception set (and the buffer released). */
+static int open_words(PyObject *obj, Py_buffer *view, Ctx *c) {
+  if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT) < 0) return -1;
+  const uint16_t one = 1;
+  memset(c, 0, sizeof *c);
+  c->b = (const unsigned char *)view->buf;
+  c->n = view->len / 4;
+  if (view->itemsize == 1) {
+    if (view->len % 4) {
+      PyObject *err = PyObject_CallFunction(SkipError, "sn", "XDR length not a multiple of 4", view->len);
+      if (err) { PyErr_SetObject(SkipError, err); Py_DECREF(err); }
+      PyBuffer_Release(view);
+      return -1;
+    }
+    c->swap = *(const unsigned char *)&one == 1;
+  } else if (view->itemsize != 4) {
+    PyErr_SetString(PyExc_TypeError, "expected XDR bytes or an array of 32-bit words");
+    PyBuffer_Release(view);
+    return -1;
+  }
+  return 0;
+}
+
+/* s_<Type>(w, o, depth=0): w the XDR bytes or its words (open_words). Only whole-ledger skips let go of the GIL:
    the rest take microseconds, and under contention a thread that lets go of the GIL waits up to the
    switch interval (5 ms) to get it back. */
 static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs, int release) {
@@ -7883,8 +7916,8 @@ static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t
     if (depth == -1 && PyErr_Occurred()) return NULL;
   }
   Py_buffer view;
-  if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-  Ctx c = {(const int32_t *)view.buf, view.len / 4, NULL, 0};
+  Ctx c;
+  if (open_words(args[0], &view, &c) < 0) return NULL;
   Py_ssize_t end = -1;
   if (o < 0) {
     c.what = "index out of range";
@@ -7947,7 +7980,7 @@ static int fail_with(Scan *x, int err, long a, Py_ssize_t b) {
 
 static int word(Scan *x, Py_ssize_t o, int32_t *out) {
   if (o < 0 || o >= x->c.n) return fail_with(x, E_INDEX, 0, 0);
-  *out = x->c.b[o];
+  *out = WORD(&x->c, o);
   return 0;
 }
 
@@ -7998,11 +8031,11 @@ static int scan_one(Scan *x, Py_ssize_t *o, int stream, int group, long tx, long
     if (kind == 2) {
       end = s_LedgerKey(&x->c, start, 0);
       if (end < 0) return fail_with(x, E_SKIP, 0, 0);
-      etype = x->c.b[start];
+      etype = WORD(&x->c, start);
     } else if (kind == 0 || kind == 1 || kind == 3 || kind == 4) {
       end = s_LedgerEntry(&x->c, start, 0);
       if (end < 0) return fail_with(x, E_SKIP, 0, 0);
-      etype = x->c.b[start + 1];
+      etype = WORD(&x->c, start + 1);
     } else {
       return fail_with(x, E_KIND, kind, 4 * *o);
     }
@@ -8138,9 +8171,9 @@ fail:
   return NULL;
 }
 
-/* scan_ledger(w): what _Walk.ledger finds, in LedgerChangeReader order (fees, metas, post-apply
-   fees, upgrades), as records (see records()), and the word where evicted_keys starts (-1: none);
-   the walk itself runs without the GIL. */
+/* scan_ledger(w): w as for s_<Type>; what _Walk.ledger finds, in LedgerChangeReader order (fees,
+   metas, post-apply fees, upgrades), as records (see records()), and the word where evicted_keys
+   starts (-1: none); the walk itself runs without the GIL. */
 static PyObject *py_scan_ledger(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
   (void)m;
   if (nargs != 1) {
@@ -8148,11 +8181,9 @@ static PyObject *py_scan_ledger(PyObject *m, PyObject *const *args, Py_ssize_t n
     return NULL;
   }
   Py_buffer view;
-  if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
   Scan x;
   memset(&x, 0, sizeof x);
-  x.c.b = (const int32_t *)view.buf;
-  x.c.n = view.len / 4;
+  if (open_words(args[0], &view, &x.c) < 0) return NULL;
   int failed;
   Py_BEGIN_ALLOW_THREADS
   failed = ledger(&x);
