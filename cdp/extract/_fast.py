@@ -37,6 +37,8 @@ I32 = sk.I32
 
 def _change_key(b: bytes, c: RawChange) -> bytes:
     """The ledger key of a byte-range change, for compaction."""
+    if c.key:
+        return c.key
     rng = c.pre if c.pre is not None else c.post
     assert rng is not None
     return ledger_key(b, rng, c.etype)

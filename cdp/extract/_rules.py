@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, Protocol, TypeVar
@@ -26,6 +27,7 @@ def scval_type_name(enum_name: str) -> str:
     return "ScValType" + "".join(p.capitalize() for p in enum_name.split("_"))
 
 
+@functools.lru_cache(maxsize=64)  # every row of a ledger asks for the same one
 def closed_at(close_time: int) -> str:
     return dt.datetime.fromtimestamp(close_time, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
