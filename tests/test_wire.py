@@ -57,4 +57,4 @@ def test_bounded_frame_repr_prints_what_hyperframe_prints(size: int, pad: int | 
     body = frame.serialize_body()
     assert _frame_repr._raw_data_repr(body) == original(body)
     _frame_repr.bounded_frame_repr()
-    assert repr(frame).endswith(original(body))
+    assert repr(frame) == f"DataFrame(stream_id=1, flags={frame.flags!r}): {original(body)}"

@@ -3,8 +3,9 @@
 ``h2.connection.H2Connection._receive_frame`` evaluates ``repr(frame)`` before its (no-op by
 default) logger sees it, and hyperframe's ``repr`` of a frame hexlifies the *whole* body to keep
 its first 20 hex digits. For 1 MB ledgers in 16 KB frames that is 2 MB of hex text per ledger, a
-quarter of the receiving thread's time (``bench/README.md``). ``bounded_frame_repr`` swaps in a
-function with the same output that hexlifies only the 10 bytes it shows.
+quarter of the receiving thread's time (``bench/README.md``), after copying the body to serialize
+it. ``bounded_frame_repr`` swaps in functions with the same output that copy and hexlify only the
+10 bytes shown.
 """
 
 from __future__ import annotations
@@ -25,7 +26,20 @@ def _raw_data_repr(data: bytes | None) -> str:
     return f"<hex:{shown}...>" if len(data) > _SHOWN else f"<hex:{shown}>"
 
 
+def _data_body_repr(frame: hyperframe.frame.DataFrame) -> str:
+    """``DataFrame._body_repr`` without serializing the body first (a copy of every 16 KB frame)."""
+    padding = frame.serialize_padding_data()
+    size = len(padding) + len(frame.data) + frame.pad_length
+    if not size:
+        return "None"
+    head = (padding + bytes(frame.data[:_SHOWN]) + bytes(min(frame.pad_length, _SHOWN)))[:_SHOWN]
+    shown = binascii.hexlify(head).decode("ascii")
+    return f"<hex:{shown}...>" if size > _SHOWN else f"<hex:{shown}>"
+
+
 def bounded_frame_repr() -> None:
     """Install the bounded repr once per process; a hyperframe without the function is left alone."""
     if HYPERFRAME_RAW_DATA_REPR is not None:
         setattr(hyperframe.frame, "_raw_data_repr", _raw_data_repr)  # noqa: B010 - a private function
+        if "_body_repr" not in vars(hyperframe.frame.DataFrame):  # still the generic serialize-and-print
+            hyperframe.frame.DataFrame._body_repr = _data_body_repr  # type: ignore[method-assign, assignment]
