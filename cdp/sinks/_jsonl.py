@@ -8,7 +8,7 @@ import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 import trio
 
@@ -16,10 +16,13 @@ from cdp.extract import Row
 
 from ._base import Durable, RowsCallback, _WritesThrough
 
+# Built once: json.dumps with options builds an encoder per call (~10% of encoding a row).
+_ENCODE: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
 
 def dumps_row(row: Row) -> str:
     """One compact JSON object, keys sorted: the JSONL line format everywhere in cdp."""
-    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODE(row)
 
 
 class JsonlFileSink(_WritesThrough):

@@ -47,6 +47,9 @@ PG_TYPES: Final = {n: {"text": "text", "numeric(39,0)": "numeric", "bigint": "in
                     for n, k in HISTORY_COLUMNS}  # fmt: skip
 
 
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # built once, not per value
+
+
 @functools.lru_cache(maxsize=256)
 def _timestamp(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
@@ -67,7 +70,7 @@ def prepared(row: Row) -> dict[str, Any]:
     for name in ("key_decoded", "val_decoded"):
         value = out.get(name)
         if value is not None:
-            out[name] = Jsonb(json.dumps(value, separators=(",", ":"), ensure_ascii=False), dumps=_text)
+            out[name] = Jsonb(_ENCODE(value), dumps=_text)
     return out
 
 
