@@ -110,3 +110,52 @@ def test_rows_are_the_same_with_either_walker() -> None:
     assert compiled.stdout.split()[0] == "compiled", compiled.stderr
     assert pure.stdout.split()[1] == compiled.stdout.split()[1]
     assert hashlib.sha256().hexdigest() != pure.stdout.split()[1]
+
+
+def _strict_outcome(module: Any, b: bytes, o: int, name: str) -> tuple[Any, ...]:
+    import struct
+
+    try:
+        return ("ok", getattr(module, name)(b, o))
+    except sk.SkipError as exc:
+        return ("refused", exc.what, exc.offset)
+    except struct.error:
+        return ("past the end",)
+
+
+@needs_shared
+def test_the_strict_checks_agree_on_every_entry_and_on_mutated_values() -> None:
+    """``c_SCAddress``/``c_SCVal`` (canonical encoding: zero padding, bools and flags 0/1, unsigned
+    lengths) compiled and in Python: the same end or the same refusal, on every contract-data entry
+    of the shared ledgers and on its key and value with words overwritten or cut short."""
+    from cdp.extract._walk import read_raw_changes
+
+    rng = random.Random(20261128)
+    values: list[bytes] = []
+    for raw in _shared():
+        for change in read_raw_changes(raw)[1]:
+            for start, end in (r for r in (change.pre, change.post) if r is not None):
+                if int.from_bytes(raw[start + 4 : start + 8], "big") != 6:
+                    continue
+                entry = raw[start + 12 : end]  # contract address, key, durability, value
+                o = sk.c_SCAddress(entry, 0)
+                assert _strict_outcome(sk, entry, 0, "c_SCAddress") == _strict_outcome(ck, entry, 0, "c_SCAddress")
+                for at in (o, sk.c_SCVal(entry, o) + 4):
+                    assert _strict_outcome(sk, entry, at, "c_SCVal") == _strict_outcome(ck, entry, at, "c_SCVal")
+                values.append(entry[o:])
+    assert len(values) > 1000
+    refused = 0
+    for _ in range(20_000):
+        value = bytearray(rng.choice(values))
+        for _ in range(rng.randint(1, 3)):
+            k = rng.randrange(len(value))
+            value[k] = rng.choice([0, 1, 2, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+        if rng.random() < 0.2:
+            value = value[: rng.randrange(len(value) // 4 + 1) * 4]
+        data = bytes(value)
+        expected = _strict_outcome(sk, data, 0, "c_SCVal")
+        assert expected == _strict_outcome(ck, data, 0, "c_SCVal"), data.hex()
+        refused += expected[0] != "ok"
+    assert refused > 2000  # the mutations do reach the checks
+    with pytest.raises(TypeError, match="multiple of 4"):
+        ck.c_SCVal(bytes(8), 2)

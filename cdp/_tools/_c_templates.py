@@ -120,6 +120,51 @@ static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t
   return PyLong_FromSsize_t(end);
 }
 
+/* c_<Type>(b, o, depth=0): the strict skip over XDR bytes b from byte o (a multiple of 4), as
+   _skip.py's c_<Type>: the byte offset after the value, or SkipError at a byte offset; a read past
+   the end raises struct.error, as struct.unpack_from does there. */
+static PyObject *call_strict(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs) {
+  (void)m;
+  if (nargs < 2 || nargs > 3) {
+    PyErr_SetString(PyExc_TypeError, "expected (xdr, offset[, depth])");
+    return NULL;
+  }
+  Py_ssize_t o = PyLong_AsSsize_t(args[1]);
+  if (o == -1 && PyErr_Occurred()) return NULL;
+  long depth = 0;
+  if (nargs == 3) {
+    depth = PyLong_AsLong(args[2]);
+    if (depth == -1 && PyErr_Occurred()) return NULL;
+  }
+  Py_buffer view;
+  Ctx c;
+  if (open_words(args[0], &view, &c) < 0) return NULL;
+  if (view.itemsize != 1 || o % 4) {
+    PyBuffer_Release(&view);
+    PyErr_SetString(PyExc_TypeError, "expected XDR bytes and an offset that is a multiple of 4");
+    return NULL;
+  }
+  Py_ssize_t end = o < 0 ? FAIL(&c, "index out of range", o) : fn(&c, o / 4, (int)depth);
+  PyBuffer_Release(&view);
+  if (end >= 0) return PyLong_FromSsize_t(4 * end);
+  if (c.what && strcmp(c.what, "index out of range") == 0) {
+    PyObject *structmod = PyImport_ImportModule("struct");
+    PyObject *error = structmod ? PyObject_GetAttrString(structmod, "error") : NULL;
+    Py_XDECREF(structmod);
+    if (error) {
+      PyErr_Format(error, "the XDR ends before byte %zd", 4 * c.at + 4);
+      Py_DECREF(error);
+    }
+    return NULL;
+  }
+  PyObject *err = PyObject_CallFunction(SkipError, "sn", c.what ? c.what : "?", 4 * c.at);
+  if (err) {
+    PyErr_SetObject(SkipError, err);
+    Py_DECREF(err);
+  }
+  return NULL;
+}
+
 """
 
 

@@ -18,13 +18,32 @@ from typing import Any, Final
 
 from ._c_templates import FOOTER, HEADER, SCAN
 from ._grammar import MAX_DEPTH, Grammar
+from .gen_xdr import STRICT_ROOTS
 
 
 class CWriter:
-    def __init__(self, g: Grammar) -> None:
+    """Emits C skippers; ``strict`` ones (``k_<Type>``, behind the Python-facing ``c_<Type>``) also
+    demand the canonical encoding, exactly as ``gen_xdr``'s strict writer: lengths and counts read
+    unsigned, zero padding, bools and optional flags 0 or 1."""
+
+    def __init__(self, g: Grammar, strict: bool = False) -> None:
         self.g = g
+        self.strict = strict
         self.lines: list[str] = []
         self.loop = 0
+
+    def fn(self, name: str) -> str:
+        return ("k_" if self.strict else "s_") + name
+
+    def needs_read(self, t: dict[str, Any]) -> bool:
+        """Whether skipping ``t`` must read it (``gen_xdr``'s condition, per mode)."""
+        return self.g.needs_check(t) or (self.strict and self.g.needs_strict(t))
+
+    def padding(self, indent: str, word: str, used: str, what: str) -> None:
+        """Fail unless the bytes of word ``word`` after its first ``used`` (1-3) are zero; a word past
+        the end is not checked (Python's ``any()`` over a short slice)."""
+        self.emit(f"{indent}if ({word} < c->n && ((uint32_t)WORD(c, {word}) & (0xffffffffu >> (8 * ({used})))))")
+        self.emit(f"{indent}  return FAIL(c, {json.dumps(what)}, o);")
 
     def emit(self, line: str) -> None:
         self.lines.append(line)
@@ -37,7 +56,7 @@ class CWriter:
         self.emit(f"{indent}return FAIL(c, {json.dumps(what)}, {at});")
 
     def call(self, indent: str, name: str, depth: str) -> None:
-        self.emit(f"{indent}o = s_{name}(c, o, {depth});")
+        self.emit(f"{indent}o = {self.fn(name)}(c, o, {depth});")
         self.emit(f"{indent}if (o < 0) return -1;")
 
     @staticmethod
@@ -60,10 +79,20 @@ class CWriter:
         g = self.g
         size = g.fixed(t)
         kind = t["kind"]
-        if size is not None and not g.needs_check(t):
+        if self.strict and kind == "bool":
+            self.emit(f"{indent}{{ int32_t v; if (RD(c, o, &v)) return -1;")
+            self.emit(f"{indent}  if ((uint32_t)v > 1u) return FAIL(c, {json.dumps(what)}, o); }}")
+            self.emit(f"{indent}o += 1;")
+            return
+        if self.strict and kind == "opaque_fixed" and t["size"] % 4:
+            assert size is not None
+            self.padding(indent, f"o + {t['size'] // 4}", str(t["size"] % 4), what)
             self.emit(f"{indent}o += {size // 4};")
             return
-        checks = g.fixed_checks(t) if size is not None else None
+        if size is not None and not self.needs_read(t):
+            self.emit(f"{indent}o += {size // 4};")
+            return
+        checks = g.fixed_checks(t) if size is not None and not self.strict else None
         if checks is not None and size is not None:
             self.inline_checks(checks, 0, indent, what)
             self.emit(f"{indent}o += {size // 4};")
@@ -82,6 +111,16 @@ class CWriter:
                 self.struct_body(d, indent)
             else:
                 self.call(indent, t["name"], "depth + 1" if t["name"] in g.recursive else "depth")
+        elif kind in ("opaque_var", "string") and self.strict:
+            limit = t.get("max_size")
+            self.emit(f"{indent}{{ int32_t v; if (RD(c, o, &v)) return -1;")
+            self.emit(f"{indent}  Py_ssize_t n = (Py_ssize_t)(uint32_t)v;")
+            if limit is not None:
+                self.emit(f"{indent}  if (n > {limit}) return FAIL(c, {json.dumps(what)}, o);")
+            self.emit(f"{indent}  if (n & 3) {{")
+            self.padding(indent + "    ", "o + 1 + (n >> 2)", "n & 3", what)
+            self.emit(f"{indent}  }}")
+            self.emit(f"{indent}  o += 1 + ((n + 3) >> 2); }}")
         elif kind in ("opaque_var", "string"):
             limit = t.get("max_size")
             bound = f"n < 0 || n > {limit}" if limit is not None else "n < 0"
@@ -90,6 +129,8 @@ class CWriter:
             self.emit(f"{indent}  o += 1 + (((Py_ssize_t)n + 3) >> 2); }}")
         elif kind == "optional":
             self.emit(f"{indent}{{ int32_t flag; if (RD(c, o, &flag)) return -1;")
+            if self.strict:
+                self.emit(f"{indent}  if (flag != 0 && flag != 1) return FAIL(c, {json.dumps(what)}, o);")
             self.emit(f"{indent}  o += 1;")
             self.emit(f"{indent}  if (flag) {{")
             self.skip(t["element"], indent + "    ", what)
@@ -98,16 +139,21 @@ class CWriter:
             limit = t.get("max_count")
             elem = t["element"]
             esize = g.fixed(elem)
-            bound = f"n < 0 || n > {limit} || n > c->n - o" if limit is not None else "n < 0 || n > c->n - o"
-            self.emit(f"{indent}{{ int32_t n; if (RD(c, o, &n)) return -1;")
+            if self.strict:  # unsigned, and (as in Python) against the bytes left, not the words
+                bound = f"n > {limit} || n > 4 * (c->n - o)" if limit is not None else "n > 4 * (c->n - o)"
+                self.emit(f"{indent}{{ int32_t v; if (RD(c, o, &v)) return -1;")
+                self.emit(f"{indent}  Py_ssize_t n = (Py_ssize_t)(uint32_t)v;")
+            else:
+                bound = f"n < 0 || n > {limit} || n > c->n - o" if limit is not None else "n < 0 || n > c->n - o"
+                self.emit(f"{indent}{{ int32_t n; if (RD(c, o, &n)) return -1;")
             self.emit(f"{indent}  o += 1;")
             self.emit(f"{indent}  if ({bound}) return FAIL(c, {json.dumps(what)}, o);")
-            if esize is not None and not g.needs_check(elem):
+            if esize is not None and not self.needs_read(elem):
                 self.emit(f"{indent}  o += (Py_ssize_t)n * {esize // 4}; }}")
             else:
                 self.loop += 1
                 i = f"i{self.loop}"
-                self.emit(f"{indent}  for (int32_t {i} = 0; {i} < n; {i}++) {{")
+                self.emit(f"{indent}  for (Py_ssize_t {i} = 0; {i} < n; {i}++) {{")
                 self.skip(elem, indent + "    ", what)
                 self.emit(f"{indent}  }} }}")
         elif kind == "array":
@@ -128,7 +174,7 @@ class CWriter:
             self.emit(f"{indent}}}")
 
     def struct_body(self, d: dict[str, Any], indent: str) -> None:
-        for step in self.g.struct_plan(d):
+        for step in self.g.struct_plan(d, self.strict):
             if step[0] == "jump":
                 self.emit(f"{indent}o += {step[1] // 4};")
             elif step[0] == "checks":
@@ -154,7 +200,7 @@ class CWriter:
 
     def function(self, name: str) -> None:
         d = self.g.defs[name]
-        self.emit(f"static Py_ssize_t s_{name}(Ctx *c, Py_ssize_t o, int depth) {{")
+        self.emit(f"static Py_ssize_t {self.fn(name)}(Ctx *c, Py_ssize_t o, int depth) {{")
         self.emit("  (void)depth;")
         if name in self.g.recursive:
             self.emit(f"  if (depth > {MAX_DEPTH}) return FAIL(c, {json.dumps(name)}, o);")
@@ -183,14 +229,29 @@ def wrapper(name: str) -> str:
     )
 
 
+def strict_wrapper(name: str) -> str:
+    return (
+        f"static PyObject *py_c_{name}(PyObject *m, PyObject *const *a, Py_ssize_t n) "
+        f"{{ return call_strict(m, k_{name}, a, n); }}"
+    )
+
+
 def generate(data: dict[str, Any]) -> str:
     g = Grammar(data)
     w = CWriter(g)
+    strict = CWriter(g, strict=True)
     names = sorted(n for n, d in g.defs.items() if d["kind"] != "enum")
+    strict_names = [n for n in g.closure(STRICT_ROOTS) if g.defs[n]["kind"] != "enum"]
     protos = [f"static Py_ssize_t s_{n}(Ctx *c, Py_ssize_t o, int depth);" for n in names]
+    protos += [f"static Py_ssize_t k_{n}(Ctx *c, Py_ssize_t o, int depth);" for n in strict_names]
     for name in names:
         w.function(name)
+    for name in strict_names:
+        strict.function(name)
     methods = ",\n".join(f'  {{"s_{n}", (PyCFunction)(void (*)(void))py_s_{n}, METH_FASTCALL, NULL}}' for n in names)
+    methods += "".join(
+        f',\n  {{"c_{n}", (PyCFunction)(void (*)(void))py_c_{n}, METH_FASTCALL, NULL}}' for n in strict_names
+    )
     methods += ',\n  {"scan_ledger", (PyCFunction)(void (*)(void))py_scan_ledger, METH_FASTCALL, NULL}'
     module = f"""
 static PyMethodDef methods[] = {{
@@ -216,10 +277,12 @@ PyMODINIT_FUNC PyInit__cskip(void) {{
     body = (
         "\n".join(protos)
         + "\n\n"
-        + "\n".join(w.lines)
+        + "\n".join(w.lines + strict.lines)
         + FOOTER
         + SCAN
         + "\n".join(wrapper(n) for n in names)
+        + "\n"
+        + "\n".join(strict_wrapper(n) for n in strict_names)
         + "\n"
         + module
     )

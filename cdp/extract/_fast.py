@@ -20,6 +20,7 @@ import attrs
 from stellar_sdk import xdr
 
 from cdp.xdr import _skip as sk
+from cdp.xdr._walker import skippers as ws
 
 from ._changes import CONTRACT_DATA, REMOVED, TTL, LedgerInfo, compact
 from ._evictions import evicted_rows, eviction_rows
@@ -66,7 +67,7 @@ def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str,
         assert rng is not None
         s = rng[0]
         key_start, key_end = key_bounds(b, s)
-        val_end = sk.c_SCVal(b, key_end)
+        val_end = ws.c_SCVal(b, key_end)
         cd_bytes = b[s + 8 : val_end]
         encoded = Encoded(
             ledger_key=CD_KEY_PREFIX + b[s + 12 : key_end],

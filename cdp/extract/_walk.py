@@ -51,8 +51,8 @@ def key_bounds(b: bytes, start: int) -> tuple[int, int]:
     canonical so they equal a re-encoding."""
     if I32(b, start + 8)[0] != 0:
         raise FastPathError(f"ContractDataEntry ext at byte {start + 8}")
-    key_start = sk.c_SCAddress(b, start + 12)
-    o = sk.c_SCVal(b, key_start)
+    key_start = ws.c_SCAddress(b, start + 12)
+    o = ws.c_SCVal(b, key_start)
     if I32(b, o)[0] not in (0, 1):
         raise FastPathError(f"ContractDataDurability at byte {o}")
     return key_start, o + 4

@@ -35,7 +35,7 @@ static inline Py_ssize_t FAIL(Ctx *c, const char *what, Py_ssize_t at) {
   return -1;
 }
 
-#define CSKIP_SOURCE "0f900f9e6583f6c0ee04ffd59b34a0578ce1883d2a219362453516383d8d11b1"
+#define CSKIP_SOURCE "c9e11a0336afbc27e50563c0d6c9c44e92b1f792f101e38a4ac7bfa9f83d06f1"
 
 static Py_ssize_t s_AccountEntry(Ctx *c, Py_ssize_t o, int depth);
 static Py_ssize_t s_AccountEntryExt(Ctx *c, Py_ssize_t o, int depth);
@@ -423,6 +423,36 @@ static Py_ssize_t s_string64(Ctx *c, Py_ssize_t o, int depth);
 static Py_ssize_t s_uint256(Ctx *c, Py_ssize_t o, int depth);
 static Py_ssize_t s_uint32(Ctx *c, Py_ssize_t o, int depth);
 static Py_ssize_t s_uint64(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_AccountID(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_ClaimableBalanceID(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_ContractExecutable(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_ContractID(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_Duration(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_Hash(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_Int128Parts(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_Int256Parts(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_MuxedEd25519Account(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_PoolID(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_PublicKey(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCAddress(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCBytes(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCContractInstance(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCError(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCMap(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCMapEntry(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCNonceKey(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCString(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCSymbol(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCVal(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_SCVec(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_TimePoint(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_UInt128Parts(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_UInt256Parts(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_int32(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_int64(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_uint256(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_uint32(Ctx *c, Py_ssize_t o, int depth);
+static Py_ssize_t k_uint64(Ctx *c, Py_ssize_t o, int depth);
 
 static Py_ssize_t s_AccountEntry(Ctx *c, Py_ssize_t o, int depth) {
   (void)depth;
@@ -446,7 +476,7 @@ static Py_ssize_t s_AccountEntry(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "AccountEntry.signers", o);
-    for (int32_t i1 = 0; i1 < n; i1++) {
+    for (Py_ssize_t i1 = 0; i1 < n; i1++) {
       o = s_SignerKey(c, o, depth);
       if (o < 0) return -1;
       o += 1;
@@ -493,7 +523,7 @@ static Py_ssize_t s_AccountEntryExtensionV1Ext(Ctx *c, Py_ssize_t o, int depth) 
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "AccountEntryExtensionV2.signerSponsoringIDs", o);
-      for (int32_t i2 = 0; i2 < n; i2++) {
+      for (Py_ssize_t i2 = 0; i2 < n; i2++) {
         { int32_t flag; if (RD(c, o, &flag)) return -1;
           o += 1;
           if (flag) {
@@ -517,7 +547,7 @@ static Py_ssize_t s_AccountEntryExtensionV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "AccountEntryExtensionV2.signerSponsoringIDs", o);
-    for (int32_t i3 = 0; i3 < n; i3++) {
+    for (Py_ssize_t i3 = 0; i3 < n; i3++) {
       { int32_t flag; if (RD(c, o, &flag)) return -1;
         o += 1;
         if (flag) {
@@ -978,7 +1008,7 @@ static Py_ssize_t s_ClaimPredicate(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 2 || n > c->n - o) return FAIL(c, "ClaimPredicate", o);
-      for (int32_t i4 = 0; i4 < n; i4++) {
+      for (Py_ssize_t i4 = 0; i4 < n; i4++) {
         o = s_ClaimPredicate(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -987,7 +1017,7 @@ static Py_ssize_t s_ClaimPredicate(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 2 || n > c->n - o) return FAIL(c, "ClaimPredicate", o);
-      for (int32_t i5 = 0; i5 < n; i5++) {
+      for (Py_ssize_t i5 = 0; i5 < n; i5++) {
         o = s_ClaimPredicate(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -1020,7 +1050,7 @@ static Py_ssize_t s_ClaimableBalanceEntry(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 10 || n > c->n - o) return FAIL(c, "ClaimableBalanceEntry.claimants", o);
-    for (int32_t i6 = 0; i6 < n; i6++) {
+    for (Py_ssize_t i6 = 0; i6 < n; i6++) {
       o = s_Claimant(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -1235,7 +1265,7 @@ static Py_ssize_t s_ConfigSettingEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 1024 || n > c->n - o) return FAIL(c, "ContractCostParams", o);
-      for (int32_t i7 = 0; i7 < n; i7++) {
+      for (Py_ssize_t i7 = 0; i7 < n; i7++) {
         { int32_t v; if (RD(c, o, &v)) return -1;
           if (v != 0) return FAIL(c, "ContractCostParams", o);
         }
@@ -1246,7 +1276,7 @@ static Py_ssize_t s_ConfigSettingEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 1024 || n > c->n - o) return FAIL(c, "ContractCostParams", o);
-      for (int32_t i8 = 0; i8 < n; i8++) {
+      for (Py_ssize_t i8 = 0; i8 < n; i8++) {
         { int32_t v; if (RD(c, o, &v)) return -1;
           if (v != 0) return FAIL(c, "ContractCostParams", o);
         }
@@ -1287,7 +1317,7 @@ static Py_ssize_t s_ConfigSettingEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "FrozenLedgerKeys.keys", o);
-      for (int32_t i9 = 0; i9 < n; i9++) {
+      for (Py_ssize_t i9 = 0; i9 < n; i9++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0) return FAIL(c, "EncodedLedgerKey", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -1297,7 +1327,7 @@ static Py_ssize_t s_ConfigSettingEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "FrozenLedgerKeysDelta.keysToFreeze", o);
-      for (int32_t i10 = 0; i10 < n; i10++) {
+      for (Py_ssize_t i10 = 0; i10 < n; i10++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0) return FAIL(c, "EncodedLedgerKey", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -1305,7 +1335,7 @@ static Py_ssize_t s_ConfigSettingEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "FrozenLedgerKeysDelta.keysToUnfreeze", o);
-      for (int32_t i11 = 0; i11 < n; i11++) {
+      for (Py_ssize_t i11 = 0; i11 < n; i11++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0) return FAIL(c, "EncodedLedgerKey", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -1343,7 +1373,7 @@ static Py_ssize_t s_ConfigUpgradeSet(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "ConfigUpgradeSet.updatedEntry", o);
-    for (int32_t i12 = 0; i12 < n; i12++) {
+    for (Py_ssize_t i12 = 0; i12 < n; i12++) {
       o = s_ConfigSettingEntry(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -1423,7 +1453,7 @@ static Py_ssize_t s_ContractCostParams(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 1024 || n > c->n - o) return FAIL(c, "ContractCostParams", o);
-    for (int32_t i13 = 0; i13 < n; i13++) {
+    for (Py_ssize_t i13 = 0; i13 < n; i13++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "ContractCostParams", o);
       }
@@ -1480,7 +1510,7 @@ static Py_ssize_t s_ContractEventBody(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "ContractEventV0.topics", o);
-      for (int32_t i14 = 0; i14 < n; i14++) {
+      for (Py_ssize_t i14 = 0; i14 < n; i14++) {
         o = s_SCVal(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -1497,7 +1527,7 @@ static Py_ssize_t s_ContractEventV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "ContractEventV0.topics", o);
-    for (int32_t i15 = 0; i15 < n; i15++) {
+    for (Py_ssize_t i15 = 0; i15 < n; i15++) {
       o = s_SCVal(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -1585,7 +1615,7 @@ static Py_ssize_t s_CreateClaimableBalanceOp(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 10 || n > c->n - o) return FAIL(c, "CreateClaimableBalanceOp.claimants", o);
-    for (int32_t i16 = 0; i16 < n; i16++) {
+    for (Py_ssize_t i16 = 0; i16 < n; i16++) {
       o = s_Claimant(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -1628,7 +1658,7 @@ static Py_ssize_t s_CreateContractArgsV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "CreateContractArgsV2.constructorArgs", o);
-    for (int32_t i17 = 0; i17 < n; i17++) {
+    for (Py_ssize_t i17 = 0; i17 < n; i17++) {
       o = s_SCVal(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -1710,7 +1740,7 @@ static Py_ssize_t s_DependentTxCluster(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "DependentTxCluster", o);
-    for (int32_t i18 = 0; i18 < n; i18++) {
+    for (Py_ssize_t i18 = 0; i18 < n; i18++) {
       o = s_TransactionEnvelope(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -1864,7 +1894,7 @@ static Py_ssize_t s_FeeBumpTransactionEnvelope(Ctx *c, Py_ssize_t o, int depth) 
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "FeeBumpTransactionEnvelope.signatures", o);
-    for (int32_t i19 = 0; i19 < n; i19++) {
+    for (Py_ssize_t i19 = 0; i19 < n; i19++) {
       o += 1;
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 64) return FAIL(c, "Signature", o);
@@ -1896,7 +1926,7 @@ static Py_ssize_t s_FeeBumpTransactionInnerTx(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "TransactionV1Envelope.signatures", o);
-      for (int32_t i20 = 0; i20 < n; i20++) {
+      for (Py_ssize_t i20 = 0; i20 < n; i20++) {
         o += 1;
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 64) return FAIL(c, "Signature", o);
@@ -1953,7 +1983,7 @@ static Py_ssize_t s_FrozenLedgerKeys(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "FrozenLedgerKeys.keys", o);
-    for (int32_t i21 = 0; i21 < n; i21++) {
+    for (Py_ssize_t i21 = 0; i21 < n; i21++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0) return FAIL(c, "EncodedLedgerKey", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -1966,7 +1996,7 @@ static Py_ssize_t s_FrozenLedgerKeysDelta(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "FrozenLedgerKeysDelta.keysToFreeze", o);
-    for (int32_t i22 = 0; i22 < n; i22++) {
+    for (Py_ssize_t i22 = 0; i22 < n; i22++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0) return FAIL(c, "EncodedLedgerKey", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -1974,7 +2004,7 @@ static Py_ssize_t s_FrozenLedgerKeysDelta(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "FrozenLedgerKeysDelta.keysToUnfreeze", o);
-    for (int32_t i23 = 0; i23 < n; i23++) {
+    for (Py_ssize_t i23 = 0; i23 < n; i23++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0) return FAIL(c, "EncodedLedgerKey", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -1992,7 +2022,7 @@ static Py_ssize_t s_GeneralizedTransactionSet(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionSetV1.phases", o);
-      for (int32_t i24 = 0; i24 < n; i24++) {
+      for (Py_ssize_t i24 = 0; i24 < n; i24++) {
         o = s_TransactionPhase(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -2139,7 +2169,7 @@ static Py_ssize_t s_HostFunction(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "InvokeContractArgs.args", o);
-      for (int32_t i25 = 0; i25 < n; i25++) {
+      for (Py_ssize_t i25 = 0; i25 < n; i25++) {
         o = s_SCVal(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -2163,7 +2193,7 @@ static Py_ssize_t s_HostFunction(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "CreateContractArgsV2.constructorArgs", o);
-      for (int32_t i26 = 0; i26 < n; i26++) {
+      for (Py_ssize_t i26 = 0; i26 < n; i26++) {
         o = s_SCVal(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -2217,7 +2247,7 @@ static Py_ssize_t s_InflationResult(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "InflationResult", o);
-      for (int32_t i27 = 0; i27 < n; i27++) {
+      for (Py_ssize_t i27 = 0; i27 < n; i27++) {
         { int32_t v; if (RD(c, o, &v)) return -1;
           if (v != 0) return FAIL(c, "InflationResult", o);
         }
@@ -2277,7 +2307,7 @@ static Py_ssize_t s_InnerTransactionResultResult(Ctx *c, Py_ssize_t o, int depth
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "InnerTransactionResultResult", o);
-      for (int32_t i28 = 0; i28 < n; i28++) {
+      for (Py_ssize_t i28 = 0; i28 < n; i28++) {
         o = s_OperationResult(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -2311,7 +2341,7 @@ static Py_ssize_t s_InvokeContractArgs(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "InvokeContractArgs.args", o);
-    for (int32_t i29 = 0; i29 < n; i29++) {
+    for (Py_ssize_t i29 = 0; i29 < n; i29++) {
       o = s_SCVal(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -2325,7 +2355,7 @@ static Py_ssize_t s_InvokeHostFunctionOp(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "InvokeHostFunctionOp.auth", o);
-    for (int32_t i30 = 0; i30 < n; i30++) {
+    for (Py_ssize_t i30 = 0; i30 < n; i30++) {
       o = s_SorobanCredentials(c, o, depth);
       if (o < 0) return -1;
       o = s_SorobanAuthorizedInvocation(c, o, depth + 1);
@@ -2356,7 +2386,7 @@ static Py_ssize_t s_InvokeHostFunctionSuccessPreImage(Ctx *c, Py_ssize_t o, int 
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "InvokeHostFunctionSuccessPreImage.events", o);
-    for (int32_t i31 = 0; i31 < n; i31++) {
+    for (Py_ssize_t i31 = 0; i31 < n; i31++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "ContractEvent.ext", o);
       }
@@ -2399,14 +2429,14 @@ static Py_ssize_t s_LedgerCloseMeta(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionSet.txs", o);
-      for (int32_t i32 = 0; i32 < n; i32++) {
+      for (Py_ssize_t i32 = 0; i32 < n; i32++) {
         o = s_TransactionEnvelope(c, o, depth);
         if (o < 0) return -1;
       } }
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV0.txProcessing", o);
-      for (int32_t i33 = 0; i33 < n; i33++) {
+      for (Py_ssize_t i33 = 0; i33 < n; i33++) {
         o += 8;
         o += 2;
         o = s_TransactionResultResult(c, o, depth);
@@ -2418,7 +2448,7 @@ static Py_ssize_t s_LedgerCloseMeta(Ctx *c, Py_ssize_t o, int depth) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           o += 1;
           if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-          for (int32_t i34 = 0; i34 < n; i34++) {
+          for (Py_ssize_t i34 = 0; i34 < n; i34++) {
             o = s_LedgerEntryChange(c, o, depth);
             if (o < 0) return -1;
           } }
@@ -2428,13 +2458,13 @@ static Py_ssize_t s_LedgerCloseMeta(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV0.upgradesProcessing", o);
-      for (int32_t i35 = 0; i35 < n; i35++) {
+      for (Py_ssize_t i35 = 0; i35 < n; i35++) {
         o = s_LedgerUpgrade(c, o, depth);
         if (o < 0) return -1;
         { int32_t n; if (RD(c, o, &n)) return -1;
           o += 1;
           if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-          for (int32_t i36 = 0; i36 < n; i36++) {
+          for (Py_ssize_t i36 = 0; i36 < n; i36++) {
             o = s_LedgerEntryChange(c, o, depth);
             if (o < 0) return -1;
           } }
@@ -2442,7 +2472,7 @@ static Py_ssize_t s_LedgerCloseMeta(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV0.scpInfo", o);
-      for (int32_t i37 = 0; i37 < n; i37++) {
+      for (Py_ssize_t i37 = 0; i37 < n; i37++) {
         o = s_SCPHistoryEntry(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -2466,7 +2496,7 @@ static Py_ssize_t s_LedgerCloseMetaBatch(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaBatch.ledgerCloseMetas", o);
-    for (int32_t i38 = 0; i38 < n; i38++) {
+    for (Py_ssize_t i38 = 0; i38 < n; i38++) {
       o = s_LedgerCloseMeta(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -2513,14 +2543,14 @@ static Py_ssize_t s_LedgerCloseMetaV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionSet.txs", o);
-    for (int32_t i39 = 0; i39 < n; i39++) {
+    for (Py_ssize_t i39 = 0; i39 < n; i39++) {
       o = s_TransactionEnvelope(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV0.txProcessing", o);
-    for (int32_t i40 = 0; i40 < n; i40++) {
+    for (Py_ssize_t i40 = 0; i40 < n; i40++) {
       o += 8;
       o += 2;
       o = s_TransactionResultResult(c, o, depth);
@@ -2532,7 +2562,7 @@ static Py_ssize_t s_LedgerCloseMetaV0(Ctx *c, Py_ssize_t o, int depth) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i41 = 0; i41 < n; i41++) {
+        for (Py_ssize_t i41 = 0; i41 < n; i41++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -2542,13 +2572,13 @@ static Py_ssize_t s_LedgerCloseMetaV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV0.upgradesProcessing", o);
-    for (int32_t i42 = 0; i42 < n; i42++) {
+    for (Py_ssize_t i42 = 0; i42 < n; i42++) {
       o = s_LedgerUpgrade(c, o, depth);
       if (o < 0) return -1;
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i43 = 0; i43 < n; i43++) {
+        for (Py_ssize_t i43 = 0; i43 < n; i43++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -2556,7 +2586,7 @@ static Py_ssize_t s_LedgerCloseMetaV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV0.scpInfo", o);
-    for (int32_t i44 = 0; i44 < n; i44++) {
+    for (Py_ssize_t i44 = 0; i44 < n; i44++) {
       o = s_SCPHistoryEntry(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -2579,7 +2609,7 @@ static Py_ssize_t s_LedgerCloseMetaV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV1.txProcessing", o);
-    for (int32_t i45 = 0; i45 < n; i45++) {
+    for (Py_ssize_t i45 = 0; i45 < n; i45++) {
       o += 8;
       o += 2;
       o = s_TransactionResultResult(c, o, depth);
@@ -2591,7 +2621,7 @@ static Py_ssize_t s_LedgerCloseMetaV1(Ctx *c, Py_ssize_t o, int depth) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i46 = 0; i46 < n; i46++) {
+        for (Py_ssize_t i46 = 0; i46 < n; i46++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -2601,13 +2631,13 @@ static Py_ssize_t s_LedgerCloseMetaV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV1.upgradesProcessing", o);
-    for (int32_t i47 = 0; i47 < n; i47++) {
+    for (Py_ssize_t i47 = 0; i47 < n; i47++) {
       o = s_LedgerUpgrade(c, o, depth);
       if (o < 0) return -1;
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i48 = 0; i48 < n; i48++) {
+        for (Py_ssize_t i48 = 0; i48 < n; i48++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -2615,7 +2645,7 @@ static Py_ssize_t s_LedgerCloseMetaV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV1.scpInfo", o);
-    for (int32_t i49 = 0; i49 < n; i49++) {
+    for (Py_ssize_t i49 = 0; i49 < n; i49++) {
       o = s_SCPHistoryEntry(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -2623,14 +2653,14 @@ static Py_ssize_t s_LedgerCloseMetaV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV1.evictedKeys", o);
-    for (int32_t i50 = 0; i50 < n; i50++) {
+    for (Py_ssize_t i50 = 0; i50 < n; i50++) {
       o = s_LedgerKey(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV1.unused", o);
-    for (int32_t i51 = 0; i51 < n; i51++) {
+    for (Py_ssize_t i51 = 0; i51 < n; i51++) {
       o += 1;
       o = s_LedgerEntryData(c, o, depth);
       if (o < 0) return -1;
@@ -2656,7 +2686,7 @@ static Py_ssize_t s_LedgerCloseMetaV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV2.txProcessing", o);
-    for (int32_t i52 = 0; i52 < n; i52++) {
+    for (Py_ssize_t i52 = 0; i52 < n; i52++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "TransactionResultMetaV1.ext", o);
       }
@@ -2672,7 +2702,7 @@ static Py_ssize_t s_LedgerCloseMetaV2(Ctx *c, Py_ssize_t o, int depth) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i53 = 0; i53 < n; i53++) {
+        for (Py_ssize_t i53 = 0; i53 < n; i53++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -2681,7 +2711,7 @@ static Py_ssize_t s_LedgerCloseMetaV2(Ctx *c, Py_ssize_t o, int depth) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i54 = 0; i54 < n; i54++) {
+        for (Py_ssize_t i54 = 0; i54 < n; i54++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -2689,13 +2719,13 @@ static Py_ssize_t s_LedgerCloseMetaV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV2.upgradesProcessing", o);
-    for (int32_t i55 = 0; i55 < n; i55++) {
+    for (Py_ssize_t i55 = 0; i55 < n; i55++) {
       o = s_LedgerUpgrade(c, o, depth);
       if (o < 0) return -1;
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i56 = 0; i56 < n; i56++) {
+        for (Py_ssize_t i56 = 0; i56 < n; i56++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -2703,7 +2733,7 @@ static Py_ssize_t s_LedgerCloseMetaV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV2.scpInfo", o);
-    for (int32_t i57 = 0; i57 < n; i57++) {
+    for (Py_ssize_t i57 = 0; i57 < n; i57++) {
       o = s_SCPHistoryEntry(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -2711,7 +2741,7 @@ static Py_ssize_t s_LedgerCloseMetaV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerCloseMetaV2.evictedKeys", o);
-    for (int32_t i58 = 0; i58 < n; i58++) {
+    for (Py_ssize_t i58 = 0; i58 < n; i58++) {
       o = s_LedgerKey(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -2787,7 +2817,7 @@ static Py_ssize_t s_LedgerEntryChanges(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i59 = 0; i59 < n; i59++) {
+    for (Py_ssize_t i59 = 0; i59 < n; i59++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -2842,7 +2872,7 @@ static Py_ssize_t s_LedgerEntryData(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 10 || n > c->n - o) return FAIL(c, "ClaimableBalanceEntry.claimants", o);
-      for (int32_t i60 = 0; i60 < n; i60++) {
+      for (Py_ssize_t i60 = 0; i60 < n; i60++) {
         o = s_Claimant(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -2953,14 +2983,14 @@ static Py_ssize_t s_LedgerFootprint(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerFootprint.readOnly", o);
-    for (int32_t i61 = 0; i61 < n; i61++) {
+    for (Py_ssize_t i61 = 0; i61 < n; i61++) {
       o = s_LedgerKey(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerFootprint.readWrite", o);
-    for (int32_t i62 = 0; i62 < n; i62++) {
+    for (Py_ssize_t i62 = 0; i62 < n; i62++) {
       o = s_LedgerKey(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -2974,7 +3004,7 @@ static Py_ssize_t s_LedgerHeader(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 6 || n > c->n - o) return FAIL(c, "StellarValue.upgrades", o);
-    for (int32_t i63 = 0; i63 < n; i63++) {
+    for (Py_ssize_t i63 = 0; i63 < n; i63++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 128) return FAIL(c, "UpgradeType", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -3216,7 +3246,7 @@ static Py_ssize_t s_LedgerSCPMessages(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerSCPMessages.messages", o);
-    for (int32_t i64 = 0; i64 < n; i64++) {
+    for (Py_ssize_t i64 = 0; i64 < n; i64++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "SCPStatement.nodeID", o);
       }
@@ -3390,7 +3420,7 @@ static Py_ssize_t s_ManageBuyOfferResult(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "ManageOfferSuccessResult.offersClaimed", o);
-      for (int32_t i65 = 0; i65 < n; i65++) {
+      for (Py_ssize_t i65 = 0; i65 < n; i65++) {
         o = s_ClaimAtom(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -3438,7 +3468,7 @@ static Py_ssize_t s_ManageOfferSuccessResult(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "ManageOfferSuccessResult.offersClaimed", o);
-    for (int32_t i66 = 0; i66 < n; i66++) {
+    for (Py_ssize_t i66 = 0; i66 < n; i66++) {
       o = s_ClaimAtom(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -3482,7 +3512,7 @@ static Py_ssize_t s_ManageSellOfferResult(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "ManageOfferSuccessResult.offersClaimed", o);
-      for (int32_t i67 = 0; i67 < n; i67++) {
+      for (Py_ssize_t i67 = 0; i67 < n; i67++) {
         o = s_ClaimAtom(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -3631,7 +3661,7 @@ static Py_ssize_t s_OperationBody(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 5 || n > c->n - o) return FAIL(c, "PathPaymentStrictReceiveOp.path", o);
-      for (int32_t i68 = 0; i68 < n; i68++) {
+      for (Py_ssize_t i68 = 0; i68 < n; i68++) {
         o = s_Asset(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -3708,7 +3738,7 @@ static Py_ssize_t s_OperationBody(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 5 || n > c->n - o) return FAIL(c, "PathPaymentStrictSendOp.path", o);
-      for (int32_t i69 = 0; i69 < n; i69++) {
+      for (Py_ssize_t i69 = 0; i69 < n; i69++) {
         o = s_Asset(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -3720,7 +3750,7 @@ static Py_ssize_t s_OperationBody(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 10 || n > c->n - o) return FAIL(c, "CreateClaimableBalanceOp.claimants", o);
-      for (int32_t i70 = 0; i70 < n; i70++) {
+      for (Py_ssize_t i70 = 0; i70 < n; i70++) {
         o = s_Claimant(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -3777,7 +3807,7 @@ static Py_ssize_t s_OperationBody(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "InvokeHostFunctionOp.auth", o);
-      for (int32_t i71 = 0; i71 < n; i71++) {
+      for (Py_ssize_t i71 = 0; i71 < n; i71++) {
         o = s_SorobanCredentials(c, o, depth);
         if (o < 0) return -1;
         o = s_SorobanAuthorizedInvocation(c, o, depth + 1);
@@ -3806,7 +3836,7 @@ static Py_ssize_t s_OperationMeta(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i72 = 0; i72 < n; i72++) {
+    for (Py_ssize_t i72 = 0; i72 < n; i72++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -3822,14 +3852,14 @@ static Py_ssize_t s_OperationMetaV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i73 = 0; i73 < n; i73++) {
+    for (Py_ssize_t i73 = 0; i73 < n; i73++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "OperationMetaV2.events", o);
-    for (int32_t i74 = 0; i74 < n; i74++) {
+    for (Py_ssize_t i74 = 0; i74 < n; i74++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "ContractEvent.ext", o);
       }
@@ -4024,11 +4054,11 @@ static Py_ssize_t s_ParallelTxExecutionStage(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "ParallelTxExecutionStage", o);
-    for (int32_t i75 = 0; i75 < n; i75++) {
+    for (Py_ssize_t i75 = 0; i75 < n; i75++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "DependentTxCluster", o);
-        for (int32_t i76 = 0; i76 < n; i76++) {
+        for (Py_ssize_t i76 = 0; i76 < n; i76++) {
           o = s_TransactionEnvelope(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -4046,15 +4076,15 @@ static Py_ssize_t s_ParallelTxsComponent(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "ParallelTxsComponent.executionStages", o);
-    for (int32_t i77 = 0; i77 < n; i77++) {
+    for (Py_ssize_t i77 = 0; i77 < n; i77++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "ParallelTxExecutionStage", o);
-        for (int32_t i78 = 0; i78 < n; i78++) {
+        for (Py_ssize_t i78 = 0; i78 < n; i78++) {
           { int32_t n; if (RD(c, o, &n)) return -1;
             o += 1;
             if (n < 0 || n > c->n - o) return FAIL(c, "DependentTxCluster", o);
-            for (int32_t i79 = 0; i79 < n; i79++) {
+            for (Py_ssize_t i79 = 0; i79 < n; i79++) {
               o = s_TransactionEnvelope(c, o, depth);
               if (o < 0) return -1;
             } }
@@ -4076,7 +4106,7 @@ static Py_ssize_t s_PathPaymentStrictReceiveOp(Ctx *c, Py_ssize_t o, int depth) 
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 5 || n > c->n - o) return FAIL(c, "PathPaymentStrictReceiveOp.path", o);
-    for (int32_t i80 = 0; i80 < n; i80++) {
+    for (Py_ssize_t i80 = 0; i80 < n; i80++) {
       o = s_Asset(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -4092,7 +4122,7 @@ static Py_ssize_t s_PathPaymentStrictReceiveResult(Ctx *c, Py_ssize_t o, int dep
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "PathPaymentStrictReceiveResultSuccess.offers", o);
-      for (int32_t i81 = 0; i81 < n; i81++) {
+      for (Py_ssize_t i81 = 0; i81 < n; i81++) {
         o = s_ClaimAtom(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -4122,7 +4152,7 @@ static Py_ssize_t s_PathPaymentStrictReceiveResultSuccess(Ctx *c, Py_ssize_t o, 
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "PathPaymentStrictReceiveResultSuccess.offers", o);
-    for (int32_t i82 = 0; i82 < n; i82++) {
+    for (Py_ssize_t i82 = 0; i82 < n; i82++) {
       o = s_ClaimAtom(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -4149,7 +4179,7 @@ static Py_ssize_t s_PathPaymentStrictSendOp(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 5 || n > c->n - o) return FAIL(c, "PathPaymentStrictSendOp.path", o);
-    for (int32_t i83 = 0; i83 < n; i83++) {
+    for (Py_ssize_t i83 = 0; i83 < n; i83++) {
       o = s_Asset(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -4165,7 +4195,7 @@ static Py_ssize_t s_PathPaymentStrictSendResult(Ctx *c, Py_ssize_t o, int depth)
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "PathPaymentStrictSendResultSuccess.offers", o);
-      for (int32_t i84 = 0; i84 < n; i84++) {
+      for (Py_ssize_t i84 = 0; i84 < n; i84++) {
         o = s_ClaimAtom(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -4195,7 +4225,7 @@ static Py_ssize_t s_PathPaymentStrictSendResultSuccess(Ctx *c, Py_ssize_t o, int
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "PathPaymentStrictSendResultSuccess.offers", o);
-    for (int32_t i85 = 0; i85 < n; i85++) {
+    for (Py_ssize_t i85 = 0; i85 < n; i85++) {
       o = s_ClaimAtom(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -4279,7 +4309,7 @@ static Py_ssize_t s_PersistedSCPState(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV0.scpEnvelopes", o);
-      for (int32_t i86 = 0; i86 < n; i86++) {
+      for (Py_ssize_t i86 = 0; i86 < n; i86++) {
         { int32_t v; if (RD(c, o, &v)) return -1;
           if (v != 0) return FAIL(c, "SCPStatement.nodeID", o);
         }
@@ -4293,14 +4323,14 @@ static Py_ssize_t s_PersistedSCPState(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV0.quorumSets", o);
-      for (int32_t i87 = 0; i87 < n; i87++) {
+      for (Py_ssize_t i87 = 0; i87 < n; i87++) {
         o = s_SCPQuorumSet(c, o, depth + 1);
         if (o < 0) return -1;
       } }
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV0.txSets", o);
-      for (int32_t i88 = 0; i88 < n; i88++) {
+      for (Py_ssize_t i88 = 0; i88 < n; i88++) {
         o = s_StoredTransactionSet(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -4309,7 +4339,7 @@ static Py_ssize_t s_PersistedSCPState(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV1.scpEnvelopes", o);
-      for (int32_t i89 = 0; i89 < n; i89++) {
+      for (Py_ssize_t i89 = 0; i89 < n; i89++) {
         { int32_t v; if (RD(c, o, &v)) return -1;
           if (v != 0) return FAIL(c, "SCPStatement.nodeID", o);
         }
@@ -4323,7 +4353,7 @@ static Py_ssize_t s_PersistedSCPState(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV1.quorumSets", o);
-      for (int32_t i90 = 0; i90 < n; i90++) {
+      for (Py_ssize_t i90 = 0; i90 < n; i90++) {
         o = s_SCPQuorumSet(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -4338,7 +4368,7 @@ static Py_ssize_t s_PersistedSCPStateV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV0.scpEnvelopes", o);
-    for (int32_t i91 = 0; i91 < n; i91++) {
+    for (Py_ssize_t i91 = 0; i91 < n; i91++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "SCPStatement.nodeID", o);
       }
@@ -4352,14 +4382,14 @@ static Py_ssize_t s_PersistedSCPStateV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV0.quorumSets", o);
-    for (int32_t i92 = 0; i92 < n; i92++) {
+    for (Py_ssize_t i92 = 0; i92 < n; i92++) {
       o = s_SCPQuorumSet(c, o, depth + 1);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV0.txSets", o);
-    for (int32_t i93 = 0; i93 < n; i93++) {
+    for (Py_ssize_t i93 = 0; i93 < n; i93++) {
       o = s_StoredTransactionSet(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -4371,7 +4401,7 @@ static Py_ssize_t s_PersistedSCPStateV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV1.scpEnvelopes", o);
-    for (int32_t i94 = 0; i94 < n; i94++) {
+    for (Py_ssize_t i94 = 0; i94 < n; i94++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "SCPStatement.nodeID", o);
       }
@@ -4385,7 +4415,7 @@ static Py_ssize_t s_PersistedSCPStateV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "PersistedSCPStateV1.quorumSets", o);
-    for (int32_t i95 = 0; i95 < n; i95++) {
+    for (Py_ssize_t i95 = 0; i95 < n; i95++) {
       o = s_SCPQuorumSet(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -4428,7 +4458,7 @@ static Py_ssize_t s_Preconditions(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 2 || n > c->n - o) return FAIL(c, "PreconditionsV2.extraSigners", o);
-      for (int32_t i96 = 0; i96 < n; i96++) {
+      for (Py_ssize_t i96 = 0; i96 < n; i96++) {
         o = s_SignerKey(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -4459,7 +4489,7 @@ static Py_ssize_t s_PreconditionsV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 2 || n > c->n - o) return FAIL(c, "PreconditionsV2.extraSigners", o);
-    for (int32_t i97 = 0; i97 < n; i97++) {
+    for (Py_ssize_t i97 = 0; i97 < n; i97++) {
       o = s_SignerKey(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -4652,7 +4682,7 @@ static Py_ssize_t s_SCMap(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCMap", o);
-    for (int32_t i98 = 0; i98 < n; i98++) {
+    for (Py_ssize_t i98 = 0; i98 < n; i98++) {
       o = s_SCMapEntry(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -4736,7 +4766,7 @@ static Py_ssize_t s_SCPHistoryEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCPHistoryEntryV0.quorumSets", o);
-      for (int32_t i99 = 0; i99 < n; i99++) {
+      for (Py_ssize_t i99 = 0; i99 < n; i99++) {
         o = s_SCPQuorumSet(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -4744,7 +4774,7 @@ static Py_ssize_t s_SCPHistoryEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerSCPMessages.messages", o);
-      for (int32_t i100 = 0; i100 < n; i100++) {
+      for (Py_ssize_t i100 = 0; i100 < n; i100++) {
         { int32_t v; if (RD(c, o, &v)) return -1;
           if (v != 0) return FAIL(c, "SCPStatement.nodeID", o);
         }
@@ -4766,7 +4796,7 @@ static Py_ssize_t s_SCPHistoryEntryV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCPHistoryEntryV0.quorumSets", o);
-    for (int32_t i101 = 0; i101 < n; i101++) {
+    for (Py_ssize_t i101 = 0; i101 < n; i101++) {
       o = s_SCPQuorumSet(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -4774,7 +4804,7 @@ static Py_ssize_t s_SCPHistoryEntryV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerSCPMessages.messages", o);
-    for (int32_t i102 = 0; i102 < n; i102++) {
+    for (Py_ssize_t i102 = 0; i102 < n; i102++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "SCPStatement.nodeID", o);
       }
@@ -4794,7 +4824,7 @@ static Py_ssize_t s_SCPNomination(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCPNomination.votes", o);
-    for (int32_t i103 = 0; i103 < n; i103++) {
+    for (Py_ssize_t i103 = 0; i103 < n; i103++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0) return FAIL(c, "Value", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -4802,7 +4832,7 @@ static Py_ssize_t s_SCPNomination(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCPNomination.accepted", o);
-    for (int32_t i104 = 0; i104 < n; i104++) {
+    for (Py_ssize_t i104 = 0; i104 < n; i104++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0) return FAIL(c, "Value", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -4817,7 +4847,7 @@ static Py_ssize_t s_SCPQuorumSet(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCPQuorumSet.validators", o);
-    for (int32_t i105 = 0; i105 < n; i105++) {
+    for (Py_ssize_t i105 = 0; i105 < n; i105++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "SCPQuorumSet.validators", o);
       }
@@ -4826,7 +4856,7 @@ static Py_ssize_t s_SCPQuorumSet(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCPQuorumSet.innerSets", o);
-    for (int32_t i106 = 0; i106 < n; i106++) {
+    for (Py_ssize_t i106 = 0; i106 < n; i106++) {
       o = s_SCPQuorumSet(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -4912,7 +4942,7 @@ static Py_ssize_t s_SCPStatementPledges(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCPNomination.votes", o);
-      for (int32_t i107 = 0; i107 < n; i107++) {
+      for (Py_ssize_t i107 = 0; i107 < n; i107++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0) return FAIL(c, "Value", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -4920,7 +4950,7 @@ static Py_ssize_t s_SCPStatementPledges(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCPNomination.accepted", o);
-      for (int32_t i108 = 0; i108 < n; i108++) {
+      for (Py_ssize_t i108 = 0; i108 < n; i108++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0) return FAIL(c, "Value", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -4973,7 +5003,7 @@ static Py_ssize_t s_SCSpecEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecFunctionV0.inputs", o);
-      for (int32_t i109 = 0; i109 < n; i109++) {
+      for (Py_ssize_t i109 = 0; i109 < n; i109++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 1024) return FAIL(c, "SCSpecFunctionInputV0.doc", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -4986,7 +5016,7 @@ static Py_ssize_t s_SCSpecEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 1 || n > c->n - o) return FAIL(c, "SCSpecFunctionV0.outputs", o);
-      for (int32_t i110 = 0; i110 < n; i110++) {
+      for (Py_ssize_t i110 = 0; i110 < n; i110++) {
         o = s_SCSpecTypeDef(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -5004,7 +5034,7 @@ static Py_ssize_t s_SCSpecEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTStructV0.fields", o);
-      for (int32_t i111 = 0; i111 < n; i111++) {
+      for (Py_ssize_t i111 = 0; i111 < n; i111++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 1024) return FAIL(c, "SCSpecUDTStructFieldV0.doc", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5028,7 +5058,7 @@ static Py_ssize_t s_SCSpecEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTUnionV0.cases", o);
-      for (int32_t i112 = 0; i112 < n; i112++) {
+      for (Py_ssize_t i112 = 0; i112 < n; i112++) {
         o = s_SCSpecUDTUnionCaseV0(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -5046,7 +5076,7 @@ static Py_ssize_t s_SCSpecEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTEnumV0.cases", o);
-      for (int32_t i113 = 0; i113 < n; i113++) {
+      for (Py_ssize_t i113 = 0; i113 < n; i113++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 1024) return FAIL(c, "SCSpecUDTEnumCaseV0.doc", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5069,7 +5099,7 @@ static Py_ssize_t s_SCSpecEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTErrorEnumV0.cases", o);
-      for (int32_t i114 = 0; i114 < n; i114++) {
+      for (Py_ssize_t i114 = 0; i114 < n; i114++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 1024) return FAIL(c, "SCSpecUDTErrorEnumCaseV0.doc", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5092,7 +5122,7 @@ static Py_ssize_t s_SCSpecEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 2 || n > c->n - o) return FAIL(c, "SCSpecEventV0.prefixTopics", o);
-      for (int32_t i115 = 0; i115 < n; i115++) {
+      for (Py_ssize_t i115 = 0; i115 < n; i115++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 32) return FAIL(c, "SCSymbol", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5100,7 +5130,7 @@ static Py_ssize_t s_SCSpecEntry(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecEventV0.params", o);
-      for (int32_t i116 = 0; i116 < n; i116++) {
+      for (Py_ssize_t i116 = 0; i116 < n; i116++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 1024) return FAIL(c, "SCSpecEventParamV0.doc", o);
           o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5155,7 +5185,7 @@ static Py_ssize_t s_SCSpecEventV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 2 || n > c->n - o) return FAIL(c, "SCSpecEventV0.prefixTopics", o);
-    for (int32_t i117 = 0; i117 < n; i117++) {
+    for (Py_ssize_t i117 = 0; i117 < n; i117++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 32) return FAIL(c, "SCSymbol", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5163,7 +5193,7 @@ static Py_ssize_t s_SCSpecEventV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecEventV0.params", o);
-    for (int32_t i118 = 0; i118 < n; i118++) {
+    for (Py_ssize_t i118 = 0; i118 < n; i118++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 1024) return FAIL(c, "SCSpecEventParamV0.doc", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5208,7 +5238,7 @@ static Py_ssize_t s_SCSpecFunctionV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecFunctionV0.inputs", o);
-    for (int32_t i119 = 0; i119 < n; i119++) {
+    for (Py_ssize_t i119 = 0; i119 < n; i119++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 1024) return FAIL(c, "SCSpecFunctionInputV0.doc", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5221,7 +5251,7 @@ static Py_ssize_t s_SCSpecFunctionV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 1 || n > c->n - o) return FAIL(c, "SCSpecFunctionV0.outputs", o);
-    for (int32_t i120 = 0; i120 < n; i120++) {
+    for (Py_ssize_t i120 = 0; i120 < n; i120++) {
       o = s_SCSpecTypeDef(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -5309,7 +5339,7 @@ static Py_ssize_t s_SCSpecTypeTuple(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 12 || n > c->n - o) return FAIL(c, "SCSpecTypeTuple.valueTypes", o);
-    for (int32_t i121 = 0; i121 < n; i121++) {
+    for (Py_ssize_t i121 = 0; i121 < n; i121++) {
       o = s_SCSpecTypeDef(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -5358,7 +5388,7 @@ static Py_ssize_t s_SCSpecUDTEnumV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTEnumV0.cases", o);
-    for (int32_t i122 = 0; i122 < n; i122++) {
+    for (Py_ssize_t i122 = 0; i122 < n; i122++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 1024) return FAIL(c, "SCSpecUDTEnumCaseV0.doc", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5396,7 +5426,7 @@ static Py_ssize_t s_SCSpecUDTErrorEnumV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTErrorEnumV0.cases", o);
-    for (int32_t i123 = 0; i123 < n; i123++) {
+    for (Py_ssize_t i123 = 0; i123 < n; i123++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 1024) return FAIL(c, "SCSpecUDTErrorEnumCaseV0.doc", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5435,7 +5465,7 @@ static Py_ssize_t s_SCSpecUDTStructV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTStructV0.fields", o);
-    for (int32_t i124 = 0; i124 < n; i124++) {
+    for (Py_ssize_t i124 = 0; i124 < n; i124++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 1024) return FAIL(c, "SCSpecUDTStructFieldV0.doc", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -5459,7 +5489,7 @@ static Py_ssize_t s_SCSpecUDTUnionCaseTupleV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTUnionCaseTupleV0.type", o);
-    for (int32_t i125 = 0; i125 < n; i125++) {
+    for (Py_ssize_t i125 = 0; i125 < n; i125++) {
       o = s_SCSpecTypeDef(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -5489,7 +5519,7 @@ static Py_ssize_t s_SCSpecUDTUnionCaseV0(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTUnionCaseTupleV0.type", o);
-      for (int32_t i126 = 0; i126 < n; i126++) {
+      for (Py_ssize_t i126 = 0; i126 < n; i126++) {
         o = s_SCSpecTypeDef(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -5524,7 +5554,7 @@ static Py_ssize_t s_SCSpecUDTUnionV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCSpecUDTUnionV0.cases", o);
-    for (int32_t i127 = 0; i127 < n; i127++) {
+    for (Py_ssize_t i127 = 0; i127 < n; i127++) {
       o = s_SCSpecUDTUnionCaseV0(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -5647,7 +5677,7 @@ static Py_ssize_t s_SCVec(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SCVec", o);
-    for (int32_t i128 = 0; i128 < n; i128++) {
+    for (Py_ssize_t i128 = 0; i128 < n; i128++) {
       o = s_SCVal(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -5939,7 +5969,7 @@ static Py_ssize_t s_SorobanAddressCredentialsWithDelegates(Ctx *c, Py_ssize_t o,
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SorobanAddressCredentialsWithDelegates.delegates", o);
-    for (int32_t i129 = 0; i129 < n; i129++) {
+    for (Py_ssize_t i129 = 0; i129 < n; i129++) {
       o = s_SorobanDelegateSignature(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -5951,7 +5981,7 @@ static Py_ssize_t s_SorobanAuthorizationEntries(Ctx *c, Py_ssize_t o, int depth)
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SorobanAuthorizationEntries", o);
-    for (int32_t i130 = 0; i130 < n; i130++) {
+    for (Py_ssize_t i130 = 0; i130 < n; i130++) {
       o = s_SorobanCredentials(c, o, depth);
       if (o < 0) return -1;
       o = s_SorobanAuthorizedInvocation(c, o, depth + 1);
@@ -5983,7 +6013,7 @@ static Py_ssize_t s_SorobanAuthorizedFunction(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "InvokeContractArgs.args", o);
-      for (int32_t i131 = 0; i131 < n; i131++) {
+      for (Py_ssize_t i131 = 0; i131 < n; i131++) {
         o = s_SCVal(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -6002,7 +6032,7 @@ static Py_ssize_t s_SorobanAuthorizedFunction(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "CreateContractArgsV2.constructorArgs", o);
-      for (int32_t i132 = 0; i132 < n; i132++) {
+      for (Py_ssize_t i132 = 0; i132 < n; i132++) {
         o = s_SCVal(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -6020,7 +6050,7 @@ static Py_ssize_t s_SorobanAuthorizedInvocation(Ctx *c, Py_ssize_t o, int depth)
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SorobanAuthorizedInvocation.subInvocations", o);
-    for (int32_t i133 = 0; i133 < n; i133++) {
+    for (Py_ssize_t i133 = 0; i133 < n; i133++) {
       o = s_SorobanAuthorizedInvocation(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -6057,7 +6087,7 @@ static Py_ssize_t s_SorobanCredentials(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "SorobanAddressCredentialsWithDelegates.delegates", o);
-      for (int32_t i134 = 0; i134 < n; i134++) {
+      for (Py_ssize_t i134 = 0; i134 < n; i134++) {
         o = s_SorobanDelegateSignature(c, o, depth + 1);
         if (o < 0) return -1;
       } }
@@ -6077,7 +6107,7 @@ static Py_ssize_t s_SorobanDelegateSignature(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SorobanDelegateSignature.nestedDelegates", o);
-    for (int32_t i135 = 0; i135 < n; i135++) {
+    for (Py_ssize_t i135 = 0; i135 < n; i135++) {
       o = s_SorobanDelegateSignature(c, o, depth + 1);
       if (o < 0) return -1;
     } }
@@ -6089,14 +6119,14 @@ static Py_ssize_t s_SorobanResources(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerFootprint.readOnly", o);
-    for (int32_t i136 = 0; i136 < n; i136++) {
+    for (Py_ssize_t i136 = 0; i136 < n; i136++) {
       o = s_LedgerKey(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerFootprint.readWrite", o);
-    for (int32_t i137 = 0; i137 < n; i137++) {
+    for (Py_ssize_t i137 = 0; i137 < n; i137++) {
       o = s_LedgerKey(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -6120,14 +6150,14 @@ static Py_ssize_t s_SorobanTransactionData(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerFootprint.readOnly", o);
-    for (int32_t i138 = 0; i138 < n; i138++) {
+    for (Py_ssize_t i138 = 0; i138 < n; i138++) {
       o = s_LedgerKey(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerFootprint.readWrite", o);
-    for (int32_t i139 = 0; i139 < n; i139++) {
+    for (Py_ssize_t i139 = 0; i139 < n; i139++) {
       o = s_LedgerKey(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -6161,7 +6191,7 @@ static Py_ssize_t s_SorobanTransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SorobanTransactionMeta.events", o);
-    for (int32_t i140 = 0; i140 < n; i140++) {
+    for (Py_ssize_t i140 = 0; i140 < n; i140++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "ContractEvent.ext", o);
       }
@@ -6183,7 +6213,7 @@ static Py_ssize_t s_SorobanTransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "SorobanTransactionMeta.diagnosticEvents", o);
-    for (int32_t i141 = 0; i141 < n; i141++) {
+    for (Py_ssize_t i141 = 0; i141 < n; i141++) {
       o += 1;
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "ContractEvent.ext", o);
@@ -6294,7 +6324,7 @@ static Py_ssize_t s_StellarMessage(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 100 || n > c->n - o) return FAIL(c, "StellarMessage", o);
-      for (int32_t i142 = 0; i142 < n; i142++) {
+      for (Py_ssize_t i142 = 0; i142 < n; i142++) {
         o = s_PeerAddressIp(c, o, depth);
         if (o < 0) return -1;
         o += 2;
@@ -6308,7 +6338,7 @@ static Py_ssize_t s_StellarMessage(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionSet.txs", o);
-      for (int32_t i143 = 0; i143 < n; i143++) {
+      for (Py_ssize_t i143 = 0; i143 < n; i143++) {
         o = s_TransactionEnvelope(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -6423,7 +6453,7 @@ static Py_ssize_t s_StellarValue(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 6 || n > c->n - o) return FAIL(c, "StellarValue.upgrades", o);
-    for (int32_t i144 = 0; i144 < n; i144++) {
+    for (Py_ssize_t i144 = 0; i144 < n; i144++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 128) return FAIL(c, "UpgradeType", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -6463,7 +6493,7 @@ static Py_ssize_t s_StoredDebugTransactionSet(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 6 || n > c->n - o) return FAIL(c, "StellarValue.upgrades", o);
-    for (int32_t i145 = 0; i145 < n; i145++) {
+    for (Py_ssize_t i145 = 0; i145 < n; i145++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 128) return FAIL(c, "UpgradeType", o);
         o += 1 + (((Py_ssize_t)n + 3) >> 2); }
@@ -6483,7 +6513,7 @@ static Py_ssize_t s_StoredTransactionSet(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionSet.txs", o);
-      for (int32_t i146 = 0; i146 < n; i146++) {
+      for (Py_ssize_t i146 = 0; i146 < n; i146++) {
         o = s_TransactionEnvelope(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -6521,7 +6551,7 @@ static Py_ssize_t s_SurveyResponseBody(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 25 || n > c->n - o) return FAIL(c, "TimeSlicedPeerDataList", o);
-      for (int32_t i147 = 0; i147 < n; i147++) {
+      for (Py_ssize_t i147 = 0; i147 < n; i147++) {
         o = s_PeerStats(c, o, depth);
         if (o < 0) return -1;
         o += 1;
@@ -6529,7 +6559,7 @@ static Py_ssize_t s_SurveyResponseBody(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 25 || n > c->n - o) return FAIL(c, "TimeSlicedPeerDataList", o);
-      for (int32_t i148 = 0; i148 < n; i148++) {
+      for (Py_ssize_t i148 = 0; i148 < n; i148++) {
         o = s_PeerStats(c, o, depth);
         if (o < 0) return -1;
         o += 1;
@@ -6602,7 +6632,7 @@ static Py_ssize_t s_TimeSlicedPeerDataList(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 25 || n > c->n - o) return FAIL(c, "TimeSlicedPeerDataList", o);
-    for (int32_t i149 = 0; i149 < n; i149++) {
+    for (Py_ssize_t i149 = 0; i149 < n; i149++) {
       o = s_PeerStats(c, o, depth);
       if (o < 0) return -1;
       o += 1;
@@ -6667,7 +6697,7 @@ static Py_ssize_t s_TopologyResponseBodyV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 25 || n > c->n - o) return FAIL(c, "TimeSlicedPeerDataList", o);
-    for (int32_t i150 = 0; i150 < n; i150++) {
+    for (Py_ssize_t i150 = 0; i150 < n; i150++) {
       o = s_PeerStats(c, o, depth);
       if (o < 0) return -1;
       o += 1;
@@ -6675,7 +6705,7 @@ static Py_ssize_t s_TopologyResponseBodyV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 25 || n > c->n - o) return FAIL(c, "TimeSlicedPeerDataList", o);
-    for (int32_t i151 = 0; i151 < n; i151++) {
+    for (Py_ssize_t i151 = 0; i151 < n; i151++) {
       o = s_PeerStats(c, o, depth);
       if (o < 0) return -1;
       o += 1;
@@ -6696,7 +6726,7 @@ static Py_ssize_t s_Transaction(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 100 || n > c->n - o) return FAIL(c, "Transaction.operations", o);
-    for (int32_t i152 = 0; i152 < n; i152++) {
+    for (Py_ssize_t i152 = 0; i152 < n; i152++) {
       { int32_t flag; if (RD(c, o, &flag)) return -1;
         o += 1;
         if (flag) {
@@ -6722,7 +6752,7 @@ static Py_ssize_t s_TransactionEnvelope(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "TransactionV0Envelope.signatures", o);
-      for (int32_t i153 = 0; i153 < n; i153++) {
+      for (Py_ssize_t i153 = 0; i153 < n; i153++) {
         o += 1;
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 64) return FAIL(c, "Signature", o);
@@ -6735,7 +6765,7 @@ static Py_ssize_t s_TransactionEnvelope(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "TransactionV1Envelope.signatures", o);
-      for (int32_t i154 = 0; i154 < n; i154++) {
+      for (Py_ssize_t i154 = 0; i154 < n; i154++) {
         o += 1;
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 64) return FAIL(c, "Signature", o);
@@ -6755,7 +6785,7 @@ static Py_ssize_t s_TransactionEnvelope(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "FeeBumpTransactionEnvelope.signatures", o);
-      for (int32_t i155 = 0; i155 < n; i155++) {
+      for (Py_ssize_t i155 = 0; i155 < n; i155++) {
         o += 1;
         { int32_t n; if (RD(c, o, &n)) return -1;
           if (n < 0 || n > 64) return FAIL(c, "Signature", o);
@@ -6804,14 +6834,14 @@ static Py_ssize_t s_TransactionExt(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerFootprint.readOnly", o);
-      for (int32_t i156 = 0; i156 < n; i156++) {
+      for (Py_ssize_t i156 = 0; i156 < n; i156++) {
         o = s_LedgerKey(c, o, depth);
         if (o < 0) return -1;
       } }
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerFootprint.readWrite", o);
-      for (int32_t i157 = 0; i157 < n; i157++) {
+      for (Py_ssize_t i157 = 0; i157 < n; i157++) {
         o = s_LedgerKey(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -6830,7 +6860,7 @@ static Py_ssize_t s_TransactionHistoryEntry(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionSet.txs", o);
-    for (int32_t i158 = 0; i158 < n; i158++) {
+    for (Py_ssize_t i158 = 0; i158 < n; i158++) {
       o = s_TransactionEnvelope(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -6861,7 +6891,7 @@ static Py_ssize_t s_TransactionHistoryResultEntry(Ctx *c, Py_ssize_t o, int dept
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionResultSet.results", o);
-    for (int32_t i159 = 0; i159 < n; i159++) {
+    for (Py_ssize_t i159 = 0; i159 < n; i159++) {
       o += 8;
       o += 2;
       o = s_TransactionResultResult(c, o, depth);
@@ -6899,11 +6929,11 @@ static Py_ssize_t s_TransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMeta", o);
-      for (int32_t i160 = 0; i160 < n; i160++) {
+      for (Py_ssize_t i160 = 0; i160 < n; i160++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           o += 1;
           if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-          for (int32_t i161 = 0; i161 < n; i161++) {
+          for (Py_ssize_t i161 = 0; i161 < n; i161++) {
             o = s_LedgerEntryChange(c, o, depth);
             if (o < 0) return -1;
           } }
@@ -6913,18 +6943,18 @@ static Py_ssize_t s_TransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-      for (int32_t i162 = 0; i162 < n; i162++) {
+      for (Py_ssize_t i162 = 0; i162 < n; i162++) {
         o = s_LedgerEntryChange(c, o, depth);
         if (o < 0) return -1;
       } }
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMetaV1.operations", o);
-      for (int32_t i163 = 0; i163 < n; i163++) {
+      for (Py_ssize_t i163 = 0; i163 < n; i163++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           o += 1;
           if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-          for (int32_t i164 = 0; i164 < n; i164++) {
+          for (Py_ssize_t i164 = 0; i164 < n; i164++) {
             o = s_LedgerEntryChange(c, o, depth);
             if (o < 0) return -1;
           } }
@@ -6934,18 +6964,18 @@ static Py_ssize_t s_TransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-      for (int32_t i165 = 0; i165 < n; i165++) {
+      for (Py_ssize_t i165 = 0; i165 < n; i165++) {
         o = s_LedgerEntryChange(c, o, depth);
         if (o < 0) return -1;
       } }
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMetaV2.operations", o);
-      for (int32_t i166 = 0; i166 < n; i166++) {
+      for (Py_ssize_t i166 = 0; i166 < n; i166++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           o += 1;
           if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-          for (int32_t i167 = 0; i167 < n; i167++) {
+          for (Py_ssize_t i167 = 0; i167 < n; i167++) {
             o = s_LedgerEntryChange(c, o, depth);
             if (o < 0) return -1;
           } }
@@ -6953,7 +6983,7 @@ static Py_ssize_t s_TransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-      for (int32_t i168 = 0; i168 < n; i168++) {
+      for (Py_ssize_t i168 = 0; i168 < n; i168++) {
         o = s_LedgerEntryChange(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -6966,18 +6996,18 @@ static Py_ssize_t s_TransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-      for (int32_t i169 = 0; i169 < n; i169++) {
+      for (Py_ssize_t i169 = 0; i169 < n; i169++) {
         o = s_LedgerEntryChange(c, o, depth);
         if (o < 0) return -1;
       } }
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMetaV3.operations", o);
-      for (int32_t i170 = 0; i170 < n; i170++) {
+      for (Py_ssize_t i170 = 0; i170 < n; i170++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           o += 1;
           if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-          for (int32_t i171 = 0; i171 < n; i171++) {
+          for (Py_ssize_t i171 = 0; i171 < n; i171++) {
             o = s_LedgerEntryChange(c, o, depth);
             if (o < 0) return -1;
           } }
@@ -6985,7 +7015,7 @@ static Py_ssize_t s_TransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-      for (int32_t i172 = 0; i172 < n; i172++) {
+      for (Py_ssize_t i172 = 0; i172 < n; i172++) {
         o = s_LedgerEntryChange(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -6997,7 +7027,7 @@ static Py_ssize_t s_TransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           o += 1;
           if (n < 0 || n > c->n - o) return FAIL(c, "SorobanTransactionMeta.events", o);
-          for (int32_t i173 = 0; i173 < n; i173++) {
+          for (Py_ssize_t i173 = 0; i173 < n; i173++) {
             { int32_t v; if (RD(c, o, &v)) return -1;
               if (v != 0) return FAIL(c, "ContractEvent.ext", o);
             }
@@ -7019,7 +7049,7 @@ static Py_ssize_t s_TransactionMeta(Ctx *c, Py_ssize_t o, int depth) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           o += 1;
           if (n < 0 || n > c->n - o) return FAIL(c, "SorobanTransactionMeta.diagnosticEvents", o);
-          for (int32_t i174 = 0; i174 < n; i174++) {
+          for (Py_ssize_t i174 = 0; i174 < n; i174++) {
             o += 1;
             { int32_t v; if (RD(c, o, &v)) return -1;
               if (v != 0) return FAIL(c, "ContractEvent.ext", o);
@@ -7053,18 +7083,18 @@ static Py_ssize_t s_TransactionMetaV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i175 = 0; i175 < n; i175++) {
+    for (Py_ssize_t i175 = 0; i175 < n; i175++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMetaV1.operations", o);
-    for (int32_t i176 = 0; i176 < n; i176++) {
+    for (Py_ssize_t i176 = 0; i176 < n; i176++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i177 = 0; i177 < n; i177++) {
+        for (Py_ssize_t i177 = 0; i177 < n; i177++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -7077,18 +7107,18 @@ static Py_ssize_t s_TransactionMetaV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i178 = 0; i178 < n; i178++) {
+    for (Py_ssize_t i178 = 0; i178 < n; i178++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMetaV2.operations", o);
-    for (int32_t i179 = 0; i179 < n; i179++) {
+    for (Py_ssize_t i179 = 0; i179 < n; i179++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i180 = 0; i180 < n; i180++) {
+        for (Py_ssize_t i180 = 0; i180 < n; i180++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -7096,7 +7126,7 @@ static Py_ssize_t s_TransactionMetaV2(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i181 = 0; i181 < n; i181++) {
+    for (Py_ssize_t i181 = 0; i181 < n; i181++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7112,18 +7142,18 @@ static Py_ssize_t s_TransactionMetaV3(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i182 = 0; i182 < n; i182++) {
+    for (Py_ssize_t i182 = 0; i182 < n; i182++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMetaV3.operations", o);
-    for (int32_t i183 = 0; i183 < n; i183++) {
+    for (Py_ssize_t i183 = 0; i183 < n; i183++) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i184 = 0; i184 < n; i184++) {
+        for (Py_ssize_t i184 = 0; i184 < n; i184++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
@@ -7131,7 +7161,7 @@ static Py_ssize_t s_TransactionMetaV3(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i185 = 0; i185 < n; i185++) {
+    for (Py_ssize_t i185 = 0; i185 < n; i185++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7143,7 +7173,7 @@ static Py_ssize_t s_TransactionMetaV3(Ctx *c, Py_ssize_t o, int depth) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "SorobanTransactionMeta.events", o);
-        for (int32_t i186 = 0; i186 < n; i186++) {
+        for (Py_ssize_t i186 = 0; i186 < n; i186++) {
           { int32_t v; if (RD(c, o, &v)) return -1;
             if (v != 0) return FAIL(c, "ContractEvent.ext", o);
           }
@@ -7165,7 +7195,7 @@ static Py_ssize_t s_TransactionMetaV3(Ctx *c, Py_ssize_t o, int depth) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "SorobanTransactionMeta.diagnosticEvents", o);
-        for (int32_t i187 = 0; i187 < n; i187++) {
+        for (Py_ssize_t i187 = 0; i187 < n; i187++) {
           o += 1;
           { int32_t v; if (RD(c, o, &v)) return -1;
             if (v != 0) return FAIL(c, "ContractEvent.ext", o);
@@ -7196,14 +7226,14 @@ static Py_ssize_t s_TransactionMetaV4(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i188 = 0; i188 < n; i188++) {
+    for (Py_ssize_t i188 = 0; i188 < n; i188++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMetaV4.operations", o);
-    for (int32_t i189 = 0; i189 < n; i189++) {
+    for (Py_ssize_t i189 = 0; i189 < n; i189++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "OperationMetaV2.ext", o);
       }
@@ -7211,14 +7241,14 @@ static Py_ssize_t s_TransactionMetaV4(Ctx *c, Py_ssize_t o, int depth) {
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-        for (int32_t i190 = 0; i190 < n; i190++) {
+        for (Py_ssize_t i190 = 0; i190 < n; i190++) {
           o = s_LedgerEntryChange(c, o, depth);
           if (o < 0) return -1;
         } }
       { int32_t n; if (RD(c, o, &n)) return -1;
         o += 1;
         if (n < 0 || n > c->n - o) return FAIL(c, "OperationMetaV2.events", o);
-        for (int32_t i191 = 0; i191 < n; i191++) {
+        for (Py_ssize_t i191 = 0; i191 < n; i191++) {
           { int32_t v; if (RD(c, o, &v)) return -1;
             if (v != 0) return FAIL(c, "ContractEvent.ext", o);
           }
@@ -7239,7 +7269,7 @@ static Py_ssize_t s_TransactionMetaV4(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i192 = 0; i192 < n; i192++) {
+    for (Py_ssize_t i192 = 0; i192 < n; i192++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7258,7 +7288,7 @@ static Py_ssize_t s_TransactionMetaV4(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMetaV4.events", o);
-    for (int32_t i193 = 0; i193 < n; i193++) {
+    for (Py_ssize_t i193 = 0; i193 < n; i193++) {
       { int32_t v; if (RD(c, o, &v)) return -1;
         switch (v) { case 0: case 1: case 2: break; default: return FAIL(c, "TransactionEvent.stage", o); }
       }
@@ -7282,7 +7312,7 @@ static Py_ssize_t s_TransactionMetaV4(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionMetaV4.diagnosticEvents", o);
-    for (int32_t i194 = 0; i194 < n; i194++) {
+    for (Py_ssize_t i194 = 0; i194 < n; i194++) {
       o += 1;
       { int32_t v; if (RD(c, o, &v)) return -1;
         if (v != 0) return FAIL(c, "ContractEvent.ext", o);
@@ -7312,7 +7342,7 @@ static Py_ssize_t s_TransactionPhase(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionPhase", o);
-      for (int32_t i195 = 0; i195 < n; i195++) {
+      for (Py_ssize_t i195 = 0; i195 < n; i195++) {
         o = s_TxSetComponent(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -7326,15 +7356,15 @@ static Py_ssize_t s_TransactionPhase(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "ParallelTxsComponent.executionStages", o);
-      for (int32_t i196 = 0; i196 < n; i196++) {
+      for (Py_ssize_t i196 = 0; i196 < n; i196++) {
         { int32_t n; if (RD(c, o, &n)) return -1;
           o += 1;
           if (n < 0 || n > c->n - o) return FAIL(c, "ParallelTxExecutionStage", o);
-          for (int32_t i197 = 0; i197 < n; i197++) {
+          for (Py_ssize_t i197 = 0; i197 < n; i197++) {
             { int32_t n; if (RD(c, o, &n)) return -1;
               o += 1;
               if (n < 0 || n > c->n - o) return FAIL(c, "DependentTxCluster", o);
-              for (int32_t i198 = 0; i198 < n; i198++) {
+              for (Py_ssize_t i198 = 0; i198 < n; i198++) {
                 o = s_TransactionEnvelope(c, o, depth);
                 if (o < 0) return -1;
               } }
@@ -7383,7 +7413,7 @@ static Py_ssize_t s_TransactionResultMeta(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i199 = 0; i199 < n; i199++) {
+    for (Py_ssize_t i199 = 0; i199 < n; i199++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7409,7 +7439,7 @@ static Py_ssize_t s_TransactionResultMetaV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i200 = 0; i200 < n; i200++) {
+    for (Py_ssize_t i200 = 0; i200 < n; i200++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7418,7 +7448,7 @@ static Py_ssize_t s_TransactionResultMetaV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i201 = 0; i201 < n; i201++) {
+    for (Py_ssize_t i201 = 0; i201 < n; i201++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7457,7 +7487,7 @@ static Py_ssize_t s_TransactionResultResult(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TransactionResultResult", o);
-      for (int32_t i202 = 0; i202 < n; i202++) {
+      for (Py_ssize_t i202 = 0; i202 < n; i202++) {
         o = s_OperationResult(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -7474,7 +7504,7 @@ static Py_ssize_t s_TransactionResultSet(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionResultSet.results", o);
-    for (int32_t i203 = 0; i203 < n; i203++) {
+    for (Py_ssize_t i203 = 0; i203 < n; i203++) {
       o += 8;
       o += 2;
       o = s_TransactionResultResult(c, o, depth);
@@ -7493,7 +7523,7 @@ static Py_ssize_t s_TransactionSet(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionSet.txs", o);
-    for (int32_t i204 = 0; i204 < n; i204++) {
+    for (Py_ssize_t i204 = 0; i204 < n; i204++) {
       o = s_TransactionEnvelope(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7506,7 +7536,7 @@ static Py_ssize_t s_TransactionSetV1(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TransactionSetV1.phases", o);
-    for (int32_t i205 = 0; i205 < n; i205++) {
+    for (Py_ssize_t i205 = 0; i205 < n; i205++) {
       o = s_TransactionPhase(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7559,7 +7589,7 @@ static Py_ssize_t s_TransactionV0(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 100 || n > c->n - o) return FAIL(c, "TransactionV0.operations", o);
-    for (int32_t i206 = 0; i206 < n; i206++) {
+    for (Py_ssize_t i206 = 0; i206 < n; i206++) {
       { int32_t flag; if (RD(c, o, &flag)) return -1;
         o += 1;
         if (flag) {
@@ -7583,7 +7613,7 @@ static Py_ssize_t s_TransactionV0Envelope(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "TransactionV0Envelope.signatures", o);
-    for (int32_t i207 = 0; i207 < n; i207++) {
+    for (Py_ssize_t i207 = 0; i207 < n; i207++) {
       o += 1;
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 64) return FAIL(c, "Signature", o);
@@ -7611,7 +7641,7 @@ static Py_ssize_t s_TransactionV1Envelope(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > 20 || n > c->n - o) return FAIL(c, "TransactionV1Envelope.signatures", o);
-    for (int32_t i208 = 0; i208 < n; i208++) {
+    for (Py_ssize_t i208 = 0; i208 < n; i208++) {
       o += 1;
       { int32_t n; if (RD(c, o, &n)) return -1;
         if (n < 0 || n > 64) return FAIL(c, "Signature", o);
@@ -7757,7 +7787,7 @@ static Py_ssize_t s_TxSetComponent(Ctx *c, Py_ssize_t o, int depth) {
     { int32_t n; if (RD(c, o, &n)) return -1;
       o += 1;
       if (n < 0 || n > c->n - o) return FAIL(c, "TxSetComponentTxsMaybeDiscountedFee.txs", o);
-      for (int32_t i209 = 0; i209 < n; i209++) {
+      for (Py_ssize_t i209 = 0; i209 < n; i209++) {
         o = s_TransactionEnvelope(c, o, depth);
         if (o < 0) return -1;
       } }
@@ -7777,7 +7807,7 @@ static Py_ssize_t s_TxSetComponentTxsMaybeDiscountedFee(Ctx *c, Py_ssize_t o, in
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "TxSetComponentTxsMaybeDiscountedFee.txs", o);
-    for (int32_t i210 = 0; i210 < n; i210++) {
+    for (Py_ssize_t i210 = 0; i210 < n; i210++) {
       o = s_TransactionEnvelope(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7803,7 +7833,7 @@ static Py_ssize_t s_UpgradeEntryMeta(Ctx *c, Py_ssize_t o, int depth) {
   { int32_t n; if (RD(c, o, &n)) return -1;
     o += 1;
     if (n < 0 || n > c->n - o) return FAIL(c, "LedgerEntryChanges", o);
-    for (int32_t i211 = 0; i211 < n; i211++) {
+    for (Py_ssize_t i211 = 0; i211 < n; i211++) {
       o = s_LedgerEntryChange(c, o, depth);
       if (o < 0) return -1;
     } }
@@ -7867,6 +7897,397 @@ static Py_ssize_t s_uint32(Ctx *c, Py_ssize_t o, int depth) {
 }
 
 static Py_ssize_t s_uint64(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 2;
+  return o;
+}
+
+static Py_ssize_t k_AccountID(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o = k_PublicKey(c, o, depth);
+  if (o < 0) return -1;
+  return o;
+}
+
+static Py_ssize_t k_ClaimableBalanceID(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  int32_t v; if (RD(c, o, &v)) return -1;
+  o += 1;
+  switch (v) {
+  case 0: {
+    o += 8;
+    return o; }
+  default: break;
+  }
+  return FAIL(c, "ClaimableBalanceID", o - 1);
+}
+
+static Py_ssize_t k_ContractExecutable(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  int32_t v; if (RD(c, o, &v)) return -1;
+  o += 1;
+  switch (v) {
+  case 0: {
+    o += 8;
+    return o; }
+  case 1: {
+    return o; }
+  default: break;
+  }
+  return FAIL(c, "ContractExecutable", o - 1);
+}
+
+static Py_ssize_t k_ContractID(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 8;
+  return o;
+}
+
+static Py_ssize_t k_Duration(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 2;
+  return o;
+}
+
+static Py_ssize_t k_Hash(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 8;
+  return o;
+}
+
+static Py_ssize_t k_Int128Parts(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 4;
+  return o;
+}
+
+static Py_ssize_t k_Int256Parts(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 8;
+  return o;
+}
+
+static Py_ssize_t k_MuxedEd25519Account(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 10;
+  return o;
+}
+
+static Py_ssize_t k_PoolID(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 8;
+  return o;
+}
+
+static Py_ssize_t k_PublicKey(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  int32_t v; if (RD(c, o, &v)) return -1;
+  o += 1;
+  switch (v) {
+  case 0: {
+    o += 8;
+    return o; }
+  default: break;
+  }
+  return FAIL(c, "PublicKey", o - 1);
+}
+
+static Py_ssize_t k_SCAddress(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  int32_t v; if (RD(c, o, &v)) return -1;
+  o += 1;
+  switch (v) {
+  case 0: {
+    o = k_PublicKey(c, o, depth);
+    if (o < 0) return -1;
+    return o; }
+  case 1: {
+    o += 8;
+    return o; }
+  case 2: {
+    o += 10;
+    return o; }
+  case 3: {
+    o = k_ClaimableBalanceID(c, o, depth);
+    if (o < 0) return -1;
+    return o; }
+  case 4: {
+    o += 8;
+    return o; }
+  default: break;
+  }
+  return FAIL(c, "SCAddress", o - 1);
+}
+
+static Py_ssize_t k_SCBytes(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  { int32_t v; if (RD(c, o, &v)) return -1;
+    Py_ssize_t n = (Py_ssize_t)(uint32_t)v;
+    if (n & 3) {
+      if (o + 1 + (n >> 2) < c->n && ((uint32_t)WORD(c, o + 1 + (n >> 2)) & (0xffffffffu >> (8 * (n & 3)))))
+        return FAIL(c, "SCBytes", o);
+    }
+    o += 1 + ((n + 3) >> 2); }
+  return o;
+}
+
+static Py_ssize_t k_SCContractInstance(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  if (depth > 64) return FAIL(c, "SCContractInstance", o);
+  o = k_ContractExecutable(c, o, depth);
+  if (o < 0) return -1;
+  { int32_t flag; if (RD(c, o, &flag)) return -1;
+    if (flag != 0 && flag != 1) return FAIL(c, "SCContractInstance.storage", o);
+    o += 1;
+    if (flag) {
+      o = k_SCMap(c, o, depth + 1);
+      if (o < 0) return -1;
+    } }
+  return o;
+}
+
+static Py_ssize_t k_SCError(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  int32_t v; if (RD(c, o, &v)) return -1;
+  o += 1;
+  switch (v) {
+  case 0: {
+    o += 1;
+    return o; }
+  case 1: case 2: case 3: case 4: case 5: case 6: case 7: case 8: case 9: {
+    { int32_t v; if (RD(c, o, &v)) return -1;
+      switch (v) { case 0: case 1: case 2: case 3: case 4: case 5: case 6: case 7: case 8: case 9: break; default: return FAIL(c, "SCErrorCode", o); }
+    }
+    o += 1;
+    return o; }
+  default: break;
+  }
+  return FAIL(c, "SCError", o - 1);
+}
+
+static Py_ssize_t k_SCMap(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  if (depth > 64) return FAIL(c, "SCMap", o);
+  { int32_t v; if (RD(c, o, &v)) return -1;
+    Py_ssize_t n = (Py_ssize_t)(uint32_t)v;
+    o += 1;
+    if (n > 4 * (c->n - o)) return FAIL(c, "SCMap", o);
+    for (Py_ssize_t i1 = 0; i1 < n; i1++) {
+      o = k_SCMapEntry(c, o, depth + 1);
+      if (o < 0) return -1;
+    } }
+  return o;
+}
+
+static Py_ssize_t k_SCMapEntry(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  if (depth > 64) return FAIL(c, "SCMapEntry", o);
+  o = k_SCVal(c, o, depth + 1);
+  if (o < 0) return -1;
+  o = k_SCVal(c, o, depth + 1);
+  if (o < 0) return -1;
+  return o;
+}
+
+static Py_ssize_t k_SCNonceKey(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 2;
+  return o;
+}
+
+static Py_ssize_t k_SCString(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  { int32_t v; if (RD(c, o, &v)) return -1;
+    Py_ssize_t n = (Py_ssize_t)(uint32_t)v;
+    if (n & 3) {
+      if (o + 1 + (n >> 2) < c->n && ((uint32_t)WORD(c, o + 1 + (n >> 2)) & (0xffffffffu >> (8 * (n & 3)))))
+        return FAIL(c, "SCString", o);
+    }
+    o += 1 + ((n + 3) >> 2); }
+  return o;
+}
+
+static Py_ssize_t k_SCSymbol(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  { int32_t v; if (RD(c, o, &v)) return -1;
+    Py_ssize_t n = (Py_ssize_t)(uint32_t)v;
+    if (n > 32) return FAIL(c, "SCSymbol", o);
+    if (n & 3) {
+      if (o + 1 + (n >> 2) < c->n && ((uint32_t)WORD(c, o + 1 + (n >> 2)) & (0xffffffffu >> (8 * (n & 3)))))
+        return FAIL(c, "SCSymbol", o);
+    }
+    o += 1 + ((n + 3) >> 2); }
+  return o;
+}
+
+static Py_ssize_t k_SCVal(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  if (depth > 64) return FAIL(c, "SCVal", o);
+  int32_t v; if (RD(c, o, &v)) return -1;
+  o += 1;
+  switch (v) {
+  case 0: {
+    { int32_t v; if (RD(c, o, &v)) return -1;
+      if ((uint32_t)v > 1u) return FAIL(c, "SCVal", o); }
+    o += 1;
+    return o; }
+  case 1: {
+    return o; }
+  case 2: {
+    o = k_SCError(c, o, depth);
+    if (o < 0) return -1;
+    return o; }
+  case 3: {
+    o += 1;
+    return o; }
+  case 4: {
+    o += 1;
+    return o; }
+  case 5: {
+    o += 2;
+    return o; }
+  case 6: {
+    o += 2;
+    return o; }
+  case 7: {
+    o += 2;
+    return o; }
+  case 8: {
+    o += 2;
+    return o; }
+  case 9: {
+    o += 4;
+    return o; }
+  case 10: {
+    o += 4;
+    return o; }
+  case 11: {
+    o += 8;
+    return o; }
+  case 12: {
+    o += 8;
+    return o; }
+  case 13: {
+    { int32_t v; if (RD(c, o, &v)) return -1;
+      Py_ssize_t n = (Py_ssize_t)(uint32_t)v;
+      if (n & 3) {
+        if (o + 1 + (n >> 2) < c->n && ((uint32_t)WORD(c, o + 1 + (n >> 2)) & (0xffffffffu >> (8 * (n & 3)))))
+          return FAIL(c, "SCBytes", o);
+      }
+      o += 1 + ((n + 3) >> 2); }
+    return o; }
+  case 14: {
+    { int32_t v; if (RD(c, o, &v)) return -1;
+      Py_ssize_t n = (Py_ssize_t)(uint32_t)v;
+      if (n & 3) {
+        if (o + 1 + (n >> 2) < c->n && ((uint32_t)WORD(c, o + 1 + (n >> 2)) & (0xffffffffu >> (8 * (n & 3)))))
+          return FAIL(c, "SCString", o);
+      }
+      o += 1 + ((n + 3) >> 2); }
+    return o; }
+  case 15: {
+    { int32_t v; if (RD(c, o, &v)) return -1;
+      Py_ssize_t n = (Py_ssize_t)(uint32_t)v;
+      if (n > 32) return FAIL(c, "SCSymbol", o);
+      if (n & 3) {
+        if (o + 1 + (n >> 2) < c->n && ((uint32_t)WORD(c, o + 1 + (n >> 2)) & (0xffffffffu >> (8 * (n & 3)))))
+          return FAIL(c, "SCSymbol", o);
+      }
+      o += 1 + ((n + 3) >> 2); }
+    return o; }
+  case 16: {
+    { int32_t flag; if (RD(c, o, &flag)) return -1;
+      if (flag != 0 && flag != 1) return FAIL(c, "SCVal", o);
+      o += 1;
+      if (flag) {
+        o = k_SCVec(c, o, depth + 1);
+        if (o < 0) return -1;
+      } }
+    return o; }
+  case 17: {
+    { int32_t flag; if (RD(c, o, &flag)) return -1;
+      if (flag != 0 && flag != 1) return FAIL(c, "SCVal", o);
+      o += 1;
+      if (flag) {
+        o = k_SCMap(c, o, depth + 1);
+        if (o < 0) return -1;
+      } }
+    return o; }
+  case 18: {
+    o = k_SCAddress(c, o, depth);
+    if (o < 0) return -1;
+    return o; }
+  case 19: {
+    o = k_SCContractInstance(c, o, depth + 1);
+    if (o < 0) return -1;
+    return o; }
+  case 20: {
+    return o; }
+  case 21: {
+    o += 2;
+    return o; }
+  default: break;
+  }
+  return FAIL(c, "SCVal", o - 1);
+}
+
+static Py_ssize_t k_SCVec(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  if (depth > 64) return FAIL(c, "SCVec", o);
+  { int32_t v; if (RD(c, o, &v)) return -1;
+    Py_ssize_t n = (Py_ssize_t)(uint32_t)v;
+    o += 1;
+    if (n > 4 * (c->n - o)) return FAIL(c, "SCVec", o);
+    for (Py_ssize_t i2 = 0; i2 < n; i2++) {
+      o = k_SCVal(c, o, depth + 1);
+      if (o < 0) return -1;
+    } }
+  return o;
+}
+
+static Py_ssize_t k_TimePoint(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 2;
+  return o;
+}
+
+static Py_ssize_t k_UInt128Parts(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 4;
+  return o;
+}
+
+static Py_ssize_t k_UInt256Parts(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 8;
+  return o;
+}
+
+static Py_ssize_t k_int32(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 1;
+  return o;
+}
+
+static Py_ssize_t k_int64(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 2;
+  return o;
+}
+
+static Py_ssize_t k_uint256(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 8;
+  return o;
+}
+
+static Py_ssize_t k_uint32(Ctx *c, Py_ssize_t o, int depth) {
+  (void)depth;
+  o += 1;
+  return o;
+}
+
+static Py_ssize_t k_uint64(Ctx *c, Py_ssize_t o, int depth) {
   (void)depth;
   o += 2;
   return o;
@@ -7943,6 +8364,51 @@ static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t
     return NULL;
   }
   return PyLong_FromSsize_t(end);
+}
+
+/* c_<Type>(b, o, depth=0): the strict skip over XDR bytes b from byte o (a multiple of 4), as
+   _skip.py's c_<Type>: the byte offset after the value, or SkipError at a byte offset; a read past
+   the end raises struct.error, as struct.unpack_from does there. */
+static PyObject *call_strict(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs) {
+  (void)m;
+  if (nargs < 2 || nargs > 3) {
+    PyErr_SetString(PyExc_TypeError, "expected (xdr, offset[, depth])");
+    return NULL;
+  }
+  Py_ssize_t o = PyLong_AsSsize_t(args[1]);
+  if (o == -1 && PyErr_Occurred()) return NULL;
+  long depth = 0;
+  if (nargs == 3) {
+    depth = PyLong_AsLong(args[2]);
+    if (depth == -1 && PyErr_Occurred()) return NULL;
+  }
+  Py_buffer view;
+  Ctx c;
+  if (open_words(args[0], &view, &c) < 0) return NULL;
+  if (view.itemsize != 1 || o % 4) {
+    PyBuffer_Release(&view);
+    PyErr_SetString(PyExc_TypeError, "expected XDR bytes and an offset that is a multiple of 4");
+    return NULL;
+  }
+  Py_ssize_t end = o < 0 ? FAIL(&c, "index out of range", o) : fn(&c, o / 4, (int)depth);
+  PyBuffer_Release(&view);
+  if (end >= 0) return PyLong_FromSsize_t(4 * end);
+  if (c.what && strcmp(c.what, "index out of range") == 0) {
+    PyObject *structmod = PyImport_ImportModule("struct");
+    PyObject *error = structmod ? PyObject_GetAttrString(structmod, "error") : NULL;
+    Py_XDECREF(structmod);
+    if (error) {
+      PyErr_Format(error, "the XDR ends before byte %zd", 4 * c.at + 4);
+      Py_DECREF(error);
+    }
+    return NULL;
+  }
+  PyObject *err = PyObject_CallFunction(SkipError, "sn", c.what ? c.what : "?", 4 * c.at);
+  if (err) {
+    PyErr_SetObject(SkipError, err);
+    Py_DECREF(err);
+  }
+  return NULL;
 }
 
 
@@ -8585,6 +9051,36 @@ static PyObject *py_s_string64(PyObject *m, PyObject *const *a, Py_ssize_t n) { 
 static PyObject *py_s_uint256(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_uint256, a, n, 0); }
 static PyObject *py_s_uint32(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_uint32, a, n, 0); }
 static PyObject *py_s_uint64(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call(m, s_uint64, a, n, 0); }
+static PyObject *py_c_AccountID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_AccountID, a, n); }
+static PyObject *py_c_ClaimableBalanceID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_ClaimableBalanceID, a, n); }
+static PyObject *py_c_ContractExecutable(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_ContractExecutable, a, n); }
+static PyObject *py_c_ContractID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_ContractID, a, n); }
+static PyObject *py_c_Duration(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_Duration, a, n); }
+static PyObject *py_c_Hash(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_Hash, a, n); }
+static PyObject *py_c_Int128Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_Int128Parts, a, n); }
+static PyObject *py_c_Int256Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_Int256Parts, a, n); }
+static PyObject *py_c_MuxedEd25519Account(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_MuxedEd25519Account, a, n); }
+static PyObject *py_c_PoolID(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_PoolID, a, n); }
+static PyObject *py_c_PublicKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_PublicKey, a, n); }
+static PyObject *py_c_SCAddress(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCAddress, a, n); }
+static PyObject *py_c_SCBytes(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCBytes, a, n); }
+static PyObject *py_c_SCContractInstance(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCContractInstance, a, n); }
+static PyObject *py_c_SCError(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCError, a, n); }
+static PyObject *py_c_SCMap(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCMap, a, n); }
+static PyObject *py_c_SCMapEntry(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCMapEntry, a, n); }
+static PyObject *py_c_SCNonceKey(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCNonceKey, a, n); }
+static PyObject *py_c_SCString(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCString, a, n); }
+static PyObject *py_c_SCSymbol(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCSymbol, a, n); }
+static PyObject *py_c_SCVal(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCVal, a, n); }
+static PyObject *py_c_SCVec(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_SCVec, a, n); }
+static PyObject *py_c_TimePoint(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_TimePoint, a, n); }
+static PyObject *py_c_UInt128Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_UInt128Parts, a, n); }
+static PyObject *py_c_UInt256Parts(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_UInt256Parts, a, n); }
+static PyObject *py_c_int32(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_int32, a, n); }
+static PyObject *py_c_int64(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_int64, a, n); }
+static PyObject *py_c_uint256(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_uint256, a, n); }
+static PyObject *py_c_uint32(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_uint32, a, n); }
+static PyObject *py_c_uint64(PyObject *m, PyObject *const *a, Py_ssize_t n) { return call_strict(m, k_uint64, a, n); }
 
 static PyMethodDef methods[] = {
   {"s_AccountEntry", (PyCFunction)(void (*)(void))py_s_AccountEntry, METH_FASTCALL, NULL},
@@ -8973,6 +9469,36 @@ static PyMethodDef methods[] = {
   {"s_uint256", (PyCFunction)(void (*)(void))py_s_uint256, METH_FASTCALL, NULL},
   {"s_uint32", (PyCFunction)(void (*)(void))py_s_uint32, METH_FASTCALL, NULL},
   {"s_uint64", (PyCFunction)(void (*)(void))py_s_uint64, METH_FASTCALL, NULL},
+  {"c_AccountID", (PyCFunction)(void (*)(void))py_c_AccountID, METH_FASTCALL, NULL},
+  {"c_ClaimableBalanceID", (PyCFunction)(void (*)(void))py_c_ClaimableBalanceID, METH_FASTCALL, NULL},
+  {"c_ContractExecutable", (PyCFunction)(void (*)(void))py_c_ContractExecutable, METH_FASTCALL, NULL},
+  {"c_ContractID", (PyCFunction)(void (*)(void))py_c_ContractID, METH_FASTCALL, NULL},
+  {"c_Duration", (PyCFunction)(void (*)(void))py_c_Duration, METH_FASTCALL, NULL},
+  {"c_Hash", (PyCFunction)(void (*)(void))py_c_Hash, METH_FASTCALL, NULL},
+  {"c_Int128Parts", (PyCFunction)(void (*)(void))py_c_Int128Parts, METH_FASTCALL, NULL},
+  {"c_Int256Parts", (PyCFunction)(void (*)(void))py_c_Int256Parts, METH_FASTCALL, NULL},
+  {"c_MuxedEd25519Account", (PyCFunction)(void (*)(void))py_c_MuxedEd25519Account, METH_FASTCALL, NULL},
+  {"c_PoolID", (PyCFunction)(void (*)(void))py_c_PoolID, METH_FASTCALL, NULL},
+  {"c_PublicKey", (PyCFunction)(void (*)(void))py_c_PublicKey, METH_FASTCALL, NULL},
+  {"c_SCAddress", (PyCFunction)(void (*)(void))py_c_SCAddress, METH_FASTCALL, NULL},
+  {"c_SCBytes", (PyCFunction)(void (*)(void))py_c_SCBytes, METH_FASTCALL, NULL},
+  {"c_SCContractInstance", (PyCFunction)(void (*)(void))py_c_SCContractInstance, METH_FASTCALL, NULL},
+  {"c_SCError", (PyCFunction)(void (*)(void))py_c_SCError, METH_FASTCALL, NULL},
+  {"c_SCMap", (PyCFunction)(void (*)(void))py_c_SCMap, METH_FASTCALL, NULL},
+  {"c_SCMapEntry", (PyCFunction)(void (*)(void))py_c_SCMapEntry, METH_FASTCALL, NULL},
+  {"c_SCNonceKey", (PyCFunction)(void (*)(void))py_c_SCNonceKey, METH_FASTCALL, NULL},
+  {"c_SCString", (PyCFunction)(void (*)(void))py_c_SCString, METH_FASTCALL, NULL},
+  {"c_SCSymbol", (PyCFunction)(void (*)(void))py_c_SCSymbol, METH_FASTCALL, NULL},
+  {"c_SCVal", (PyCFunction)(void (*)(void))py_c_SCVal, METH_FASTCALL, NULL},
+  {"c_SCVec", (PyCFunction)(void (*)(void))py_c_SCVec, METH_FASTCALL, NULL},
+  {"c_TimePoint", (PyCFunction)(void (*)(void))py_c_TimePoint, METH_FASTCALL, NULL},
+  {"c_UInt128Parts", (PyCFunction)(void (*)(void))py_c_UInt128Parts, METH_FASTCALL, NULL},
+  {"c_UInt256Parts", (PyCFunction)(void (*)(void))py_c_UInt256Parts, METH_FASTCALL, NULL},
+  {"c_int32", (PyCFunction)(void (*)(void))py_c_int32, METH_FASTCALL, NULL},
+  {"c_int64", (PyCFunction)(void (*)(void))py_c_int64, METH_FASTCALL, NULL},
+  {"c_uint256", (PyCFunction)(void (*)(void))py_c_uint256, METH_FASTCALL, NULL},
+  {"c_uint32", (PyCFunction)(void (*)(void))py_c_uint32, METH_FASTCALL, NULL},
+  {"c_uint64", (PyCFunction)(void (*)(void))py_c_uint64, METH_FASTCALL, NULL},
   {"scan_ledger", (PyCFunction)(void (*)(void))py_scan_ledger, METH_FASTCALL, NULL},
   {NULL, NULL, 0, NULL}
 };
