@@ -3,7 +3,8 @@
 Each input is a real or synthetic ledger with 1-4 mutations (bit flips, interesting words such as
 discriminants and huge counts, truncation, duplicated or dropped words). For every input:
 - where the compiled skippers are built, they and the generated Python ones end the ledger at the
-  same offset or refuse it at the same place for the same reason;
+  same offset or refuse it at the same place for the same reason, and so do the compiled and Python
+  canonical checks (``c_SCVal``) from a random word of it;
 - the fast path either vouches for it and then its rows must equal the full decode's exactly, or
   it falls back, and then the full decode's answer is what users get;
 - the only exception either path may raise is ``LedgerDecodeError`` (a clean per-ledger error).
@@ -73,6 +74,20 @@ def _walk_outcome(module: object, w: object) -> tuple[object, ...]:
         return ("past the end",)
 
 
+def _strict_outcome(module: object, data: bytes, at: int) -> tuple[object, ...]:
+    """``c_SCVal`` (the canonical check rows rely on) from byte ``at``: its end, refusal or overrun."""
+    import struct
+
+    from cdp.xdr._skip import SkipError
+
+    try:
+        return ("ok", module.c_SCVal(data, at))  # type: ignore[attr-defined]
+    except SkipError as exc:
+        return ("refused", exc.what, exc.offset)
+    except struct.error:
+        return ("past the end",)
+
+
 def worker(args: tuple[int, int, int]) -> dict[str, int]:
     worker_id, count, seed = args
     from cdp._errors import LedgerDecodeError
@@ -96,6 +111,9 @@ def worker(args: tuple[int, int, int]) -> dict[str, int]:
                 w = _skip.words(data)
                 if _walk_outcome(_skip, w) != _walk_outcome(skippers, w):
                     raise AssertionError("the compiled and Python skippers disagree")
+                at = rng.randrange(len(data) // 4 + 1) * 4
+                if _strict_outcome(_skip, data, at) != _strict_outcome(skippers, data, at):
+                    raise AssertionError(f"the compiled and Python c_SCVal disagree at byte {at}")
                 stats["walkers_agree"] += 1
             try:
                 info, changes = read_raw_changes(data)

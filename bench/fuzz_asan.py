@@ -2,8 +2,10 @@
 
 Builds ``cdp/xdr/_cskip.c`` with ``-fsanitize=address,undefined`` into a temporary directory, loads
 it in a Python started with libasan preloaded, and walks mutated ledgers (the mutations of
-``bench/fuzz.py``) with it and with the Python skippers: any memory error or undefined behaviour
-aborts the run with the sanitizer's report; any disagreement is counted.
+``bench/fuzz.py``) with it and with the Python skippers, the XDR bytes in place, and builds the rows
+of those it vouches for (the compiled canonical checks): any memory error or undefined behaviour
+aborts the run with the sanitizer's report; any disagreement (whole-ledger skips, ``c_SCVal`` from a
+random word) is counted.
 """
 
 from __future__ import annotations
@@ -44,26 +46,31 @@ def walk(lib: str, inputs: int, seed: int) -> None:
     sys.modules["cdp.xdr._cskip"] = ck
     loader.exec_module(ck)
 
-    from fuzz import _walk_outcome, mutate, seeds
+    from fuzz import _strict_outcome, _walk_outcome, mutate, seeds
 
-    from cdp.extract._walk import read_raw_changes
+    from cdp.extract._fast import _rows
+    from cdp.extract._walk import read_raw_state
     from cdp.xdr import _skip
     from cdp.xdr._walker import WALKER
 
     assert WALKER == "compiled"
-    corpus = [raw for raw, _ in seeds()]
+    corpus = seeds()
     rng = random.Random(seed)
     t0 = time.perf_counter()
     walked = differ = vouched = 0
     for _ in range(inputs):
-        data = mutate(rng, rng.choice(corpus))
+        raw, phrase = rng.choice(corpus)
+        data = mutate(rng, raw)
         data = data[: len(data) // 4 * 4]
         w = _skip.words(data)
         walked += 1
         differ += _walk_outcome(_skip, w) != _walk_outcome(ck, w)
+        at = rng.randrange(len(data) // 4 + 1) * 4
+        differ += _strict_outcome(_skip, data, at) != _strict_outcome(ck, data, at)
         try:
-            read_raw_changes(data)
+            info, changes, _ = read_raw_state(data)
             vouched += 1
+            _rows(data, info, changes, phrase, "changes")  # the compiled canonical checks of every row
         except Exception:  # the fast path refuses: the full decode answers (bench/fuzz.py checks that)
             pass
     dt = time.perf_counter() - t0

@@ -159,3 +159,59 @@ def test_the_strict_checks_agree_on_every_entry_and_on_mutated_values() -> None:
     assert refused > 2000  # the mutations do reach the checks
     with pytest.raises(TypeError, match="multiple of 4"):
         ck.c_SCVal(bytes(8), 2)
+
+
+def _rendered(render: Any, data: bytes, at: int) -> tuple[Any, ...]:
+    import json
+
+    from cdp.extract._scval_json import Unsupported
+
+    try:
+        value, end = render(data, at)
+        return ("ok", json.dumps(value), end)  # JSON text: True and 1 must not compare equal
+    except Unsupported as exc:
+        return ("unsupported", str(exc))
+    except (ValueError, IndexError, TypeError):
+        return ("error",)
+
+
+@needs_shared
+def test_scval_json_renders_what_the_python_renderer_renders() -> None:
+    """``scval_json`` (C) against ``_scval_json.scval`` on every key and value of the shared ledgers
+    and on 20,000 mutated values that pass the canonical check (what the fast path feeds it): the same
+    JSON value and end, or the same ``Unsupported``; anything else it gets raises, never crashes."""
+    from cdp.extract._scval_json import Unsupported, account_strkey, contract_strkey, scval
+    from cdp.extract._walk import key_bounds, read_raw_changes
+
+    def compiled(b: bytes, o: int) -> Any:
+        return ck.scval_json(b, o, contract_strkey, account_strkey, Unsupported)
+
+    values: list[bytes] = []
+    for raw in _shared():
+        for change in read_raw_changes(raw)[1]:
+            for start, _ in (r for r in (change.pre, change.post) if r is not None):
+                if int.from_bytes(raw[start + 4 : start + 8], "big") != 6:
+                    continue
+                key_start, key_end = key_bounds(raw, start)
+                for at in (key_start, key_end):
+                    assert _rendered(scval, raw, at) == _rendered(compiled, raw, at)
+                    values.append(raw[at : sk.c_SCVal(raw, at)])
+    assert len(values) > 1000
+    rng = random.Random(20261128)
+    checked = unsupported = 0
+    for _ in range(20_000):
+        value = bytearray(rng.choice(values))
+        for _ in range(rng.randint(1, 3)):
+            value[rng.randrange(len(value))] = rng.choice([0, 1, 2, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+        data = bytes(value)
+        got = _rendered(compiled, data, 0)
+        try:
+            canonical = sk.c_SCVal(data, 0) <= len(data)
+        except Exception:  # noqa: BLE001 - any refusal: not what the fast path would render
+            canonical = False
+        if canonical:
+            assert _rendered(scval, data, 0) == got, data.hex()
+            checked += 1
+            unsupported += got[0] == "unsupported"
+    assert checked > 2000
+    assert unsupported > 100

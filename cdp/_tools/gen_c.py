@@ -16,6 +16,7 @@ import json
 import sys
 from typing import Any, Final
 
+from ._c_scval import SCVAL_JSON
 from ._c_templates import FOOTER, HEADER, SCAN
 from ._grammar import MAX_DEPTH, Grammar
 from .gen_xdr import STRICT_ROOTS
@@ -253,6 +254,7 @@ def generate(data: dict[str, Any]) -> str:
         f',\n  {{"c_{n}", (PyCFunction)(void (*)(void))py_c_{n}, METH_FASTCALL, NULL}}' for n in strict_names
     )
     methods += ',\n  {"scan_ledger", (PyCFunction)(void (*)(void))py_scan_ledger, METH_FASTCALL, NULL}'
+    methods += ',\n  {"scval_json", (PyCFunction)(void (*)(void))py_scval_json, METH_FASTCALL, NULL}'
     module = f"""
 static PyMethodDef methods[] = {{
 {methods},
@@ -280,6 +282,7 @@ PyMODINIT_FUNC PyInit__cskip(void) {{
         + "\n".join(w.lines + strict.lines)
         + FOOTER
         + SCAN
+        + SCVAL_JSON
         + "\n".join(wrapper(n) for n in names)
         + "\n"
         + "\n".join(strict_wrapper(n) for n in strict_names)

@@ -87,6 +87,16 @@ def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str,
     return derive_rows(data, ttls, mode, EntryReader(key, live_until, ttl, row))
 
 
+_SCVAL_JSON: Final = getattr(ws, "scval_json", None)  # the compiled renderer, with the compiled walker
+
+
+def _scval(b: bytes, o: int) -> tuple[Any, int]:
+    """``scval_json.scval``, compiled where the walker is (the same values; tested)."""
+    if _SCVAL_JSON is not None:
+        return _SCVAL_JSON(b, o, contract_strkey, account_strkey, Unsupported)  # type: ignore[no-any-return]
+    return scval(b, o)
+
+
 _KEY_TYPE_NAMES: Final = {t.value: scval_type_name(t.name) for t in xdr.SCValType}
 _ASSET_INFO_KEY: Final = {"vec": [{"symbol": "AssetInfo"}]}
 _ASSET_KINDS: Final = frozenset(("AlphaNum4", "AlphaNum12", "Native"))
@@ -114,8 +124,8 @@ def native_row(
     if I32(b, address_start)[0] != 1:  # not SC_ADDRESS_TYPE_CONTRACT
         return None
     contract = b[address_start + 4 : address_start + 36]
-    key_json, _ = scval(b, key_start)
-    val_json, _ = scval(b, key_end)
+    key_json, _ = _scval(b, key_start)
+    val_json, _ = _scval(b, key_end)
     itype: str | None = None
     ihash: str | None = None
     if isinstance(val_json, dict) and "contract_instance" in val_json:
