@@ -270,14 +270,16 @@ def read_raw_changes(raw: bytes) -> tuple[LedgerInfo, list[RawChange]]:
         FastPathError: (or ``SkipError``, ``struct.error``, ``IndexError``, ``RecursionError``, ...)
             the walk cannot vouch for these bytes; use the full decode.
     """
-    info, changes, _ = read_raw_state(raw)
-    return info, changes
+    return _info(raw), _Walk(raw).ledger()
 
 
 def read_raw_state(raw: bytes) -> tuple[LedgerInfo, list[RawChange], list[bytes]]:
     """``read_raw_changes`` plus the ledger's evicted keys (``LedgerKey`` XDR), from the same walk."""
-    facts = peek_header(raw)
-    info = LedgerInfo(facts.sequence, facts.close_time, facts.protocol, facts.meta_version)
     walk = _Walk(raw)
     changes = walk.ledger()
-    return info, changes, walk.evicted_keys()
+    return _info(raw), changes, walk.evicted_keys()
+
+
+def _info(raw: bytes) -> LedgerInfo:
+    facts = peek_header(raw)
+    return LedgerInfo(facts.sequence, facts.close_time, facts.protocol, facts.meta_version)
