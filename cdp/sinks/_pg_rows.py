@@ -59,6 +59,29 @@ def _text(value: str) -> str:
     return value
 
 
+# The stage of a commit's current-state actions (``StateChange.staged``), as COPY sends it.
+STAGE_COLUMNS: Final = ("op", "ledger_key_hash", "ledger_sequence", "row_in_ledger", "live_until_ledger_seq",
+                        "archived", "archived_at_ledger")  # fmt: skip
+STAGE_TYPES: Final = ["text", "text", "int8", "int4", "int8", "bool", "int8"]
+ROW_IN_LEDGER: Final = "row_in_ledger"  # a prepared row's place among its ledger's data rows (history's key)
+
+
+def placed(rows: Sequence[Row]) -> list[Row]:
+    """A ledger's rows with its data rows ``prepared`` and numbered (``ROW_IN_LEDGER``) in order; the
+    state records (TTLs, evictions) as they are."""
+    out: list[Row] = []
+    n = 0
+    for row in rows:
+        if KIND in row:
+            out.append(row)
+            continue
+        ready = prepared(row)
+        ready[ROW_IN_LEDGER] = n
+        n += 1
+        out.append(ready)
+    return out
+
+
 def prepared(row: Row) -> dict[str, Any]:
     """A row's values as the database takes them, converted once for both tables: the balance as a
     number (empty: NULL), ``closed_at`` a timestamp, the decoded ScVals their JSON text."""
@@ -101,21 +124,19 @@ class StateChange:
                     change._evict(row["ledger_key_hash"], row["contract_durability"], seq)
         return change
 
-    def staged(self, columns: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
-        """Each action as ``(op, [ledger_key_hash, *columns, archived, archived_at_ledger])``: ``d``
-        delete, ``u`` upsert, ``t`` TTL (``live_until_ledger_seq`` set), ``a`` archive."""
-        blank: list[Any] = [None] * len(columns)
-        live_at = columns.index("live_until_ledger_seq")
+    def staged(self) -> Iterator[list[Any]]:
+        """Each action as a stage row (``STAGE_COLUMNS``): ``d`` delete; ``u`` upsert the history row
+        at ``(ledger_sequence, row_in_ledger)`` with the group's TTL and archive state; ``t`` set the
+        TTL of a key the group's data did not touch; ``a`` archive such a key."""
         for key in self.deletes:
-            yield "d", [key, *blank, False, None]
+            yield ["d", key, None, None, None, False, None]
         for key, (row, archived_at) in self.upserts.items():
-            yield "u", [key, *(row.get(n) for n in columns), archived_at is not None, archived_at]
+            yield ["u", key, row["ledger_sequence"], row[ROW_IN_LEDGER], row["live_until_ledger_seq"],
+                   archived_at is not None, archived_at]  # fmt: skip
         for key, live_until in self.ttls.items():
-            values = list(blank)
-            values[live_at] = live_until
-            yield "t", [key, *values, False, None]
+            yield ["t", key, None, None, live_until, False, None]
         for key, seq in self.archives.items():
-            yield "a", [key, *blank, True, seq]
+            yield ["a", key, None, None, None, True, seq]
 
     def _data(self, row: Row) -> None:
         key = row["ledger_key_hash"]

@@ -39,9 +39,16 @@ if TYPE_CHECKING:
     from cdp._config import Config
 from cdp.extract._rows import STATE_KIND as KIND
 
-from ._pg_rows import CURRENT_COLUMNS, HISTORY_COLUMNS, PG_TYPES, StateChange, prepared
-
-_CURRENT_NAMES: Final = tuple(n for n, _ in CURRENT_COLUMNS)
+from ._pg_rows import (
+    CURRENT_COLUMNS,
+    HISTORY_COLUMNS,
+    PG_TYPES,
+    ROW_IN_LEDGER,
+    STAGE_COLUMNS,
+    STAGE_TYPES,
+    StateChange,
+    placed,
+)
 
 LOG = logging.getLogger("cdp.sink")
 
@@ -246,9 +253,10 @@ class PostgresSink:
 
     # -- one transaction ---------------------------------------------------------------------------
     def _commit(self, items: Sequence[tuple[int, Sequence[Row]]]) -> None:
-        """One transaction in four round trips (each costs a wait for the server and, under load, for
-        the GIL): BEGIN; the history rows by COPY; the current-state actions by COPY into the stage;
-        one multi-statement applying them, writing the checkpoint and committing."""
+        """One transaction in four round trips (each costs a wait for the server): BEGIN; the history
+        rows by COPY; the current-state actions by COPY into the stage (an upsert names its history
+        row rather than carrying it again); one multi-statement applying them, writing the checkpoint
+        and committing."""
         conn = self._conn_or_new()
         q = self._statements(conn)
         if not self._staging:  # once per connection (the tables exist by now)
@@ -262,7 +270,7 @@ class PostgresSink:
                          items[-1][0])  # fmt: skip
                 return
         started = time.perf_counter()
-        converted = [(seq, [r if KIND in r else prepared(r) for r in rows]) for seq, rows in items]
+        converted = [(seq, placed(rows)) for seq, rows in items]
         change = StateChange.of(converted)
         try:
             with conn.cursor() as cur:
@@ -270,12 +278,13 @@ class PostgresSink:
                 with cur.copy(q["copy_history"]) as copy:
                     copy.set_types(["int4", *(PG_TYPES[n] for n, _ in HISTORY_COLUMNS)])
                     for _, rows in converted:
-                        for i, row in enumerate(r for r in rows if KIND not in r):
-                            copy.write_row([i, *(row.get(n) for n, _ in HISTORY_COLUMNS)])
+                        for row in rows:
+                            if KIND not in row:
+                                copy.write_row([row[ROW_IN_LEDGER], *(row.get(n) for n, _ in HISTORY_COLUMNS)])
                 with cur.copy(q["copy_stage"]) as copy:
-                    copy.set_types(["text", "text", *(PG_TYPES[n] for n, _ in CURRENT_COLUMNS), "bool", "int8"])
-                    for op, record in change.staged(_CURRENT_NAMES):
-                        copy.write_row([op, *record])
+                    copy.set_types(STAGE_TYPES)
+                    for record in change.staged():
+                        copy.write_row(record)
                 cur.execute(q["apply"] + f"{int(items[-1][0])}" + q["apply_end"])
         except BaseException:
             self._drop()  # never reuse a connection left inside this transaction
@@ -286,11 +295,11 @@ class PostgresSink:
     def _statements(self, conn: Any) -> dict[str, str]:
         """Every statement of a commit, composed once (composing them per row cost more than the
         database's work). The stage holds one row per current-state action (``op``: ``d`` delete,
-        ``u`` upsert, ``t`` TTL, ``a`` archive); the checkpoint's ledger is the one value spliced in
-        per commit (an ``int``)."""
+        ``u`` upsert from the history row at ``(ledger_sequence, row_in_ledger)``, ``t`` TTL, ``a``
+        archive); the checkpoint's ledger is the one value spliced in per commit (an ``int``)."""
         if self._sql is None:
-            cols = [n for n, _ in CURRENT_COLUMNS]
-            staged = ["ledger_key_hash", *cols, "archived", "archived_at_ledger"]
+            cols = [n for n, _ in CURRENT_COLUMNS if n != "live_until_ledger_seq"]
+            staged = ["ledger_key_hash", *cols, "live_until_ledger_seq", "archived", "archived_at_ledger"]
             history = ["row_in_ledger", *(n for n, _ in HISTORY_COLUMNS)]
             ident = sql.Identifier
             t = self.current
@@ -299,16 +308,20 @@ class PostgresSink:
                     self.history, sql.SQL(", ").join(map(ident, history))
                 ),
                 "stage": sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS cdp_stage (op text NOT NULL, LIKE {}) ON COMMIT DELETE ROWS"
-                ).format(t),
-                "copy_stage": sql.SQL("COPY cdp_stage (op, {}) FROM STDIN (FORMAT BINARY)").format(
-                    sql.SQL(", ").join(map(ident, staged))
+                    "CREATE TEMP TABLE IF NOT EXISTS cdp_stage (op text NOT NULL, ledger_key_hash text NOT NULL, "
+                    "ledger_sequence bigint, row_in_ledger integer, live_until_ledger_seq bigint, "
+                    "archived boolean NOT NULL, archived_at_ledger bigint) ON COMMIT DELETE ROWS"
+                ),
+                "copy_stage": sql.SQL("COPY cdp_stage ({}) FROM STDIN (FORMAT BINARY)").format(
+                    sql.SQL(", ").join(map(ident, STAGE_COLUMNS))
                 ),
                 # Deletes first: a key deleted and made again in the group inherits nothing. A NULL
                 # live_until in an upsert: the group set no TTL for the key; keep the table's.
                 "apply": sql.SQL(
                     "DELETE FROM {t} USING cdp_stage s WHERE s.op = 'd' AND {t}.ledger_key_hash = s.ledger_key_hash; "
-                    "INSERT INTO {t} ({cols}) SELECT {cols} FROM cdp_stage WHERE op = 'u' "
+                    "INSERT INTO {t} ({cols}) SELECT s.ledger_key_hash, {from_history}, s.live_until_ledger_seq, "
+                    "s.archived, s.archived_at_ledger FROM cdp_stage s JOIN {h} h ON h.ledger_sequence = "
+                    "s.ledger_sequence AND h.row_in_ledger = s.row_in_ledger WHERE s.op = 'u' "
                     "ON CONFLICT (ledger_key_hash) DO UPDATE SET {sets}, "
                     "live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, {t}.live_until_ledger_seq); "
                     "UPDATE {t} SET live_until_ledger_seq = s.live_until_ledger_seq FROM cdp_stage s "
@@ -318,7 +331,9 @@ class PostgresSink:
                     "INSERT INTO {checkpoints} (name, ledger) VALUES ({name}, "
                 ).format(
                     t=t,
+                    h=self.history,
                     cols=sql.SQL(", ").join(map(ident, staged)),
+                    from_history=sql.SQL(", ").join(sql.SQL("h.{}").format(ident(c)) for c in cols),
                     sets=sql.SQL(", ").join(
                         sql.SQL("{c} = excluded.{c}").format(c=ident(c))
                         for c in staged[1:]
