@@ -21,8 +21,8 @@ from tests.pg_server import PostgresServer, _bindir  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ledgers", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--ledgers", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     bindir = _bindir()
     if bindir is None:

@@ -53,6 +53,7 @@ from ._pg_rows import (
 LOG = logging.getLogger("cdp.sink")
 
 SCHEMA_VERSION: Final = 1
+APPLY: Final = ("delete", "upsert", "ttl", "archive")  # a commit's stage applied to the current state
 RETRY_BASE_S: Final = 0.2
 RETRY_CAP_S: Final = 10.0
 
@@ -255,12 +256,14 @@ class PostgresSink:
     def _commit(self, items: Sequence[tuple[int, Sequence[Row]]]) -> None:
         """One transaction in four round trips (each costs a wait for the server): BEGIN; the history
         rows by COPY; the current-state actions by COPY into the stage (an upsert names its history
-        row rather than carrying it again); one multi-statement applying them, writing the checkpoint
-        and committing."""
+        row rather than carrying it again); one multi-statement executing the statements that apply
+        them and write the checkpoint (prepared once per connection), and committing."""
         conn = self._conn_or_new()
         q = self._statements(conn)
         if not self._staging:  # once per connection (the tables exist by now)
             conn.execute(q["stage"])
+            for name in (*APPLY, "checkpoint"):  # planned once here, not in every commit
+                conn.execute(q[name])
             self._staging = True
         if self._unsure:  # the last failure may have come after the server committed: ask it
             row = conn.execute(q["read_checkpoint"]).fetchone()
@@ -285,7 +288,7 @@ class PostgresSink:
                     copy.set_types(STAGE_TYPES)
                     for record in change.staged():
                         copy.write_row(record)
-                cur.execute(q["apply"] + f"{int(items[-1][0])}" + q["apply_end"])
+                cur.execute(f"{q['apply']}; EXECUTE cdp_checkpoint({int(items[-1][0])}); COMMIT")
         except BaseException:
             self._drop()  # never reuse a connection left inside this transaction
             raise
@@ -315,20 +318,20 @@ class PostgresSink:
                 "copy_stage": sql.SQL("COPY cdp_stage ({}) FROM STDIN (FORMAT BINARY)").format(
                     sql.SQL(", ").join(map(ident, STAGE_COLUMNS))
                 ),
-                # Deletes first: a key deleted and made again in the group inherits nothing. A NULL
-                # live_until in an upsert: the group set no TTL for the key; keep the table's.
-                "apply": sql.SQL(
-                    "DELETE FROM {t} USING cdp_stage s WHERE s.op = 'd' AND {t}.ledger_key_hash = s.ledger_key_hash; "
-                    "INSERT INTO {t} ({cols}) SELECT s.ledger_key_hash, {from_history}, s.live_until_ledger_seq, "
-                    "s.archived, s.archived_at_ledger FROM cdp_stage s JOIN {h} h ON h.ledger_sequence = "
+                # Prepared once per connection, executed in this order (APPLY): deletes first, as a key
+                # deleted and made again in the group inherits nothing. A NULL live_until in an upsert:
+                # the group set no TTL for the key; keep the table's.
+                "delete": sql.SQL(
+                    "PREPARE cdp_delete AS DELETE FROM {t} USING cdp_stage s "
+                    "WHERE s.op = 'd' AND {t}.ledger_key_hash = s.ledger_key_hash"
+                ).format(t=t),
+                "upsert": sql.SQL(
+                    "PREPARE cdp_upsert AS INSERT INTO {t} ({cols}) SELECT s.ledger_key_hash, {from_history}, "
+                    "s.live_until_ledger_seq, s.archived, s.archived_at_ledger FROM cdp_stage s JOIN {h} h ON "
+                    "h.ledger_sequence = "
                     "s.ledger_sequence AND h.row_in_ledger = s.row_in_ledger WHERE s.op = 'u' "
                     "ON CONFLICT (ledger_key_hash) DO UPDATE SET {sets}, "
-                    "live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, {t}.live_until_ledger_seq); "
-                    "UPDATE {t} SET live_until_ledger_seq = s.live_until_ledger_seq FROM cdp_stage s "
-                    "WHERE s.op = 't' AND {t}.ledger_key_hash = s.ledger_key_hash; "
-                    "UPDATE {t} SET archived = true, archived_at_ledger = s.archived_at_ledger FROM cdp_stage s "
-                    "WHERE s.op = 'a' AND {t}.ledger_key_hash = s.ledger_key_hash; "
-                    "INSERT INTO {checkpoints} (name, ledger) VALUES ({name}, "
+                    "live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, {t}.live_until_ledger_seq)"
                 ).format(
                     t=t,
                     h=self.history,
@@ -339,14 +342,22 @@ class PostgresSink:
                         for c in staged[1:]
                         if c != "live_until_ledger_seq"
                     ),
-                    checkpoints=self.checkpoints,
-                    name=sql.Literal(self.checkpoint_name),
                 ),
+                "ttl": sql.SQL(
+                    "PREPARE cdp_ttl AS UPDATE {t} SET live_until_ledger_seq = s.live_until_ledger_seq "
+                    "FROM cdp_stage s WHERE s.op = 't' AND {t}.ledger_key_hash = s.ledger_key_hash"
+                ).format(t=t),
+                "archive": sql.SQL(
+                    "PREPARE cdp_archive AS UPDATE {t} SET archived = true, archived_at_ledger = "
+                    "s.archived_at_ledger FROM cdp_stage s WHERE s.op = 'a' AND {t}.ledger_key_hash = s.ledger_key_hash"
+                ).format(t=t),
+                "checkpoint": sql.SQL(
+                    "PREPARE cdp_checkpoint (bigint) AS INSERT INTO {} (name, ledger) VALUES ({}, $1) "
+                    "ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now()"
+                ).format(self.checkpoints, sql.Literal(self.checkpoint_name)),
+                "apply": sql.SQL("; ".join(f"EXECUTE cdp_{name}" for name in APPLY)),
                 "read_checkpoint": sql.SQL("SELECT ledger FROM {} WHERE name = {}").format(
                     self.checkpoints, sql.Literal(self.checkpoint_name)
-                ),
-                "apply_end": sql.SQL(
-                    ") ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now(); COMMIT"
                 ),
             }
             self._sql = {name: q.as_string(conn) for name, q in statements.items()}
