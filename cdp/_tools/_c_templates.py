@@ -50,6 +50,31 @@ FOOTER: Final = """
 typedef Py_ssize_t (*skipper)(Ctx *, Py_ssize_t, int);
 static PyObject *SkipError;
 
+/* SkipError(what, offset), as the Python skippers raise it. */
+static void raise_skip(const char *what, Py_ssize_t at) {
+  PyObject *err = PyObject_CallFunction(SkipError, "sn", what ? what : "?", at);
+  if (err) {
+    PyErr_SetObject(SkipError, err);
+    Py_DECREF(err);
+  }
+}
+
+/* The (buffer, offset[, depth]) of a skipper's call: 0, or -1 with TypeError (``usage``) set. */
+static int skip_args(PyObject *const *args, Py_ssize_t nargs, const char *usage, Py_ssize_t *o, long *depth) {
+  if (nargs < 2 || nargs > 3) {
+    PyErr_SetString(PyExc_TypeError, usage);
+    return -1;
+  }
+  *o = PyLong_AsSsize_t(args[1]);
+  if (*o == -1 && PyErr_Occurred()) return -1;
+  *depth = 0;
+  if (nargs == 3) {
+    *depth = PyLong_AsLong(args[2]);
+    if (*depth == -1 && PyErr_Occurred()) return -1;
+  }
+  return 0;
+}
+
 /* The words of a buffer: 4-byte items are words as ints (``words(raw)``), 1-byte items the XDR itself
    (big-endian; no copy to convert). 0, or -1 with an exception set (and the buffer released). */
 static int open_words(PyObject *obj, Py_buffer *view, Ctx *c) {
@@ -60,8 +85,7 @@ static int open_words(PyObject *obj, Py_buffer *view, Ctx *c) {
   c->n = view->len / 4;
   if (view->itemsize == 1) {
     if (view->len % 4) {
-      PyObject *err = PyObject_CallFunction(SkipError, "sn", "XDR length not a multiple of 4", view->len);
-      if (err) { PyErr_SetObject(SkipError, err); Py_DECREF(err); }
+      raise_skip("XDR length not a multiple of 4", view->len);
       PyBuffer_Release(view);
       return -1;
     }
@@ -79,17 +103,9 @@ static int open_words(PyObject *obj, Py_buffer *view, Ctx *c) {
    switch interval (5 ms) to get it back. */
 static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs, int release) {
   (void)m;
-  if (nargs < 2 || nargs > 3) {
-    PyErr_SetString(PyExc_TypeError, "expected (words, offset[, depth])");
-    return NULL;
-  }
-  Py_ssize_t o = PyLong_AsSsize_t(args[1]);
-  if (o == -1 && PyErr_Occurred()) return NULL;
-  long depth = 0;
-  if (nargs == 3) {
-    depth = PyLong_AsLong(args[2]);
-    if (depth == -1 && PyErr_Occurred()) return NULL;
-  }
+  Py_ssize_t o;
+  long depth;
+  if (skip_args(args, nargs, "expected (words, offset[, depth])", &o, &depth) < 0) return NULL;
   Py_buffer view;
   Ctx c;
   if (open_words(args[0], &view, &c) < 0) return NULL;
@@ -110,11 +126,7 @@ static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t
       PyErr_SetString(PyExc_IndexError, "array index out of range");
       return NULL;
     }
-    PyObject *err = PyObject_CallFunction(SkipError, "sn", c.what ? c.what : "?", c.at);
-    if (err) {
-      PyErr_SetObject(SkipError, err);
-      Py_DECREF(err);
-    }
+    raise_skip(c.what, c.at);
     return NULL;
   }
   return PyLong_FromSsize_t(end);
@@ -125,17 +137,9 @@ static PyObject *call(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t
    the end raises struct.error, as struct.unpack_from does there. */
 static PyObject *call_strict(PyObject *m, skipper fn, PyObject *const *args, Py_ssize_t nargs) {
   (void)m;
-  if (nargs < 2 || nargs > 3) {
-    PyErr_SetString(PyExc_TypeError, "expected (xdr, offset[, depth])");
-    return NULL;
-  }
-  Py_ssize_t o = PyLong_AsSsize_t(args[1]);
-  if (o == -1 && PyErr_Occurred()) return NULL;
-  long depth = 0;
-  if (nargs == 3) {
-    depth = PyLong_AsLong(args[2]);
-    if (depth == -1 && PyErr_Occurred()) return NULL;
-  }
+  Py_ssize_t o;
+  long depth;
+  if (skip_args(args, nargs, "expected (xdr, offset[, depth])", &o, &depth) < 0) return NULL;
   Py_buffer view;
   Ctx c;
   if (open_words(args[0], &view, &c) < 0) return NULL;
@@ -157,11 +161,7 @@ static PyObject *call_strict(PyObject *m, skipper fn, PyObject *const *args, Py_
     }
     return NULL;
   }
-  PyObject *err = PyObject_CallFunction(SkipError, "sn", c.what ? c.what : "?", 4 * c.at);
-  if (err) {
-    PyErr_SetObject(SkipError, err);
-    Py_DECREF(err);
-  }
+  raise_skip(c.what, 4 * c.at);
   return NULL;
 }
 
@@ -353,8 +353,7 @@ static void raise_for(Scan *x) {
   case E_END: PyErr_Format(PyExc_ValueError, "walk ended at byte %zd of %zd", x->eb, 4 * x->c.n); return;
   case E_SKIP:
     if (x->c.what && strcmp(x->c.what, "index out of range") != 0) {
-      PyObject *err = PyObject_CallFunction(SkipError, "sn", x->c.what, x->c.at);
-      if (err) { PyErr_SetObject(SkipError, err); Py_DECREF(err); }
+      raise_skip(x->c.what, x->c.at);
       return;
     }
     PyErr_SetString(PyExc_IndexError, "array index out of range"); /* a read past the end, as in Python */
