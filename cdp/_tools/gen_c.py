@@ -16,8 +16,9 @@ import json
 import sys
 from typing import Any, Final
 
+from ._c_scan import SCAN
 from ._c_scval import SCVAL_JSON
-from ._c_templates import FOOTER, HEADER, SCAN
+from ._c_templates import FOOTER, HEADER
 from ._grammar import MAX_DEPTH, Grammar
 from .gen_xdr import STRICT_ROOTS
 
