@@ -22,9 +22,9 @@ from stellar_sdk import xdr
 from cdp.xdr import _skip as sk
 from cdp.xdr._walker import skippers as ws
 
-from ._changes import CONTRACT_DATA, REMOVED, TTL, LedgerInfo, compact
-from ._evictions import evicted_rows, eviction_rows
-from ._full import asset_contract_id, entry_row, extract_rows, native_contract_id
+from ._changes import CONTRACT_DATA, REMOVED, TTL, LedgerInfo, arm, compact, ledger_info, read_changes
+from ._evictions import eviction_rows
+from ._full import asset_contract_id, decode_limited, entry_row, extract_rows, native_contract_id, rows_of
 from ._rows import ContractDataRow, EvictedKeyRow, Mode
 from ._rules import DURABILITY_NAMES, Encoded, EntryReader, assemble_row, derive_rows, scval_type_name
 from ._scval_json import Unsupported, account_strkey, contract_strkey, scval
@@ -232,10 +232,8 @@ def _ttl_states(raw: bytes, changes: list[RawChange]) -> list[tuple[str, int]]:
     return [_ttl_facts(raw, p) for p in (c.post for c in ttls) if p]
 
 
-def _ttl_states_full(raw: bytes) -> list[tuple[str, int]]:
-    from ._changes import arm, decode_ledger, read_changes
-
-    full = compact(read_changes(decode_ledger(raw), (TTL,)))
+def _ttl_states_full(lcm: xdr.LedgerCloseMeta) -> list[tuple[str, int]]:
+    full = compact(read_changes(lcm, (TTL,)))
     entries = [arm(c.post.data.ttl) for c in full if c.post is not None]
     return [(t.key_hash.hash.hex(), t.live_until_ledger_seq.uint32) for t in entries]
 
@@ -263,5 +261,14 @@ def extract_state_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> L
 
 
 def extract_state_full(raw: bytes, passphrase: str, mode: Mode = "compact", fell_back: bool = False) -> LedgerState:
-    """``extract_state_fast`` by the full decode (the evicted keys still found by skipping to them)."""
-    return LedgerState(extract_rows(raw, passphrase, mode), _ttl_states_full(raw), evicted_rows(raw), fell_back)
+    """``extract_state_fast`` by one full decode: rows, TTLs and evicted keys from the same objects.
+
+    Raises:
+        LedgerDecodeError: as ``extract_rows``.
+    """
+    lcm = decode_limited(raw)
+    info = ledger_info(lcm)
+    body = lcm.v1 if lcm.v == 1 else lcm.v2 if lcm.v == 2 else None  # v0 evicts nothing
+    evicted = [k.to_xdr_bytes() for k in body.evicted_keys] if body is not None else []
+    evictions = eviction_rows(evicted, info.sequence, info.close_time)
+    return LedgerState(rows_of(lcm, passphrase, mode), _ttl_states_full(lcm), evictions, fell_back)

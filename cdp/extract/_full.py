@@ -224,12 +224,25 @@ def extract_rows(raw: bytes, passphrase: str, mode: Mode = "compact") -> list[Co
         LedgerDecodeError: the bytes are not a ``LedgerCloseMeta`` we can read, or hold an entry the
             row rules cannot take (e.g. an absent ScVal vec, which stellar-sdk cannot render).
     """
+    return rows_of(decode_limited(raw), passphrase, mode)
+
+
+def decode_limited(raw: bytes) -> xdr.LedgerCloseMeta:
+    """``decode_ledger``, refusing a ledger too large to hold as sdk objects.
+
+    Raises:
+        LedgerDecodeError: too large, or not a ``LedgerCloseMeta`` we can read.
+    """
     if len(raw) > FULL_DECODE_LIMIT:
         raise LedgerDecodeError(
             f"ledger of {len(raw)} bytes is over the full-decode limit of {FULL_DECODE_LIMIT} (its objects would "
             "take ~50x that in memory)"
         )
-    lcm = decode_ledger(raw)
+    return decode_ledger(raw)
+
+
+def rows_of(lcm: xdr.LedgerCloseMeta, passphrase: str, mode: Mode = "compact") -> list[ContractDataRow]:
+    """``rows_from_meta`` with the row rules' failures as ``LedgerDecodeError``."""
     try:
         return rows_from_meta(lcm, passphrase, mode)
     except LedgerDecodeError:
