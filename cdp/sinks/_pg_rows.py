@@ -98,6 +98,16 @@ def prepared(row: Row) -> dict[str, Any]:
 
 
 @attrs.define
+class Upsert:
+    """A key's new current row: the history row it copies, with the group's TTL and archive state."""
+
+    ledger_sequence: int
+    row_in_ledger: int
+    live_until: int | None
+    archived_at: int | None = None
+
+
+@attrs.define
 class StateChange:
     """What a group of ledgers does to the current-state table, each key's events replayed in order
     (a ledger's data changes, then its TTL changes, then its evictions) down to one final action per
@@ -105,7 +115,7 @@ class StateChange:
     inherits nothing from its old row; ``ttls`` and ``archives`` hold only keys the group's data did
     not touch."""
 
-    upserts: dict[str, tuple[Row, int | None]] = attrs.field(factory=dict)  # key -> (row, archived at)
+    upserts: dict[str, Upsert] = attrs.field(factory=dict)
     deletes: set[str] = attrs.field(factory=set)
     ttls: dict[str, int] = attrs.field(factory=dict)  # keys the group's data did not touch
     archives: dict[str, int] = attrs.field(factory=dict)  # likewise
@@ -130,9 +140,8 @@ class StateChange:
         TTL of a key the group's data did not touch; ``a`` archive such a key."""
         for key in self.deletes:
             yield ["d", key, None, None, None, False, None]
-        for key, (row, archived_at) in self.upserts.items():
-            yield ["u", key, row["ledger_sequence"], row[ROW_IN_LEDGER], row["live_until_ledger_seq"],
-                   archived_at is not None, archived_at]  # fmt: skip
+        for key, u in self.upserts.items():
+            yield ["u", key, u.ledger_sequence, u.row_in_ledger, u.live_until, u.archived_at is not None, u.archived_at]
         for key, live_until in self.ttls.items():
             yield ["t", key, None, None, live_until, False, None]
         for key, seq in self.archives.items():
@@ -146,17 +155,15 @@ class StateChange:
             self.upserts.pop(key, None)
             self.deletes.add(key)
             return
-        if row["live_until_ledger_seq"] is None:  # no TTL in its own ledger: an earlier one of the group stands
+        live = row["live_until_ledger_seq"]
+        if live is None:  # no TTL in its own ledger: an earlier one of the group stands
             old = self.upserts.get(key)
-            live = old[0]["live_until_ledger_seq"] if old is not None else pending_ttl
-            if live is not None:
-                row = {**row, "live_until_ledger_seq": live}
-        self.upserts[key] = (row, None)
+            live = old.live_until if old is not None else pending_ttl
+        self.upserts[key] = Upsert(row["ledger_sequence"], row[ROW_IN_LEDGER], live)
 
     def _ttl(self, key: str, live_until: int) -> None:
         if key in self.upserts:
-            row, archived_at = self.upserts[key]
-            self.upserts[key] = ({**row, "live_until_ledger_seq": live_until}, archived_at)
+            self.upserts[key].live_until = live_until
         elif key not in self.deletes:
             self.ttls[key] = live_until
 
@@ -167,6 +174,6 @@ class StateChange:
             self.archives.pop(key, None)
             self.deletes.add(key)
         elif key in self.upserts:
-            self.upserts[key] = (self.upserts[key][0], seq)
+            self.upserts[key].archived_at = seq
         elif key not in self.deletes:
             self.archives[key] = seq

@@ -140,7 +140,7 @@ class PostgresSink:
             ),
             [self.prefix, SCHEMA_VERSION],
         )
-        history = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k)) for n, k in HISTORY_COLUMNS)
+        history = _column_definitions(HISTORY_COLUMNS)
         conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (row_in_ledger integer NOT NULL, {}, "
@@ -149,7 +149,7 @@ class PostgresSink:
         )
         # Most upserts change a key's value and none of its indexed columns: room on the page lets
         # PostgreSQL update it in place (HOT) instead of writing every index again.
-        current = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k)) for n, k in CURRENT_COLUMNS)
+        current = _column_definitions(CURRENT_COLUMNS)
         conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (ledger_key_hash text PRIMARY KEY, {}, "
@@ -365,6 +365,11 @@ class PostgresSink:
 
     def statistics(self) -> SinkStatistics:
         return attrs.evolve(self.stats)
+
+
+def _column_definitions(columns: Sequence[tuple[str, str]]) -> Any:
+    """``name type, ...`` of a CREATE TABLE."""
+    return sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k)) for n, k in columns)
 
 
 def _reason(exc: BaseException) -> str:
