@@ -371,3 +371,49 @@ def test_a_commit_whose_answer_was_lost_is_not_written_twice(postgres: PostgresS
         sink.close()
     assert 11 == checkpoint(dsn)
     assert len(history(dsn)) == sum(1 for _, rows in items for r in rows if "_kind" not in r)
+
+
+def _scanned(dsn: str) -> dict[str, int]:
+    """Rows read by sequential scans of each table so far."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT relname, seq_tup_read FROM pg_stat_user_tables").fetchall()
+        return {name: int(n) for name, n in rows}
+
+
+def test_commits_look_keys_up_by_index_as_the_tables_grow(postgres: PostgresServer) -> None:  # noqa: F811
+    """The statements applying a commit to the current state join it to both tables; the sink's first
+    commit sees them empty. Once they hold 30,000 realistic rows more, no later commit reads either
+    table whole (a plan kept from the first commit did: a hash join over a scan of all of history)."""
+    from cdp.processors._contract_data import ContractDataProcessor
+    from cdp.processors._state import ContractStateProcessor
+    from cdp.sinks._pg_rows import CURRENT_COLUMNS, HISTORY_COLUMNS
+    from cdp.sinks._postgres import PostgresSink
+
+    gen = SyntheticLedgers(seed=SEED)
+    state = ContractStateProcessor(ContractDataProcessor(gen.passphrase))
+    items = [(s, list(state.process(Ledger(s, gen.close_time(s), gen.ledger(s))).rows)) for s in range(2, 14)]
+    dsn = postgres.create_database("plans")
+    sink = PostgresSink(dsn, "public", "contract_data")
+    sink.open()
+    try:
+        sink._commit(items[:4])
+        with psycopg.connect(dsn, autocommit=True) as conn:  # the tables grow behind the sink's back
+            n = conn.execute("SELECT count(*) FROM contract_data_history").fetchone()[0]
+            copies = 30_000 // n + 1
+            hist = ", ".join("h.ledger_sequence + 1000000 * g" if c == "ledger_sequence" else f"h.{c}"
+                             for c in ("row_in_ledger", *(c for c, _ in HISTORY_COLUMNS)))  # fmt: skip
+            conn.execute(f"INSERT INTO contract_data_history SELECT {hist} FROM contract_data_history h, "
+                         "generate_series(1, %s) g", [copies])  # fmt: skip
+            cur = ", ".join(f"c.{c}" for c, _ in CURRENT_COLUMNS)
+            conn.execute(f"INSERT INTO contract_data_current (ledger_key_hash, {cur.replace('c.', '')}) SELECT "
+                         f"md5(c.ledger_key_hash || g) || md5(g::text), {cur} FROM contract_data_current c, "
+                         "generate_series(1, %s) g", [copies])  # fmt: skip
+        before = _scanned(dsn)
+        for k in range(4, len(items), 2):
+            sink._commit(items[k : k + 2])
+        sink._conn.execute("SELECT pg_stat_force_next_flush()")  # its counts reach the shared ones now
+    finally:
+        sink.close()
+    after = _scanned(dsn)
+    for table in ("contract_data_history", "contract_data_current"):
+        assert after[table] - before[table] < 30_000, (table, after[table] - before[table])

@@ -256,14 +256,13 @@ class PostgresSink:
     def _commit(self, items: Sequence[tuple[int, Sequence[Row]]]) -> None:
         """One transaction in four round trips (each costs a wait for the server): BEGIN; the history
         rows by COPY; the current-state actions by COPY into the stage (an upsert names its history
-        row rather than carrying it again); one multi-statement executing the statements that apply
-        them and write the checkpoint (prepared once per connection), and committing."""
+        row rather than carrying it again); one multi-statement applying them, writing the checkpoint
+        and committing."""
         conn = self._conn_or_new()
         q = self._statements(conn)
         if not self._staging:  # once per connection (the tables exist by now)
             conn.execute(q["stage"])
-            for name in (*APPLY, "checkpoint"):  # planned once here, not in every commit
-                conn.execute(q[name])
+            conn.execute(q["checkpoint"])
             self._staging = True
         if self._unsure:  # the last failure may have come after the server committed: ask it
             row = conn.execute(q["read_checkpoint"]).fetchone()
@@ -299,7 +298,12 @@ class PostgresSink:
         """Every statement of a commit, composed once (composing them per row cost more than the
         database's work). The stage holds one row per current-state action (``op``: ``d`` delete,
         ``u`` upsert from the history row at ``(ledger_sequence, row_in_ledger)``, ``t`` TTL, ``a``
-        archive); the checkpoint's ledger is the one value spliced in per commit (an ``int``)."""
+        archive); the checkpoint's ledger is the one value spliced in per commit (an ``int``).
+
+        The statements joining the stage to the tables are planned at every commit, not PREPAREd: a
+        prepared statement without parameters keeps the plan made at its first run, when the tables
+        were empty (a hash join over a scan of the whole table), while the tables grow without end;
+        planned as they are, the join looks each key up by its index."""
         if self._sql is None:
             cols = [n for n, _ in CURRENT_COLUMNS if n != "live_until_ledger_seq"]
             staged = ["ledger_key_hash", *cols, "live_until_ledger_seq", "archived", "archived_at_ledger"]
@@ -318,15 +322,14 @@ class PostgresSink:
                 "copy_stage": sql.SQL("COPY cdp_stage ({}) FROM STDIN (FORMAT BINARY)").format(
                     sql.SQL(", ").join(map(ident, STAGE_COLUMNS))
                 ),
-                # Prepared once per connection, executed in this order (APPLY): deletes first, as a key
-                # deleted and made again in the group inherits nothing. A NULL live_until in an upsert:
-                # the group set no TTL for the key; keep the table's.
+                # Executed in this order (APPLY): deletes first, as a key deleted and made again in the
+                # group inherits nothing. A NULL live_until in an upsert: the group set no TTL for the
+                # key; keep the table's.
                 "delete": sql.SQL(
-                    "PREPARE cdp_delete AS DELETE FROM {t} USING cdp_stage s "
-                    "WHERE s.op = 'd' AND {t}.ledger_key_hash = s.ledger_key_hash"
+                    "DELETE FROM {t} USING cdp_stage s WHERE s.op = 'd' AND {t}.ledger_key_hash = s.ledger_key_hash"
                 ).format(t=t),
                 "upsert": sql.SQL(
-                    "PREPARE cdp_upsert AS INSERT INTO {t} ({cols}) SELECT s.ledger_key_hash, {from_history}, "
+                    "INSERT INTO {t} ({cols}) SELECT s.ledger_key_hash, {from_history}, "
                     "s.live_until_ledger_seq, s.archived, s.archived_at_ledger FROM cdp_stage s JOIN {h} h ON "
                     "h.ledger_sequence = "
                     "s.ledger_sequence AND h.row_in_ledger = s.row_in_ledger WHERE s.op = 'u' "
@@ -344,22 +347,22 @@ class PostgresSink:
                     ),
                 ),
                 "ttl": sql.SQL(
-                    "PREPARE cdp_ttl AS UPDATE {t} SET live_until_ledger_seq = s.live_until_ledger_seq "
+                    "UPDATE {t} SET live_until_ledger_seq = s.live_until_ledger_seq "
                     "FROM cdp_stage s WHERE s.op = 't' AND {t}.ledger_key_hash = s.ledger_key_hash"
                 ).format(t=t),
                 "archive": sql.SQL(
-                    "PREPARE cdp_archive AS UPDATE {t} SET archived = true, archived_at_ledger = "
+                    "UPDATE {t} SET archived = true, archived_at_ledger = "
                     "s.archived_at_ledger FROM cdp_stage s WHERE s.op = 'a' AND {t}.ledger_key_hash = s.ledger_key_hash"
                 ).format(t=t),
                 "checkpoint": sql.SQL(
                     "PREPARE cdp_checkpoint (bigint) AS INSERT INTO {} (name, ledger) VALUES ({}, $1) "
                     "ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now()"
                 ).format(self.checkpoints, sql.Literal(self.checkpoint_name)),
-                "apply": sql.SQL("; ".join(f"EXECUTE cdp_{name}" for name in APPLY)),
                 "read_checkpoint": sql.SQL("SELECT ledger FROM {} WHERE name = {}").format(
                     self.checkpoints, sql.Literal(self.checkpoint_name)
                 ),
             }
+            statements["apply"] = sql.SQL("; ").join(statements[name] for name in APPLY)
             self._sql = {name: q.as_string(conn) for name, q in statements.items()}
         return self._sql
 
