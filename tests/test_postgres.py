@@ -417,3 +417,28 @@ def test_commits_look_keys_up_by_index_as_the_tables_grow(postgres: PostgresServ
     after = _scanned(dsn)
     for table in ("contract_data_history", "contract_data_current"):
         assert after[table] - before[table] < 30_000, (table, after[table] - before[table])
+
+
+def test_state_literals_take_only_hex_keys_and_integers() -> None:
+    """The current-state statements get their keys and values as array literals in the SQL text: only
+    what needs no quoting gets there; anything else is refused, not quoted."""
+    from cdp.sinks._pg_rows import StateChange, Upsert
+
+    key = "0a" * 32
+    change = StateChange(upserts={key: Upsert(7, 2, None, 9)}, deletes={"f" * 64}, ttls={"1" * 64: 99})
+    assert change.literals() == {
+        "delete": (f"'{{{'f' * 64}}}'::text[]",),
+        "upsert": (
+            f"'{{{key}}}'::text[]",
+            "'{7}'::bigint[]",
+            "'{2}'::bigint[]",
+            "'{NULL}'::bigint[]",
+            "'{9}'::bigint[]",
+        ),
+        "ttl": (f"'{{{'1' * 64}}}'::text[]", "'{99}'::bigint[]"),
+    }
+    for bad in ("A" * 64, "0a" * 31, "'; DROP TABLE x; --" + "0" * 45, f"{key},{key}"):
+        with pytest.raises(ValueError, match="64 lowercase hex digits"):
+            StateChange(deletes={bad}).literals()
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        StateChange(ttls={key: "1); DROP TABLE x; --"}).literals()  # type: ignore[dict-item]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -59,10 +60,7 @@ def _text(value: str) -> str:
     return value
 
 
-# The stage of a commit's current-state actions (``StateChange.staged``), as COPY sends it.
-STAGE_COLUMNS: Final = ("op", "ledger_key_hash", "ledger_sequence", "row_in_ledger", "live_until_ledger_seq",
-                        "archived", "archived_at_ledger")  # fmt: skip
-STAGE_TYPES: Final = ["text", "text", "int8", "int4", "int8", "bool", "int8"]
+_KEYS: Final = re.compile(r"(?:[0-9a-f]{64}(?:,[0-9a-f]{64})*)?")  # ledger key hashes, comma-joined
 ROW_IN_LEDGER: Final = "row_in_ledger"  # a prepared row's place among its ledger's data rows (history's key)
 
 
@@ -134,18 +132,24 @@ class StateChange:
                     change._evict(row["ledger_key_hash"], row["contract_durability"], seq)
         return change
 
-    def staged(self) -> Iterator[list[Any]]:
-        """Each action as a stage row (``STAGE_COLUMNS``): ``d`` delete; ``u`` upsert the history row
-        at ``(ledger_sequence, row_in_ledger)`` with the group's TTL and archive state; ``t`` set the
-        TTL of a key the group's data did not touch; ``a`` archive such a key."""
-        for key in self.deletes:
-            yield ["d", key, None, None, None, False, None]
-        for key, u in self.upserts.items():
-            yield ["u", key, u.ledger_sequence, u.row_in_ledger, u.live_until, u.archived_at is not None, u.archived_at]
-        for key, live_until in self.ttls.items():
-            yield ["t", key, None, None, live_until, False, None]
-        for key, seq in self.archives.items():
-            yield ["a", key, None, None, None, True, seq]
+    def literals(self) -> dict[str, tuple[str, ...]]:
+        """Each kind of action's SQL array literals, by statement (``APPLY``); kinds with no key left
+        out. ``upsert``: keys, their history rows' ``(ledger_sequence, row_in_ledger)``, the group's TTL
+        and archive ledger; ``ttl`` and ``archive``: keys and a ledger; ``delete``: keys. Only hex keys
+        and integers go in (checked), so the literals need no quoting."""
+        out: dict[str, tuple[str, ...]] = {}
+        if self.deletes:
+            out["delete"] = (_keys(self.deletes),)
+        if self.upserts:
+            u = self.upserts.values()
+            out["upsert"] = (_keys(self.upserts), _ints(x.ledger_sequence for x in u),
+                             _ints(x.row_in_ledger for x in u), _ints(x.live_until for x in u),
+                             _ints(x.archived_at for x in u))  # fmt: skip
+        if self.ttls:
+            out["ttl"] = (_keys(self.ttls), _ints(self.ttls.values()))
+        if self.archives:
+            out["archive"] = (_keys(self.archives), _ints(self.archives.values()))
+        return out
 
     def _data(self, row: Row) -> None:
         key = row["ledger_key_hash"]
@@ -177,3 +181,14 @@ class StateChange:
             self.upserts[key].archived_at = seq
         elif key not in self.deletes:
             self.archives[key] = seq
+
+
+def _keys(keys: Collection[str]) -> str:
+    text = ",".join(keys)
+    if len(text) != max(65 * len(keys) - 1, 0) or not _KEYS.fullmatch(text):  # as many keys as were given
+        raise ValueError(f"ledger key hashes must be 64 lowercase hex digits: {text[:200]!r}")
+    return f"'{{{text}}}'::text[]"
+
+
+def _ints(values: Iterable[int | None]) -> str:
+    return "'{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}'::bigint[]"

@@ -44,8 +44,6 @@ from ._pg_rows import (
     HISTORY_COLUMNS,
     PG_TYPES,
     ROW_IN_LEDGER,
-    STAGE_COLUMNS,
-    STAGE_TYPES,
     StateChange,
     placed,
 )
@@ -53,13 +51,16 @@ from ._pg_rows import (
 LOG = logging.getLogger("cdp.sink")
 
 SCHEMA_VERSION: Final = 1
-APPLY: Final = ("delete", "upsert", "ttl", "archive")  # a commit's stage applied to the current state
+APPLY: Final = ("delete", "upsert", "ttl", "archive")  # a commit's current-state statements, in this order
+SLOT: Final = "\x00"  # where a statement takes an array literal (no SQL text or identifier holds a NUL)
 RETRY_BASE_S: Final = 0.2
 RETRY_CAP_S: Final = 10.0
 
 try:
     import psycopg
     from psycopg import sql
+
+    SQL_SLOT: Final = sql.SQL(SLOT)
 except ImportError:  # pragma: no cover - exercised only without the extra
     psycopg = None  # type: ignore[assignment]
 
@@ -96,7 +97,7 @@ class PostgresSink:
         self._conn: Any = None
         self._lock: Any = None  # a second connection holding the run's advisory lock
         self._sql: dict[str, str] | None = None
-        self._staging = False  # the connection has its temporary stage table
+        self._prepared = False  # the connection has its prepared checkpoint statement
         self._unsure = False  # a commit failed: whether its transaction committed is unknown
         self.stats = SinkStatistics()
         self.history = sql.Identifier(schema, f"{prefix}_history")
@@ -183,7 +184,7 @@ class PostgresSink:
                 self.stats.reconnects += 1
             self._conn = self._connect(self.dsn)
             self._conn.autocommit = True  # a commit's transaction is opened and closed by its own statements
-            self._staging = False
+            self._prepared = False
             self.stats.connected = True
         return self._conn
 
@@ -254,16 +255,15 @@ class PostgresSink:
 
     # -- one transaction ---------------------------------------------------------------------------
     def _commit(self, items: Sequence[tuple[int, Sequence[Row]]]) -> None:
-        """One transaction in four round trips (each costs a wait for the server): BEGIN; the history
-        rows by COPY; the current-state actions by COPY into the stage (an upsert names its history
-        row rather than carrying it again); one multi-statement applying them, writing the checkpoint
-        and committing."""
+        """One transaction in three round trips (each costs a wait for the server): BEGIN; the history
+        rows by COPY; one multi-statement applying the group's current-state actions (their keys and
+        values as array literals; an upsert names its history row rather than carrying it again),
+        writing the checkpoint and committing."""
         conn = self._conn_or_new()
         q = self._statements(conn)
-        if not self._staging:  # once per connection (the tables exist by now)
-            conn.execute(q["stage"])
+        if not self._prepared:  # once per connection (the tables exist by now)
             conn.execute(q["checkpoint"])
-            self._staging = True
+            self._prepared = True
         if self._unsure:  # the last failure may have come after the server committed: ask it
             row = conn.execute(q["read_checkpoint"]).fetchone()
             self._unsure = False
@@ -273,7 +273,8 @@ class PostgresSink:
                 return
         started = time.perf_counter()
         converted = [(seq, placed(rows)) for seq, rows in items]
-        change = StateChange.of(converted)
+        literals = StateChange.of(converted).literals()
+        apply = [_fill(q[name], literals[name]) for name in APPLY if name in literals]
         try:
             with conn.cursor() as cur:
                 cur.execute("BEGIN")
@@ -283,11 +284,7 @@ class PostgresSink:
                         for row in rows:
                             if KIND not in row:
                                 copy.write_row([row[ROW_IN_LEDGER], *(row.get(n) for n, _ in HISTORY_COLUMNS)])
-                with cur.copy(q["copy_stage"]) as copy:
-                    copy.set_types(STAGE_TYPES)
-                    for record in change.staged():
-                        copy.write_row(record)
-                cur.execute(f"{q['apply']}; EXECUTE cdp_checkpoint({int(items[-1][0])}); COMMIT")
+                cur.execute("; ".join([*apply, f"EXECUTE cdp_checkpoint({int(items[-1][0])})", "COMMIT"]))
         except BaseException:
             self._drop()  # never reuse a connection left inside this transaction
             raise
@@ -296,17 +293,17 @@ class PostgresSink:
 
     def _statements(self, conn: Any) -> dict[str, str]:
         """Every statement of a commit, composed once (composing them per row cost more than the
-        database's work). The stage holds one row per current-state action (``op``: ``d`` delete,
-        ``u`` upsert from the history row at ``(ledger_sequence, row_in_ledger)``, ``t`` TTL, ``a``
-        archive); the checkpoint's ledger is the one value spliced in per commit (an ``int``).
+        database's work). The current-state statements (``APPLY``) take the group's actions as array
+        literals at their ``SLOT``s (``StateChange.literals``); the checkpoint's ledger is spliced in
+        per commit (an ``int``).
 
-        The statements joining the stage to the tables are planned at every commit, not PREPAREd: a
-        prepared statement without parameters keeps the plan made at its first run, when the tables
-        were empty (a hash join over a scan of the whole table), while the tables grow without end;
-        planned as they are, the join looks each key up by its index."""
+        Those statements are planned at every commit, not PREPAREd: a prepared statement without
+        parameters keeps the plan made at its first run, when the tables were empty (a hash join over
+        a scan of the whole table), while the tables grow without end; planned as they are, with the
+        arrays' lengths known, the joins look each key up by its index."""
         if self._sql is None:
             cols = [n for n, _ in CURRENT_COLUMNS if n != "live_until_ledger_seq"]
-            staged = ["ledger_key_hash", *cols, "live_until_ledger_seq", "archived", "archived_at_ledger"]
+            upserted = ["ledger_key_hash", *cols, "live_until_ledger_seq", "archived", "archived_at_ledger"]
             history = ["row_in_ledger", *(n for n, _ in HISTORY_COLUMNS)]
             ident = sql.Identifier
             t = self.current
@@ -314,46 +311,37 @@ class PostgresSink:
                 "copy_history": sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                     self.history, sql.SQL(", ").join(map(ident, history))
                 ),
-                "stage": sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS cdp_stage (op text NOT NULL, ledger_key_hash text NOT NULL, "
-                    "ledger_sequence bigint, row_in_ledger integer, live_until_ledger_seq bigint, "
-                    "archived boolean NOT NULL, archived_at_ledger bigint) ON COMMIT DELETE ROWS"
-                ),
-                "copy_stage": sql.SQL("COPY cdp_stage ({}) FROM STDIN (FORMAT BINARY)").format(
-                    sql.SQL(", ").join(map(ident, STAGE_COLUMNS))
-                ),
                 # Executed in this order (APPLY): deletes first, as a key deleted and made again in the
                 # group inherits nothing. A NULL live_until in an upsert: the group set no TTL for the
                 # key; keep the table's.
-                "delete": sql.SQL(
-                    "DELETE FROM {t} USING cdp_stage s WHERE s.op = 'd' AND {t}.ledger_key_hash = s.ledger_key_hash"
-                ).format(t=t),
+                "delete": sql.SQL("DELETE FROM {t} WHERE ledger_key_hash = ANY ({slot})").format(t=t, slot=SQL_SLOT),
                 "upsert": sql.SQL(
-                    "INSERT INTO {t} ({cols}) SELECT s.ledger_key_hash, {from_history}, "
-                    "s.live_until_ledger_seq, s.archived, s.archived_at_ledger FROM cdp_stage s JOIN {h} h ON "
-                    "h.ledger_sequence = "
-                    "s.ledger_sequence AND h.row_in_ledger = s.row_in_ledger WHERE s.op = 'u' "
-                    "ON CONFLICT (ledger_key_hash) DO UPDATE SET {sets}, "
+                    "INSERT INTO {t} ({cols}) SELECT s.ledger_key_hash, {from_history}, s.live_until_ledger_seq, "
+                    "s.archived_at_ledger IS NOT NULL, s.archived_at_ledger FROM unnest({slot}, {slot}, {slot}, "
+                    "{slot}, {slot}) AS s (ledger_key_hash, ledger_sequence, row_in_ledger, live_until_ledger_seq, "
+                    "archived_at_ledger) JOIN {h} h ON h.ledger_sequence = s.ledger_sequence AND "
+                    "h.row_in_ledger = s.row_in_ledger WHERE true ON CONFLICT (ledger_key_hash) DO UPDATE SET {sets}, "
                     "live_until_ledger_seq = COALESCE(excluded.live_until_ledger_seq, {t}.live_until_ledger_seq)"
                 ).format(
                     t=t,
                     h=self.history,
-                    cols=sql.SQL(", ").join(map(ident, staged)),
+                    slot=SQL_SLOT,
+                    cols=sql.SQL(", ").join(map(ident, upserted)),
                     from_history=sql.SQL(", ").join(sql.SQL("h.{}").format(ident(c)) for c in cols),
                     sets=sql.SQL(", ").join(
                         sql.SQL("{c} = excluded.{c}").format(c=ident(c))
-                        for c in staged[1:]
+                        for c in upserted[1:]
                         if c != "live_until_ledger_seq"
                     ),
                 ),
                 "ttl": sql.SQL(
-                    "UPDATE {t} SET live_until_ledger_seq = s.live_until_ledger_seq "
-                    "FROM cdp_stage s WHERE s.op = 't' AND {t}.ledger_key_hash = s.ledger_key_hash"
-                ).format(t=t),
+                    "UPDATE {t} SET live_until_ledger_seq = s.live_until_ledger_seq FROM unnest({slot}, {slot}) "
+                    "AS s (ledger_key_hash, live_until_ledger_seq) WHERE {t}.ledger_key_hash = s.ledger_key_hash"
+                ).format(t=t, slot=SQL_SLOT),
                 "archive": sql.SQL(
-                    "UPDATE {t} SET archived = true, archived_at_ledger = "
-                    "s.archived_at_ledger FROM cdp_stage s WHERE s.op = 'a' AND {t}.ledger_key_hash = s.ledger_key_hash"
-                ).format(t=t),
+                    "UPDATE {t} SET archived = true, archived_at_ledger = s.archived_at_ledger FROM unnest({slot}, "
+                    "{slot}) AS s (ledger_key_hash, archived_at_ledger) WHERE {t}.ledger_key_hash = s.ledger_key_hash"
+                ).format(t=t, slot=SQL_SLOT),
                 "checkpoint": sql.SQL(
                     "PREPARE cdp_checkpoint (bigint) AS INSERT INTO {} (name, ledger) VALUES ({}, $1) "
                     "ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now()"
@@ -362,12 +350,22 @@ class PostgresSink:
                     self.checkpoints, sql.Literal(self.checkpoint_name)
                 ),
             }
-            statements["apply"] = sql.SQL("; ").join(statements[name] for name in APPLY)
             self._sql = {name: q.as_string(conn) for name, q in statements.items()}
         return self._sql
 
     def statistics(self) -> SinkStatistics:
         return attrs.evolve(self.stats)
+
+
+def _fill(template: str, literals: Sequence[str]) -> str:
+    """``template`` with its ``SLOT``s replaced by ``literals``, in order."""
+    parts = template.split(SLOT)
+    if len(parts) != len(literals) + 1:
+        raise ValueError(f"{len(parts) - 1} slots for {len(literals)} literals")
+    out = [parts[0]]
+    for literal, part in zip(literals, parts[1:], strict=True):
+        out += (literal, part)
+    return "".join(out)
 
 
 def _column_definitions(columns: Sequence[tuple[str, str]]) -> Any:
