@@ -18,11 +18,6 @@ import attrs
 from cdp.extract import Row
 from cdp.extract._rows import STATE_KIND as KIND
 
-try:
-    from psycopg.types.json import Jsonb
-except ImportError:  # pragma: no cover - exercised only without the extra
-    Jsonb = None  # type: ignore[misc, assignment]
-
 # (column, SQL type) of the history table, in the row's field order; ``row_in_ledger`` is added.
 HISTORY_COLUMNS: Final = (
     ("contract_id", "text NOT NULL"), ("contract_key_type", "text NOT NULL"),
@@ -42,10 +37,12 @@ CURRENT_COLUMNS: Final = tuple(
     if name not in ("ledger_entry_change", "deleted", "tx_hash", "tx_index", "operation_index", "change_group",
                     "ledger_key_hash")
 )  # fmt: skip
-# The binary COPY's type per history column.
+# The binary COPY's type per history column. A jsonb value goes as the bytes of jsonb's binary form
+# (version 1, then the JSON text), which psycopg's bytea dumper sends as they are.
 PG_TYPES: Final = {n: {"text": "text", "numeric(39,0)": "numeric", "bigint": "int8", "integer": "int4",
-                        "boolean": "bool", "timestamptz": "timestamptz", "jsonb": "jsonb"}[k.replace(" NOT NULL", "")]
+                        "boolean": "bool", "timestamptz": "timestamptz", "jsonb": "bytea"}[k.replace(" NOT NULL", "")]
                     for n, k in HISTORY_COLUMNS}  # fmt: skip
+HISTORY_NAMES: Final = tuple(n for n, _ in HISTORY_COLUMNS)
 
 
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # built once, not per value
@@ -54,10 +51,6 @@ _ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).enc
 @functools.lru_cache(maxsize=256)
 def _timestamp(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-
-
-def _text(value: str) -> str:
-    return value
 
 
 _KEYS: Final = re.compile(r"(?:[0-9a-f]{64}(?:,[0-9a-f]{64})*)?")  # ledger key hashes, comma-joined
@@ -82,7 +75,7 @@ def placed(rows: Sequence[Row]) -> list[Row]:
 
 def prepared(row: Row) -> dict[str, Any]:
     """A row's values as the database takes them, converted once for both tables: the balance as a
-    number (empty: NULL), ``closed_at`` a timestamp, the decoded ScVals their JSON text."""
+    number (empty: NULL), ``closed_at`` a timestamp, the decoded ScVals jsonb's binary form."""
     out = dict(row)
     balance = out.get("balance")
     out["balance"] = None if balance in ("", None) else int(balance)
@@ -91,7 +84,7 @@ def prepared(row: Row) -> dict[str, Any]:
     for name in ("key_decoded", "val_decoded"):
         value = out.get(name)
         if value is not None:
-            out[name] = Jsonb(_ENCODE(value), dumps=_text)
+            out[name] = b"\x01" + _ENCODE(value).encode()
     return out
 
 

@@ -42,6 +42,7 @@ from cdp.extract._rows import STATE_KIND as KIND
 from ._pg_rows import (
     CURRENT_COLUMNS,
     HISTORY_COLUMNS,
+    HISTORY_NAMES,
     PG_TYPES,
     ROW_IN_LEDGER,
     StateChange,
@@ -279,11 +280,11 @@ class PostgresSink:
             with conn.cursor() as cur:
                 cur.execute("BEGIN")
                 with cur.copy(q["copy_history"]) as copy:
-                    copy.set_types(["int4", *(PG_TYPES[n] for n, _ in HISTORY_COLUMNS)])
+                    copy.set_types(["int4", *(PG_TYPES[n] for n in HISTORY_NAMES)])
                     for _, rows in converted:
                         for row in rows:
                             if KIND not in row:
-                                copy.write_row([row[ROW_IN_LEDGER], *(row.get(n) for n, _ in HISTORY_COLUMNS)])
+                                copy.write_row([row[ROW_IN_LEDGER], *map(row.get, HISTORY_NAMES)])
                 cur.execute("; ".join([*apply, f"EXECUTE cdp_checkpoint({int(items[-1][0])})", "COMMIT"]))
         except BaseException:
             self._drop()  # never reuse a connection left inside this transaction
