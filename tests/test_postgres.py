@@ -442,3 +442,16 @@ def test_state_literals_take_only_hex_keys_and_integers() -> None:
             StateChange(deletes={bad}).literals()
     with pytest.raises(ValueError, match="invalid literal for int"):
         StateChange(ttls={key: "1); DROP TABLE x; --"}).literals()  # type: ignore[dict-item]
+
+
+def test_decoded_values_are_encoded_once_per_xdr_and_the_cache_stays_bounded() -> None:
+    from cdp.sinks._pg_rows import Rendered
+
+    rendered = Rendered(size=2)
+    first = rendered.jsonb("key_decoded", "AAAAAQ==", {"u32": 1})
+    assert first == b'\x01{"u32":1}'
+    assert rendered.jsonb("key_decoded", "AAAAAQ==", {"never": "encoded"}) is first  # the XDR decides
+    assert rendered.jsonb("val_decoded", "AAAAAQ==", {"u32": 2}) == b'\x01{"u32":2}'  # per field
+    rendered.jsonb("key_decoded", "AAAAAg==", {"u32": 2})
+    rendered.jsonb("key_decoded", "AAAAAw==", {"u32": 3})  # over the bound: that field starts over
+    assert rendered.jsonb("key_decoded", "AAAAAQ==", {"u32": 9}) == b'\x01{"u32":9}'

@@ -57,7 +57,27 @@ _KEYS: Final = re.compile(r"(?:[0-9a-f]{64}(?:,[0-9a-f]{64})*)?")  # ledger key 
 ROW_IN_LEDGER: Final = "row_in_ledger"  # a prepared row's place among its ledger's data rows (history's key)
 
 
-def placed(rows: Sequence[Row]) -> list[Row]:
+class Rendered:
+    """The jsonb of decoded ScVals, by the XDR they were decoded from (a pure function of it): the same
+    keys and values come back ledger after ledger (on ten pubnet ledgers 64% of the keys and 78% of
+    the values were seen before), and each is encoded once. Holds at most ``size`` per field; then
+    starts that field over."""
+
+    def __init__(self, size: int = 16384) -> None:
+        self.size = size
+        self._by_field: dict[str, dict[str, bytes]] = {"key_decoded": {}, "val_decoded": {}}
+
+    def jsonb(self, field: str, xdr: str, value: Any) -> bytes:
+        seen = self._by_field[field]
+        got = seen.get(xdr)
+        if got is None:
+            if len(seen) >= self.size:
+                seen.clear()
+            got = seen[xdr] = b"\x01" + _ENCODE(value).encode()  # jsonb's binary form: version 1, text
+        return got
+
+
+def placed(rows: Sequence[Row], rendered: Rendered) -> list[Row]:
     """A ledger's rows with its data rows ``prepared`` and numbered (``ROW_IN_LEDGER``) in order; the
     state records (TTLs, evictions) as they are."""
     out: list[Row] = []
@@ -66,14 +86,14 @@ def placed(rows: Sequence[Row]) -> list[Row]:
         if KIND in row:
             out.append(row)
             continue
-        ready = prepared(row)
+        ready = prepared(row, rendered)
         ready[ROW_IN_LEDGER] = n
         n += 1
         out.append(ready)
     return out
 
 
-def prepared(row: Row) -> dict[str, Any]:
+def prepared(row: Row, rendered: Rendered) -> dict[str, Any]:
     """A row's values as the database takes them, converted once for both tables: the balance as a
     number (empty: NULL), ``closed_at`` a timestamp, the decoded ScVals jsonb's binary form."""
     out = dict(row)
@@ -81,10 +101,10 @@ def prepared(row: Row) -> dict[str, Any]:
     out["balance"] = None if balance in ("", None) else int(balance)
     if isinstance(out.get("closed_at"), str):
         out["closed_at"] = _timestamp(out["closed_at"])
-    for name in ("key_decoded", "val_decoded"):
+    for name, xdr in (("key_decoded", "key"), ("val_decoded", "val")):
         value = out.get(name)
         if value is not None:
-            out[name] = b"\x01" + _ENCODE(value).encode()
+            out[name] = rendered.jsonb(name, out[xdr], value)
     return out
 
 

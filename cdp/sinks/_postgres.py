@@ -45,6 +45,7 @@ from ._pg_rows import (
     HISTORY_NAMES,
     PG_TYPES,
     ROW_IN_LEDGER,
+    Rendered,
     StateChange,
     placed,
 )
@@ -100,6 +101,7 @@ class PostgresSink:
         self._sql: dict[str, str] | None = None
         self._prepared = False  # the connection has its prepared checkpoint statement
         self._unsure = False  # a commit failed: whether its transaction committed is unknown
+        self._rendered = Rendered()
         self.stats = SinkStatistics()
         self.history = sql.Identifier(schema, f"{prefix}_history")
         self.current = sql.Identifier(schema, f"{prefix}_current")
@@ -273,7 +275,7 @@ class PostgresSink:
                          items[-1][0])  # fmt: skip
                 return
         started = time.perf_counter()
-        converted = [(seq, placed(rows)) for seq, rows in items]
+        converted = [(seq, placed(rows, self._rendered)) for seq, rows in items]
         literals = StateChange.of(converted).literals()
         apply = [_fill(q[name], literals[name]) for name in APPLY if name in literals]
         try:
