@@ -447,11 +447,13 @@ def test_state_literals_take_only_hex_keys_and_integers() -> None:
 def test_decoded_values_are_encoded_once_per_xdr_and_the_cache_stays_bounded() -> None:
     from cdp.sinks._pg_rows import Rendered
 
-    rendered = Rendered(size=2)
+    rendered = Rendered(budget=40)  # two of these entries (8 bytes of XDR, 11 of jsonb) per field
     first = rendered.jsonb("key_decoded", "AAAAAQ==", {"u32": 1})
     assert first == b'\x01{"u32":1}'
     assert rendered.jsonb("key_decoded", "AAAAAQ==", {"never": "encoded"}) is first  # the XDR decides
     assert rendered.jsonb("val_decoded", "AAAAAQ==", {"u32": 2}) == b'\x01{"u32":2}'  # per field
     rendered.jsonb("key_decoded", "AAAAAg==", {"u32": 2})
-    rendered.jsonb("key_decoded", "AAAAAw==", {"u32": 3})  # over the bound: that field starts over
+    assert rendered.jsonb("key_decoded", "AAAAAQ==", {"u32": 9}) is first  # still held
+    rendered.jsonb("key_decoded", "AAAAAw==", {"u32": 3})  # over the budget: that field starts over
     assert rendered.jsonb("key_decoded", "AAAAAQ==", {"u32": 9}) == b'\x01{"u32":9}'
+    assert rendered.jsonb("val_decoded", "AAAAAQ==", {"u32": 9}) == b'\x01{"u32":2}'

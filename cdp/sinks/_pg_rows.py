@@ -60,20 +60,25 @@ ROW_IN_LEDGER: Final = "row_in_ledger"  # a prepared row's place among its ledge
 class Rendered:
     """The jsonb of decoded ScVals, by the XDR they were decoded from (a pure function of it): the same
     keys and values come back ledger after ledger (on ten pubnet ledgers 64% of the keys and 78% of
-    the values were seen before), and each is encoded once. Holds at most ``size`` per field; then
-    starts that field over."""
+    the values were seen before), and each is encoded once. Holds at most ``budget`` bytes of XDR
+    and jsonb per field; then starts that field over."""
 
-    def __init__(self, size: int = 16384) -> None:
-        self.size = size
-        self._by_field: dict[str, dict[str, bytes]] = {"key_decoded": {}, "val_decoded": {}}
+    def __init__(self, budget: int = 4 << 20) -> None:
+        self.budget = budget
+        self._seen: dict[str, dict[str, bytes]] = {"key_decoded": {}, "val_decoded": {}}
+        self._held = dict.fromkeys(self._seen, 0)
 
     def jsonb(self, field: str, xdr: str, value: Any) -> bytes:
-        seen = self._by_field[field]
+        seen = self._seen[field]
         got = seen.get(xdr)
         if got is None:
-            if len(seen) >= self.size:
+            got = b"\x01" + _ENCODE(value).encode()  # jsonb's binary form: version 1, then the text
+            held = self._held[field] + len(xdr) + len(got)
+            if held > self.budget:
                 seen.clear()
-            got = seen[xdr] = b"\x01" + _ENCODE(value).encode()  # jsonb's binary form: version 1, text
+                held = len(xdr) + len(got)
+            seen[xdr] = got
+            self._held[field] = held
         return got
 
 
