@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
 import signal
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,29 @@ def same_state(dsn: str, model: dict[str, dict[str, Any]]) -> None:
 def synthetic(first: int, last: int) -> list[tuple[int, int, bytes]]:
     gen = SyntheticLedgers(seed=SEED)
     return [(s, gen.close_time(s), gen.ledger(s)) for s in range(first, last + 1)]
+
+
+@contextlib.contextmanager
+def opened_sink(dsn: str) -> Iterator[Any]:
+    """A ``PostgresSink`` on the default tables, open, closed afterwards."""
+    from cdp.sinks._postgres import PostgresSink
+
+    sink = PostgresSink(dsn, "public", "contract_data")
+    sink.open()
+    try:
+        yield sink
+    finally:
+        sink.close()
+
+
+def state_items(first: int, last: int) -> list[tuple[int, list[dict[str, Any]]]]:
+    """What the state processor hands the sink for synthetic ledgers ``first..last``."""
+    from cdp.processors._contract_data import ContractDataProcessor
+    from cdp.processors._state import ContractStateProcessor
+
+    gen = SyntheticLedgers(seed=SEED)
+    state = ContractStateProcessor(ContractDataProcessor(gen.passphrase))
+    return [(s, list(state.process(Ledger(s, gen.close_time(s), gen.ledger(s))).rows)) for s in range(first, last + 1)]
 
 
 def config(endpoint: str, dsn: str, **kw: Any) -> Config:
@@ -230,16 +254,10 @@ def test_a_second_run_on_the_same_tables_is_refused(postgres: PostgresServer, tm
 
 def _commit_all(dsn: str, items: list[tuple[int, list[dict[str, Any]]]], group: int, cut: int = 0) -> Model:
     """Commit ``items`` in groups of ``group`` ledgers (with a group boundary at ``cut`` too)."""
-    from cdp.sinks._postgres import PostgresSink
-
-    sink = PostgresSink(dsn, "public", "contract_data")
-    sink.open()
-    try:
+    with opened_sink(dsn) as sink:
         for part in (items[:cut], items[cut:]):
             for k in range(0, len(part), group):
                 sink._commit(part[k : k + group])
-    finally:
-        sink.close()
     return current(dsn)
 
 
@@ -247,12 +265,7 @@ def test_a_group_commits_the_state_its_ledgers_commit_one_by_one(postgres: Postg
     """The current state after ledgers committed together equals that after the same ledgers one per
     transaction: real synthetic ledgers (TTL extensions, removals, restores, evictions) and a crafted
     key that meets every order of events within one group."""
-    from cdp.processors._contract_data import ContractDataProcessor
-    from cdp.processors._state import ContractStateProcessor
-
-    gen = SyntheticLedgers(seed=SEED)
-    state = ContractStateProcessor(ContractDataProcessor(gen.passphrase))
-    items = [(s, list(state.process(Ledger(s, gen.close_time(s), gen.ledger(s))).rows)) for s in range(2, 130)]
+    items = state_items(2, 129)
     base = next(r for _, rows in items for r in rows if "_kind" not in r and not r["deleted"])
     key = "f" * 64
     ttl = {"_kind": "ttl", "key_hash": key}
@@ -350,25 +363,15 @@ async def test_flight_beside_postgres_serves_only_contract_rows(upstream: Any, p
 def test_a_commit_whose_answer_was_lost_is_not_written_twice(postgres: PostgresServer) -> None:  # noqa: F811
     """The connection drops after the server committed a group but before the sink heard so: the
     retry finds the checkpoint at the group's end and writes nothing again (no duplicate-key error)."""
-    from cdp.processors._contract_data import ContractDataProcessor
-    from cdp.processors._state import ContractStateProcessor
-    from cdp.sinks._postgres import PostgresSink
-
-    gen = SyntheticLedgers(seed=SEED)
-    state = ContractStateProcessor(ContractDataProcessor(gen.passphrase))
-    items = [(s, list(state.process(Ledger(s, gen.close_time(s), gen.ledger(s))).rows)) for s in range(2, 12)]
+    items = state_items(2, 11)
     dsn = postgres.create_database("lost_answer")
-    sink = PostgresSink(dsn, "public", "contract_data")
-    sink.open()
-    try:
+    with opened_sink(dsn) as sink:
         sink._commit(items[:5])
         before = history(dsn)
         sink._failed(psycopg.OperationalError("server closed the connection unexpectedly"), items[:5], 0.1)
         sink._commit(items[:5])  # the retry of the same group
         assert before == history(dsn)
         sink._commit(items[5:])
-    finally:
-        sink.close()
     assert 11 == checkpoint(dsn)
     assert len(history(dsn)) == sum(1 for _, rows in items for r in rows if "_kind" not in r)
 
@@ -384,18 +387,11 @@ def test_commits_look_keys_up_by_index_as_the_tables_grow(postgres: PostgresServ
     """The statements applying a commit to the current state join it to both tables; the sink's first
     commit sees them empty. Once they hold 30,000 realistic rows more, no later commit reads either
     table whole (a plan kept from the first commit did: a hash join over a scan of all of history)."""
-    from cdp.processors._contract_data import ContractDataProcessor
-    from cdp.processors._state import ContractStateProcessor
     from cdp.sinks._pg_rows import CURRENT_COLUMNS, HISTORY_COLUMNS
-    from cdp.sinks._postgres import PostgresSink
 
-    gen = SyntheticLedgers(seed=SEED)
-    state = ContractStateProcessor(ContractDataProcessor(gen.passphrase))
-    items = [(s, list(state.process(Ledger(s, gen.close_time(s), gen.ledger(s))).rows)) for s in range(2, 14)]
+    items = state_items(2, 13)
     dsn = postgres.create_database("plans")
-    sink = PostgresSink(dsn, "public", "contract_data")
-    sink.open()
-    try:
+    with opened_sink(dsn) as sink:
         sink._commit(items[:4])
         with psycopg.connect(dsn, autocommit=True) as conn:  # the tables grow behind the sink's back
             n = conn.execute("SELECT count(*) FROM contract_data_history").fetchone()[0]
@@ -404,16 +400,14 @@ def test_commits_look_keys_up_by_index_as_the_tables_grow(postgres: PostgresServ
                              for c in ("row_in_ledger", *(c for c, _ in HISTORY_COLUMNS)))  # fmt: skip
             conn.execute(f"INSERT INTO contract_data_history SELECT {hist} FROM contract_data_history h, "
                          "generate_series(1, %s) g", [copies])  # fmt: skip
-            cur = ", ".join(f"c.{c}" for c, _ in CURRENT_COLUMNS)
-            conn.execute(f"INSERT INTO contract_data_current (ledger_key_hash, {cur.replace('c.', '')}) SELECT "
-                         f"md5(c.ledger_key_hash || g) || md5(g::text), {cur} FROM contract_data_current c, "
-                         "generate_series(1, %s) g", [copies])  # fmt: skip
+            names = [c for c, _ in CURRENT_COLUMNS]
+            conn.execute(f"INSERT INTO contract_data_current (ledger_key_hash, {', '.join(names)}) SELECT "
+                         f"md5(c.ledger_key_hash || g) || md5(g::text), {', '.join('c.' + c for c in names)} "
+                         "FROM contract_data_current c, generate_series(1, %s) g", [copies])  # fmt: skip
         before = _scanned(dsn)
         for k in range(4, len(items), 2):
             sink._commit(items[k : k + 2])
         sink._conn.execute("SELECT pg_stat_force_next_flush()")  # its counts reach the shared ones now
-    finally:
-        sink.close()
     after = _scanned(dsn)
     for table in ("contract_data_history", "contract_data_current"):
         assert after[table] - before[table] < 30_000, (table, after[table] - before[table])
