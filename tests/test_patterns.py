@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cdp.extract import _walk
+from cdp.extract._changes import CONTRACT_DATA, STATE, TTL, UPDATED
 from cdp.testing import SyntheticLedgers
 from cdp.xdr import _skip as sk
 
@@ -39,37 +40,48 @@ def _positions(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[in
         m.setattr(_walk, "_SCAN_LEDGER", None)
         m.setattr(_walk, "ws", Recording())
         walk = _walk._Walk(raw)
-        walk.entry = walk.result = lambda raw, at: None  # every one through the skipper
+        walk.match = _walk.Matchers(*(lambda raw, at: None for _ in _walk.Matchers._fields))  # all skipped
         walk.ledger()
     return found
 
 
-def _agree(data: bytes, name: str, o: int) -> bool:
-    """Whether the pattern matches at word ``o``; if it does, the skipper must end where it ends."""
-    entry, result = _walk._matchers()
-    m = (entry if name == "LedgerEntry" else result)(data, 4 * o)
-    if m is None:
-        return False
-    assert getattr(sk, f"s_{name}")(sk.words(data), o) == m.end() >> 2, (name, o)
-    return True
+def _agree(data: bytes, name: str, o: int) -> tuple[bool, bool]:
+    """Whether the pattern matches at word ``o``; if it does, the skipper must end where it ends. For
+    an entry that follows a STATE change, the same of the unwanted-pair pattern from that change."""
+    match = _walk._matchers()
+    m = (match.entry if name == "LedgerEntry" else match.result)(data, 4 * o)
+    w = sk.words(data)
+    if m is not None:
+        assert getattr(sk, f"s_{name}")(w, o) == m.end() >> 2, (name, o)
+    pair = match.pair(data, 4 * o - 4) if name == "LedgerEntry" and w[o - 1] == STATE else None
+    if pair is not None:
+        first = sk.s_LedgerEntry(w, o)
+        assert w[first] == UPDATED, o
+        assert sk.s_LedgerEntry(w, first + 1) == pair.end() >> 2, o
+        assert {w[o + 1], w[first + 2]}.isdisjoint({CONTRACT_DATA, TTL}), o
+    return m is not None, pair is not None
 
 
-def _check(raws: list[bytes], monkeypatch: pytest.MonkeyPatch, mutations: int) -> dict[str, tuple[int, int]]:
+def _check(raws: list[bytes], monkeypatch: pytest.MonkeyPatch, mutations: int) -> dict[str, tuple[int, ...]]:
+    """Per pattern: (matches, values), and for entries the pairs matched too."""
     rng = random.Random(54)
-    seen: dict[str, tuple[int, int]] = {}
+    seen: dict[str, tuple[int, ...]] = {}
     for name in ROOTS:
-        hits = total = 0
+        hits = pairs = total = 0
         for raw in raws:
             at = _positions(raw, monkeypatch)[name]
             total += len(at)
-            hits += sum(_agree(raw, name, o) for o in at)
+            for o in at:
+                matched, paired = _agree(raw, name, o)
+                hits += matched
+                pairs += paired
             for o in rng.sample(at, min(len(at), mutations)):  # a few bytes changed inside the value
                 data = bytearray(raw)
                 end = 4 * getattr(sk, f"s_{name}")(sk.words(raw), o)
                 for _ in range(rng.randint(1, 3)):
-                    data[rng.randrange(4 * o, end)] = rng.choice((0, 1, 2, 3, 255, rng.randrange(256)))
+                    data[rng.randrange(4 * o - 4, end)] = rng.choice((0, 1, 2, 3, 255, rng.randrange(256)))
                 _agree(bytes(data), name, o)
-        seen[name] = (hits, total)
+        seen[name] = (hits, total, pairs)
     return seen
 
 
@@ -77,10 +89,11 @@ def _check(raws: list[bytes], monkeypatch: pytest.MonkeyPatch, mutations: int) -
 def test_patterns_end_where_the_skippers_end_on_shared_ledgers(monkeypatch: pytest.MonkeyPatch) -> None:
     raws = [(LEDGERS / e["file"]).read_bytes() for e in shared_index()]
     seen = _check(raws, monkeypatch, mutations=150)
-    hits, total = seen["LedgerEntry"]
+    hits, total, pairs = seen["LedgerEntry"]
     assert total > 30_000, seen
     assert hits > 0.75 * total, seen  # most classic entries take the C path
-    hits, total = seen["TransactionResultPair"]
+    assert pairs > 0.25 * total, seen  # and most of them two at a time
+    hits, total, _ = seen["TransactionResultPair"]
     assert total > 2_000, seen
     assert hits > 0.6 * total, seen
 
@@ -89,13 +102,14 @@ def test_patterns_end_where_the_skippers_end_on_synthetic_ledgers(monkeypatch: p
     gen = SyntheticLedgers(seed=21)
     seen = _check([gen.ledger(s) for s in range(2, 40)], monkeypatch, mutations=60)
     assert seen["LedgerEntry"][0] > 0, seen
+    assert seen["LedgerEntry"][2] > 0, seen
     assert seen["TransactionResultPair"][0] > 0, seen
 
 
 def test_a_pattern_leaves_unbounded_shapes_to_the_skipper() -> None:
     """Shapes a pattern does not spell out (three signers; an optional flagged 2, which the skipper
     reads as present) are not matched; the skipper reads them."""
-    entry, _ = _walk._matchers()
+    entry = _walk._matchers().entry
     zero, one = b"\x00\x00\x00\x00", b"\x00\x00\x00\x01"
     signer = zero + bytes(32) + bytes(4)  # an ed25519 key and its weight
     for inflation, signers, matched in (

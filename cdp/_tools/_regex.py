@@ -2,8 +2,9 @@
 them (for ``gen_xdr``).
 
 A skipper in CPython runs ~60 bytecodes for a classic ``AccountEntry``; ``re`` runs the same checks
-in C. A pattern covers only bounded shapes: arrays of at most ``COUNTS - 1`` items, strings and
-opaques of at most ``TEXT`` bytes, present optionals flagged 1, no recursive type. Every choice in
+in C. A pattern covers only bounded shapes: arrays of at most ``counts - 1`` items, strings and
+opaques of at most ``TEXT`` bytes, present optionals flagged 1, recursive types only where they do
+not nest (an ScVal that is a number, a symbol, an address, an empty vector...). Every choice in
 it starts with a word that tells the choices apart (a discriminant, a count, a length, a flag), so a
 match is the one parse the skipper makes and ends where the skipper ends; a value of another shape
 does not match, and the caller asks the skipper.
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Mapping
 from typing import Any, Final
 
 from ._grammar import Grammar
 
-COUNTS: Final = 3  # array lengths a pattern spells out: 0, 1, 2
+COUNTS: Final = 3  # array lengths a pattern spells out by default: 0, 1, 2
 TEXT: Final = 64  # the longest string or opaque a pattern spells out, in bytes
 ZERO: Final = b"\x00\x00\x00\x00"
 
@@ -40,9 +42,15 @@ class Patterns:
     """``of(t)``: a ``re`` pattern (bytes, for ``re.DOTALL``) matching the big-endian XDR of the
     common values of type ``t``, or None where no value of ``t`` has a bounded shape."""
 
-    def __init__(self, g: Grammar) -> None:
+    def __init__(
+        self, g: Grammar, counts: int = COUNTS, nest: int = 0, exclude: Mapping[str, frozenset[int]] | None = None
+    ) -> None:
         self.g = g
-        self._named: dict[str, bytes | None] = {}
+        self.counts = counts  # array lengths spelled out: 0 .. counts - 1
+        self.nest = nest  # how many times a recursive type may appear inside itself
+        self.exclude = exclude or {}  # union cases left out, by union
+        self._named: dict[tuple[str, tuple[tuple[str, int], ...]], bytes | None] = {}
+        self._open: dict[str, int] = {}  # the recursive types being spelled out, and how deep
 
     def of(self, t: dict[str, Any]) -> bytes | None:
         g = self.g
@@ -65,7 +73,7 @@ class Patterns:
             return _choice([ZERO] + ([] if inner is None else [_word(1, True) + inner]))
         if kind == "var_array":
             inner = self.of(t["element"])
-            top = min(t.get("max_count", COUNTS - 1), COUNTS - 1) if inner is not None else 0
+            top = min(t.get("max_count", self.counts - 1), self.counts - 1) if inner is not None else 0
             return _choice([_word(n, True) + (inner or b"") * n for n in range(top + 1)])
         if kind == "array":
             inner = self.of(t["element"])
@@ -73,10 +81,21 @@ class Patterns:
         raise ValueError(f"unhandled type {t}")
 
     def named(self, name: str) -> bytes | None:
-        if name not in self._named:
-            self._named[name] = None  # a recursive type has no bounded pattern
-            self._named[name] = None if name in self.g.recursive else self._definition(self.g.defs[name])
-        return self._named[name]
+        """A recursive type's pattern covers its values nested at most ``nest`` deep (with 0: an ScVal
+        that is no vector, map or instance with items): deeper, it has none."""
+        recursive = name in self.g.recursive
+        if recursive and self._open.get(name, 0) > self.nest:
+            return None
+        key = (name, tuple(sorted(self._open.items())))
+        if key not in self._named:
+            if recursive:
+                self._open[name] = self._open.get(name, 0) + 1
+            try:
+                self._named[key] = self._definition(self.g.defs[name])
+            finally:
+                if recursive:
+                    self._open[name] -= 1
+        return self._named[key]
 
     def _definition(self, d: dict[str, Any]) -> bytes | None:
         if d["kind"] == "enum":
@@ -87,10 +106,25 @@ class Patterns:
             parts = [self.of(f["type"]) for f in d["fields"]]
             return None if any(p is None for p in parts) else b"".join(p for p in parts if p is not None)
         unsigned = self.g.unsigned_disc(d)
+        left_out = self.exclude.get(d["name"], frozenset())
         options = []
         for arm in d["arms"]:
+            values = [c["value"] for c in arm["cases"] if c["value"] not in left_out]
             body = b"" if "type" not in arm else self.of(arm["type"])
-            if body is not None:
-                cases = _choice([_word(c["value"], unsigned) for c in arm["cases"]])
-                options.append((cases or b"") + body)
+            if body is not None and values:
+                options.append((_choice([_word(v, unsigned) for v in values]) or b"") + body)
         return _choice(options)
+
+    def enum_value(self, enum: str, member: str) -> int:
+        return next(int(m["value"]) for m in self.g.defs[enum]["members"] if m["name"] == member)
+
+
+def unwanted_pair(g: Grammar) -> bytes:
+    """A STATE change and the UPDATED one it pairs with, of one entry that is neither contract data
+    nor a TTL: most of a ledger's changes, which the walk steps over two at a time."""
+    p = Patterns(g)
+    wanted = frozenset(p.enum_value("LedgerEntryType", m) for m in ("CONTRACT_DATA", "TTL"))
+    entry = Patterns(g, exclude={"LedgerEntryData": wanted}).named("LedgerEntry")
+    assert entry is not None
+    state, updated = (p.enum_value("LedgerEntryChangeType", f"LEDGER_ENTRY_{m}") for m in ("STATE", "UPDATED"))
+    return _word(state, False) + entry + _word(updated, False) + entry

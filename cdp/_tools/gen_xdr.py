@@ -18,12 +18,14 @@ import sys
 from typing import Any, Final
 
 from ._grammar import MAX_DEPTH, Grammar
-from ._regex import Patterns
+from ._regex import Patterns, unwanted_pair
 
 STRICT_ROOTS: Final = ("SCVal", "SCAddress")  # what row fields are taken from as raw bytes
-# P_<Type>: the pure walk's hottest skips, mostly of classic values (a pubnet ledger: ~3,500 entries,
-# ~260 results). Envelopes measured no gain: half are Soroban ones, refused only deep in the pattern.
-PATTERN_ROOTS: Final = ("LedgerEntry", "TransactionResultPair")
+# P_<Type>, with the array lengths each spells out: the pure walk's hottest skips (a pubnet ledger:
+# ~3,500 entries, ~260 results, ~1,300 events). Envelopes measured no gain (half are Soroban ones,
+# refused deep in the pattern).
+PATTERN_ROOTS: Final = {"LedgerEntry": (3, 0), "TransactionResultPair": (3, 0), "ContractEvent": (5, 0),
+                        "TransactionEvent": (5, 0), "DiagnosticEvent": (5, 0)}  # fmt: skip
 
 
 class Writer:
@@ -277,9 +279,9 @@ def generate(data: dict[str, Any]) -> str:
     for name in g.closure(STRICT_ROOTS):
         if g.defs[name]["kind"] != "enum":
             strict.function(name)
-    patterns = Patterns(g)
-    for name in PATTERN_ROOTS:
-        w.tables.append(f"P_{name}: Final = {patterns.named(name)!r}")
+    for name, (counts, nest) in PATTERN_ROOTS.items():
+        w.tables.append(f"P_{name}: Final = {Patterns(g, counts, nest).named(name)!r}")
+    w.tables.append(f"P_UnwantedPair: Final = {unwanted_pair(g)!r}")
     tables = "\n".join(w.tables + strict.tables) + "\n\n\n"
     return HEADER + tables + "\n".join(w.lines + strict.lines).rstrip() + "\n"
 

@@ -25,15 +25,27 @@ _GROUPS: Final = ("fee", "before", "operation", "after", "post_apply_fee", "upgr
 
 
 Matcher = Callable[[bytes, int], "re.Match[bytes] | None"]
+Skip = Callable[["array[int]", int], int]
+
+
+class Matchers(NamedTuple):
+    """The pure walk's ``re`` matchers for the common shapes of its hottest skips
+    (``cdp.xdr._skip.P_*``): in C, a match costs a third of the generated skip."""
+
+    entry: Matcher
+    pair: Matcher  # a STATE change and its UPDATED one, neither of contract data nor a TTL
+    result: Matcher
+    event: Matcher
+    tx_event: Matcher
+    diagnostic: Matcher
 
 
 @functools.cache
-def _matchers() -> tuple[Matcher, Matcher]:
-    """The pure walk's ``re`` matchers for the common shapes of a ledger entry and of a transaction
-    result (``cdp.xdr._skip.P_*``): in C, a match costs a third of the generated skip. Made at first
-    use, not at import (~0.05 s)."""
-    entry, result = (re.compile(p, re.DOTALL).match for p in (sk.P_LedgerEntry, sk.P_TransactionResultPair))
-    return entry, result
+def _matchers() -> Matchers:
+    """Compiled at first use, not at import (~0.1 s)."""
+    patterns = (sk.P_LedgerEntry, sk.P_UnwantedPair, sk.P_TransactionResultPair, sk.P_ContractEvent,
+                sk.P_TransactionEvent, sk.P_DiagnosticEvent)  # fmt: skip
+    return Matchers(*(re.compile(p, re.DOTALL).match for p in patterns))
 
 
 class FastPathError(Exception):
@@ -97,10 +109,7 @@ class _Walk:
         self.raw = raw
         # The compiled walker reads the XDR's big-endian words in place; the Python one needs ints.
         self.w = sk.words(raw) if _SCAN_LEDGER is None else array("i")
-        self.entry: Matcher | None = None
-        self.result: Matcher | None = None
-        if _SCAN_LEDGER is None:
-            self.entry, self.result = _matchers()
+        self.match = _matchers() if _SCAN_LEDGER is None else None
         self.evicted_at = -1  # the word where ``evicted_keys`` starts, once walked (v0 has none)
 
     def changes(
@@ -108,14 +117,21 @@ class _Walk:
     ) -> int:
         """``changes.group_changes`` on one ``LedgerEntryChanges``: pair STATE/RESTORED with the next
         UPDATED/REMOVED, keep wanted types, sort by ledger-key bytes; returns the next word."""
-        w, raw, entry = self.w, self.raw, self.entry
-        assert entry is not None
-        n = _count(w, o)
+        w, raw = self.w, self.raw
+        assert self.match is not None
+        entry, pair = self.match.entry, self.match.pair
+        left = _count(w, o)
         o += 1
         found: list[tuple[bytes, RawChange]] = []
         prev_kind = prev_type = prev_start = prev_end = -1
-        for _ in range(n):
+        while left:
             kind = w[o]
+            if kind == STATE and left > 1 and (m := pair(raw, 4 * o)) is not None:
+                o = m.end() >> 2  # a STATE and its UPDATED of an unwanted entry: most changes
+                prev_kind, prev_type = UPDATED, -1
+                left -= 2
+                continue
+            left -= 1
             start = o + 1
             if kind == REMOVED:
                 end = ws.s_LedgerKey(w, start)
@@ -180,7 +196,7 @@ class _Walk:
             )
         return out
 
-    def array(self, o: int, skip: Callable[[array[int], int], int]) -> int:
+    def array(self, o: int, skip: Skip) -> int:
         w = self.w
         n = _count(w, o)
         o += 1
@@ -188,9 +204,20 @@ class _Walk:
             o = skip(w, o)
         return o
 
+    def matched(self, o: int, match: Matcher, skip: Skip) -> int:
+        """``array``, each item matched in C where it has a common shape."""
+        w, raw = self.w, self.raw
+        n = _count(w, o)
+        o += 1
+        for _ in range(n):
+            m = match(raw, 4 * o)
+            o = skip(w, o) if m is None else m.end() >> 2
+        return o
+
     def tx_meta(self, o: int, i: int, tx_hash: str, out: list[RawChange]) -> int:
         """One ``TransactionMeta``: its before, operation and after groups."""
-        w = self.w
+        w, match = self.w, self.match
+        assert match is not None
         v = w[o]
         o += 1
         if v == 0:  # Go refuses meta v0 and the reference skips it: so do we
@@ -214,14 +241,14 @@ class _Walk:
                 o = ws.s_ExtensionPoint(w, o)
             o = self.changes(o, out, "operation", i, tx_hash, k)
             if v == 4:
-                o = self.array(o, ws.s_ContractEvent)
+                o = self.matched(o, match.event, ws.s_ContractEvent)
         o = self.changes(o, out, "after", i, tx_hash, None)
         if v == 3:
             o = ws.s_SorobanTransactionMeta(w, o + 1) if w[o] else o + 1
         elif v == 4:
             o = ws.s_SorobanTransactionMetaV2(w, o + 1) if w[o] else o + 1
-            o = self.array(o, ws.s_TransactionEvent)
-            o = self.array(o, ws.s_DiagnosticEvent)
+            o = self.matched(o, match.tx_event, ws.s_TransactionEvent)
+            o = self.matched(o, match.diagnostic, ws.s_DiagnosticEvent)
         return o
 
     def ledger(self) -> list[RawChange]:
@@ -237,8 +264,8 @@ class _Walk:
             o = ws.s_LedgerCloseMetaExt(w, o)
         o = ws.s_LedgerHeaderHistoryEntry(w, o)
         o = ws.s_TransactionSet(w, o) if v == 0 else ws.s_GeneralizedTransactionSet(w, o)
-        result = self.result
-        assert result is not None
+        assert self.match is not None
+        result = self.match.result
         fees: list[RawChange] = []
         metas: list[RawChange] = []
         posts: list[RawChange] = []
