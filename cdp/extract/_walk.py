@@ -120,7 +120,9 @@ class _Walk:
         w, raw = self.w, self.raw
         assert self.match is not None
         entry, pair = self.match.entry, self.match.pair
-        left = _count(w, o)
+        left = w[o]
+        if not 0 <= left < len(w) - o:  # ``_count``, written out: a ledger has ~1,500 change groups
+            raise FastPathError(f"count {left} at byte {4 * o} exceeds the input")
         o += 1
         found: list[tuple[bytes, RawChange]] = []
         prev_kind = prev_type = prev_start = prev_end = -1
@@ -207,7 +209,9 @@ class _Walk:
     def matched(self, o: int, match: Matcher, skip: Skip) -> int:
         """``array``, each item matched in C where it has a common shape."""
         w, raw = self.w, self.raw
-        n = _count(w, o)
+        n = w[o]
+        if not 0 <= n < len(w) - o:  # ``_count``, written out
+            raise FastPathError(f"count {n} at byte {4 * o} exceeds the input")
         o += 1
         for _ in range(n):
             m = match(raw, 4 * o)
@@ -243,8 +247,14 @@ class _Walk:
             if v == 4:
                 o = self.matched(o, match.event, ws.s_ContractEvent)
         o = self.changes(o, out, "after", i, tx_hash, None)
-        if v == 3:
-            o = ws.s_SorobanTransactionMeta(w, o + 1) if w[o] else o + 1
+        if v == 3:  # SorobanTransactionMeta, optional: ext, events, return value, diagnostic events
+            if w[o]:
+                o = ws.s_SorobanTransactionMetaExt(w, o + 1)
+                o = self.matched(o, match.event, ws.s_ContractEvent)
+                o = ws.s_SCVal(w, o, 1)
+                o = self.matched(o, match.diagnostic, ws.s_DiagnosticEvent)
+            else:
+                o += 1
         elif v == 4:
             o = ws.s_SorobanTransactionMetaV2(w, o + 1) if w[o] else o + 1
             o = self.matched(o, match.tx_event, ws.s_TransactionEvent)
