@@ -78,6 +78,10 @@ def make_ledgers(directory: Path, first: int, count: int) -> None:
     from cdp.testing._synthetic import SyntheticLedgers
 
     gen = SyntheticLedgers(seed=2026, soroban_txs=40, ledger_bytes=1_000_000)
+    probe = directory / f"{first}.xdr"
+    if probe.exists() and probe.read_bytes() != gen.ledger(first):  # made by another generator version
+        for old in directory.glob("*.xdr"):
+            old.unlink()
     for seq in range(first, first + count):
         path = directory / f"{seq}.xdr"
         if not path.exists():

@@ -362,6 +362,10 @@ def _update_balance(w: _World, rng: random.Random, seq: int) -> list[list[xdr.Le
     after = w.balance_entry(random.Random(state.random()), seq)  # same key? only if the draws match
     old, new = arm(before.data.contract_data), arm(after.data.contract_data)
     after = contract_data_entry(seq, _contract_id(old), old.key, new.val, PERSISTENT)
+    if seq % 2:  # the write extends the key's TTL, as on the network (no draw: the rest stays as it was)
+        key_hash = data_key_hash(after)
+        ttl = ttl_entry(before.last_modified_ledger_seq.uint32, key_hash, seq + 1_000)
+        return [updated(before, after) + updated(ttl, ttl_entry(seq, key_hash, seq + 500_000))]
     return [updated(before, after)]
 
 
