@@ -42,15 +42,12 @@ class Patterns:
     """``of(t)``: a ``re`` pattern (bytes, for ``re.DOTALL``) matching the big-endian XDR of the
     common values of type ``t``, or None where no value of ``t`` has a bounded shape."""
 
-    def __init__(
-        self, g: Grammar, counts: int = COUNTS, nest: int = 0, exclude: Mapping[str, frozenset[int]] | None = None
-    ) -> None:
+    def __init__(self, g: Grammar, counts: int = COUNTS, exclude: Mapping[str, frozenset[int]] | None = None) -> None:
         self.g = g
         self.counts = counts  # array lengths spelled out: 0 .. counts - 1
-        self.nest = nest  # how many times a recursive type may appear inside itself
         self.exclude = exclude or {}  # union cases left out, by union
-        self._named: dict[tuple[str, tuple[tuple[str, int], ...]], bytes | None] = {}
-        self._open: dict[str, int] = {}  # the recursive types being spelled out, and how deep
+        self._named: dict[tuple[str, frozenset[str]], bytes | None] = {}
+        self._open: set[str] = set()  # the recursive types being spelled out
 
     def of(self, t: dict[str, Any]) -> bytes | None:
         g = self.g
@@ -81,20 +78,21 @@ class Patterns:
         raise ValueError(f"unhandled type {t}")
 
     def named(self, name: str) -> bytes | None:
-        """A recursive type's pattern covers its values nested at most ``nest`` deep (with 0: an ScVal
-        that is no vector, map or instance with items): deeper, it has none."""
-        recursive = name in self.g.recursive
-        if recursive and self._open.get(name, 0) > self.nest:
+        """A recursive type's pattern covers its values that do not nest (an ScVal that is no vector,
+        map or instance with items): inside its own expansion it has none. What a type spells out
+        depends on the recursive types open around it, so it is kept per that set."""
+        if name in self._open:
             return None
-        key = (name, tuple(sorted(self._open.items())))
+        key = (name, frozenset(self._open))
         if key not in self._named:
+            recursive = name in self.g.recursive
             if recursive:
-                self._open[name] = self._open.get(name, 0) + 1
+                self._open.add(name)
             try:
                 self._named[key] = self._definition(self.g.defs[name])
             finally:
                 if recursive:
-                    self._open[name] -= 1
+                    self._open.discard(name)
         return self._named[key]
 
     def _definition(self, d: dict[str, Any]) -> bytes | None:
@@ -115,16 +113,16 @@ class Patterns:
                 options.append((_choice([_word(v, unsigned) for v in values]) or b"") + body)
         return _choice(options)
 
-    def enum_value(self, enum: str, member: str) -> int:
-        return next(int(m["value"]) for m in self.g.defs[enum]["members"] if m["name"] == member)
+
+def _enum_value(g: Grammar, enum: str, member: str) -> int:
+    return next(int(m["value"]) for m in g.defs[enum]["members"] if m["name"] == member)
 
 
 def unwanted_pair(g: Grammar) -> bytes:
     """A STATE change and the UPDATED one it pairs with, of one entry that is neither contract data
     nor a TTL: most of a ledger's changes, which the walk steps over two at a time."""
-    p = Patterns(g)
-    wanted = frozenset(p.enum_value("LedgerEntryType", m) for m in ("CONTRACT_DATA", "TTL"))
+    wanted = frozenset(_enum_value(g, "LedgerEntryType", m) for m in ("CONTRACT_DATA", "TTL"))
     entry = Patterns(g, exclude={"LedgerEntryData": wanted}).named("LedgerEntry")
     assert entry is not None
-    state, updated = (p.enum_value("LedgerEntryChangeType", f"LEDGER_ENTRY_{m}") for m in ("STATE", "UPDATED"))
+    state, updated = (_enum_value(g, "LedgerEntryChangeType", f"LEDGER_ENTRY_{m}") for m in ("STATE", "UPDATED"))
     return _word(state, False) + entry + _word(updated, False) + entry

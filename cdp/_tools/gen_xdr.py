@@ -24,8 +24,8 @@ STRICT_ROOTS: Final = ("SCVal", "SCAddress")  # what row fields are taken from a
 # P_<Type>, with the array lengths each spells out: the pure walk's hottest skips (a pubnet ledger:
 # ~3,500 entries, ~260 results, ~1,300 events). Envelopes measured no gain (half are Soroban ones,
 # refused deep in the pattern).
-PATTERN_ROOTS: Final = {"LedgerEntry": (3, 0), "TransactionResultPair": (3, 0), "ContractEvent": (5, 0),
-                        "TransactionEvent": (5, 0), "DiagnosticEvent": (5, 0)}  # fmt: skip
+PATTERN_ROOTS: Final = {"LedgerEntry": 3, "TransactionResultPair": 3, "ContractEvent": 5, "TransactionEvent": 5,
+                        "DiagnosticEvent": 5}  # fmt: skip
 
 
 class Writer:
@@ -279,8 +279,8 @@ def generate(data: dict[str, Any]) -> str:
     for name in g.closure(STRICT_ROOTS):
         if g.defs[name]["kind"] != "enum":
             strict.function(name)
-    for name, (counts, nest) in PATTERN_ROOTS.items():
-        w.tables.append(f"P_{name}: Final = {Patterns(g, counts, nest).named(name)!r}")
+    for name, counts in PATTERN_ROOTS.items():
+        w.tables.append(f"P_{name}: Final = {Patterns(g, counts).named(name)!r}")
     w.tables.append(f"P_UnwantedPair: Final = {unwanted_pair(g)!r}")
     tables = "\n".join(w.tables + strict.tables) + "\n\n\n"
     return HEADER + tables + "\n".join(w.lines + strict.lines).rstrip() + "\n"
