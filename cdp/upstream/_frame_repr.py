@@ -19,22 +19,23 @@ _SHOWN: Final = 10  # bytes behind the 20 hex digits hyperframe keeps
 HYPERFRAME_RAW_DATA_REPR: Final = getattr(hyperframe.frame, "_raw_data_repr", None)
 
 
-def _raw_data_repr(data: bytes | None) -> str:
-    if not data:
+def _hex(head: bytes, size: int) -> str:
+    """hyperframe's text for ``size`` bytes that begin with ``head``."""
+    if not size:
         return "None"
-    shown = binascii.hexlify(data[:_SHOWN]).decode("ascii")
-    return f"<hex:{shown}...>" if len(data) > _SHOWN else f"<hex:{shown}>"
+    shown = binascii.hexlify(head[:_SHOWN]).decode("ascii")
+    return f"<hex:{shown}...>" if size > _SHOWN else f"<hex:{shown}>"
+
+
+def _raw_data_repr(data: bytes | None) -> str:
+    return _hex(data[:_SHOWN], len(data)) if data else "None"
 
 
 def _data_body_repr(frame: hyperframe.frame.DataFrame) -> str:
     """``DataFrame._body_repr`` without serializing the body first (a copy of every 16 KB frame)."""
     padding = frame.serialize_padding_data()
-    size = len(padding) + len(frame.data) + frame.pad_length
-    if not size:
-        return "None"
-    head = (padding + bytes(frame.data[:_SHOWN]) + bytes(min(frame.pad_length, _SHOWN)))[:_SHOWN]
-    shown = binascii.hexlify(head).decode("ascii")
-    return f"<hex:{shown}...>" if size > _SHOWN else f"<hex:{shown}>"
+    head = padding + bytes(frame.data[:_SHOWN]) + bytes(min(frame.pad_length, _SHOWN))
+    return _hex(head, len(padding) + len(frame.data) + frame.pad_length)
 
 
 def bounded_frame_repr() -> None:
