@@ -16,11 +16,11 @@ import attrs
 import trio
 
 from cdp._cli_common import EXIT_INTERRUPTED, EXIT_USAGE, fail
-from cdp._cli_files import cmd_datastore, cmd_extract
+from cdp._cli_files import cmd_datastore, cmd_extract, network_flag
 from cdp._config import Config, shown_default
 from cdp._errors import CdpError, ConfigError, unwrap_cdp_error
 from cdp._signals import StopSignals
-from cdp._validators import NETWORKS
+from cdp._validators import AUTO
 from cdp._version import __version__
 from cdp.ops._logs import configure_logging
 from cdp.processors._base import LedgerProcessor
@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--datastore", default="", metavar="URL", help="serve a galexie datastore, following it live")
     fake.add_argument("--poll-interval", type=float, default=1.0, help="seconds between looks for a new store file")
     fake.add_argument("--seed", type=int, default=0)
-    fake.add_argument("--network", default=None, help="passphrase or pubnet/testnet/futurenet (synthetic SAC ids)")
+    fake.add_argument(
+        "--network", default=None, help="pubnet/testnet/futurenet or a passphrase: the synthetic ledgers' (testnet)"
+    )
     fake.add_argument("--soroban-txs", type=int, default=4, help="Soroban txs per synthetic ledger")
     fake.add_argument("--ledger-bytes", type=int, default=0, help="pad synthetic ledgers to about this size")
     fake.add_argument("--end-stream", action="store_true", help="end the stream after the last ledger")
@@ -106,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     write.add_argument("--start", type=int, default=2)
     write.add_argument("--end", type=int, default=101)
     write.add_argument("--seed", type=int, default=0)
-    write.add_argument("--network", default=None, help="pubnet, testnet, futurenet or a passphrase (default: env)")
+    write.add_argument(
+        "--network", default=None, help="auto, pubnet, testnet, futurenet or a passphrase (default: NETWORK_PASSPHRASE)"
+    )
     write.add_argument("--ledgers-per-file", type=int, default=1)
     write.add_argument("--files-per-partition", type=int, default=64000)
 
@@ -116,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--start-ledger", type=int, default=None)
     ext.add_argument("--end-ledger", type=int, default=None)
     net = ext.add_mutually_exclusive_group()
-    net.add_argument("--network", default=None, help="pubnet, testnet or futurenet")
-    net.add_argument("--passphrase", default=None)
+    net.add_argument("--network", default=None, help="auto, pubnet, testnet, futurenet (default: NETWORK_PASSPHRASE)")
+    net.add_argument("--passphrase", default=None, help="a network passphrase, as NETWORK_PASSPHRASE takes it")
     ext.add_argument("--mode", choices=("compact", "changes"), default="compact")
     ext.add_argument("--instance-extras", action="store_true", help="add contract_instance_type/_wasm_hash")
     ext.add_argument("--decoder", choices=("fast", "full"), default="fast", help="full: decode whole ledgers")
@@ -228,7 +232,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from cdp.testing._fake_source import FakeSourceOptions, serve_fake_source
 
     async def start_fake(nursery: trio.Nursery) -> Config:
-        options = FakeSourceOptions(port=0, seed=args.seed, passphrase=base.network_passphrase)
+        synthetic = None if base.network_passphrase == AUTO else base.network_passphrase  # auto: testnet's
+        options = FakeSourceOptions(port=0, seed=args.seed, passphrase=synthetic)
         port = await nursery.start(serve_fake_source, options)
         end = base.end_ledger or base.start_ledger + args.ledgers - 1
         return attrs.evolve(base, source_endpoint=(f"127.0.0.1:{port}",), end_ledger=end)
@@ -242,7 +247,7 @@ def _cmd_fake_source(args: argparse.Namespace) -> None:
     if args.datastore and args.ledgers:
         fail("fake-source: give --ledgers or --datastore, not both", 2)
     configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper(), os.environ.get("LOG_FORMAT", "text"))
-    passphrase = NETWORKS.get((args.network or "").lower(), args.network)
+    passphrase = network_flag(args.network, "--network", auto=False)
     options = FakeSourceOptions(
         host=args.host, port=args.port, ledgers=tuple(args.ledgers), datastore=args.datastore,
         poll_interval=args.poll_interval, seed=args.seed, passphrase=passphrase,

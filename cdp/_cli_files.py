@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -14,36 +15,53 @@ import trio
 from cdp._cli_common import EXIT_BROKEN_PIPE, EXIT_USAGE, fail
 from cdp._config import Config
 from cdp._errors import LedgerDecodeError
-from cdp._validators import NETWORKS
-from cdp.extract import row_fields
+from cdp._validators import AUTO, NETWORKS, network_name, passphrase
+from cdp.extract import Ledger, row_fields
 from cdp.processors._work import RowFilter
 from cdp.sinks import dumps_row
 
+LOG = logging.getLogger("cdp.cli")
+
+
+def network_flag(value: str | None, flag: str, *, auto: bool = True) -> str | None:
+    """A ``--network``/``--passphrase`` value through the one network parser (None when not given)."""
+    if value is None:
+        return None
+    parsed = passphrase(value)
+    if not parsed.strip():
+        fail(f"{flag}: must not be empty", EXIT_USAGE)
+    if parsed == AUTO and not auto:
+        fail(f"{flag}=auto: name the network this command makes ledgers for", EXIT_USAGE)
+    return parsed
+
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from cdp.extract import extract_rows, extract_rows_fast
+    from cdp.extract import Ledger
+    from cdp.extract._network import NetworkCheck
+    from cdp.processors import ContractDataProcessor
     from cdp.xdr._files import StoredLedger, expand_paths, read_file
 
-    passphrase = args.passphrase or NETWORKS.get((args.network or "").lower())
-    if args.network and passphrase is None:
-        fail(f"--network={args.network}: must be one of {', '.join(NETWORKS)}", EXIT_USAGE)
-    passphrase = passphrase or Config.load(flags={}).network_passphrase
+    given = network_flag(args.passphrase, "--passphrase") or network_flag(args.network, "--network")
+    given = given or Config.load(flags={}).network_passphrase
+    processor = ContractDataProcessor(given, args.mode, args.instance_extras, fast=args.decoder == "fast")
     keep = frozenset(row_fields(args.mode, args.instance_extras))
     filters = {a.name: getattr(args, a.name) for a in attrs.fields(Config) if hasattr(args, a.name)}
     row_filter = RowFilter.from_config(Config.load(environ={}, flags=filters))
+    check = NetworkCheck(given)  # one invocation reads one network: the first ledger with a transaction proves it
     out = sys.stdout
 
-    def emit(raw: bytes, origin: str) -> bool | None:
-        """False for a bad ledger, None once the reader of stdout has gone (``cdp extract | head``)."""
+    def emit(ledger: Ledger, origin: str) -> bool | None:
+        """False for a bad ledger, None once the reader of stdout has gone (``cdp extract | head``).
+
+        Raises:
+            ConfigError: the ledgers belong to another network than the one given.
+        """
         try:
-            if args.decoder == "fast":
-                rows, _ = extract_rows_fast(raw, passphrase, args.mode)
-            else:
-                rows = extract_rows(raw, passphrase, args.mode)
-        except LedgerDecodeError as exc:
+            result = processor.process(check.stamp(ledger))
+        except (LedgerDecodeError, ValueError) as exc:
             print(f"cdp extract: {origin}: {exc}", file=sys.stderr)
             return False
-        kept = [r for r in rows if row_filter.reason_to_skip(r) is None]
+        kept = [r for r in result.rows if row_filter.reason_to_skip(r) is None]
         try:
             out.write("".join(dumps_row({k: v for k, v in r.items() if k in keep}) + "\n" for r in kept))
         except BrokenPipeError:
@@ -53,7 +71,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if args.datastore is not None:
         if args.paths or args.start_ledger is None or args.end_ledger is None:
             fail("extract --datastore URL takes --start-ledger and --end-ledger, and no PATHs", EXIT_USAGE)
-        outcome = trio.run(_extract_store, args, passphrase, emit)
+        outcome = trio.run(_extract_store, args, given, emit)
     else:
         if not args.paths:
             fail("extract: give ledger files, or --datastore URL", EXIT_USAGE)
@@ -65,8 +83,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
             except (LedgerDecodeError, OSError) as exc:
                 print(f"cdp extract: {path}: {_strip(exc, path)}", file=sys.stderr)
                 outcome = False
-        for ledger in sorted(ledgers, key=lambda item: item.sequence):
-            done = emit(ledger.raw, ledger.origin)
+        for stored in sorted(ledgers, key=lambda item: item.sequence):
+            done = emit(Ledger(stored.sequence, None, stored.raw), stored.origin)
             outcome = None if done is None else done and outcome
             if outcome is None:
                 break
@@ -82,13 +100,13 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 async def _extract_store(
-    args: argparse.Namespace, passphrase: str, emit: Callable[[bytes, str], bool | None]
+    args: argparse.Namespace, passphrase: str, emit: Callable[[Ledger, str], bool | None]
 ) -> bool | None:
-    """Stream a store's range through ``emit`` (fetches run ahead in threads while a ledger is extracted).
+    """Stream a store's range through ``emit`` (fetches run ahead in threads while a ledger is extracted);
+    the source checks the store's network as ``cdp run`` does.
 
     True if every ledger was extracted, False if some were bad, None if the output was closed.
     """
-    from cdp.extract import Ledger
     from cdp.upstream import DatastoreSource
 
     config = Config.from_mapping(
@@ -110,7 +128,7 @@ async def _extract_store(
                     print(f"cdp extract: {origin}: {ledger.problem}", file=sys.stderr)
                     ok = False
                     continue
-                done = await trio.to_thread.run_sync(emit, ledger.raw, origin)
+                done = await trio.to_thread.run_sync(emit, ledger, origin)
                 ok = None if done is None else done and ok
                 if ok is None:  # no return in here: the cancelled close would swallow it
                     nursery.cancel_scope.cancel("stdout closed")
@@ -119,20 +137,22 @@ async def _extract_store(
 
 
 def cmd_datastore(args: argparse.Namespace) -> None:
-    from cdp.extract import Ledger
+    from cdp.extract._network import NetworkCheck
     from cdp.testing import SyntheticLedgers
     from cdp.upstream._layout import Layout, Manifest, write_store
     from cdp.xdr._files import expand_paths, read_file
 
-    passphrase = NETWORKS.get((args.network or "").lower(), args.network) or Config.load().network_passphrase
+    given = network_flag(args.network, "--network") or Config.load().network_passphrase
     if args.ledgers_per_file < 1 or args.files_per_partition < 1:
         fail("--ledgers-per-file and --files-per-partition must be >= 1", EXIT_USAGE)
     if args.synthetic == bool(args.paths):
         fail("datastore write: give ledger FILEs or --synthetic, not both or neither", EXIT_USAGE)
+    check = NetworkCheck(given)
     if args.synthetic:
         if not 1 <= args.start <= args.end:
             fail(f"--start={args.start} --end={args.end}: need 1 <= start <= end", EXIT_USAGE)
-        gen = SyntheticLedgers(seed=args.seed, passphrase=passphrase)
+        gen = SyntheticLedgers(seed=args.seed, passphrase=NETWORKS["testnet"] if given == AUTO else given)
+        check.check(gen.ledger(args.start))  # every synthetic ledger has transactions
         ledgers: list[Ledger] | Iterator[Ledger] = (
             Ledger(s, gen.close_time(s), gen.ledger(s)) for s in range(args.start, args.end + 1)
         )
@@ -142,9 +162,17 @@ def cmd_datastore(args: argparse.Namespace) -> None:
         except (LedgerDecodeError, OSError) as exc:
             fail(str(exc), 1)
         ledgers = [Ledger(s, None, stored[s].raw) for s in sorted(stored)]
-    manifest = Manifest(passphrase, Layout(args.ledgers_per_file, args.files_per_partition))
+        for ledger in ledgers:  # the first with a transaction proves the store's network
+            check.check(ledger.raw)
+            if check.verified:
+                break
+    if check.network is None:
+        fail("datastore write: no ledger has a transaction to prove the network: give --network", EXIT_USAGE)
+    if not check.verified:
+        LOG.warning("no ledger has a transaction: the network %s is written unverified", network_name(check.network))
+    manifest = Manifest(check.network, Layout(args.ledgers_per_file, args.files_per_partition))
     files = write_store(args.directory, manifest, ledgers)
-    print(f"wrote {files} files to {args.directory}", file=sys.stderr)
+    print(f"wrote {files} files to {args.directory} ({network_name(check.network)})", file=sys.stderr)
 
 
 def _strip(exc: Exception, path: Path) -> str:

@@ -21,7 +21,7 @@ from attrs import field
 from cdp._errors import ConfigError
 
 from ._validators import (
-    NETWORKS,
+    AUTO,
     U32_MAX,
     asset_codes,
     at_least,
@@ -114,11 +114,11 @@ class Config:
         100, "ledgers taken in and queued for the workers", validator=between(1, 100_000)
     )
     network_passphrase: str = setting(
-        NETWORKS["testnet"],
-        "network passphrase, or pubnet / testnet / futurenet (flag: --network)",
+        AUTO,
+        "auto (detect pubnet, testnet or futurenet from the ledgers' transaction hashes), pubnet / mainnet, "
+        "testnet, futurenet, or a passphrase; a network the ledgers contradict is refused (flag: --network)",
         converter=passphrase,
         validator=not_empty,
-        shown="testnet",
     )
     filter_contract_ids: tuple[str, ...] = setting(
         (), "comma list of C... contract ids to keep", validator=strkeys("C", "contract id")

@@ -22,6 +22,7 @@ import trio_asyncio
 
 from cdp._config import Config
 from cdp._errors import CdpError, ConfigError, OutputError, leaves, unwrap_cdp_error
+from cdp._validators import network_name
 from cdp._watch import Watched
 from cdp.extract import Ledger, Row
 from cdp.ops import ServiceView, create_app, serve_http
@@ -293,11 +294,11 @@ async def _stream(
             nursery.start_soon(run_source)
             await nursery.start(pipeline.run, receive)
             LOG.info(
-                "service started start_ledger=%d end_ledger=%d http_port=%d flight_port=%s endpoints=%s workers=%d "
-                "worker_mode=%s xdr_walker=%s", handle.start_ledger, config.end_ledger, handle.http_port,
-                handle.flight_port,
-                config.datastore_url or ",".join(config.source_endpoint), config.worker_count,
-                worker_mode(config, pipeline.processor), WALKER,
+                "service started start_ledger=%d end_ledger=%d http_port=%d flight_port=%s endpoints=%s network=%s "
+                "workers=%d worker_mode=%s xdr_walker=%s", handle.start_ledger, config.end_ledger, handle.http_port,
+                handle.flight_port, config.datastore_url or ",".join(config.source_endpoint),
+                network_name(config.network_passphrase),
+                config.worker_count, worker_mode(config, pipeline.processor), WALKER,
             )  # fmt: skip
             task_status.started(handle)
 

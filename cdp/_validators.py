@@ -16,6 +16,9 @@ NETWORKS: Final = {
     "testnet": "Test SDF Network ; September 2015",
     "futurenet": "Test SDF Future Network ; October 2022",
 }
+NETWORK_ALIASES: Final = {"mainnet": "pubnet", "public": "pubnet"}
+AUTO: Final = "auto"  # NETWORK_PASSPHRASE's default: the network is detected among NETWORKS
+_NETWORK_NAMES: Final = {AUTO: AUTO} | {p: name for name, p in NETWORKS.items()}
 
 
 def between(lo: float, hi: float, hint: str = "") -> Any:
@@ -117,7 +120,17 @@ def not_empty(_inst: object, attr: attrs.Attribute[Any], value: str) -> None:
 
 
 def passphrase(value: str) -> str:
-    return NETWORKS.get(value.strip().lower(), value)
+    """Every command's one network parser: ``pubnet``/``mainnet``/``public``, ``testnet``, ``futurenet``,
+    ``auto``, or a literal passphrase."""
+    word = value.strip().lower()
+    if word == AUTO:
+        return AUTO
+    return NETWORKS.get(NETWORK_ALIASES.get(word, word), value)
+
+
+def network_name(passphrase: str) -> str:
+    """``pubnet`` for pubnet's passphrase (likewise the other known ones, and ``auto``); any other quoted."""
+    return _NETWORK_NAMES.get(passphrase, repr(passphrase))
 
 
 U32_MAX: Final = 2**32 - 1

@@ -63,7 +63,7 @@ def test_extract_orders_by_sequence_and_survives_a_bad_file(tmp_path: Path) -> N
     bad = tmp_path / "bad.xdr"
     good = LEDGERS / "pubnet-53312000.xdr"
     bad.write_bytes(good.read_bytes()[:5000])
-    other = LEDGERS / "testnet-4873.xdr"
+    other = LEDGERS / "pubnet-51000294.xdr"
     proc = _run("extract", "--network", "pubnet", str(good), str(bad), str(other))
     assert 1 == proc.returncode
     errors = proc.stderr.strip().splitlines()
@@ -72,7 +72,7 @@ def test_extract_orders_by_sequence_and_survives_a_bad_file(tmp_path: Path) -> N
     assert "at byte" in errors[0]
     seqs = [json.loads(line)["ledger_sequence"] for line in proc.stdout.splitlines()]
     assert seqs == sorted(seqs)
-    assert {4873, 53312000} == set(seqs)
+    assert {51000294, 53312000} == set(seqs)
 
 
 def test_extract_reads_galexie_batches(tmp_path: Path) -> None:

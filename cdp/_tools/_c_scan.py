@@ -1,6 +1,6 @@
 """The hand-written C twin of ``cdp/extract/_walk.py``'s ``_Walk`` that ``gen_c.py`` appends to
 ``cdp/xdr/_cskip.c``: ``scan_ledger`` walks a ledger's changes with the generated skippers, without
-the GIL, and hands Python only the contract-data and TTL changes."""
+the GIL, and hands Python only the contract-data and TTL changes (and contract-code restores)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Final
 SCAN: Final = """
 /* The walk of _Walk (cdp/extract/_walk.py) over a ledger's changes, in C, without the GIL: every
    change is stepped over with the skippers, STATE/RESTORED paired with the UPDATED/REMOVED after
-   it, and only CONTRACT_DATA (6) and TTL (9) changes are recorded, as word offsets. The records
+   it, and only CONTRACT_DATA (6) and TTL (9) changes, and RESTORED CONTRACT_CODE (7) ones, are recorded,
+   as word offsets. The records
    become Python objects afterwards, under the GIL. What _Walk raises as FastPathError this raises
    as ValueError, with the same message (this module cannot import that class). */
 
@@ -109,7 +110,7 @@ static int scan_one(Scan *x, Py_ssize_t *o, int stream, int group, long tx, long
           push(x, stream, (Rec){batch, group, kind, prev_type, tx, op, hash_at, prev_start, prev_end, start,
                                 kind == 1 ? end : -1}))
         return -1;
-    } else if (kind != 3 && (etype == 6 || etype == 9)) {
+    } else if (kind != 3 && (etype == 6 || etype == 9 || (kind == 4 && etype == 7))) {
       if (push(x, stream, (Rec){batch, group, kind, etype, tx, op, hash_at, -1, -1, start, end})) return -1;
     }
     prev_kind = kind; prev_type = etype; prev_start = start; prev_end = end;

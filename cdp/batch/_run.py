@@ -23,6 +23,7 @@ import attrs
 from cdp._asyncio import plain_asyncio
 from cdp._config import Config
 from cdp._errors import BadLedgerError, CdpError, ConfigError, UpstreamError
+from cdp._validators import AUTO
 from cdp._version import __version__
 from cdp.pipeline._guard import exclusive
 from cdp.pipeline._pipeline import append_dead_letters, dead_letter_path
@@ -104,7 +105,7 @@ def _backfill(
     prefix = describe(processor)
     for stale in directory.glob(f".{prefix}-*.parquet.*.tmp"):  # left by a task that died mid-write
         stale.unlink(missing_ok=True)
-    digest, settings = fingerprint(config)
+    digest, settings = fingerprint(attrs.evolve(config, network_passphrase=_store_network(config)))
     parts = plan(config.start_ledger, config.end_ledger, config.parquet_ledgers_per_file, prefix)
     todo = [p for p in parts if not is_done(directory / p.name, p, digest)]
     plan_text = (f"ledgers={config.start_ledger}..{config.end_ledger} partitions={len(parts)} to_do={len(todo)} "
@@ -153,6 +154,26 @@ def _check(config: Config) -> None:
     except ImportError as exc:
         raise ConfigError(f"backfill needs the backfill extra: pip install 'contract-data-processor[backfill]' "
                           f"({exc})") from None  # fmt: skip
+
+
+def _store_network(config: Config) -> str:
+    """The network rows derive under, for the fingerprint: the given one, or under ``auto`` the store
+    manifest's (each partition's task checks its own ledgers against it).
+
+    Raises:
+        ConfigError: ``auto`` and a store without a manifest: nothing says which network all of it is.
+    """
+    if config.network_passphrase != AUTO:
+        return config.network_passphrase
+    from cdp.upstream._datastore import Datastore, DatastoreSource
+
+    layout = DatastoreSource(config, config.start_ledger).given_layout
+    network = Datastore(config.datastore_url, AUTO, layout).network
+    if network is None:
+        raise ConfigError(
+            f"DATASTORE_URL={config.datastore_url}: no manifest names the store's network: give NETWORK_PASSPHRASE"
+        )
+    return network
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 @attrs.frozen
 class Ledger:
-    """One upstream ledger: its sequence, close time (unix seconds) and raw XDR.
+    """One upstream ledger: its sequence, close time (unix seconds), raw XDR and verified network.
 
     ``meta`` decodes the full ``LedgerCloseMeta`` on first use (about 1 s for a pubnet ledger).
     """
@@ -22,6 +22,10 @@ class Ledger:
     close_time: int | None
     raw: bytes = attrs.field(repr=lambda raw: f"<{len(raw)} bytes>")
     problem: str | None = None  # set when the bytes were refused before processing (e.g. too large)
+    # The network passphrase the source verified the stream against (NETWORK_PASSPHRASE, or the one
+    # detected under ``auto``); None where nothing has proven it yet (then no ledger before had a
+    # transaction, and a processor that needs the network proves it from this ledger's own hashes).
+    network: str | None = None
 
     @cached_property
     def meta(self) -> xdr.LedgerCloseMeta:

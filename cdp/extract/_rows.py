@@ -46,7 +46,8 @@ class EtlFields(TypedDict):
 class ContractDataRow(EtlFields):
     """One contract-data change: the ETL columns, the key's TTL, and the optional extras.
 
-    ``live_until_ledger_seq`` is the TTL the same ledger gives a created or updated key (else None).
+    ``live_until_ledger_seq`` is the TTL the same ledger gives a created, updated or restored key: the
+    largest it sets (else None).
     The instance extras are present unless ``INSTANCE_EXTRAS=false``; the change fields only in
     ``changes`` mode.
     """
@@ -86,6 +87,22 @@ class EvictedKeyRow(TypedDict):
     contract_durability: str
     ledger_sequence: int
     closed_at: Annotated[str, UTC_TIMESTAMP]
+
+
+class RestoredKeyRow(TypedDict):
+    """One entry a ledger restored from archival (a ``LEDGER_ENTRY_RESTORED`` change of contract data or
+    code); ``ledger_key_hash`` joins ``contract_data.ledger_key_hash`` and ``ttl.key_hash``."""
+
+    ledger_key_hash: str
+    ledger_key_hash_base_64: str
+    ledger_entry_type: str
+    contract_id: str | None
+    contract_durability: str | None
+    live_until_ledger_seq: int | None
+    last_modified_ledger: int
+    tx_hash: str | None
+    closed_at: Annotated[str, UTC_TIMESTAMP]
+    ledger_sequence: int
 
 
 # The PostgreSQL sink's processor adds records besides rows (a ledger's TTLs, its evictions), marked

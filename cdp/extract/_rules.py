@@ -16,7 +16,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 import attrs
 
-from ._changes import CREATED, REMOVED, UPDATED, ChangeLike, compact
+from ._changes import CREATED, REMOVED, RESTORED, UPDATED, ChangeLike, compact
 from ._rows import ContractDataRow, Mode
 
 DURABILITY_NAMES: Final = {0: "ContractDataDurabilityTemporary", 1: "ContractDataDurabilityPersistent"}
@@ -113,6 +113,18 @@ class EntryReader(Generic[C]):
     row: Callable[[C], ContractDataRow | None]  # None for what ETL skips (nonces, non-contract addresses)
 
 
+def ledger_ttls(ttls: Iterable[C], facts: Callable[[Any], tuple[str, int]]) -> dict[str, int]:
+    """Key hash -> the TTL the ledger leaves a key: the largest any of its TTL changes sets (CAP-63: a
+    TTL only grows within a ledger), whichever transaction set it last."""
+    live: dict[str, int] = {}
+    for c in ttls:
+        if c.post is not None:
+            key, until = facts(c.post)
+            if until > live.get(key, -1):
+                live[key] = until
+    return live
+
+
 def derive_rows(data: Iterable[C], ttls: Iterable[C], mode: Mode, read: EntryReader[C]) -> list[ContractDataRow]:
     """A ledger's rows from its contract-data and TTL changes, in reader order.
 
@@ -122,13 +134,13 @@ def derive_rows(data: Iterable[C], ttls: Iterable[C], mode: Mode, read: EntryRea
     if mode == "compact":
         data = compact(data, read.key, read.live_until)
         ttls = compact(ttls, read.key, read.live_until)
-    live = dict(read.ttl(c.post) for c in ttls if c.post is not None)
+    live = ledger_ttls(ttls, read.ttl)
     rows: list[ContractDataRow] = []
     for c in data:
         row = read.row(c)
         if row is None:
             continue
-        if c.change_type in (CREATED, UPDATED):
+        if c.change_type in (CREATED, UPDATED, RESTORED):
             row["live_until_ledger_seq"] = live.get(row["ledger_key_hash"])
         if mode == "changes":
             row["tx_hash"] = c.tx_hash

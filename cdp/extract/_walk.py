@@ -1,4 +1,5 @@
-"""One pass over a ledger's XDR words that finds its CONTRACT_DATA and TTL changes as byte ranges.
+"""One pass over a ledger's XDR words that finds its CONTRACT_DATA and TTL changes (and the restores of
+CONTRACT_CODE entries) as byte ranges.
 
 The generated skippers (``cdp.xdr._skip``) step over envelopes, results, events and classic entries
 by offset; only the wanted changes become (small) objects, in ``LedgerChangeReader`` order. Any
@@ -17,6 +18,7 @@ from cdp.xdr import _skip as sk
 from cdp.xdr._header import peek_header
 from cdp.xdr._walker import skippers as ws
 
+from ._changes import CONTRACT_CODE as CODE
 from ._changes import CONTRACT_DATA, CREATED, REMOVED, RESTORED, STATE, TTL, UPDATED, LedgerInfo
 
 I32 = sk.I32
@@ -69,6 +71,7 @@ class RawChange(NamedTuple):
 
 CD_KEY_PREFIX: Final = CONTRACT_DATA.to_bytes(4, "big")
 _TTL_KEY_PREFIX: Final = TTL.to_bytes(4, "big")
+_CODE_KEY_PREFIX: Final = CODE.to_bytes(4, "big")
 
 
 def key_bounds(b: bytes, start: int) -> tuple[int, int]:
@@ -88,6 +91,9 @@ def ledger_key(b: bytes, rng: tuple[int, int], etype: int) -> bytes:
     s = rng[0]
     if etype == TTL:
         return _TTL_KEY_PREFIX + b[s + 8 : s + 40]
+    if etype == CODE:  # ContractCodeEntry: ext (v0, or v1's 48 bytes of cost inputs), then the hash
+        at = s + 12 + (48 if I32(b, s + 8)[0] else 0)
+        return _CODE_KEY_PREFIX + b[at : at + 32]
     return CD_KEY_PREFIX + b[s + 12 : key_bounds(b, s)[1]]
 
 
@@ -153,7 +159,7 @@ class _Walk:
                     post = (4 * start, 4 * end) if kind == UPDATED else None
                     key = ledger_key(self.raw, pre, prev_type)
                     found.append((key, RawChange(kind, pre, post, name, tx, tx_hash, op, prev_type, key)))
-            elif kind != STATE and (etype == CONTRACT_DATA or etype == TTL):
+            elif kind != STATE and (etype == CONTRACT_DATA or etype == TTL or (kind == RESTORED and etype == CODE)):
                 post = (4 * start, 4 * end)
                 key = ledger_key(self.raw, post, etype)
                 found.append((key, RawChange(kind, None, post, name, tx, tx_hash, op, etype, key)))

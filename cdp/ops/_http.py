@@ -25,6 +25,7 @@ from quart_trio import QuartTrio
 
 from cdp._errors import CdpError, ConfigError
 from cdp._net import bind_tcp
+from cdp._validators import network_name
 from cdp._version import __version__
 from cdp.pipeline import PipelineStatistics
 from cdp.upstream import BreakerState, SourceStatistics
@@ -91,6 +92,8 @@ class ServiceView:
                     "reconnects": src.reconnects,
                     "gaps": src.gaps,
                     "duplicates": src.duplicates,
+                    "network": None if src.network is None else network_name(src.network),
+                    "network_verified_by_ledger": src.network_verified_by,
                 },
             },
             "stream_manager": {

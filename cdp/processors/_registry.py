@@ -11,6 +11,7 @@ from cdp._errors import ConfigError
 from ._base import LedgerProcessor
 from ._contract_data import ContractDataProcessor
 from ._evicted import EvictedKeysProcessor
+from ._restored import RestoredKeysProcessor
 from ._ttl import TtlProcessor
 
 if TYPE_CHECKING:
@@ -34,10 +35,16 @@ def evicted_keys(config: Config) -> LedgerProcessor:
     return EvictedKeysProcessor()
 
 
+def restored_keys(config: Config) -> LedgerProcessor:
+    """``--processor restored_keys``: the contract-data and contract-code entries each ledger restores."""
+    return RestoredKeysProcessor(fast=config.decoder != "full")
+
+
 BUILTIN: Final = {
     "contract_data": "cdp.processors._registry:contract_data",
     "ttl": "cdp.processors._registry:ttl",
     "evicted_keys": "cdp.processors._registry:evicted_keys",
+    "restored_keys": "cdp.processors._registry:restored_keys",
 }
 
 

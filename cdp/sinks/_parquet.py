@@ -28,7 +28,16 @@ from typing import Any, Final
 import trio
 
 from cdp._errors import ConfigError
-from cdp.extract._rows import JSON_TEXT, UTC_TIMESTAMP, ContractDataRow, EvictedKeyRow, Row, TtlRow, field_types
+from cdp.extract._rows import (
+    JSON_TEXT,
+    UTC_TIMESTAMP,
+    ContractDataRow,
+    EvictedKeyRow,
+    RestoredKeyRow,
+    Row,
+    TtlRow,
+    field_types,
+)
 
 from ._base import Durable
 
@@ -58,7 +67,9 @@ _TTP_REQUIRED: Final = frozenset(
      "closed_at")
 )  # fmt: skip
 # The row shapes of the built-in processors; other processors' columns are inferred from their rows.
-ROW_TYPES: Final[dict[str, type]] = {"contract_data": ContractDataRow, "ttl": TtlRow, "evicted_keys": EvictedKeyRow}
+ROW_TYPES: Final[dict[str, type]] = {
+    "contract_data": ContractDataRow, "ttl": TtlRow, "evicted_keys": EvictedKeyRow, "restored_keys": RestoredKeyRow
+}  # fmt: skip
 
 
 def require_pyarrow() -> None:

@@ -92,3 +92,34 @@ def removed(before: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
 
 def restored(e: xdr.LedgerEntry) -> list[xdr.LedgerEntryChange]:
     return [xdr.LedgerEntryChange(CT.LEDGER_ENTRY_RESTORED, restored=e)]
+
+
+def invoke_envelope(
+    source: bytes, sequence_number: int, contract: bytes, args: list[xdr.SCVal]
+) -> xdr.TransactionEnvelope:
+    """An unsigned v1 envelope with one ``InvokeHostFunctionOp`` calling ``contract``'s ``apply``."""
+    invoke = xdr.InvokeContractArgs(contract_address(contract), xdr.SCSymbol(b"apply"), args)
+    function = xdr.HostFunction(xdr.HostFunctionType.HOST_FUNCTION_TYPE_INVOKE_CONTRACT, invoke_contract=invoke)
+    body = xdr.OperationBody(
+        xdr.OperationType.INVOKE_HOST_FUNCTION, invoke_host_function_op=xdr.InvokeHostFunctionOp(function, [])
+    )
+    tx = xdr.Transaction(
+        xdr.MuxedAccount(xdr.CryptoKeyType.KEY_TYPE_ED25519, ed25519=xdr.Uint256(source)),
+        xdr.Uint32(100_000),
+        xdr.SequenceNumber(xdr.Int64(sequence_number)),
+        xdr.Preconditions(xdr.PreconditionType.PRECOND_NONE),
+        xdr.Memo(xdr.MemoType.MEMO_NONE),
+        [xdr.Operation(None, body)],
+        xdr.TransactionExt(0),
+    )
+    return xdr.TransactionEnvelope(xdr.EnvelopeType.ENVELOPE_TYPE_TX, v1=xdr.TransactionV1Envelope(tx, []))
+
+
+def transaction_hash(envelope: xdr.TransactionEnvelope, passphrase: str) -> bytes:
+    """The hash a network gives ``envelope``: sha256 of its signature payload (stellar-sdk's own types)."""
+    if envelope.type == xdr.EnvelopeType.ENVELOPE_TYPE_TX_FEE_BUMP:
+        tagged = xdr.TransactionSignaturePayloadTaggedTransaction(envelope.type, fee_bump=envelope.fee_bump.tx)
+    else:
+        tagged = xdr.TransactionSignaturePayloadTaggedTransaction(xdr.EnvelopeType.ENVELOPE_TYPE_TX, tx=envelope.v1.tx)
+    network_id = xdr.Hash(hashlib.sha256(passphrase.encode()).digest())
+    return hashlib.sha256(xdr.TransactionSignaturePayload(network_id, tagged).to_xdr_bytes()).digest()

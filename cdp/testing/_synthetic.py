@@ -33,10 +33,12 @@ from ._build import (
     entry,
     h,
     i128,
+    invoke_envelope,
     removed,
     restored,
     scmap,
     sym,
+    transaction_hash,
     ttl_entry,
     u32,
     updated,
@@ -94,12 +96,22 @@ class SyntheticLedgers:
         version = self._version(sequence)
         w = self._world
         txs: list[TxChanges] = []
+        envelopes = []
         for i in range(self.soroban_txs):
             action = _ACTIONS[0] if i == 0 else rng.choice(_ACTIONS)
-            tx_hash = h("tx", self.seed, sequence, i)
+            envelope = self._envelope(sequence, i)
+            envelopes.append(envelope)
             fee = updated(*w.fee_account(rng, sequence))
-            txs.append((tx_hash, fee, action(w, rng, sequence)))
-        return self.assemble(sequence, version, txs, evicted=self._evicted(sequence, version))
+            txs.append((transaction_hash(envelope, self.passphrase), fee, action(w, rng, sequence)))
+        return self.assemble(sequence, version, txs, evicted=self._evicted(sequence, version), envelopes=envelopes)
+
+    def _envelope(self, sequence: int, i: int) -> xdr.TransactionEnvelope:
+        """The ``i``-th transaction of ``sequence``: its hash under the network is what its result
+        carries, so the ledger proves its network as a real one does."""
+        w = self._world
+        source = w.accounts[(sequence + i) % len(w.accounts)]
+        contract = w.wasm_contracts[i % len(w.wasm_contracts)][0]
+        return invoke_envelope(source, (sequence << 8) + i, contract, [u32(sequence), u32(i)])
 
     def _evicted(self, sequence: int, version: int) -> list[xdr.LedgerKey]:
         """Every 4th ledger evicts temporary keys with their TTLs and, in v2 (protocol 23+), a persistent
@@ -210,9 +222,11 @@ class SyntheticLedgers:
         txs: list[TxChanges],
         upgrades: list[list[xdr.LedgerEntryChange]] | None = None,
         evicted: list[xdr.LedgerKey] | None = None,
+        envelopes: list[xdr.TransactionEnvelope] | None = None,
     ) -> xdr.LedgerCloseMeta:
         """A ledger from explicit change groups: per tx (hash, fee changes, op changes), plus upgrades
-        and evicted keys."""
+        and evicted keys; ``envelopes`` form its transaction set (none: an empty set, which proves no
+        network)."""
         zero = xdr.Hash(b"\x00" * 32)
         header = xdr.LedgerHeader(
             ledger_version=xdr.Uint32(23 if version == 2 else 22),
@@ -239,8 +253,15 @@ class SyntheticLedgers:
         hhe = xdr.LedgerHeaderHistoryEntry(
             xdr.Hash(h("hdr", self.seed, sequence)), header, xdr.LedgerHeaderHistoryEntryExt(0)
         )
+        components = [xdr.TxSetComponent(
+            xdr.TxSetComponentType.TXSET_COMP_TXS_MAYBE_DISCOUNTED_FEE,
+            txs_maybe_discounted_fee=xdr.TxSetComponentTxsMaybeDiscountedFee(None, envelopes),
+        )] if envelopes else []  # fmt: skip
         tx_set = xdr.GeneralizedTransactionSet(
-            1, v1_tx_set=xdr.TransactionSetV1(header.previous_ledger_hash, [xdr.TransactionPhase(0, v0_components=[])])
+            1,
+            v1_tx_set=xdr.TransactionSetV1(
+                header.previous_ledger_hash, [xdr.TransactionPhase(0, v0_components=components)]
+            ),
         )
         processing = [self._tx_meta(version, h, fee, ops) for h, fee, ops in txs]
         upgrade = xdr.LedgerUpgrade(xdr.LedgerUpgradeType.LEDGER_UPGRADE_BASE_FEE, new_base_fee=xdr.Uint32(100))

@@ -20,7 +20,9 @@ import trio
 from cdp._asyncio import plain_asyncio
 from cdp._config import Config
 from cdp._errors import ConfigError, LedgerDecodeError, UpstreamError
+from cdp._validators import AUTO, network_name
 from cdp.extract import Ledger
+from cdp.extract._network import NetworkCheck
 from cdp.xdr._files import decompress_bounded, split_batch
 
 from ._breaker import Backoff, BreakerState, BreakerStatistics
@@ -53,7 +55,8 @@ def _start_fsspec_loop() -> None:
 class Datastore:
     """An opened store: its filesystem, root and layout (from the manifest, checked against the config).
 
-    ``passphrase=None`` accepts the manifest's network, whatever it is.
+    ``passphrase=None`` (or ``auto``) accepts the manifest's network, whatever it is; ``network`` is the
+    manifest's (None without one), which its ledgers are then checked against.
     """
 
     def __init__(self, url: str, passphrase: str | None, layout: Layout | None) -> None:
@@ -66,6 +69,7 @@ class Datastore:
         except (ImportError, ValueError) as exc:  # e.g. s3:// without the s3 extra
             raise ConfigError(f"DATASTORE_URL={url}: {exc}") from None
         self.url = url
+        self.network: str | None = None
         raw = self.read(MANIFEST)
         if raw is None:
             if layout is None:
@@ -80,8 +84,17 @@ class Datastore:
         except ValueError as exc:
             raise ConfigError(f"DATASTORE_URL={url}: {MANIFEST} is not JSON: {exc}") from None
         manifest = Manifest.from_json(data, f"{url}/{MANIFEST}")
-        manifest.check(passphrase, layout, f"DATASTORE_URL={url}")
+        manifest.check(None if passphrase == AUTO else passphrase, layout, f"DATASTORE_URL={url}")
         self.layout = manifest.layout
+        self.network = manifest.network_passphrase
+
+    def network_check(self, passphrase: str) -> NetworkCheck:
+        """What its ledgers are checked against: ``passphrase``, or under ``auto`` the manifest's network
+        (a store whose ledgers contradict its own manifest is refused, naming both)."""
+        if passphrase == AUTO and self.network is not None:
+            claim = f"the network {network_name(self.network)} of {self.url.rstrip('/')}/{MANIFEST}"
+            return NetworkCheck(self.network, claim=claim)
+        return NetworkCheck(passphrase)
 
     def read(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such object (blocking)."""
@@ -135,7 +148,7 @@ class DatastoreSource:
         given = None
         if config.datastore_ledgers_per_file:
             given = Layout(config.datastore_ledgers_per_file, config.datastore_files_per_partition or 1)
-        self._given_layout = given
+        self.given_layout = given
         self.store: Datastore | None = None
         self._next = start
         self._received = 0
@@ -146,6 +159,7 @@ class DatastoreSource:
         self._last_at: float | None = None
         self._rate = RateMeter()
         self._open = False
+        self.network = NetworkCheck(config.network_passphrase)
 
     @property
     def endpoint(self) -> str:
@@ -168,6 +182,8 @@ class DatastoreSource:
             last_error=self._last_error,
             last_message_at=self._last_at,
             breaker=BreakerStatistics(BreakerState.CLOSED, 0, 0, 0),
+            network=self.network.network,
+            network_verified_by=self.network.proved_by,
         )
 
     async def run(
@@ -176,12 +192,14 @@ class DatastoreSource:
         """Deliver ledgers ``start``..``end_ledger`` (then close ``send``), or follow the store forever.
 
         Raises:
-            ConfigError: the store's manifest disagrees with the settings.
+            ConfigError: the store's manifest disagrees with the settings, or its ledgers with the
+                network given (or its manifest's).
             UpstreamError: a file of a bounded range is missing or cannot be fetched.
         """
         self.store = await trio.to_thread.run_sync(
-            Datastore, self.config.datastore_url, self.config.network_passphrase, self._given_layout
+            Datastore, self.config.datastore_url, self.config.network_passphrase, self.given_layout
         )
+        self.network = self.store.network_check(self.config.network_passphrase)
         self._open = True
         task_status.started()
         layout = self.store.layout
@@ -284,7 +302,7 @@ class DatastoreSource:
                 raise UpstreamError(
                     f"datastore {self.endpoint}: {key} skips from ledger {self._next} to {ledger.sequence}"
                 )
-            await send.send(ledger)
+            await send.send(self.network.stamp(ledger))
             now = trio.current_time()
             self._rate.tick(now)
             self._last_at = now

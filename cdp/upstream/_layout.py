@@ -15,6 +15,7 @@ import attrs
 import zstandard
 
 from cdp._errors import ConfigError
+from cdp._validators import network_name
 from cdp.extract import Ledger
 
 MANIFEST: Final = ".config.json"
@@ -82,7 +83,8 @@ class Manifest:
         """The store must be of the configured network (if any), and of the layout the user gave (if any)."""
         if passphrase is not None and self.network_passphrase != passphrase:
             raise ConfigError(
-                f"{where}: the store is for {self.network_passphrase!r}, NETWORK_PASSPHRASE is {passphrase!r}"
+                f"{where}: the store is for {network_name(self.network_passphrase)}, "
+                f"not NETWORK_PASSPHRASE={network_name(passphrase)}"
             )
         if layout is not None and layout != self.layout:
             raise ConfigError(

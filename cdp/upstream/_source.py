@@ -20,6 +20,7 @@ from cdp._config import Config
 from cdp._errors import UpstreamError
 from cdp._watch import Watched
 from cdp.extract import Ledger
+from cdp.extract._network import NetworkCheck
 
 from ._breaker import Backoff, CircuitBreaker
 from ._grpc import STREAM_ERRORS, Message, classify, stream_ledgers
@@ -46,6 +47,7 @@ class LedgerSource:
         self.breaker = CircuitBreaker(config.breaker_failure_threshold, config.breaker_reset_timeout_s)
         self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s)
         self.sequencer = Sequencer(start, config.max_ledger_bytes)
+        self.network = NetworkCheck(config.network_passphrase)
         self._endpoint_index = 0
         self._connected = Watched(False)
         self._answered = False
@@ -89,6 +91,8 @@ class LedgerSource:
             last_error=self._last_error,
             last_message_at=self._last_message_at,
             breaker=self.breaker.statistics(),
+            network=self.network.network,
+            network_verified_by=self.network.proved_by,
         )
 
     async def run(
@@ -102,6 +106,8 @@ class LedgerSource:
 
         Raises:
             UpstreamError: the upstream answered with a status that retrying cannot fix.
+            ConfigError: the ledgers belong to another network than NETWORK_PASSPHRASE (or, after a
+                reconnect or failover, than before).
         """
         task_status.started()
         async with send:
@@ -164,6 +170,7 @@ class LedgerSource:
         self._connected.set(True)
         self._answered = True
         watchdog.deadline = trio.current_time() + self.config.idle_timeout_s
+        self.network.rearm()  # another upstream, or the same one restarted: its network is proven again
         LOG.info("upstream connected endpoint=%s start_ledger=%d", endpoint, self.sequencer.next)
 
     async def _on_message(
@@ -194,6 +201,7 @@ class LedgerSource:
             )
         if ledger.problem is not None:
             LOG.error("refusing ledger=%d: %s", ledger.sequence, ledger.problem)
+        ledger = self.network.stamp(ledger)
         watchdog.deadline = math.inf  # waiting on our own full channel is not an upstream stall
         await send.send(ledger)
         watchdog.deadline = trio.current_time() + self.config.idle_timeout_s

@@ -38,3 +38,5 @@ class SourceStatistics:
     last_error: str | None
     last_message_at: float | None  # trio clock
     breaker: BreakerStatistics
+    network: str | None = None  # the passphrase in force: NETWORK_PASSPHRASE's, or the one detected
+    network_verified_by: int | None = None  # the ledger whose transaction hashes proved it

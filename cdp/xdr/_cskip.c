@@ -35,7 +35,7 @@ static inline Py_ssize_t FAIL(Ctx *c, const char *what, Py_ssize_t at) {
   return -1;
 }
 
-#define CSKIP_SOURCE "a6e562c27f93b495610ca327aaaf4258f499df72e26d2b016e5085135b4d3485"
+#define CSKIP_SOURCE "132cd52dab1fbd158f862a335380641d3cd5683860b84b213e7f7c1054cafc80"
 
 static Py_ssize_t s_AccountEntry(Ctx *c, Py_ssize_t o, int depth);
 static Py_ssize_t s_AccountEntryExt(Ctx *c, Py_ssize_t o, int depth);
@@ -8414,7 +8414,8 @@ static PyObject *call_strict(PyObject *m, skipper fn, PyObject *const *args, Py_
 
 /* The walk of _Walk (cdp/extract/_walk.py) over a ledger's changes, in C, without the GIL: every
    change is stepped over with the skippers, STATE/RESTORED paired with the UPDATED/REMOVED after
-   it, and only CONTRACT_DATA (6) and TTL (9) changes are recorded, as word offsets. The records
+   it, and only CONTRACT_DATA (6) and TTL (9) changes, and RESTORED CONTRACT_CODE (7) ones, are recorded,
+   as word offsets. The records
    become Python objects afterwards, under the GIL. What _Walk raises as FastPathError this raises
    as ValueError, with the same message (this module cannot import that class). */
 
@@ -8514,7 +8515,7 @@ static int scan_one(Scan *x, Py_ssize_t *o, int stream, int group, long tx, long
           push(x, stream, (Rec){batch, group, kind, prev_type, tx, op, hash_at, prev_start, prev_end, start,
                                 kind == 1 ? end : -1}))
         return -1;
-    } else if (kind != 3 && (etype == 6 || etype == 9)) {
+    } else if (kind != 3 && (etype == 6 || etype == 9 || (kind == 4 && etype == 7))) {
       if (push(x, stream, (Rec){batch, group, kind, etype, tx, op, hash_at, -1, -1, start, end})) return -1;
     }
     prev_kind = kind; prev_type = etype; prev_start = start; prev_end = end;
