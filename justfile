@@ -16,13 +16,14 @@ demo ledgers="5": setup
 test: setup
     {{py}} -m pytest -q
 
-# regenerate the betterproto code and the XDR skippers (Python and C, rebuilt) from schema/, and the README settings table from Config
+# regenerate the betterproto code and the XDR skippers (Python and C, rebuilt) from schema/, the README settings table from Config, and schema/fields.md from the row definitions
 gen:
     PATH="{{venv}}/bin:$PATH" {{py}} -m grpc_tools.protoc -I schema --python_betterproto_out=cdp/upstream/proto schema/raw_ledger_service.proto
     {{py}} -m cdp._tools.gen_xdr schema/xdr-grammar.json cdp/xdr/_skip.py
     {{py}} -m cdp._tools.gen_c schema/xdr-grammar.json cdp/xdr/_cskip.c
     {{py}} -m pip install -q --no-deps -e .
     {{py}} -m cdp._tools.gen_readme README.md
+    {{py}} -m cdp._tools.gen_fields schema/fields.md
 
 # benchmarks: extraction and end-to-end ratios (run by hand, prints ratios)
 bench: setup
