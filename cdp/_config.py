@@ -145,7 +145,11 @@ class Config:
         "fast walks the XDR (compiled where built) and decodes only contract data, falling back per ledger; "
         "python: the same with the pure-Python walker (read from the environment); full decodes everything",
     )
-    processor: str = setting("contract_data", "contract_data, ttl, evicted_keys, restored_keys, or package.module:factory", validator=not_empty)
+    processor: str = setting(
+        "contract_data",
+        "contract_data, ttl, evicted_keys, restored_keys, or package.module:factory",
+        validator=not_empty,
+    )
     instance_extras: bool = setting(True, "add contract_instance_type and contract_instance_wasm_hash")
     start_ledger: int = setting(2, "first ledger when there is no checkpoint", validator=between(1, U32_MAX))
     end_ledger: int = setting(

@@ -23,7 +23,7 @@ def test_defaults_match_the_original_service() -> None:
     assert 8089 == c.health_port
     assert 4 == c.worker_count
     assert 100 == c.channel_buffer_size
-    assert NETWORKS["testnet"] == c.network_passphrase
+    assert "auto" == c.network_passphrase  # the original service assumed testnet; cdp proves the network
     assert c.include_deleted is True
     assert 0 == c.end_ledger
 

@@ -20,9 +20,7 @@ from .conftest import SHARED
 
 STREAMS = Path(os.environ.get("CDP_CORE_STREAMS", SHARED / "core-unittest-streams"))
 PASSPHRASE = "(V) (;,,;) (V)"  # stellar-core's unit-test network
-INDEX: dict[str, Any] = (
-    json.loads((STREAMS / "index.json").read_text()) if (STREAMS / "index.json").is_file() else {}
-)
+INDEX: dict[str, Any] = json.loads((STREAMS / "index.json").read_text()) if (STREAMS / "index.json").is_file() else {}
 needs_streams = pytest.mark.skipif(
     not INDEX, reason=f"core unit-test streams not found at {STREAMS} (set CDP_CORE_STREAMS to point at them)"
 )

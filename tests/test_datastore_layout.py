@@ -36,7 +36,7 @@ def test_manifest_round_trip_and_checks() -> None:
     assert manifest == Manifest.from_json(json.loads(json.dumps(manifest.to_json())), "store")
     manifest.check(PUBNET, None, "store")
     manifest.check(PUBNET, Layout(1, 64000), "store")
-    with pytest.raises(ConfigError, match="^store: the store is for 'Public Global"):
+    with pytest.raises(ConfigError, match="^store: the store is for pubnet, not NETWORK_PASSPHRASE=testnet$"):
         manifest.check("Test SDF Network ; September 2015", None, "store")
     with pytest.raises(ConfigError, match="says 1 ledgers per file and 64000 files per partition, the settings say 64"):
         manifest.check(PUBNET, Layout(64, 10), "store")

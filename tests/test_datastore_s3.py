@@ -73,5 +73,5 @@ async def test_the_manifest_is_read_from_s3(s3_store: str) -> None:
     import s3fs
 
     assert b"ledgersPerBatch" in s3fs.S3FileSystem().cat_file(f"{s3_store.removeprefix('s3://')}/{MANIFEST}")
-    with pytest.raises(cdp.ConfigError, match="the store is for 'Test SDF Network"):
+    with pytest.raises(cdp.ConfigError, match="the store is for testnet, not NETWORK_PASSPHRASE=pubnet"):
         await _run(_config(s3_store, end_ledger=5, network_passphrase="pubnet"))

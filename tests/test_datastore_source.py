@@ -84,7 +84,7 @@ async def test_a_file_short_of_what_its_name_promises_is_an_error_naming_it(tmp_
 
 async def test_manifest_checks(tmp_path: Path) -> None:
     root = _store(tmp_path, 2, 9)
-    with pytest.raises(ConfigError, match="the store is for 'Test SDF Network"):
+    with pytest.raises(ConfigError, match="the store is for testnet, not NETWORK_PASSPHRASE=pubnet"):
         await _run(_config(root, end_ledger=9, network_passphrase="pubnet"))
     with pytest.raises(ConfigError, match="the manifest says 4 ledgers per file and 2 files per partition"):
         await _run(_config(root, end_ledger=9, datastore_ledgers_per_file=1, datastore_files_per_partition=1))

@@ -62,7 +62,8 @@ def test_every_shared_ledger_proves_its_own_network_and_no_other(entry: dict[str
     if entry["txs"] == 0:
         assert proof is None  # no transaction proves nothing
         return
-    assert proof is not None and (entry["sequence"], own) == (proof.sequence, proof.passphrase)
+    assert proof is not None
+    assert (entry["sequence"], own) == (proof.sequence, proof.passphrase)
     assert prove_network(raw, others) == _network.NetworkProof(entry["sequence"], None)
 
 
@@ -199,7 +200,8 @@ def test_datastore_write_records_the_verified_network_and_refuses_a_wrong_one(tm
     assert want == [json.loads(line) for line in out.stdout.splitlines()]
     refused = _run("extract", "--network", "testnet", "--datastore", str(tmp_path / "s"), "--start-ledger",
                    "63092982", "--end-ledger", "63092985")  # fmt: skip
-    assert 2 == refused.returncode and "" == refused.stdout
+    assert 2 == refused.returncode
+    assert "" == refused.stdout
     assert "the store is for pubnet, not NETWORK_PASSPHRASE=testnet" in refused.stderr
 
 

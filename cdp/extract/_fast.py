@@ -25,6 +25,7 @@ from cdp.xdr._walker import skippers as ws
 from ._changes import CONTRACT_DATA, REMOVED, TTL, LedgerInfo, arm, compact, ledger_info, read_changes
 from ._evictions import eviction_rows
 from ._full import asset_contract_id, decode_limited, entry_row, extract_rows, native_contract_id, rows_of
+from ._network import refuse_unproven, resolved
 from ._rows import ContractDataRow, EvictedKeyRow, Mode
 from ._rules import DURABILITY_NAMES, Encoded, EntryReader, assemble_row, derive_rows, scval_type_name
 from ._scval_json import Unsupported, account_strkey, contract_strkey, scval
@@ -214,15 +215,21 @@ def _sac_asset(key_type: int, contract: bytes, val: Any, passphrase: str) -> tup
 def extract_rows_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> tuple[list[ContractDataRow], bool]:
     """Rows for one ledger and whether the full decode had to answer instead of the walk.
 
+    ``passphrase`` may be ``auto``: the ledger's own transaction hashes then prove its network.
+
     Raises:
         LedgerDecodeError: from the full decode, when the bytes are not a ledger at all.
+        ValueError: under ``auto``, the ledger's network is none of the known ones.
     """
+    passphrase = resolved(raw, passphrase)
     try:
         info, changes = read_raw_changes(raw)
-        return _rows(raw, info, changes, passphrase, mode), False
+        rows = _rows(raw, info, changes, passphrase, mode)
     except Exception as exc:  # anything at all: the full decode answers, with its own clean error
         LOG.debug("fast path fell back error=%r", f"{type(exc).__name__}: {exc}")
         return extract_rows(raw, passphrase, mode), True
+    refuse_unproven(rows, passphrase)
+    return rows, False
 
 
 def _ttl_states(raw: bytes, changes: list[RawChange]) -> list[tuple[str, int]]:
@@ -251,13 +258,15 @@ class LedgerState:
 def extract_state_fast(raw: bytes, passphrase: str, mode: Mode = "compact") -> LedgerState:
     """``extract_rows_fast``'s rows plus the TTLs the ledger leaves set (compacted) and the keys it
     evicts, from one walk."""
+    passphrase = resolved(raw, passphrase)
     try:
         info, changes, evicted = read_raw_state(raw)
         rows, ttls = _rows(raw, info, changes, passphrase, mode), _ttl_states(raw, changes)
-        return LedgerState(rows, ttls, eviction_rows(evicted, info.sequence, info.close_time), False)
     except Exception as exc:  # anything at all: the full decode answers, with its own clean error
         LOG.debug("fast path fell back error=%r", f"{type(exc).__name__}: {exc}")
         return extract_state_full(raw, passphrase, mode, fell_back=True)
+    refuse_unproven(rows, passphrase)
+    return LedgerState(rows, ttls, eviction_rows(evicted, info.sequence, info.close_time), False)
 
 
 def extract_state_full(raw: bytes, passphrase: str, mode: Mode = "compact", fell_back: bool = False) -> LedgerState:
@@ -266,9 +275,12 @@ def extract_state_full(raw: bytes, passphrase: str, mode: Mode = "compact", fell
     Raises:
         LedgerDecodeError: as ``extract_rows``.
     """
+    passphrase = resolved(raw, passphrase)
     lcm = decode_limited(raw)
     info = ledger_info(lcm)
     body = lcm.v1 if lcm.v == 1 else lcm.v2 if lcm.v == 2 else None  # v0 evicts nothing
     evicted = [k.to_xdr_bytes() for k in body.evicted_keys] if body is not None else []
     evictions = eviction_rows(evicted, info.sequence, info.close_time)
-    return LedgerState(rows_of(lcm, passphrase, mode), _ttl_states_full(lcm), evictions, fell_back)
+    rows = rows_of(lcm, passphrase, mode)
+    refuse_unproven(rows, passphrase)
+    return LedgerState(rows, _ttl_states_full(lcm), evictions, fell_back)

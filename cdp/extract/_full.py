@@ -26,6 +26,7 @@ from ._changes import (
     ledger_info,
     read_changes,
 )
+from ._network import refuse_unproven, resolved
 from ._rows import ContractDataRow, Mode
 from ._rules import DURABILITY_NAMES, Encoded, EntryReader, assemble_row, derive_rows, scval_type_name
 
@@ -220,11 +221,17 @@ def scval_json(val: xdr.SCVal) -> Any:
 def extract_rows(raw: bytes, passphrase: str, mode: Mode = "compact") -> list[ContractDataRow]:
     """Rows for one raw ``LedgerCloseMeta`` (full decode; the reference for the fast path).
 
+    ``passphrase`` may be ``auto``: the ledger's own transaction hashes then prove its network.
+
     Raises:
         LedgerDecodeError: the bytes are not a ``LedgerCloseMeta`` we can read, or hold an entry the
             row rules cannot take (e.g. an absent ScVal vec, which stellar-sdk cannot render).
+        ValueError: under ``auto``, the ledger's network is none of the known ones.
     """
-    return rows_of(decode_limited(raw), passphrase, mode)
+    passphrase = resolved(raw, passphrase)
+    rows = rows_of(decode_limited(raw), passphrase, mode)
+    refuse_unproven(rows, passphrase)
+    return rows
 
 
 def decode_limited(raw: bytes) -> xdr.LedgerCloseMeta:

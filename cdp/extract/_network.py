@@ -4,6 +4,7 @@ every reconnect, failover or new file set proves it (``cdp.xdr._network``), and 
 from __future__ import annotations
 
 import logging
+from typing import Any, Final
 
 import attrs
 
@@ -14,6 +15,7 @@ from cdp.xdr._network import prove_network
 from ._ledger import Ledger
 
 LOG = logging.getLogger("cdp.network")
+_INSTANCE: Final = "ScValTypeScvLedgerKeyContractInstance"
 
 
 def _known(exclude: str | None = None) -> str:
@@ -88,3 +90,27 @@ class NetworkCheck:
         if self.network is None or ledger.network == self.network:
             return ledger
         return attrs.evolve(ledger, network=self.network)
+
+
+def resolved(raw: bytes, passphrase: str) -> str:
+    """``passphrase``, or under ``auto`` the network ``raw``'s own transactions prove (still ``auto``
+    for a ledger with no transaction: it has no contract-data change either).
+
+    Raises:
+        ValueError: under ``auto``, the ledger belongs to none of the known networks.
+    """
+    if passphrase != AUTO:
+        return passphrase
+    proof = prove_network(raw, NETWORKS.values())
+    if proof is None:
+        return AUTO
+    if proof.passphrase is None:
+        raise ValueError(f"belongs to none of {_known()}: set NETWORK_PASSPHRASE to its passphrase")
+    return proof.passphrase
+
+
+def refuse_unproven(rows: list[Any], passphrase: str) -> None:
+    """A contract instance's SAC asset needs the network: refuse rather than leave it out silently
+    (never fires on real ledgers: a ledger with a contract-data change has a transaction)."""
+    if passphrase == AUTO and any(r["contract_key_type"] == _INSTANCE for r in rows):
+        raise ValueError("has contract instances but no transaction to prove its network: set NETWORK_PASSPHRASE")

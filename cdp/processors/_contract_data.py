@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import attrs
 
-from cdp._validators import AUTO, NETWORKS
+from cdp._validators import AUTO
 from cdp.extract import ContractDataRow, Ledger, Mode, extract_rows, extract_rows_fast
 from cdp.extract._rows import row_fields
-from cdp.xdr._network import prove_network
 
 from ._base import ProcessResult
-
-_INSTANCE = "ScValTypeScvLedgerKeyContractInstance"
 
 
 @attrs.frozen
@@ -41,32 +38,14 @@ class ContractDataProcessor:
             rows, fell_back = extract_rows_fast(ledger.raw, passphrase, self.mode)
         else:
             rows, fell_back = extract_rows(ledger.raw, passphrase, self.mode), False
-        self.check_network_known(rows, passphrase, ledger)
         return ProcessResult(self.trimmed(rows), {"fast_path_fallback": 1} if fell_back else {})
 
     def network_of(self, ledger: Ledger) -> str:
-        """The passphrase SAC asset ids derive under; ``auto`` still for a ledger with no transaction.
-
-        Raises:
-            ValueError: under ``auto``, the ledger belongs to none of the known networks.
-        """
-        if self.passphrase != AUTO:
+        """The passphrase given, else the one the source verified; ``auto`` still where neither is
+        known (the extraction then proves it from the ledger itself)."""
+        if self.passphrase != AUTO or ledger.network is None:
             return self.passphrase
-        if ledger.network is not None:
-            return ledger.network
-        proof = prove_network(ledger.raw, NETWORKS.values())
-        if proof is None:
-            return AUTO
-        if proof.passphrase is None:
-            raise ValueError(f"belongs to none of {', '.join(NETWORKS)}: set NETWORK_PASSPHRASE to its passphrase")
-        return proof.passphrase
-
-    @staticmethod
-    def check_network_known(rows: list[ContractDataRow], passphrase: str, ledger: Ledger) -> None:
-        """A contract instance's SAC asset needs the network: refuse rather than leave it out silently
-        (a ledger with no transaction has no contract-data change, so this never fires on real ones)."""
-        if passphrase == AUTO and any(r["contract_key_type"] == _INSTANCE for r in rows):
-            raise ValueError("has contract instances but no transaction to prove its network: set NETWORK_PASSPHRASE")
+        return ledger.network
 
     def trimmed(self, rows: list[ContractDataRow]) -> list[ContractDataRow]:
         """``rows`` without the instance extras where ``INSTANCE_EXTRAS=false``."""

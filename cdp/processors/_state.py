@@ -44,9 +44,7 @@ class ContractStateProcessor:
     def process(self, ledger: Ledger) -> ProcessResult:
         d = self.data
         extract = extract_state_fast if d.fast else extract_state_full  # fast: one walk for all three
-        passphrase = d.network_of(ledger)
-        state = extract(ledger.raw, passphrase, d.mode)
-        d.check_network_known(state.rows, passphrase, ledger)
+        state = extract(ledger.raw, d.network_of(ledger), d.mode)
         extra: list[Row] = [
             {KIND: "ttl", "key_hash": k, "live_until_ledger_seq": v, "ledger_sequence": ledger.sequence}
             for k, v in state.ttls

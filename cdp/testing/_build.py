@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from stellar_sdk import xdr
 
-from cdp.extract._changes import entry_ledger_key
+from cdp.extract._changes import arm, entry_ledger_key
 
 CT = xdr.LedgerEntryChangeType
 SCV = xdr.SCValType
@@ -118,8 +119,53 @@ def invoke_envelope(
 def transaction_hash(envelope: xdr.TransactionEnvelope, passphrase: str) -> bytes:
     """The hash a network gives ``envelope``: sha256 of its signature payload (stellar-sdk's own types)."""
     if envelope.type == xdr.EnvelopeType.ENVELOPE_TYPE_TX_FEE_BUMP:
-        tagged = xdr.TransactionSignaturePayloadTaggedTransaction(envelope.type, fee_bump=envelope.fee_bump.tx)
+        fee_bump = arm(envelope.fee_bump).tx
+        tagged = xdr.TransactionSignaturePayloadTaggedTransaction(envelope.type, fee_bump=fee_bump)
     else:
-        tagged = xdr.TransactionSignaturePayloadTaggedTransaction(xdr.EnvelopeType.ENVELOPE_TYPE_TX, tx=envelope.v1.tx)
+        tx = arm(envelope.v1).tx
+        tagged = xdr.TransactionSignaturePayloadTaggedTransaction(xdr.EnvelopeType.ENVELOPE_TYPE_TX, tx=tx)
     network_id = xdr.Hash(hashlib.sha256(passphrase.encode()).digest())
     return hashlib.sha256(xdr.TransactionSignaturePayload(network_id, tagged).to_xdr_bytes()).digest()
+
+
+def tx_result_meta(
+    version: int,
+    tx_hash: bytes,
+    fee: list[xdr.LedgerEntryChange],
+    ops: list[list[xdr.LedgerEntryChange]],
+) -> Any:
+    """A ``TransactionResultMetaV1`` for LCM v2, a ``TransactionResultMeta`` for v1."""
+    result = xdr.TransactionResultPair(
+        xdr.Hash(tx_hash),
+        xdr.TransactionResult(
+            xdr.Int64(100),
+            xdr.TransactionResultResult(xdr.TransactionResultCode.txSUCCESS, results=[]),
+            xdr.TransactionResultExt(0),
+        ),
+    )
+    none = xdr.LedgerEntryChanges([])
+    if version == 2:
+        meta = xdr.TransactionMeta(
+            4,
+            v4=xdr.TransactionMetaV4(
+                xdr.ExtensionPoint(0),
+                none,
+                [xdr.OperationMetaV2(xdr.ExtensionPoint(0), xdr.LedgerEntryChanges(c), []) for c in ops],
+                none,
+                None,
+                [],
+                [],
+            ),
+        )
+        return xdr.TransactionResultMetaV1(xdr.ExtensionPoint(0), result, xdr.LedgerEntryChanges(fee), meta, none)
+    meta = xdr.TransactionMeta(
+        3,
+        v3=xdr.TransactionMetaV3(
+            xdr.ExtensionPoint(0),
+            none,
+            [xdr.OperationMeta(xdr.LedgerEntryChanges(c)) for c in ops],
+            none,
+            None,
+        ),
+    )
+    return xdr.TransactionResultMeta(result, xdr.LedgerEntryChanges(fee), meta)

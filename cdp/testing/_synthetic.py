@@ -40,6 +40,7 @@ from ._build import (
     sym,
     transaction_hash,
     ttl_entry,
+    tx_result_meta,
     u32,
     updated,
     vec,
@@ -170,50 +171,7 @@ class SyntheticLedgers:
 
     def _classic_tx(self, sequence: int, version: int, i: int, rng: random.Random) -> Any:
         changes = updated(*self._world.fee_account(rng, sequence)) + updated(*self._world.fee_account(rng, sequence))
-        return self._tx_meta(version, h("classic", self.seed, sequence, i), changes, [changes])
-
-    def _tx_meta(
-        self,
-        version: int,
-        tx_hash: bytes,
-        fee: list[xdr.LedgerEntryChange],
-        ops: list[list[xdr.LedgerEntryChange]],
-    ) -> Any:
-        """A ``TransactionResultMetaV1`` for LCM v2, a ``TransactionResultMeta`` for v1."""
-        result = xdr.TransactionResultPair(
-            xdr.Hash(tx_hash),
-            xdr.TransactionResult(
-                xdr.Int64(100),
-                xdr.TransactionResultResult(xdr.TransactionResultCode.txSUCCESS, results=[]),
-                xdr.TransactionResultExt(0),
-            ),
-        )
-        none = xdr.LedgerEntryChanges([])
-        if version == 2:
-            meta = xdr.TransactionMeta(
-                4,
-                v4=xdr.TransactionMetaV4(
-                    xdr.ExtensionPoint(0),
-                    none,
-                    [xdr.OperationMetaV2(xdr.ExtensionPoint(0), xdr.LedgerEntryChanges(c), []) for c in ops],
-                    none,
-                    None,
-                    [],
-                    [],
-                ),
-            )
-            return xdr.TransactionResultMetaV1(xdr.ExtensionPoint(0), result, xdr.LedgerEntryChanges(fee), meta, none)
-        meta = xdr.TransactionMeta(
-            3,
-            v3=xdr.TransactionMetaV3(
-                xdr.ExtensionPoint(0),
-                none,
-                [xdr.OperationMeta(xdr.LedgerEntryChanges(c)) for c in ops],
-                none,
-                None,
-            ),
-        )
-        return xdr.TransactionResultMeta(result, xdr.LedgerEntryChanges(fee), meta)
+        return tx_result_meta(version, h("classic", self.seed, sequence, i), changes, [changes])
 
     def assemble(
         self,
@@ -263,7 +221,7 @@ class SyntheticLedgers:
                 header.previous_ledger_hash, [xdr.TransactionPhase(0, v0_components=components)]
             ),
         )
-        processing = [self._tx_meta(version, h, fee, ops) for h, fee, ops in txs]
+        processing = [tx_result_meta(version, h, fee, ops) for h, fee, ops in txs]
         upgrade = xdr.LedgerUpgrade(xdr.LedgerUpgradeType.LEDGER_UPGRADE_BASE_FEE, new_base_fee=xdr.Uint32(100))
         ups = [xdr.UpgradeEntryMeta(upgrade, xdr.LedgerEntryChanges(c)) for c in upgrades or []]
         if version == 2:
