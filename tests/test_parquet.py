@@ -152,3 +152,23 @@ def test_rows_from_table_inverts_to_table(schema: str) -> None:
     if schema == "full":
         assert again == rows
     assert to_table(again, schema, ContractDataRow, columns).equals(table)
+
+
+async def test_restored_keys_to_parquet_and_jsonl(endpoint: str, tmp_path: Path) -> None:
+    """`PROCESSOR=restored_keys` through the service: typed Parquet files and JSONL, the same rows the
+    extractor gives, restores of the synthetic ledgers included."""
+    from cdp.extract._restores import restored_rows
+
+    with trio.fail_after(60):
+        await cdp.serve(_config(endpoint, tmp_path / "pq", end_ledger=40, processor="restored_keys"))
+        await cdp.serve(_config(endpoint, tmp_path / "rows.jsonl", end_ledger=40, processor="restored_keys",
+                                format="jsonl"))  # fmt: skip
+    gen = SyntheticLedgers(seed=SEED)
+    want = [r for s in range(2, 41) for r in restored_rows(gen.ledger(s))[0]]
+    assert want
+    assert all(r["live_until_ledger_seq"] for r in want)
+    files, rows = _read(tmp_path / "pq")
+    assert files[0].startswith("restored_keys-0000000002-")
+    assert [r["ledger_key_hash"] for r in want] == [r["ledger_key_hash"] for r in rows]
+    assert {"contract_id", "live_until_ledger_seq", "tx_hash"} <= set(rows[0])
+    assert want == [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
