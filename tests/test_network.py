@@ -274,3 +274,20 @@ async def test_health_shows_the_network_in_use() -> None:
         handle.stop()
         await handle.wait_done()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_failover_to_another_network_stops_before_its_ledgers(upstream: Any) -> None:
+    """The stream is proven again after every reconnect: a failover that lands on another network's
+    upstream stops the service with a ConfigError, and none of that upstream's ledgers is committed."""
+    import cdp
+    from cdp._config import Config
+
+    first = await upstream(passphrase=PUBNET, fail_after=5)
+    other = await upstream(passphrase=TESTNET)
+    cfg = Config.from_mapping({"source_endpoint": f"{first},{other}", "health_port": 0, "worker_mode": "thread",
+                               "end_ledger": 30, "backoff_base_s": 0.01, "backoff_cap_s": 0.02})  # fmt: skip
+    committed: list[int] = []
+    with pytest.raises(ConfigError, match=r"^ledger 7 belongs to testnet, not pubnet, which ledger 2 belongs to$"):
+        await cdp.serve(cfg, on_rows=lambda seq, rows: committed.append(seq))
+    assert committed == list(range(2, 2 + len(committed)))
+    assert all(seq < 7 for seq in committed)
