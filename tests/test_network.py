@@ -291,3 +291,18 @@ async def test_a_failover_to_another_network_stops_before_its_ledgers(upstream: 
         await cdp.serve(cfg, on_rows=lambda seq, rows: committed.append(seq))
     assert committed == list(range(2, 2 + len(committed)))
     assert all(seq < 7 for seq in committed)
+
+
+@needs_shared
+def test_run_and_backfill_from_a_store_refuse_a_wrong_network(tmp_path: Path) -> None:
+    from cdp.upstream._layout import Layout, Manifest, write_store
+
+    ledgers = [Ledger(s, None, _raw(f"pubnet-{s}.xdr")) for s in range(63092982, 63092984)]
+    write_store(tmp_path / "store", Manifest(PUBNET, Layout(1, 64000)), ledgers)
+    store = ("--datastore", str(tmp_path / "store"), "--start-ledger", "63092982", "--end-ledger", "63092983")
+    run = _run("run", *store, "--network", "testnet", "--health-port", "0", "--output", str(tmp_path / "o.jsonl"))
+    fill = _run("backfill", *store, "--network", "testnet", "--output", str(tmp_path / "history"))
+    for proc in (run, fill):
+        assert 2 == proc.returncode
+        assert proc.stderr.endswith("the store is for pubnet, not NETWORK_PASSPHRASE=testnet\n"), proc.stderr
+    assert not list((tmp_path / "history").glob("*.parquet"))

@@ -76,6 +76,7 @@ def backfill(
         CdpError: a partition killed its worker every time it was tried.
     """
     _check(config)
+    _store_network(config)
     if config.format == "postgres":
         from ._postgres import backfill_postgres
 
@@ -157,18 +158,20 @@ def _check(config: Config) -> None:
 
 
 def _store_network(config: Config) -> str:
-    """The network rows derive under, for the fingerprint: the given one, or under ``auto`` the store
-    manifest's (each partition's task checks its own ledgers against it).
+    """The network rows derive under, for the fingerprint: the given one (checked against the store's
+    manifest here, before any task starts), or under ``auto`` the manifest's; each partition's task
+    checks its own ledgers against it.
 
     Raises:
-        ConfigError: ``auto`` and a store without a manifest: nothing says which network all of it is.
+        ConfigError: the manifest names another network than the one given; or ``auto`` and a store
+            without a manifest: nothing says which network all of it is.
     """
-    if config.network_passphrase != AUTO:
-        return config.network_passphrase
     from cdp.upstream._datastore import Datastore, DatastoreSource
 
     layout = DatastoreSource(config, config.start_ledger).given_layout
-    network = Datastore(config.datastore_url, AUTO, layout).network
+    network = Datastore(config.datastore_url, config.network_passphrase, layout).network
+    if config.network_passphrase != AUTO:
+        return config.network_passphrase
     if network is None:
         raise ConfigError(
             f"DATASTORE_URL={config.datastore_url}: no manifest names the store's network: give NETWORK_PASSPHRASE"
