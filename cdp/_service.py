@@ -22,7 +22,7 @@ import trio_asyncio
 
 from cdp._config import Config
 from cdp._errors import CdpError, ConfigError, OutputError, leaves, unwrap_cdp_error
-from cdp._validators import network_name
+from cdp._validators import AUTO, network_name
 from cdp._watch import Watched
 from cdp.extract import Ledger, Row
 from cdp.ops import ServiceView, create_app, serve_http
@@ -88,17 +88,38 @@ class ServiceHandle:
         await self.wait_state(ServiceState.DONE)
 
 
-def _resume(config: Config, prefix: str) -> tuple[int, int | None]:
+def _resume(config: Config, prefix: str) -> tuple[int, int | None, str | None]:
     """Where to start: after the checkpoint if there is one (checked against the output), else
-    ``start_ledger``."""
+    ``start_ledger``; and the network the rows before it were verified under."""
     if config.checkpoint_path is None:
-        return config.start_ledger, None
+        return config.start_ledger, None, None
     cp = read_checkpoint(config.checkpoint_path)
     if cp is None:
-        return config.start_ledger, 0 if config.output != "-" else None
+        return config.start_ledger, 0 if config.output != "-" else None, None
     verify_resume(config, cp, prefix)
     LOG.info("resuming from checkpoint ledger=%d output_offset=%s", cp.ledger, cp.output_offset)
-    return cp.ledger + 1, cp.output_offset
+    return cp.ledger + 1, cp.output_offset, cp.network
+
+
+def _continuing(config: Config, network: str | None) -> tuple[Config, str]:
+    """The source's settings when a checkpoint says which network the rows before it are of: a resumed
+    output goes on under that one (``auto`` becomes it; another given network is refused); and how
+    errors name it.
+
+    Raises:
+        ConfigError: NETWORK_PASSPHRASE names another network than the checkpoint's rows.
+    """
+    if network is None or config.network_passphrase == network:
+        return config, ""
+    where = f"CHECKPOINT_PATH={config.checkpoint_path}"
+    if config.network_passphrase != AUTO:
+        raise ConfigError(
+            f"{where}: the rows before it are of {network_name(network)}, "
+            f"not NETWORK_PASSPHRASE={network_name(config.network_passphrase)}"
+        )
+    return attrs.evolve(
+        config, network_passphrase=network
+    ), f"{network_name(network)}, the network of the rows before {where}"
 
 
 def _probe_writable(directory: Path, setting: str, path: Path) -> None:
@@ -156,10 +177,12 @@ async def _serve(
         raise ConfigError("DECODER=python: set it in the environment, where it is read when cdp is imported")
     processor = processor or load_processor(config.processor, config)
     sink: Sink
+    source_config, claim = config, ""
     if config.format == "postgres" and on_rows is None:
         sink, processor, start = await _open_postgres(config, processor)
     else:
-        start, resume_offset = _resume(config, describe(processor))
+        start, resume_offset, network = _resume(config, describe(processor))
+        source_config, claim = _continuing(config, network)
         if config.end_ledger and start > config.end_ledger:
             raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
         opening = partial(
@@ -175,7 +198,10 @@ async def _serve(
             sink = await trio.to_thread.run_sync(opening)  # opening a FIFO waits for its reader
         except OSError as exc:
             raise CdpError(f"OUTPUT={config.output}: cannot open for writing: {exc.strerror or exc}") from None
-    source = DatastoreSource(config, start) if config.datastore_url else LedgerSource(config, start)
+    if config.datastore_url:
+        source: LedgerSource | DatastoreSource = DatastoreSource(source_config, start, network_claim=claim)
+    else:
+        source = LedgerSource(source_config, start, network_claim=claim)
     hub = _flight_hub(config, sink, processor, start) if config.flight_port is not None else None
     checkpoint_path = None if sink.name == "postgres" else config.checkpoint_path  # the database holds it
     on_commit = hub.on_commit if hub else None

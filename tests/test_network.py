@@ -306,3 +306,28 @@ def test_run_and_backfill_from_a_store_refuse_a_wrong_network(tmp_path: Path) ->
         assert 2 == proc.returncode
         assert proc.stderr.endswith("the store is for pubnet, not NETWORK_PASSPHRASE=testnet\n"), proc.stderr
     assert not list((tmp_path / "history").glob("*.parquet"))
+
+
+def test_a_resumed_output_goes_on_under_the_network_of_its_rows(tmp_path: Path) -> None:
+    """The checkpoint records the network its rows were verified under: a rerun against another
+    network's upstream is refused (under ``auto`` too), as is another given network."""
+    out, cp = tmp_path / "rows.jsonl", tmp_path / "rows.ckpt"
+    files = ("--output", str(out), "--checkpoint-path", str(cp), "--health-port", "0")
+    with fake_source_process("--network", "pubnet") as fake:
+        first = _run("run", "--source-endpoint", fake.endpoint, "--end-ledger", "6", *files)
+    assert 0 == first.returncode, first.stderr
+    assert PUBNET == json.loads(cp.read_text())["network"]
+    size = out.stat().st_size
+    with fake_source_process("--network", "testnet") as fake:
+        other = _run("run", "--source-endpoint", fake.endpoint, "--end-ledger", "9", *files)
+        given = _run("run", "--source-endpoint", fake.endpoint, "--end-ledger", "9", "--network", "testnet", *files)
+    assert 2 == other.returncode
+    assert (
+        f"cdp: error: ledger 7 belongs to testnet, not pubnet, the network of the rows before CHECKPOINT_PATH={cp}\n"
+    ) == other.stderr.splitlines(keepends=True)[-1]
+    assert 2 == given.returncode
+    assert given.stderr.endswith(
+        f"\ncdp: error: CHECKPOINT_PATH={cp}: the rows before it are of pubnet, not NETWORK_PASSPHRASE=testnet\n"
+    )
+    assert size == out.stat().st_size
+    assert 6 == json.loads(cp.read_text())["ledger"]

@@ -15,6 +15,7 @@ from cdp._errors import CdpError, ConfigError
 class Checkpoint:
     ledger: int
     output_offset: int | None = None  # None for outputs that cannot be truncated (stdout, callbacks)
+    network: str | None = None  # the passphrase the committed ledgers were verified under (None: before any)
 
 
 def _whole(value: object) -> bool:
@@ -35,11 +36,14 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
     try:
         ledger = data["ledger"]
         offset = data.get("output_offset")
+        network = data.get("network")
         if not _whole(ledger) or not (offset is None or _whole(offset)):
+            raise TypeError
+        if not (network is None or (isinstance(network, str) and network)):
             raise TypeError
     except (TypeError, KeyError, AttributeError):
         raise ConfigError(f"CHECKPOINT_PATH={path}: is not a cdp checkpoint: {data!r:.200}") from None
-    return Checkpoint(ledger, offset)
+    return Checkpoint(ledger, offset, network)
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -112,6 +112,7 @@ class Pipeline:
         self._end_to_end = Histogram()
         self._last: Watched[int | None] = Watched(None)
         self._last_at: float | None = None
+        self._network: str | None = None  # what the committed ledgers were verified under, for the checkpoint
         self._lag: float | None = None
         self.finished = trio.Event()
         self._intake = trio.CancelScope()
@@ -325,7 +326,7 @@ class Pipeline:
 
     async def _checkpoint(self, durable: Durable | None) -> None:
         if durable is not None and self.checkpoint_path is not None:
-            cp = Checkpoint(durable.ledger, durable.offset)
+            cp = Checkpoint(durable.ledger, durable.offset, self._network)
             try:
                 await trio.to_thread.run_sync(write_checkpoint, self.checkpoint_path, cp)
             except OSError as exc:
@@ -337,6 +338,7 @@ class Pipeline:
 
     def _committed(self, slot: _Slot, n_rows: int) -> None:
         ledger = slot.ledger
+        self._network = ledger.network or self._network
         self._processed += 1
         self._rows += n_rows
         self._last_at = trio.current_time()

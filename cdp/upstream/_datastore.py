@@ -88,13 +88,13 @@ class Datastore:
         self.layout = manifest.layout
         self.network = manifest.network_passphrase
 
-    def network_check(self, passphrase: str) -> NetworkCheck:
+    def network_check(self, passphrase: str, claim: str = "") -> NetworkCheck:
         """What its ledgers are checked against: ``passphrase``, or under ``auto`` the manifest's network
         (a store whose ledgers contradict its own manifest is refused, naming both)."""
         if passphrase == AUTO and self.network is not None:
             claim = f"the network {network_name(self.network)} of {self.url.rstrip('/')}/{MANIFEST}"
             return NetworkCheck(self.network, claim=claim)
-        return NetworkCheck(passphrase)
+        return NetworkCheck(passphrase, claim=claim)
 
     def read(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such object (blocking)."""
@@ -142,9 +142,11 @@ class _File:
 class DatastoreSource:
     """Streams ledgers from ``start`` on out of a datastore into a Trio channel, like ``LedgerSource``."""
 
-    def __init__(self, config: Config, start: int) -> None:
+    def __init__(self, config: Config, start: int, *, network_claim: str = "") -> None:
+        """``network_claim`` names where a given network came from in errors (default: the setting)."""
         self.config = config
         self.start = start
+        self._claim = network_claim
         given = None
         if config.datastore_ledgers_per_file:
             given = Layout(config.datastore_ledgers_per_file, config.datastore_files_per_partition or 1)
@@ -159,7 +161,7 @@ class DatastoreSource:
         self._last_at: float | None = None
         self._rate = RateMeter()
         self._open = False
-        self.network = NetworkCheck(config.network_passphrase)
+        self.network = NetworkCheck(config.network_passphrase, claim=network_claim)
 
     @property
     def endpoint(self) -> str:
@@ -199,7 +201,7 @@ class DatastoreSource:
         self.store = await trio.to_thread.run_sync(
             Datastore, self.config.datastore_url, self.config.network_passphrase, self.given_layout
         )
-        self.network = self.store.network_check(self.config.network_passphrase)
+        self.network = self.store.network_check(self.config.network_passphrase, self._claim)
         self._open = True
         task_status.started()
         layout = self.store.layout

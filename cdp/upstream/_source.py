@@ -41,13 +41,14 @@ class RetriableFailure(Exception):
 class LedgerSource:
     """Streams ledgers from ``start`` on into a Trio channel, reconnecting and failing over."""
 
-    def __init__(self, config: Config, start: int) -> None:
+    def __init__(self, config: Config, start: int, *, network_claim: str = "") -> None:
+        """``network_claim`` names where a given network came from in errors (default: the setting)."""
         self.config = config
         self.endpoints = config.source_endpoint
         self.breaker = CircuitBreaker(config.breaker_failure_threshold, config.breaker_reset_timeout_s)
         self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s)
         self.sequencer = Sequencer(start, config.max_ledger_bytes)
-        self.network = NetworkCheck(config.network_passphrase)
+        self.network = NetworkCheck(config.network_passphrase, claim=network_claim)
         self._endpoint_index = 0
         self._connected = Watched(False)
         self._answered = False
