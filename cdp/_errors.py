@@ -62,3 +62,9 @@ def unwrap_cdp_error() -> Iterator[None]:
         if not errors or len(errors) != len(found):
             raise
         raise errors[0] from None
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, for errors from libraries whose messages span several."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

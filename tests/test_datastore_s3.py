@@ -3,6 +3,7 @@ same ledgers as raw files, a hole named by key, and standard AWS settings honour
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import trio
 import cdp
 from cdp._config import Config
 from cdp._errors import UpstreamError
-from cdp.extract import Ledger, Row
+from cdp.extract import Ledger, Row, extract_rows
+from cdp.sinks import dumps_row
 from cdp.testing import SyntheticLedgers
 from cdp.upstream._datastore import _start_fsspec_loop
 from cdp.upstream._layout import MANIFEST, Layout, Manifest, write_store
@@ -75,3 +77,80 @@ async def test_the_manifest_is_read_from_s3(s3_store: str) -> None:
     assert b"ledgersPerBatch" in s3fs.S3FileSystem().cat_file(f"{s3_store.removeprefix('s3://')}/{MANIFEST}")
     with pytest.raises(cdp.ConfigError, match="the store is for testnet, not NETWORK_PASSPHRASE=pubnet"):
         await _run(_config(s3_store, end_ledger=5, network_passphrase="pubnet"))
+
+
+class CuttingProxy:
+    """A TCP proxy to the S3 server that, on the ``cut_at``-th GET request, drops every connection and
+    stops listening for ``outage_s`` seconds (connections refused: the server is down), then serves again."""
+
+    def __init__(self, target: int, cut_at: int, outage_s: float) -> None:
+        self.target, self.cut_at, self.outage_s = target, cut_at, outage_s
+        self.gets = 0
+        self.port = 0
+        self.cut = trio.Event()
+        self.restored = trio.Event()
+        self._up: trio.CancelScope | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        while True:
+            with trio.CancelScope() as self._up:
+                listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+                if not self.port:
+                    self.port = listeners[0].socket.getsockname()[1]
+                    task_status.started(self.port)
+                else:
+                    self.restored.set()
+                await trio.serve_listeners(self._handle, listeners)
+            await trio.sleep(self.outage_s)  # down: nothing listens on the port
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with client, await trio.open_tcp_stream("127.0.0.1", self.target) as server:
+
+            async def pump(src: trio.SocketStream, dst: trio.SocketStream, count: bool) -> None:
+                async for data in src:
+                    if count:
+                        self.gets += data.count(b"GET ")
+                        if self.gets >= self.cut_at and not self.cut.is_set():
+                            self.cut.set()
+                            assert self._up is not None
+                            self._up.cancel()
+                            return
+                    await dst.send_all(data)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, client, server, True)
+                nursery.start_soon(pump, server, client, False)
+
+
+@pytest.mark.slow
+async def test_a_30_second_s3_outage_mid_run_ends_exact_with_exit_0(
+    s3_store: str,
+    s3_endpoint: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`cdp run --datastore s3://...` while S3 goes away for 30 s after a few files: the fetches ride
+    it out with backoff, exit 0, every row exactly once."""
+    import os
+
+    from .helpers import CDP, ROOT
+
+    proxy = CuttingProxy(int(s3_endpoint.rsplit(":", 1)[1]), cut_at=4, outage_s=30)
+    out = tmp_path / "rows.jsonl"
+    env = {**os.environ, "AWS_ENDPOINT_URL": "", "HEALTH_PORT": "0", "BACKOFF_BASE_S": "0.2", "BACKOFF_CAP_S": "2"}
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(proxy.run)
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+        cmd = [*CDP, "run", "--datastore", s3_store, "--start-ledger", "2", "--end-ledger", "29", "--output", str(out),
+               "--checkpoint-path", str(tmp_path / "rows.ckpt"), "--datastore-fetch-workers", "1",
+               "--datastore-prefetch-files", "1"]  # fmt: skip
+        with trio.fail_after(120):
+            proc = await trio.run_process(cmd, cwd=ROOT, env=env, capture_stdout=True, capture_stderr=True, check=False)
+        nursery.cancel_scope.cancel()
+    stderr = proc.stderr.decode()
+    assert 0 == proc.returncode, stderr[-3000:]
+    assert proxy.cut.is_set()
+    assert proxy.restored.is_set()
+    assert "datastore fetch failed" in stderr
+    assert "Traceback" not in stderr
+    want = [json.loads(dumps_row(r)) for s in range(2, 30) for r in extract_rows(GEN.ledger(s), GEN.passphrase)]
+    assert want == [json.loads(line) for line in out.read_text().splitlines()]

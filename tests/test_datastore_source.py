@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import resource
 import struct
 from collections.abc import Sequence
 from functools import partial
@@ -21,6 +23,7 @@ from cdp._config import Config
 from cdp._errors import BadLedgerError, ConfigError, UpstreamError
 from cdp.extract import Ledger, Row, extract_rows
 from cdp.testing import SyntheticLedgers
+from cdp.upstream import BreakerState
 from cdp.upstream._layout import MANIFEST, Layout, Manifest, batch_bytes, write_store
 
 GEN = SyntheticLedgers(seed=12)
@@ -119,6 +122,7 @@ CORRUPTIONS = {
     "truncated": (_truncated, "not a zstd file"),
     "zip-bomb": (_bomb, "decompresses to more than"),
     "not-a-batch": (_not_a_batch, "not a LedgerCloseMetaBatch"),
+    "trailing-bytes": (lambda data: data + bytes(100_000), "100000 bytes after the zstd frame"),
 }
 
 
@@ -201,13 +205,40 @@ async def test_fetch_failures_are_retried_with_backoff_and_counted(tmp_path: Pat
     assert "ConnectionResetError" in stats.last_error
 
 
-async def test_a_fetch_failing_every_attempt_is_an_error_naming_the_ledger(
-    tmp_path: Path, flaky: dict[str, int]
-) -> None:
+async def test_an_outage_longer_than_the_breaker_allows_is_ridden_out(tmp_path: Path, flaky: dict[str, int]) -> None:
+    """A file failing 30 times in a row (any transport error, as an unreachable upstream would): the
+    breaker opens, the source is not ready meanwhile, and the run ends exact once it reads again."""
     root = _store(tmp_path, 2, 30)
-    flaky[Path(Layout(4, 2).key(17)).name] = 99
-    with pytest.raises(UpstreamError, match="cannot fetch the file of ledger 16 after 4 attempts: connection reset"):
-        await _run(_config(f"flaky://{root}", start_ledger=2, end_ledger=30))
+    flaky[Path(Layout(4, 2).key(17)).name] = 30
+    config = _config(f"flaky://{root}", start_ledger=2, end_ledger=30, backoff_cap_s=0.02,
+                     breaker_failure_threshold=5, breaker_reset_timeout_s=0.05)  # fmt: skip
+    got: dict[int, Sequence[Row]] = {}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(partial(cdp.serve, config, on_rows=lambda s, r: got.__setitem__(s, r)))
+            await handle.view.source.breaker.wait_state(BreakerState.OPEN)
+            assert not handle.view.source.statistics().connected
+        stats = handle.view.source.statistics()
+    assert _expected(2, 30) == got
+    assert 30 == stats.failures_by_kind["fetch"]
+    assert stats.breaker.state == BreakerState.CLOSED
+
+
+class DeniedFileSystem(LocalFileSystem):
+    protocol = "denied"
+
+    def cat_file(self, path: Any, start: Any = None, end: Any = None, **kwargs: Any) -> Any:
+        if Path(path).name == MANIFEST:
+            return super().cat_file(str(path).removeprefix("denied://"), start, end, **kwargs)
+        raise PermissionError(13, "Access Denied", str(path))
+
+
+async def test_a_denied_read_is_one_line_at_once(tmp_path: Path) -> None:
+    """Credentials or access: retrying cannot fix it, so it is an error naming the store, not a retry."""
+    fsspec.register_implementation("denied", DeniedFileSystem, clobber=True)
+    root = _store(tmp_path, 2, 9)
+    with pytest.raises(UpstreamError, match=r"^datastore denied://.*: PermissionError: \[Errno 13\] Access Denied"):
+        await _run(_config(f"denied://{root}", start_ledger=2, end_ledger=9))
 
 
 async def test_the_fake_upstream_serves_a_store_and_follows_it_as_it_grows(tmp_path: Path, upstream: Any) -> None:
@@ -244,3 +275,40 @@ async def test_following_a_store_holds_a_bounded_number_of_files(tmp_path: Path)
             alive = sum(isinstance(o, _File) for o in gc.get_objects())
             handle.stop()
     assert alive <= 4 + 3  # in the channel, one being queued, one being handed on, the newest
+
+
+def _two_gib(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(2 << 30)  # sparse: nothing is written, reading it would take 2 GiB
+
+
+def _dev_zero(path: Path) -> None:
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (_two_gib, "2147483648 bytes, over the"), (_dev_zero, "not a regular file (other)"),
+    (_fifo, "not a regular file (other)"),
+])  # fmt: skip
+async def test_an_object_too_large_or_not_a_file_is_a_bad_ledger_never_read(
+    tmp_path: Path, damage: Any, reason: str
+) -> None:
+    """A 2 GiB object, a symlink to /dev/zero, a FIFO at a store key: refused before a byte is read
+    (memory stays flat, nothing blocks), each of its ledgers a bad ledger under the policy."""
+    root = _store(tmp_path, 2, 20)
+    damage(root / Layout(4, 2).key(9))
+    config = _config(root, end_ledger=20, on_bad_ledger="skip", dead_letter_path=str(tmp_path / "dead.jsonl"),
+                     max_ledger_bytes=1024 * 1024)  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    got = await _run(config)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: far below 2 GiB
+    dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [8, 9, 10, 11] == [d["ledger"] for d in dead]
+    assert all(reason in d["error"] for d in dead), dead
+    assert {s: r for s, r in _expected(2, 20).items() if not 8 <= s <= 11} == {s: r for s, r in got.items() if r}

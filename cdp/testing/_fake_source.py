@@ -134,7 +134,8 @@ class _StoreProvider:
     async def _fetch(self, first: int) -> dict[int, bytes] | None:
         loop = asyncio.get_running_loop()
         while True:
-            key, data = await loop.run_in_executor(None, self.store.fetch_file, first)
+            limit = self.store.file_limit(_MAX_LEDGER_BYTES)
+            key, data = await loop.run_in_executor(None, self.store.fetch_file, first, limit)
             if data is not None:
                 break
             if self.end_stream:

@@ -19,20 +19,19 @@ import trio
 
 from cdp._asyncio import plain_asyncio
 from cdp._config import Config
-from cdp._errors import ConfigError, LedgerDecodeError, UpstreamError
+from cdp._errors import ConfigError, LedgerDecodeError, UpstreamError, one_line
 from cdp._validators import AUTO, network_name
 from cdp.extract import Ledger
 from cdp.extract._network import NetworkCheck
-from cdp.xdr._files import decompress_bounded, split_batch
+from cdp.xdr._files import BATCH_BYTES_CAP, decompress_bounded, split_batch
 
-from ._breaker import Backoff, BreakerState, BreakerStatistics
+from ._breaker import Backoff, CircuitBreaker
 from ._layout import MANIFEST, Layout, Manifest
 from ._stats import RateMeter, SourceStatistics
 
 LOG = logging.getLogger("cdp.upstream")
 
 SUFFIXES: Final = (".xdr.zst", ".xdr.zstd")  # galexie >= v23, and the exports made before it
-FETCH_ATTEMPTS: Final = 4
 
 
 def _start_fsspec_loop() -> None:
@@ -52,6 +51,14 @@ def _start_fsspec_loop() -> None:
         thread.join()
 
 
+class StoreUnreachable(UpstreamError):
+    """The store did not answer (a network, DNS or server error): retrying may fix it."""
+
+
+class ObjectRefused(LedgerDecodeError):
+    """A store object too large or not a regular file: each ledger it should hold is a bad ledger."""
+
+
 class Datastore:
     """An opened store: its filesystem, root and layout (from the manifest, checked against the config).
 
@@ -68,9 +75,16 @@ class Datastore:
             self.fs, self.root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as exc:  # e.g. s3:// without the s3 extra
             raise ConfigError(f"DATASTORE_URL={url}: {exc}") from None
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self._local = bool({"file", "local"} & set(protocols))
         self.url = url
         self.network: str | None = None
-        raw = self.read(MANIFEST)
+        try:
+            raw = self.read(MANIFEST)
+        except PermissionError as exc:
+            raise UpstreamError(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
+        except Exception as exc:  # any transport's failure: the caller may retry
+            raise StoreUnreachable(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
         if raw is None:
             if layout is None:
                 raise ConfigError(
@@ -96,19 +110,44 @@ class Datastore:
             return NetworkCheck(self.network, claim=claim)
         return NetworkCheck(passphrase, claim=claim)
 
-    def read(self, key: str) -> bytes | None:
-        """The object's bytes, or None when there is no such object (blocking)."""
+    def read(self, key: str, limit: int | None = None) -> bytes | None:
+        """The object's bytes, or None when there is no such object (blocking).
+
+        Raises:
+            ObjectRefused: with a ``limit``, the object is larger (never read past it), or, in a local
+                store, not a regular file (a FIFO would block for ever, a device never end).
+        """
+        path = f"{self.root.rstrip('/')}/{key}"
+        data: bytes
         try:
-            data: bytes = self.fs.cat_file(f"{self.root.rstrip('/')}/{key}")
-            return data
+            if limit is None:
+                data = self.fs.cat_file(path)
+                return data
+            if self._local:
+                info = self.fs.info(path)
+                if info.get("type") != "file":
+                    raise ObjectRefused(f"{self.url}/{key}: not a regular file ({info.get('type')})")
+                if info.get("size", 0) > limit:
+                    raise ObjectRefused(f"{self.url}/{key}: {info['size']} bytes, over the {limit} a file may hold")
+            data = self.fs.cat_file(path, start=0, end=limit + 1)
         except FileNotFoundError:
             return None
+        if len(data) > limit:
+            raise ObjectRefused(f"{self.url}/{key}: over the {limit} bytes a file may hold")
+        return data
 
-    def fetch_file(self, first: int) -> tuple[str, bytes | None]:
-        """The file holding ledger ``first`` under either suffix: its key and bytes (None if absent)."""
+    def file_limit(self, max_ledger_bytes: int) -> int:
+        """The most a file of the store may take, compressed: what its ledgers may decompress to (zstd
+        never grows data by more than a little)."""
+        plain = min(BATCH_BYTES_CAP, 12 + self.layout.ledgers_per_file * max_ledger_bytes)
+        return plain + plain // 64 + 65536
+
+    def fetch_file(self, first: int, limit: int) -> tuple[str, bytes | None]:
+        """The file holding ledger ``first`` under either suffix: its key and bytes (None if absent), at
+        most ``limit`` bytes (``ObjectRefused`` past it)."""
         keys = [self.layout.key(first, suffix) for suffix in SUFFIXES]
         for key in keys:
-            data = self.read(key)
+            data = self.read(key, limit)
             if data is not None:
                 return key, data
         return keys[0], None
@@ -137,6 +176,7 @@ class _File:
     key: str = ""
     data: bytes = b""  # held compressed (pubnet compresses ~8x) until it is this file's turn
     error: BaseException | None = None
+    refused: LedgerDecodeError | None = None  # too large or not a file: its ledgers are bad ledgers
 
 
 class DatastoreSource:
@@ -161,6 +201,8 @@ class DatastoreSource:
         self._last_at: float | None = None
         self._rate = RateMeter()
         self._open = False
+        self._failing = False  # the last fetch failed: not ready until one succeeds
+        self.breaker = CircuitBreaker(config.breaker_failure_threshold, config.breaker_reset_timeout_s)
         self.network = NetworkCheck(config.network_passphrase, claim=network_claim)
 
     @property
@@ -169,7 +211,7 @@ class DatastoreSource:
 
     def statistics(self) -> SourceStatistics:
         return SourceStatistics(
-            connected=self._open,
+            connected=self._open and not self._failing,
             endpoint=self.endpoint,
             ledgers_received=self._received,
             bytes_received=self._bytes,
@@ -183,7 +225,7 @@ class DatastoreSource:
             failures_by_kind=dict(self._failures),
             last_error=self._last_error,
             last_message_at=self._last_at,
-            breaker=BreakerStatistics(BreakerState.CLOSED, 0, 0, 0),
+            breaker=self.breaker.statistics(),
             network=self.network.network,
             network_verified_by=self.network.proved_by,
         )
@@ -198,9 +240,7 @@ class DatastoreSource:
                 network given (or its manifest's).
             UpstreamError: a file of a bounded range is missing or cannot be fetched.
         """
-        self.store = await trio.to_thread.run_sync(
-            Datastore, self.config.datastore_url, self.config.network_passphrase, self.given_layout
-        )
+        self.store = await self._open_store()
         self.network = self.store.network_check(self.config.network_passphrase, self._claim)
         self._open = True
         task_status.started()
@@ -220,7 +260,10 @@ class DatastoreSource:
                             if file.error is not None:
                                 raise file.error
                             data, file.data = file.data, b""
-                            ledgers = await trio.to_thread.run_sync(self._split, file.first, file.key, data)
+                            if file.refused is not None:
+                                ledgers = self._refused(file.first, file.refused)
+                            else:
+                                ledgers = await trio.to_thread.run_sync(self._split, file.first, file.key, data)
                             del data
                             if await self._deliver(file.first, file.key, ledgers, send):
                                 break
@@ -230,6 +273,20 @@ class DatastoreSource:
                 nursery.cancel_scope.cancel("range delivered or downstream gone")
         finally:
             self._open = False
+
+    async def _open_store(self) -> Datastore:
+        """The store, its manifest read; an unreachable store is retried as a failing fetch is."""
+        backoff = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s)
+        while True:
+            await self.breaker.wait_permitted()
+            try:
+                return await trio.to_thread.run_sync(
+                    Datastore, self.config.datastore_url, self.config.network_passphrase, self.given_layout
+                )
+            except StoreUnreachable as exc:
+                self._count("open", str(exc))
+                self.breaker.record_failure()
+                await trio.sleep(backoff.next_delay())
 
     async def _schedule(
         self, order: trio.MemorySendChannel[_File], limiter: trio.CapacityLimiter, first: int, nursery: trio.Nursery
@@ -250,20 +307,27 @@ class DatastoreSource:
     async def _fetch(self, file: _File, limiter: trio.CapacityLimiter) -> None:
         assert self.store is not None
         backoff = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s)
+        data: bytes | None = None
         try:
             while True:
+                await self.breaker.wait_permitted()
                 try:
                     async with limiter:
-                        key, data = await trio.to_thread.run_sync(self.store.fetch_file, file.first)
-                except OSError as exc:  # a transient storage error: retry with backoff
-                    self._count("fetch", f"{file.first}: {type(exc).__name__}: {exc}")
-                    if backoff.attempt + 1 >= FETCH_ATTEMPTS:
-                        raise UpstreamError(
-                            f"datastore {self.endpoint}: cannot fetch the file of ledger {file.first} after "
-                            f"{FETCH_ATTEMPTS} attempts: {exc}"
-                        ) from None
+                        key, data = await trio.to_thread.run_sync(self.store.fetch_file, file.first, self._limit)
+                except ObjectRefused as exc:  # not retried: each of its ledgers is a bad ledger
+                    file.refused = exc
+                    break
+                except PermissionError as exc:  # credentials or access: retrying will not fix it
+                    raise UpstreamError(f"datastore {self.endpoint}: {one_line(exc)}") from None
+                except Exception as exc:  # any transport's failure (OS, botocore, aiohttp, ...): ride it out
+                    self._count("fetch", f"ledger {file.first}: {one_line(exc)}")
+                    self.breaker.record_failure()
                     await trio.sleep(backoff.next_delay())
                     continue
+                if self._failing:
+                    LOG.info("datastore reachable again endpoint=%s", self.endpoint)
+                self._failing = False
+                self.breaker.record_success()
                 file.key = key
                 if data is not None:
                     break
@@ -273,8 +337,9 @@ class DatastoreSource:
                     await file.prev.done.wait()  # the store grows in order: poll only at its end
                     continue
                 await trio.sleep(self.config.datastore_poll_interval_s)  # not written yet: follow the store
-            file.data = data
-            self._bytes += len(data)
+            if data is not None:
+                file.data = data
+                self._bytes += len(data)
         except UpstreamError as exc:
             file.error = exc
         file.done.set()
@@ -285,8 +350,17 @@ class DatastoreSource:
         try:
             return self.store.ledgers(key, data, self.config.max_ledger_bytes)
         except LedgerDecodeError as exc:
-            lo, hi = self.store.layout.file_range(first)
-            return [Ledger(s, None, b"", problem=str(exc)) for s in range(lo, hi + 1)]
+            return self._refused(first, exc)
+
+    def _refused(self, first: int, exc: LedgerDecodeError) -> list[Ledger]:
+        assert self.store is not None
+        lo, hi = self.store.layout.file_range(first)
+        return [Ledger(s, None, b"", problem=str(exc)) for s in range(lo, hi + 1)]
+
+    @property
+    def _limit(self) -> int:
+        assert self.store is not None
+        return self.store.file_limit(self.config.max_ledger_bytes)
 
     async def _deliver(self, first: int, key: str, ledgers: list[Ledger], send: trio.MemorySendChannel[Ledger]) -> bool:
         """Hand on the file's ledgers of the range; True once ``end_ledger`` has been handed on.
@@ -323,4 +397,8 @@ class DatastoreSource:
         self._retries += 1
         self._failures[kind] = self._failures.get(kind, 0) + 1
         self._last_error = error
-        LOG.warning("datastore fetch failed kind=%s error=%r: retrying", kind, error)
+        self._failing = True
+        LOG.warning(
+            "datastore fetch failed kind=%s endpoint=%s error=%r: retrying with backoff breaker=%s",
+            kind, self.endpoint, error, self.breaker.state.name.lower(),
+        )  # fmt: skip

@@ -77,6 +77,7 @@ def decompress_bounded(data: bytes, origin: str, max_ledger_bytes: int) -> bytes
         )
         if declared > limit:
             raise too_big
+        _refuse_trailing_bytes(data, origin)
         if declared >= 0:
             return zstandard.ZstdDecompressor().decompress(data, max_output_size=declared)
         while chunk := reader.read(_CHUNK):
@@ -88,6 +89,25 @@ def decompress_bounded(data: bytes, origin: str, max_ledger_bytes: int) -> bytes
     except zstandard.ZstdError as exc:
         raise LedgerDecodeError(f"{origin}: not a zstd file: {exc}") from None
     return plain
+
+
+def _refuse_trailing_bytes(data: bytes, origin: str) -> None:
+    """A batch is one zstd frame: bytes after it (an object extended or overwritten in place) are
+    corruption, not something to ignore. The frame's end is found by stepping over its block headers
+    (3 bytes each: last-block flag, type, size), never by decompressing."""
+    o = zstandard.frame_header_size(data)
+    while True:
+        if o + 3 > len(data):
+            return  # cut short: the decompression says so, in its own words
+        header = int.from_bytes(data[o : o + 3], "little")
+        kind, size = (header >> 1) & 3, header >> 3
+        o += 3 + (1 if kind == 1 else size)  # an RLE block holds one byte, whatever it regenerates to
+        if header & 1:
+            break
+    if zstandard.get_frame_parameters(data).has_checksum:
+        o += 4
+    if o < len(data):
+        raise LedgerDecodeError(f"{origin}: {len(data) - o} bytes after the zstd frame (it ends at byte {o})")
 
 
 def _cut_short(data: bytes) -> bool:
