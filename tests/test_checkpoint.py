@@ -22,7 +22,8 @@ def test_round_trip_and_no_temp_file_left(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "why"),
     [("{", "is not JSON"), ('{"ledger": "x"}', "is not a cdp checkpoint"), ("[1]", "is not a cdp checkpoint"),
-     ('{"ledger": -1}', "is not a cdp checkpoint"), ('{"ledger": 3, "output_offset": "9"}', "is not a cdp checkpoint")],
+     ('{"ledger": -1}', "is not a cdp checkpoint"), ('{"ledger": 3, "output_offset": "9"}', "is not a cdp checkpoint"),
+     ('{"ledger": 3, "network": 7}', "is not a cdp checkpoint"), ('{"ledger": 3, "network": ""}', "is not a cdp")],
 )  # fmt: skip
 def test_a_damaged_checkpoint_is_one_clear_error(tmp_path: Path, text: str, why: str) -> None:
     path = tmp_path / "cp.json"

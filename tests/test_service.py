@@ -23,6 +23,8 @@ from cdp.extract._rows import Row
 
 from .helpers import ROOT, SequenceProcessor
 
+TESTNET = "Test SDF Network ; September 2015"  # the synthetic upstream's network, as the checkpoint records it
+
 FAST = {"backoff_base_s": 0.01, "backoff_cap_s": 0.05, "health_port": 0, "health_host": "127.0.0.1"}
 
 
@@ -105,7 +107,7 @@ async def test_checkpoint_resume_equals_a_clean_run(upstream: Any, tmp_path: Pat
         clean = tmp_path / "clean.jsonl"
         await cdp.serve(_config(ep, end_ledger=20, start_ledger=2, worker_mode="thread", output=str(clean)))
     assert clean.read_bytes() == out.read_bytes()
-    assert {"ledger": 20, "output_offset": out.stat().st_size} == json.loads(cp.read_text())
+    assert {"ledger": 20, "output_offset": out.stat().st_size, "network": TESTNET} == json.loads(cp.read_text())
     assert 20 == json.loads(out.read_text().splitlines()[-1])["ledger_sequence"]
 
 
@@ -133,7 +135,7 @@ async def test_group_commit_when_the_disk_is_slower_than_the_ledgers(
         monkeypatch.setattr(os, "fsync", slow_fsync)
         await cdp.serve(_config(ep, output=str(out), checkpoint_path=str(cp), **common))
     assert clean.read_bytes() == out.read_bytes()
-    assert {"ledger": 61, "output_offset": out.stat().st_size} == json.loads(cp.read_text())
+    assert {"ledger": 61, "output_offset": out.stat().st_size, "network": TESTNET} == json.loads(cp.read_text())
     assert len(calls) < 60  # one ledger at a time would be >= 3 per ledger (file, checkpoint, its directory)
 
 
