@@ -243,13 +243,54 @@ async def test_database_restarted_mid_run(upstream: Any, postgres: PostgresServe
 
 
 def test_a_second_run_on_the_same_tables_is_refused(postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811
+    """Exit 2 at start, naming the holder (its pid, as for file outputs)."""
     dsn = postgres.create_database("locked")
-    with psycopg.connect(dsn, autocommit=True) as holder:
+    with psycopg.connect(dsn, autocommit=True, application_name="cdp pid=4242") as holder:
         holder.execute("SELECT pg_advisory_lock(hashtext('public.contract_data'))")
         env = {**os.environ, "OUTPUT": dsn, "HEALTH_PORT": "0"}
         proc = subprocess.run([*CDP, "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert 1 == proc.returncode
-    assert "another cdp run is writing public.contract_data in this database" in proc.stderr
+    assert 2 == proc.returncode
+    assert proc.stderr.endswith(
+        "cdp: error: OUTPUT: another cdp run (cdp pid=4242) is writing public.contract_data in this database\n"
+    )
+
+
+async def test_the_lock_is_taken_again_after_a_server_restart(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+    """A lock lives with its connection: after `pg_ctl restart` the running service takes it again on its
+    new connection, so a second run started then is refused (exit 2, naming the first's pid), and the
+    first goes on and stops exact."""
+    dsn = postgres.create_database("relocked")
+    endpoint = await upstream(seed=SEED, rate=50)
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(lambda task_status: cdp.serve(config(endpoint, dsn), task_status=task_status))
+        await handle.view.pipeline.wait_committed(10)
+        await trio.to_thread.run_sync(postgres.stop)
+        await trio.to_thread.run_sync(postgres.start)
+        await handle.view.pipeline.wait_committed(20)  # written on a new connection, under the lock again
+        env = {**os.environ, "OUTPUT": dsn, "HEALTH_PORT": "0", "SOURCE_ENDPOINT": endpoint}
+        with trio.fail_after(60):
+            second = await trio.run_process([*CDP, "run"], cwd=ROOT, env=env, capture_stderr=True, check=False)
+        await handle.view.pipeline.wait_committed(25)
+        handle.stop()
+        with trio.fail_after(60):
+            await handle.wait_done()
+    assert 2 == second.returncode, second.stderr.decode()[-2000:]
+    assert f"another cdp run (cdp pid={os.getpid()}) is writing public.contract_data" in second.stderr.decode()
+    last = checkpoint(dsn)
+    assert last is not None
+    assert last >= 25
+    rows, model = replay(synthetic(2, last), "Test SDF Network ; September 2015")
+    assert rows == [{k: r[k] for k in rows[i]} for i, r in enumerate(history(dsn))]
+    same_state(dsn, model)
+
+
+def test_names_past_postgresqls_63_bytes_are_refused_at_start() -> None:
+    env = {**os.environ, "OUTPUT": "postgresql://nobody@127.0.0.1:1/none", "HEALTH_PORT": "0",
+           "POSTGRES_TABLE_PREFIX": "p" * 62}  # fmt: skip
+    proc = subprocess.run([*CDP, "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert 2 == proc.returncode
+    assert proc.stderr.startswith(f"cdp: error: POSTGRES_TABLE_PREFIX={'p' * 62}: the index ")
+    assert "PostgreSQL names take at most 63 (a prefix of at most 19 bytes fits)\n" in proc.stderr
 
 
 def _commit_all(dsn: str, items: list[tuple[int, list[dict[str, Any]]]], group: int, cut: int = 0) -> Model:

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import attrs
 
+from cdp._errors import ConfigError
 from cdp.extract import Row
 from cdp.extract._rows import STATE_KIND as KIND
 
@@ -210,3 +211,34 @@ def _keys(keys: Collection[str]) -> str:
 
 def _ints(values: Iterable[int | None]) -> str:
     return "'{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}'::bigint[]"
+
+
+MAX_IDENTIFIER_BYTES: Final = 63  # PostgreSQL's NAMEDATALEN - 1: longer names are cut, silently
+
+
+def index_name(table: str, columns: Sequence[str]) -> str:
+    return f"{table}_{'_'.join(columns)}_idx"
+
+
+def check_identifiers(schema: str, prefix: str) -> None:
+    """Every name the sink creates must fit PostgreSQL's 63 bytes: a cut one would merge two tables or
+    skip an index without a word.
+
+    Raises:
+        ConfigError: naming the setting, the longest name and the limit.
+    """
+    if len(schema.encode()) > MAX_IDENTIFIER_BYTES:
+        raise ConfigError(f"POSTGRES_SCHEMA={schema}: {len(schema.encode())} bytes, PostgreSQL names take at most 63")
+    longest = max((index_name(f"{prefix}_{t}", c) for t, c in INDEXED), key=lambda n: len(n.encode()))
+    if len(longest.encode()) > MAX_IDENTIFIER_BYTES:
+        fits = MAX_IDENTIFIER_BYTES - (len(longest.encode()) - len(prefix.encode()))
+        raise ConfigError(
+            f"POSTGRES_TABLE_PREFIX={prefix}: the index {longest} would be {len(longest.encode())} bytes, PostgreSQL "
+            f"names take at most 63 (a prefix of at most {fits} bytes fits)"
+        )
+
+
+INDEXED: Final = (  # the indexes the sink creates: (table kind, columns)
+    ("history", ("contract_id", "ledger_sequence")), ("history", ("ledger_key_hash", "ledger_sequence")),
+    ("current", ("contract_id",)), ("current", ("balance_holder",)), ("current", ("live_until_ledger_seq",)),
+)  # fmt: skip

@@ -22,6 +22,7 @@ again: its transaction never committed, so nothing is lost or doubled.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -43,10 +44,13 @@ from ._pg_rows import (
     CURRENT_COLUMNS,
     HISTORY_COLUMNS,
     HISTORY_NAMES,
+    INDEXED,
     PG_TYPES,
     ROW_IN_LEDGER,
     Rendered,
     StateChange,
+    check_identifiers,
+    index_name,
     placed,
 )
 
@@ -95,9 +99,10 @@ class PostgresSink:
         self.schema = schema
         self.prefix = prefix
         self.checkpoint_name = f"{schema}.{prefix}"
+        self.lock_name = self.checkpoint_name  # the tables' whole identity (their names are checked to fit)
+        check_identifiers(schema, prefix)
         self._connect = connect or (lambda dsn: psycopg.connect(dsn))
         self._conn: Any = None
-        self._lock: Any = None  # a second connection holding the run's advisory lock
         self._sql: dict[str, str] | None = None
         self._prepared = False  # the connection has its prepared checkpoint statement
         self._unsure = False  # a commit failed: whether its transaction committed is unknown
@@ -115,12 +120,7 @@ class PostgresSink:
             CdpError: the database cannot be reached, or another run holds this checkpoint.
         """
         try:
-            self._lock = self._connect(self.dsn)
-            self._lock.autocommit = True
-            got = self._lock.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [self.checkpoint_name]).fetchone()
-            if not got[0]:
-                raise CdpError(f"OUTPUT: another cdp run is writing {self.checkpoint_name} in this database")
-            conn = self._conn_or_new()
+            conn = self._conn_or_new(first=True)
             with conn.transaction():
                 self._create(conn)
                 row = conn.execute(
@@ -166,30 +166,56 @@ class PostgresSink:
                 "updated_at timestamptz NOT NULL DEFAULT now())"
             ).format(self.checkpoints)
         )
-        for table, columns in (
-            (f"{self.prefix}_history", ("contract_id", "ledger_sequence")),
-            (f"{self.prefix}_history", ("ledger_key_hash", "ledger_sequence")),
-            (f"{self.prefix}_current", ("contract_id",)),
-            (f"{self.prefix}_current", ("balance_holder",)),
-            (f"{self.prefix}_current", ("live_until_ledger_seq",)),
-        ):
+        for kind, columns in INDEXED:
+            table = f"{self.prefix}_{kind}"
             conn.execute(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                    sql.Identifier(f"{table}_{'_'.join(columns)}_idx"),
+                    sql.Identifier(index_name(table, columns)),
                     sql.Identifier(self.schema, table),
                     sql.SQL(", ").join(map(sql.Identifier, columns)),
                 )
             )
 
-    def _conn_or_new(self) -> Any:
+    def _conn_or_new(self, first: bool = False) -> Any:
+        """The connection, made again if it was lost; a new one takes the run's lock before anything is
+        written on it (a lock lives and dies with its connection: a server restart frees it).
+
+        Raises:
+            ConfigError: at start (``first``), another run holds the tables: naming its pid.
+            CdpError: on a reconnect, another run took the tables meanwhile: this one must stop.
+        """
         if self._conn is None or self._conn.closed:
             if self._conn is not None:
                 self.stats.reconnects += 1
-            self._conn = self._connect(self.dsn)
-            self._conn.autocommit = True  # a commit's transaction is opened and closed by its own statements
+            conn = self._connect(self.dsn)
+            conn.autocommit = True  # a commit's transaction is opened and closed by its own statements
+            conn.execute("SELECT set_config('application_name', %s, false)", [f"cdp pid={os.getpid()}"])
+            locked = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [self.lock_name]).fetchone()
+            if not (locked and locked[0]):
+                holder = self._holder(conn)
+                conn.close()
+                where = f"OUTPUT: another cdp run ({holder}) is writing {self.checkpoint_name} in this database"
+                if first:
+                    raise ConfigError(where)
+                raise CdpError(f"{where}: it took the tables while this run was reconnecting; this run stops")
+            self._conn = conn
             self._prepared = False
             self.stats.connected = True
         return self._conn
+
+    def _holder(self, conn: Any) -> str:
+        """Who holds the run's lock: its ``application_name`` (``cdp pid=N``) and address, as far as the
+        database says."""
+        row = conn.execute(
+            "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.objid::bigint = (hashtext(%s)::bigint & 4294967295)",
+            [self.lock_name],
+        ).fetchone()
+        if row is None:
+            return "unknown"
+        name, address, backend = row
+        return f"{name or 'backend pid=' + str(backend)}{' from ' + str(address) if address else ''}"
 
     # -- the Sink protocol -------------------------------------------------------------------------
     async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
@@ -243,9 +269,8 @@ class PostgresSink:
         return None  # every write is committed already
 
     def close(self) -> None:
-        for conn in (self._conn, self._lock):
-            if conn is not None and not conn.closed:
-                conn.close()
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
         self.stats.connected = False
 
     def _drop(self) -> None:
