@@ -9,6 +9,7 @@ the rule, e.g. ``HEALTH_PORT=70000: must be 0..65535``.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +43,7 @@ from ._validators import (
     structure_str_tuple,
 )
 
+_DSN: Final = re.compile(r"postgres(?:ql)?(?:\+\w+)?://")  # also SQLAlchemy's postgresql+psycopg://
 Mode = Literal["compact", "changes"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -212,8 +214,14 @@ class Config:
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.output.startswith(("postgresql://", "postgres://")) and self.format == "jsonl":
+        dsn = _DSN.match(self.output)
+        if dsn is not None:
+            if self.format not in ("jsonl", "postgres"):  # a directory named after the DSN, password and all
+                raise ConfigError(
+                    f"OUTPUT={self.output}: a PostgreSQL connection string, not a FORMAT={self.format} output"
+                )
             object.__setattr__(self, "format", "postgres")  # the DSN says it; FORMAT need not
+            object.__setattr__(self, "output", "postgresql://" + self.output[dsn.end() :])  # psycopg's spelling
         if self.format == "postgres" and not self.output.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"OUTPUT={self.output}: FORMAT=postgres needs a postgresql:// connection string")
         if self.format == "postgres" and self.processor != "contract_data":

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
+from typing import Final
 
 
 class CdpError(Exception):
-    """Root of every error ``cdp`` raises on purpose."""
+    """Root of every error ``cdp`` raises on purpose; its text never holds a password (``redact``)."""
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class ConfigError(CdpError):
@@ -68,3 +73,13 @@ def one_line(exc: BaseException) -> str:
     """``Type: message`` on one line, for errors from libraries whose messages span several."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_URL_PASSWORD: Final = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]*:)[^\s/]*@")
+_KEY_PASSWORD: Final = re.compile(r"(\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with the passwords of any URLs (``postgresql://bob:***@db/x``) and ``password=`` pairs
+    masked: every message, log line and ``/health`` field goes through here."""
+    return _KEY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))

@@ -23,7 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 from quart import Response
 from quart_trio import QuartTrio
 
-from cdp._errors import CdpError, ConfigError
+from cdp._errors import CdpError, ConfigError, redact
 from cdp._net import bind_tcp
 from cdp._validators import network_name
 from cdp._version import __version__
@@ -156,12 +156,21 @@ class ServiceView:
             status = "degraded"
         else:
             status = "healthy"
-        return status, components
+        return status, _redacted(components)
 
     def ready(self) -> bool:
         src = self.source.statistics()
         pipe = self.pipeline.statistics()
         return bool(src.connected and pipe.last_committed_ledger is not None and self.fatal_error is None)
+
+
+def _redacted(value: Any) -> Any:
+    """Every string of a ``/health`` document without passwords (an error may quote a DSN)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
 
 
 def _now() -> str:

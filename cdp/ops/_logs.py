@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Final
 
+from cdp._errors import redact
+
 _PAIR: Final = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 
 
@@ -22,7 +24,7 @@ class TextFormatter(logging.Formatter):
         line = f"{ts}.{int(record.msecs):03d}Z level={level} component={record.name} {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             out.setdefault(key, _scalar(value))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return redact(json.dumps(out, default=str))
 
 
 def _scalar(text: str) -> object:
