@@ -172,3 +172,15 @@ async def test_restored_keys_to_parquet_and_jsonl(endpoint: str, tmp_path: Path)
     assert [r["ledger_key_hash"] for r in want] == [r["ledger_key_hash"] for r in rows]
     assert {"contract_id", "live_until_ledger_seq", "tx_hash"} <= set(rows[0])
     assert want == [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+
+
+async def test_a_killed_runs_temporary_file_is_removed_at_the_next_start(endpoint: str, tmp_path: Path) -> None:
+    stale = tmp_path / ".contract_data-0000000002-0000000004.parquet.0123abcd.tmp"
+    tmp_path.mkdir(exist_ok=True)
+    stale.write_bytes(b"PAR1 half a file")
+    other = tmp_path / ".ttl-0000000002-0000000004.parquet.0123abcd.tmp"  # another processor's: not ours to take
+    other.write_bytes(b"x")
+    with trio.fail_after(60):
+        await cdp.serve(_config(endpoint, tmp_path, end_ledger=4))
+    assert not stale.exists()
+    assert other.exists()

@@ -356,6 +356,7 @@ def test_backfill_then_live_run_write_the_same_tables(postgres: PostgresServer, 
             "parquet_ledgers_per_file": 15, "health_port": 0, "worker_mode": "thread"}  # fmt: skip
     summary = cdp.backfill(Config.from_mapping({**base, "end_ledger": 61, "output": both}), workers=2)
     assert (5, 60) == (summary.partitions, summary.ledgers)
+    assert len(history(both)) == summary.rows  # rows, not the TTL and eviction records beside them
     assert 61 == checkpoint(both)
     again = cdp.backfill(Config.from_mapping({**base, "end_ledger": 61, "output": both}), workers=2)
     assert 0 == again.partitions

@@ -21,6 +21,7 @@ from cdp._config import Config
 from cdp._errors import CdpError, unwrap_cdp_error
 from cdp._version import __version__
 from cdp.extract import Ledger, Row
+from cdp.extract._rows import STATE_KIND
 from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._work import RowFilter, dead_letter_record, process_ledger
 
@@ -62,7 +63,8 @@ class PartitionLedgers:
 
     @property
     def rows(self) -> int:
-        return sum(len(rows) for _, rows in self.ledgers)
+        """Rows, not the TTL and eviction records the PostgreSQL state processor adds beside them."""
+        return sum(1 for _, rows in self.ledgers for row in rows if STATE_KIND not in row)
 
 
 def collect_partition(job: PartitionJob) -> PartitionLedgers:

@@ -233,6 +233,9 @@ class ParquetSink:
         self._first: int | None = None
         self._last: int | None = None
         directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(f".{prefix}-*.parquet.*.tmp"):  # a killed run's half-written file
+            LOG.warning("removing a temporary file a stopped run left path=%s", stale)
+            stale.unlink(missing_ok=True)
         for path in directory.iterdir():
             m = _FILE.match(path.name)
             if m and m["name"] == prefix and int(m["first"]) >= resume_ledger:
