@@ -176,7 +176,6 @@ async def test_restored_keys_to_parquet_and_jsonl(endpoint: str, tmp_path: Path)
 
 async def test_a_killed_runs_temporary_file_is_removed_at_the_next_start(endpoint: str, tmp_path: Path) -> None:
     stale = tmp_path / ".contract_data-0000000002-0000000004.parquet.0123abcd.tmp"
-    tmp_path.mkdir(exist_ok=True)
     stale.write_bytes(b"PAR1 half a file")
     other = tmp_path / ".ttl-0000000002-0000000004.parquet.0123abcd.tmp"  # another processor's: not ours to take
     other.write_bytes(b"x")
