@@ -493,3 +493,32 @@ def test_decoded_values_are_encoded_once_per_xdr_and_the_cache_stays_bounded() -
     rendered.jsonb("key_decoded", "AAAAAw==", {"u32": 3})  # over the budget: that field starts over
     assert rendered.jsonb("key_decoded", "AAAAAQ==", {"u32": 9}) == b'\x01{"u32":9}'
     assert rendered.jsonb("val_decoded", "AAAAAQ==", {"u32": 9}) == b'\x01{"u32":2}'
+
+
+def test_a_refused_write_is_one_line_and_the_checkpoint_stays(postgres: PostgresServer) -> None:  # noqa: F811
+    """A privilege revoked between runs: not a lost connection, so no retry: exit 1 with one line naming
+    the ledgers, the tables and the privilege; the checkpoint stays on the last committed ledger."""
+    admin = postgres.create_database("revoked")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS writer")
+        conn.execute("CREATE ROLE writer LOGIN")
+        conn.execute("GRANT ALL ON SCHEMA public TO writer")
+        conn.execute("GRANT CREATE ON DATABASE revoked TO writer")
+    dsn = admin.replace("postgresql://cdp@", "postgresql://writer@")
+    with fake_source_process("--seed", str(SEED)) as fake:
+        env = {**os.environ, "OUTPUT": dsn, "HEALTH_PORT": "0", "SOURCE_ENDPOINT": fake.endpoint}
+        first = subprocess.run([*CDP, "run", "--end-ledger", "10"], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        assert 0 == first.returncode, first.stderr
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("REVOKE INSERT ON contract_data_history FROM writer")
+        second = subprocess.run([*CDP, "run", "--end-ledger", "20"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=60)  # fmt: skip
+    assert 1 == second.returncode
+    assert "Traceback" not in second.stderr
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith("cdp: error: OUTPUT: the database refused ledgers 11..")
+    assert last.endswith(
+        "of public.contract_data: InsufficientPrivilege: permission denied for table contract_data_history"
+    )
+    assert 10 == checkpoint(admin)

@@ -232,6 +232,8 @@ class PostgresSink:
             except psycopg.OperationalError as exc:  # the connection, not the data: try again
                 await trio.sleep(self._failed(exc, items, delay))
                 delay = min(delay * 2, RETRY_CAP_S)
+            except psycopg.Error as exc:  # refused (a privilege revoked, a constraint): retrying will not help
+                raise self._refused(exc, items) from None
 
     def write_many_blocking(self, items: Sequence[tuple[int, Sequence[Row]]], attempts: int = 8) -> None:
         """``write_many`` for blocking code (``cdp backfill``): the same transaction, retried ``attempts``
@@ -252,6 +254,18 @@ class PostgresSink:
                     raise CdpError(f"OUTPUT: the database failed {attempts} times: {_reason(exc)}") from None
                 time.sleep(self._failed(exc, items, delay))
                 delay = min(delay * 2, RETRY_CAP_S)
+            except psycopg.Error as exc:
+                raise self._refused(exc, items) from None
+
+    def _refused(self, exc: BaseException, items: Sequence[tuple[int, Sequence[Row]]]) -> CdpError:
+        """A database error that is not a lost connection, as one line; the transaction was rolled back,
+        so the checkpoint stays before ``items``."""
+        self._drop()
+        self.stats.last_error = _reason(exc)
+        return CdpError(
+            f"OUTPUT: the database refused ledgers {items[0][0]}..{items[-1][0]} of {self.checkpoint_name}: "
+            f"{type(exc).__name__}: {_reason(exc)}"
+        )
 
     def _failed(self, exc: BaseException, items: Sequence[tuple[int, Sequence[Row]]], delay: float) -> float:
         """Drop the connection, count and report the failure; how long to wait before the retry."""
