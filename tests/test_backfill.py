@@ -234,3 +234,30 @@ def test_one_job_per_output_directory(store: Path, tmp_path: Path) -> None:
     out.mkdir()
     with exclusive(out, "OUTPUT"), pytest.raises(ConfigError, match=r"^OUTPUT=.*out: in use by another cdp process"):
         cdp.backfill(_config(store, out), workers=1)
+
+
+def test_output_faults_are_one_line(store: Path, tmp_path: Path) -> None:
+    """An output under a regular file, and a full disk (a file-size limit) in the Dask workers: exit 1,
+    one line naming the file and errno, no traceback (the workers' included)."""
+    import resource
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    base = [*CDP, "backfill", "--datastore", str(store), "--start-ledger", str(FIRST), "--end-ledger", str(LAST),
+            "--parquet-ledgers-per-file", str(PER_FILE), "--workers", "1"]  # fmt: skip
+    under = subprocess.run([*base, "--output", str(blocker / "out")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    assert 1 == under.returncode
+    assert f"cdp: error: cannot write output {blocker / 'out'}: Not a directory (errno 20)\n" == under.stderr
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))  # Python ignores SIGXFSZ: writes get EFBIG
+
+    full = subprocess.run([*base, "--output", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, preexec_fn=limit_file_size)  # fmt: skip
+    assert 1 == full.returncode
+    assert "Traceback" not in full.stderr
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("cdp: error: partition ")
+    assert "cannot write " in last
+    assert last.endswith(": File too large (errno 27)")

@@ -22,7 +22,7 @@ import attrs
 
 from cdp._asyncio import plain_asyncio
 from cdp._config import Config
-from cdp._errors import BadLedgerError, CdpError, ConfigError, UpstreamError
+from cdp._errors import BadLedgerError, CdpError, ConfigError, OutputError, UpstreamError
 from cdp._validators import AUTO
 from cdp._version import __version__
 from cdp.pipeline._guard import exclusive
@@ -88,9 +88,12 @@ def backfill(
                  parts, ledgers, rows, seconds, summary.ledgers_per_second, tables)  # fmt: skip
         return summary
     directory = Path(config.output)
-    directory.mkdir(parents=True, exist_ok=True)
-    with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
-        return _backfill(config, client, scheduler, workers, processor, progress, directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
+            return _backfill(config, client, scheduler, workers, processor, progress, directory)
+    except OSError as exc:  # the output directory cannot be made or written: one line naming it
+        raise OutputError("output", exc.filename or directory, exc) from None
 
 
 def _backfill(
@@ -265,6 +268,8 @@ def _fail_on(result: PartitionResult | PartitionLedgers, processor: str) -> None
     if result.bad_ledger is not None:
         raise BadLedgerError(result.bad_ledger, processor, result.error)
     p = result.partition
+    if getattr(result, "output_error", False):
+        raise CdpError(f"partition {p.first}..{p.last}: {result.error}")
     raise UpstreamError(f"partition {p.first}..{p.last}: {result.error}")
 
 

@@ -10,6 +10,7 @@ service raises, which does not depend on an exception surviving Dask's pickling.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class PartitionResult:
     dead_letters: list[dict[str, Any]] = attrs.field(factory=list)  # ON_BAD_LEDGER=skip
     bad_ledger: int | None = None  # ON_BAD_LEDGER=stop: the ledger that stopped the job ...
     error: str | None = None  # ... and why; or why the store could not be read (then bad_ledger is None)
+    output_error: bool = False  # the error is the output's (its file could not be written)
 
 
 @attrs.frozen
@@ -116,7 +118,13 @@ def run_partition(job: PartitionJob) -> PartitionResult:
         "dead_lettered": [d["ledger"] for d in got.dead],
     }
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta)})
-    write_table_atomically(Path(job.directory) / p.name, table)
+    path = Path(job.directory) / p.name
+    try:
+        write_table_atomically(path, table)
+    except OSError as exc:  # read-only, full, gone: one line for the client, not the worker's traceback
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # pyarrow's own text repeats the errno
+        error = f"cannot write {path}: {reason} (errno {exc.errno})"
+        return PartitionResult(p, 0, time.perf_counter() - t0, error=error, output_error=True)
     return PartitionResult(p, len(got.rows), time.perf_counter() - t0, got.skipped, got.dead)
 
 
