@@ -97,12 +97,33 @@ class Config:
         "serve committed rows over Arrow Flight on this port (0 picks a free one; unset: off; needs the flight extra)",
         validator=optional_port,
     )
-    flight_host: str = setting("0.0.0.0", "address the Arrow Flight server binds to", validator=not_empty)
+    flight_host: str = setting(
+        "127.0.0.1",
+        "address the Arrow Flight server binds to (0.0.0.0 exposes it: then set FLIGHT_AUTH_TOKEN)",
+        validator=not_empty,
+    )
     flight_client_buffer: int = setting(
         256,
         "ledgers held for each Arrow Flight client; one further behind catches up from the output",
         validator=between(1, 1_000_000),
     )
+    flight_client_buffer_bytes: int = setting(
+        64 << 20,
+        "row bytes held for each Arrow Flight client, at most; past them it catches up from the output",
+        validator=between(1 << 16, 1 << 40),
+        shown="67108864 (64 MiB)",
+    )
+    flight_max_clients: int = setting(
+        32,
+        "Arrow Flight streams served at once; more are refused (UNAVAILABLE: try later)",
+        validator=between(1, 10_000),
+    )
+    flight_auth_token: str = setting(
+        "", "a bearer token every Arrow Flight call must carry (authorization: Bearer TOKEN); empty: none"
+    )
+    flight_auth_token_file: Path | None = setting(None, "read FLIGHT_AUTH_TOKEN from this file instead")
+    flight_tls_cert: Path | None = setting(None, "PEM certificate: serve Arrow Flight over TLS (with FLIGHT_TLS_KEY)")
+    flight_tls_key: Path | None = setting(None, "PEM private key of FLIGHT_TLS_CERT")
     http_max_connections: int = setting(
         64, "HTTP connections served at once; more wait in the accept queue", validator=between(1, 10_000)
     )
@@ -232,6 +253,10 @@ class Config:
             raise ConfigError("OUTPUT=-: parquet needs a directory (--output DIR)")
         if self.schema == "ttp" and self.processor != "contract_data":
             raise ConfigError(f"SCHEMA=ttp: only for the contract_data processor, not {self.processor}")
+        if (self.flight_tls_cert is None) != (self.flight_tls_key is None):
+            raise ConfigError("FLIGHT_TLS_CERT and FLIGHT_TLS_KEY: give both, or neither")
+        if self.flight_auth_token and self.flight_auth_token_file is not None:
+            raise ConfigError("FLIGHT_AUTH_TOKEN and FLIGHT_AUTH_TOKEN_FILE: give one, not both")
         if self.backoff_cap_s < self.backoff_base_s:
             raise ConfigError(f"BACKOFF_CAP_S={self.backoff_cap_s}: must be >= BACKOFF_BASE_S")
 

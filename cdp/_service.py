@@ -275,7 +275,8 @@ def _flight_hub(config: Config, sink: Sink, processor: LedgerProcessor, start: i
         retained, offset = Retained("jsonl", sink.path, begins_at=start), sink.offset
     elif isinstance(sink, ParquetSink):
         retained = Retained("parquet", sink.directory, sink.prefix, sink.schema, ROW_TYPES[name], begins_at=start)
-    return FlightHub(retained, start - 1, offset, config.flight_client_buffer)
+    return FlightHub(retained, start - 1, offset, config.flight_client_buffer, config.flight_client_buffer_bytes,
+                     config.flight_max_clients)  # fmt: skip
 
 
 async def _serve_flight(
@@ -286,7 +287,7 @@ async def _serve_flight(
     *,
     task_status: trio.TaskStatus[int],
 ) -> None:
-    from cdp.sinks._flight import serve_flight
+    from cdp.sinks._flight import Security, serve_flight
     from cdp.sinks._parquet import ROW_TYPES
 
     name = describe(processor)
@@ -294,7 +295,7 @@ async def _serve_flight(
         await serve_flight(
             hub, config.flight_host, config.flight_port or 0, processor_name=name, schema=config.schema,
             row_type=ROW_TYPES[name], columns=getattr(processor, "columns", None), grace_s=config.shutdown_grace_s,
-            task_status=task_status,
+            security=Security.from_config(config), task_status=task_status,
         )  # fmt: skip
 
 

@@ -453,3 +453,124 @@ async def test_catching_up_from_an_open_parquet_block_larger_than_the_buffer(ups
     ]
     assert contiguous(got.ranges(), 3, 40)
     assert [r for r in rows if 3 <= r["ledger_sequence"] <= 40] == got.rows()
+
+
+async def test_a_token_guards_every_call(upstream: Any, tmp_path: Path) -> None:
+    """FLIGHT_AUTH_TOKEN (or its file): calls without `authorization: Bearer TOKEN`, or with another, are
+    refused UNAUTHENTICATED; with it they are served."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cr3t-t0ken\n")
+    cfg = config(await upstream(seed=SEED), tmp_path, end_ledger=6, flight_auth_token_file=str(token_file))
+
+    def call(port: int, header: bytes | None) -> Any:
+        client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
+        options = flight.FlightCallOptions(headers=[(b"authorization", header)] if header else [])
+        try:
+            return list(client.list_flights(options=options))
+        finally:
+            client.close()
+
+    async with service(cfg) as handle:
+        assert handle.flight_port is not None
+        for header in (None, b"Bearer wrong", b"s3cr3t-t0ken"):
+            with pytest.raises(flight.FlightUnauthenticatedError, match="authorization: Bearer <token>"):
+                await trio.to_thread.run_sync(call, handle.flight_port, header)
+        assert await trio.to_thread.run_sync(call, handle.flight_port, b"Bearer s3cr3t-t0ken")
+
+
+async def test_tls(upstream: Any, tmp_path: Path) -> None:
+    """FLIGHT_TLS_CERT/FLIGHT_TLS_KEY: served over TLS to a client that trusts the certificate."""
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await trio.run_process(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                            "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out",
+                            str(cert)], capture_stdout=True, capture_stderr=True)  # fmt: skip
+    cfg = config(await upstream(seed=SEED), tmp_path, flight_tls_cert=str(cert), flight_tls_key=str(key))
+
+    def rows(port: int) -> int:
+        client = flight.FlightClient(f"grpc+tls://127.0.0.1:{port}", tls_root_certs=cert.read_bytes())
+        try:
+            return (
+                client.do_get(flight.Ticket(json.dumps({"start_ledger": 2, "end_ledger": 6}).encode()))
+                .read_all()
+                .num_rows
+            )
+        finally:
+            client.close()
+
+    async with service(cfg) as handle:
+        await handle.view.pipeline.wait_committed(6)
+        assert await trio.to_thread.run_sync(rows, handle.flight_port) > 0
+
+
+async def test_clients_over_the_cap_are_refused(upstream: Any, tmp_path: Path) -> None:
+    """FLIGHT_MAX_CLIENTS streams at once; one more is refused UNAVAILABLE, naming the setting."""
+    cfg = config(await upstream(seed=SEED), tmp_path, flight_max_clients=2)
+    async with service(cfg) as handle:
+        port = handle.flight_port
+        assert port is not None
+        hub = handle._flight
+        assert hub is not None
+        clients = [flight.FlightClient(f"grpc://127.0.0.1:{port}") for _ in range(3)]
+
+        def first_chunk(client: Any) -> Any:
+            reader = client.do_get(flight.Ticket(b"contract-data-stream"))
+            reader.read_chunk()
+            return reader
+
+        try:
+            readers = [await trio.to_thread.run_sync(first_chunk, client) for client in clients[:2]]  # held open
+            with pytest.raises(flight.FlightUnavailableError, match="FLIGHT_MAX_CLIENTS=2 streams are being served"):
+                await trio.to_thread.run_sync(first_chunk, clients[2])
+            assert 2 == hub.statistics().clients == len(readers)
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_200_clients_that_never_read_leave_memory_bounded(tmp_path: Path) -> None:
+    """200 streams opened and never read from: the service serves FLIGHT_MAX_CLIENTS of them, refuses
+    the rest, and its RSS stays under 400 MB while it goes on committing."""
+    import os
+    import re
+    import subprocess
+
+    from .helpers import CDP, ROOT, fake_source_process
+
+    with fake_source_process("--ledger-bytes", "100000") as fake:
+        env = {**os.environ, "SOURCE_ENDPOINT": fake.endpoint, "HEALTH_PORT": "0", "WORKER_MODE": "thread",
+               "FLIGHT_PORT": "0", "SHUTDOWN_GRACE_S": "0.5", "OUTPUT": str(tmp_path / "rows.jsonl"),
+               "CHECKPOINT_PATH": str(tmp_path / "cp.json"), "PROGRESS_EVERY": "50"}  # fmt: skip
+        run = subprocess.Popen([*CDP, "run"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        assert run.stderr is not None
+        clients, readers, refused = [], [], 0
+        try:
+            port = None
+            for line in run.stderr:
+                if m := re.search(r"service started .*flight_port=(\d+)", line):
+                    port = int(m[1])
+                    break
+            assert port is not None
+            for _ in range(200):
+                client = flight.FlightClient(f"grpc://127.0.0.1:{port}", generic_options=[("grpc.http2.bdp_probe", 0)])
+                clients.append(client)
+                try:
+                    reader = client.do_get(flight.Ticket(json.dumps({"start_ledger": 2}).encode()))
+                    reader.read_chunk()  # one chunk, then never again: the call stays open
+                    readers.append(reader)
+                except flight.FlightUnavailableError as exc:
+                    refused += "FLIGHT_MAX_CLIENTS=32" in str(exc)
+            start = None
+            for line in run.stderr:  # 500 ledgers on, every served client's window is long full
+                if m := re.search(r"progress ledger=(\d+)", line):
+                    start = start or int(m[1])
+                    if int(m[1]) >= start + 500:
+                        break
+            rss_kib = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{run.pid}/status").read_text())[1])
+        finally:
+            for client in clients:
+                client.close()
+            run.kill()
+            run.communicate()
+    assert (32, 168) == (len(readers), refused)
+    assert rss_kib < 400 * 1024, f"{rss_kib} KiB"

@@ -19,18 +19,33 @@ pyarrow's gRPC server runs the handlers in its own threads; they reach the hub o
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Iterator, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
+from cdp._config import Config
 from cdp._errors import CdpError, ConfigError
 from cdp.extract import Row
 
-from ._flight_hub import BATCH_ROWS, COMPAT_TICKET, IDLE, Client, FlightHub, Replay, Stop, TicketError, parse_ticket
+from ._flight_hub import (
+    BATCH_ROWS,
+    COMPAT_TICKET,
+    IDLE,
+    Client,
+    FlightHub,
+    Replay,
+    Stop,
+    TicketError,
+    TooManyClients,
+    parse_ticket,
+)
 from ._parquet import to_table
 from ._replay import ReplayError, committed_ledgers
 
@@ -49,14 +64,62 @@ def require_pyarrow_flight() -> None:
         raise ConfigError("FLIGHT_PORT: needs pyarrow: pip install 'contract-data-processor[flight]'")
 
 
+@attrs.frozen
+class Security:
+    """Who may call, and over what: a bearer token (empty: anyone who can connect) and TLS (cert, key)."""
+
+    token: str = attrs.field(default="", repr=False)
+    tls: tuple[bytes, bytes] | None = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Security:
+        """Raises ConfigError naming the file that cannot be read, or an empty token file."""
+        token = config.flight_auth_token
+        if config.flight_auth_token_file is not None:
+            token = _read(config.flight_auth_token_file, "FLIGHT_AUTH_TOKEN_FILE").decode().strip()
+            if not token:
+                raise ConfigError(f"FLIGHT_AUTH_TOKEN_FILE={config.flight_auth_token_file}: is empty")
+        tls = None
+        if config.flight_tls_cert is not None and config.flight_tls_key is not None:
+            tls = (_read(config.flight_tls_cert, "FLIGHT_TLS_CERT"), _read(config.flight_tls_key, "FLIGHT_TLS_KEY"))
+        return cls(token, tls)
+
+    @property
+    def scheme(self) -> str:
+        return "grpc+tls" if self.tls else "grpc"
+
+
+def _read(path: Path, setting: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{setting}={path}: cannot read it: {exc.strerror or exc}") from None
+
+
+class _BearerAuth(flight.ServerMiddlewareFactory if flight is not None else object):  # type: ignore[misc]
+    """Every call must carry ``authorization: Bearer TOKEN`` (compared in constant time)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._want = f"Bearer {token}".encode()
+
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> None:
+        given = [v.encode() if isinstance(v, str) else v for v in headers.get("authorization", [])]
+        if not any(hmac.compare_digest(v, self._want) for v in given):
+            raise flight.FlightUnauthenticatedError("this server needs the header authorization: Bearer <token>")
+
+
 class _Server(flight.FlightServerBase if flight is not None else object):  # type: ignore[misc]
     """The handlers, in pyarrow's threads."""
 
     def __init__(
         self, location: str, hub: FlightHub, token: trio.lowlevel.TrioToken, flights: dict[tuple[str, ...], Any],
         schemas: dict[str, Any], compat_schema: str | None, row_type: type | None, columns: Sequence[str] | None,
+        security: Security,
     ) -> None:  # fmt: skip
-        super().__init__(location)
+        middleware = {"auth": _BearerAuth(security.token)} if security.token else None
+        tls = [flight.CertKeyPair(*security.tls)] if security.tls else None
+        super().__init__(location, middleware=middleware, tls_certificates=tls)
         self.hub = hub
         self.token = token
         self.flights = flights  # descriptor path -> (schema name, ticket bytes)
@@ -98,6 +161,8 @@ class _Server(flight.FlightServerBase if flight is not None else object):  # typ
             client = trio.from_thread.run_sync(self.hub.join, request, context.peer(), trio_token=self.token)
         except trio.RunFinishedError:
             raise flight.FlightUnavailableError("cdp is stopping") from None
+        except TooManyClients as exc:
+            raise flight.FlightUnavailableError(str(exc)) from None
         return flight.GeneratorStream(self.schemas[request.schema], self._stream(context, client))
 
     def _stream(self, context: Any, client: Client) -> Iterator[tuple[Any, bytes]]:
@@ -158,6 +223,7 @@ async def serve_flight(
     row_type: type | None,
     columns: Sequence[str] | None,
     grace_s: float = 3.0,
+    security: Security | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``hub`` over Arrow Flight until cancelled; reports the bound port. On the way out every
@@ -182,7 +248,9 @@ async def serve_flight(
         flights = {(processor_name,): ("full", b'{"schema":"full"}')}
     schemas = {name: to_table([], name, row_type, columns).schema for name in names}
     token = trio.lowlevel.current_trio_token()
-    make = partial(_Server, f"grpc://{host}:{port}", hub, token, flights, schemas, compat, row_type, columns)
+    security = security or Security()
+    location = f"{security.scheme}://{host}:{port}"
+    make = partial(_Server, location, hub, token, flights, schemas, compat, row_type, columns, security)
     try:
         server = await trio.to_thread.run_sync(make)
     except Exception as exc:  # pyarrow reports a busy port as ArrowException/OSError

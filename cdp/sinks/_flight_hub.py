@@ -40,6 +40,15 @@ class TicketError(ValueError):
     """A ticket this server cannot serve; the message says why."""
 
 
+class TooManyClients(Exception):
+    """``FLIGHT_MAX_CLIENTS`` streams are being served already."""
+
+
+def ledger_bytes(rows: Sequence[Row]) -> int:
+    """About what a ledger's rows take in memory: their text, plus a little per row and field."""
+    return sum(200 + sum(len(v) for v in r.values() if isinstance(v, str)) for r in rows)
+
+
 @attrs.frozen
 class Ticket:
     """What a client asked for. ``start_ledger`` None: live, from the next commit on."""
@@ -92,7 +101,8 @@ class Client:
     cursor: int  # the next ledger this client gets
     attached: bool = False  # taking live commits into its buffer
     lagging: bool = False  # its buffer overflowed; catching up from the output
-    buffer: deque[tuple[int, Sequence[Row]]] = attrs.field(factory=deque)
+    buffer: deque[tuple[int, Sequence[Row], int]] = attrs.field(factory=deque)  # (ledger, rows, their bytes)
+    held: int = 0  # the bytes of the rows in ``buffer``
     next_in: int = 0  # the next ledger its buffer takes
     wakeup: trio.Event = attrs.field(factory=trio.Event)
     gone: bool = False  # set by its stream's thread when the call ends
@@ -140,7 +150,12 @@ class FlightStatistics:
 class FlightHub:
     """The Trio side: who is connected, what each has been given, and what the output holds."""
 
-    def __init__(self, retained: Retained | None, last_committed: int, durable_offset: int | None, capacity: int):
+    def __init__(
+        self, retained: Retained | None, last_committed: int, durable_offset: int | None, capacity: int,
+        capacity_bytes: int = 64 << 20, max_clients: int = 32,
+    ) -> None:  # fmt: skip
+        self.capacity_bytes = capacity_bytes
+        self.max_clients = max_clients
         self.retained = retained
         self.published = last_committed
         self.durable = last_committed
@@ -168,6 +183,16 @@ class FlightHub:
         )
 
     def join(self, ticket: Ticket, peer: str) -> Client:
+        """A new stream's client.
+
+        Raises:
+            TooManyClients: ``max_clients`` streams are being served (each holds a server thread and a
+                buffer: without a cap, clients that never read would take the memory the pipeline needs).
+        """
+        for gone in [c for c in self.clients if c.gone]:
+            self._retire(gone)
+        if len(self.clients) >= self.max_clients:
+            raise TooManyClients(f"FLIGHT_MAX_CLIENTS={self.max_clients} streams are being served: try again later")
         start = self.published + 1 if ticket.start_ledger is None else ticket.start_ledger
         client = Client(ticket, peer, start)
         if ticket.start_ledger is None:  # live from the next commit: take it even before the first step
@@ -192,28 +217,33 @@ class FlightHub:
                     self.pending.popleft()
         else:
             self.durable = self.published
+        sized: list[tuple[int, Sequence[Row], int]] | None = None  # measured once, for every client
         for client in list(self.clients):
             if client.gone:
                 self._retire(client)
             elif client.attached and items:
-                self._feed(client, items)
+                sized = sized or [(seq, rows, ledger_bytes(rows)) for seq, rows in items]
+                self._feed(client, sized)
 
-    def _feed(self, client: Client, items: Sequence[tuple[int, Sequence[Row]]], bounded: bool = True) -> None:
-        """Append ``items`` to ``client``'s buffer; live ones (``bounded``) only up to its capacity, past
-        which it is detached. Catching up from ``pending`` is not bounded: those rows are held anyway,
-        and refusing them would detach the client again at once, with no progress."""
+    def _feed(self, client: Client, items: Sequence[tuple[int, Sequence[Row], int]], bounded: bool = True) -> None:
+        """Append ``items`` (ledger, rows, their bytes) to ``client``'s buffer; live ones (``bounded``) only
+        up to its capacity in ledgers and in bytes, past which it is detached. Catching up from
+        ``pending`` is not bounded: those rows are held anyway, and refusing them would detach the client
+        again at once, with no progress."""
         end = client.ticket.end_ledger
-        for seq, rows in items:
+        for seq, rows, size in items:
             if seq < client.next_in or (end and seq > end):
                 continue
-            if bounded and len(client.buffer) >= self.capacity:
+            if bounded and (len(client.buffer) >= self.capacity or client.held + size > self.capacity_bytes):
                 client.attached, client.lagging = False, True
                 client.buffer.clear()
+                client.held = 0
                 self._overflows += 1
                 LOG.warning("flight client too slow peer=%s buffered=%d ledgers: catching up from ledger %d",
                             client.peer, self.capacity, client.cursor)  # fmt: skip
                 break
-            client.buffer.append((seq, rows))
+            client.buffer.append((seq, rows, size))
+            client.held += size
             client.next_in = seq + 1
         client.wakeup.set()
 
@@ -261,9 +291,10 @@ class FlightHub:
         items: list[tuple[int, Sequence[Row]]] = []
         rows = 0
         while client.buffer and (not items or rows + len(client.buffer[0][1]) <= BATCH_ROWS):
-            item = client.buffer.popleft()
-            items.append(item)
-            rows += len(item[1])
+            seq, ledger_rows, size = client.buffer.popleft()
+            items.append((seq, ledger_rows))
+            rows += len(ledger_rows)
+            client.held -= size
         first, client.cursor = client.cursor, items[-1][0] + 1
         return Live(first, items[-1][0], items)
 
@@ -286,5 +317,5 @@ class FlightHub:
                                    f"{c - 1}; resume from ledger {c}")  # fmt: skip
         client.attached, client.lagging, client.next_in = True, False, c
         if self.pending:
-            self._feed(client, [item for item in self.pending if item[0] >= c], bounded=False)
+            self._feed(client, [(s, rows, ledger_bytes(rows)) for s, rows in self.pending if s >= c], bounded=False)
         return None
