@@ -192,6 +192,16 @@ class Config:
         "PostgreSQL tables: PREFIX_history and PREFIX_current (and cdp_checkpoint)",
         validator=not_empty,
     )
+    postgres_statement_timeout_s: float = setting(
+        300.0,
+        "a PostgreSQL statement running longer is cancelled (and its commit retried), seconds",
+        validator=between(0.1, 86_400),
+    )
+    postgres_lock_timeout_s: float = setting(
+        60.0,
+        "waiting longer for a PostgreSQL lock (another session's) cancels the statement, seconds",
+        validator=between(0.1, 86_400),
+    )
     schema: ParquetSchema = setting(
         "full", "Parquet columns: full (every row field) or ttp (the original service's 18 columns)"
     )

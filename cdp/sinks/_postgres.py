@@ -21,6 +21,7 @@ again: its transaction never committed, so nothing is lost or doubled.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -40,23 +41,21 @@ if TYPE_CHECKING:
     from cdp._config import Config
 from cdp.extract._rows import STATE_KIND as KIND
 
+from ._pg_ddl import create_tables, lock_holder
 from ._pg_rows import (
     CURRENT_COLUMNS,
     HISTORY_COLUMNS,
     HISTORY_NAMES,
-    INDEXED,
     PG_TYPES,
     ROW_IN_LEDGER,
     Rendered,
     StateChange,
     check_identifiers,
-    index_name,
     placed,
 )
 
 LOG = logging.getLogger("cdp.sink")
 
-SCHEMA_VERSION: Final = 1
 APPLY: Final = ("delete", "upsert", "ttl", "archive")  # a commit's current-state statements, in this order
 SLOT: Final = "\x00"  # where a statement takes an array literal (no SQL text or identifier holds a NUL)
 RETRY_BASE_S: Final = 0.2
@@ -91,11 +90,17 @@ class PostgresSink:
 
     @classmethod
     def for_config(cls, config: Config) -> PostgresSink:
-        return cls(config.output, config.postgres_schema, config.postgres_table_prefix)
+        timeouts = (config.postgres_statement_timeout_s, config.postgres_lock_timeout_s)
+        return cls(config.output, config.postgres_schema, config.postgres_table_prefix, timeouts=timeouts)
 
-    def __init__(self, dsn: str, schema: str, prefix: str, connect: Callable[[str], Any] | None = None) -> None:
+    def __init__(
+        self, dsn: str, schema: str, prefix: str, connect: Callable[[str], Any] | None = None,
+        timeouts: tuple[float, float] = (300.0, 60.0),
+    ) -> None:  # fmt: skip
         require_psycopg()
         self.dsn = dsn
+        self.timeouts = timeouts  # statement_timeout, lock_timeout (seconds): no call blocks for ever
+        self._abandoned = False  # a stop's deadline left a commit behind in its thread
         self.schema = schema
         self.prefix = prefix
         self.checkpoint_name = f"{schema}.{prefix}"
@@ -122,59 +127,13 @@ class PostgresSink:
         try:
             conn = self._conn_or_new(first=True)
             with conn.transaction():
-                self._create(conn)
+                create_tables(conn, self.schema, self.prefix)
                 row = conn.execute(
                     sql.SQL("SELECT ledger FROM {} WHERE name = %s").format(self.checkpoints), [self.checkpoint_name]
                 ).fetchone()
         except psycopg.Error as exc:
             raise CdpError(f"OUTPUT: cannot use the database: {_reason(exc)}") from None
         return None if row is None else int(row[0])
-
-    def _create(self, conn: Any) -> None:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdp schema'))")  # two first runs at once
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-        conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, version integer NOT NULL)").format(
-                sql.Identifier(self.schema, "cdp_schema")
-            )
-        )
-        conn.execute(
-            sql.SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT (name) DO NOTHING").format(
-                sql.Identifier(self.schema, "cdp_schema")
-            ),
-            [self.prefix, SCHEMA_VERSION],
-        )
-        history = _column_definitions(HISTORY_COLUMNS)
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (row_in_ledger integer NOT NULL, {}, "
-                "PRIMARY KEY (ledger_sequence, row_in_ledger))"
-            ).format(self.history, history)
-        )
-        # Most upserts change a key's value and none of its indexed columns: room on the page lets
-        # PostgreSQL update it in place (HOT) instead of writing every index again.
-        current = _column_definitions(CURRENT_COLUMNS)
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (ledger_key_hash text PRIMARY KEY, {}, "
-                "archived boolean NOT NULL DEFAULT false, archived_at_ledger bigint) WITH (fillfactor = 70)"
-            ).format(self.current, current)
-        )
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, ledger bigint NOT NULL, "
-                "updated_at timestamptz NOT NULL DEFAULT now())"
-            ).format(self.checkpoints)
-        )
-        for kind, columns in INDEXED:
-            table = f"{self.prefix}_{kind}"
-            conn.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                    sql.Identifier(index_name(table, columns)),
-                    sql.Identifier(self.schema, table),
-                    sql.SQL(", ").join(map(sql.Identifier, columns)),
-                )
-            )
 
     def _conn_or_new(self, first: bool = False) -> Any:
         """The connection, made again if it was lost; a new one takes the run's lock before anything is
@@ -189,10 +148,15 @@ class PostgresSink:
                 self.stats.reconnects += 1
             conn = self._connect(self.dsn)
             conn.autocommit = True  # a commit's transaction is opened and closed by its own statements
-            conn.execute("SELECT set_config('application_name', %s, false)", [f"cdp pid={os.getpid()}"])
+            statement_ms, lock_ms = (int(t * 1000) for t in self.timeouts)
+            conn.execute(
+                "SELECT set_config('application_name', %s, false), set_config('statement_timeout', %s, false), "
+                "set_config('lock_timeout', %s, false)",
+                [f"cdp pid={os.getpid()}", str(statement_ms), str(lock_ms)],
+            )
             locked = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [self.lock_name]).fetchone()
             if not (locked and locked[0]):
-                holder = self._holder(conn)
+                holder = lock_holder(conn, self.lock_name)
                 conn.close()
                 where = f"OUTPUT: another cdp run ({holder}) is writing {self.checkpoint_name} in this database"
                 if first:
@@ -203,20 +167,6 @@ class PostgresSink:
             self.stats.connected = True
         return self._conn
 
-    def _holder(self, conn: Any) -> str:
-        """Who holds the run's lock: its ``application_name`` (``cdp pid=N``) and address, as far as the
-        database says."""
-        row = conn.execute(
-            "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-            "AND l.objid::bigint = (hashtext(%s)::bigint & 4294967295)",
-            [self.lock_name],
-        ).fetchone()
-        if row is None:
-            return "unknown"
-        name, address, backend = row
-        return f"{name or 'backend pid=' + str(backend)}{' from ' + str(address) if address else ''}"
-
     # -- the Sink protocol -------------------------------------------------------------------------
     async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         return await self.write_many([(sequence, rows)])
@@ -226,7 +176,7 @@ class PostgresSink:
         delay = RETRY_BASE_S
         while True:
             try:
-                await trio.to_thread.run_sync(self._commit, items)
+                await self._in_thread(items)
                 self.stats.last_error = None
                 return Durable(items[-1][0])
             except psycopg.OperationalError as exc:  # the connection, not the data: try again
@@ -234,6 +184,20 @@ class PostgresSink:
                 delay = min(delay * 2, RETRY_CAP_S)
             except psycopg.Error as exc:  # refused (a privilege revoked, a constraint): retrying will not help
                 raise self._refused(exc, items) from None
+
+    async def _in_thread(self, items: Sequence[tuple[int, Sequence[Row]]]) -> None:
+        """``_commit`` in a thread that a stop's deadline does not wait for: the statement in flight is
+        cancelled on the server, so its transaction rolls back (or committed already: then the
+        checkpoint says so at the next start); either way no ledger counts twice."""
+        try:
+            await trio.to_thread.run_sync(self._commit, items, abandon_on_cancel=True)
+        except trio.Cancelled:
+            self._abandoned = True
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                with contextlib.suppress(Exception):  # the server gone too: nothing is running there
+                    conn.cancel_safe(timeout=2.0)
+            raise
 
     def write_many_blocking(self, items: Sequence[tuple[int, Sequence[Row]]], attempts: int = 8) -> None:
         """``write_many`` for blocking code (``cdp backfill``): the same transaction, retried ``attempts``
@@ -283,6 +247,8 @@ class PostgresSink:
         return None  # every write is committed already
 
     def close(self) -> None:
+        if self._abandoned:  # its thread may still hold the connection: the process's exit closes it
+            return
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self.stats.connected = False
@@ -408,11 +374,6 @@ def _fill(template: str, literals: Sequence[str]) -> str:
     for literal, part in zip(literals, parts[1:], strict=True):
         out += (literal, part)
     return "".join(out)
-
-
-def _column_definitions(columns: Sequence[tuple[str, str]]) -> Any:
-    """``name type, ...`` of a CREATE TABLE."""
-    return sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k)) for n, k in columns)
 
 
 def _reason(exc: BaseException) -> str:

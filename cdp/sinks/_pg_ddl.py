@@ -1,0 +1,84 @@
+"""The PostgreSQL sink's DDL and lock look-ups: what ``PostgresSink`` runs once per start or refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+try:
+    from psycopg import sql
+except ImportError:  # pragma: no cover - the sink says what to install before anything here runs
+    sql = None  # type: ignore[assignment]
+
+from ._pg_rows import CURRENT_COLUMNS, HISTORY_COLUMNS, INDEXED, index_name
+
+SCHEMA_VERSION: Final = 1
+
+
+def create_tables(conn: Any, schema: str, prefix: str) -> None:
+    """The schema, the history, current-state, checkpoint and layout-version tables and their indexes,
+    where missing (two first runs at once serialise on a transaction lock)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdp schema'))")  # two first runs at once
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, version integer NOT NULL)").format(
+            sql.Identifier(schema, "cdp_schema")
+        )
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT (name) DO NOTHING").format(
+            sql.Identifier(schema, "cdp_schema")
+        ),
+        [prefix, SCHEMA_VERSION],
+    )
+    history = _column_definitions(HISTORY_COLUMNS)
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (row_in_ledger integer NOT NULL, {}, "
+            "PRIMARY KEY (ledger_sequence, row_in_ledger))"
+        ).format(sql.Identifier(schema, f"{prefix}_history"), history)
+    )
+    # Most upserts change a key's value and none of its indexed columns: room on the page lets
+    # PostgreSQL update it in place (HOT) instead of writing every index again.
+    current = _column_definitions(CURRENT_COLUMNS)
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (ledger_key_hash text PRIMARY KEY, {}, "
+            "archived boolean NOT NULL DEFAULT false, archived_at_ledger bigint) WITH (fillfactor = 70)"
+        ).format(sql.Identifier(schema, f"{prefix}_current"), current)
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, ledger bigint NOT NULL, "
+            "updated_at timestamptz NOT NULL DEFAULT now())"
+        ).format(sql.Identifier(schema, "cdp_checkpoint"))
+    )
+    for kind, columns in INDEXED:
+        table = f"{prefix}_{kind}"
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                sql.Identifier(index_name(table, columns)),
+                sql.Identifier(schema, table),
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+            )
+        )
+
+
+def lock_holder(conn: Any, lock_name: str) -> str:
+    """Who holds the run's lock: its ``application_name`` (``cdp pid=N``) and address, as far as the
+    database says."""
+    row = conn.execute(
+        "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.objid::bigint = (hashtext(%s)::bigint & 4294967295)",
+        [lock_name],
+    ).fetchone()
+    if row is None:
+        return "unknown"
+    name, address, backend = row
+    return f"{name or 'backend pid=' + str(backend)}{' from ' + str(address) if address else ''}"
+
+
+def _column_definitions(columns: Sequence[tuple[str, str]]) -> Any:
+    """``name type, ...`` of a CREATE TABLE."""
+    return sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k)) for n, k in columns)
