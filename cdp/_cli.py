@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -165,6 +166,7 @@ async def _with_signals(
                     if handle.stopping:
                         stops.immediate = True
                         nursery.cancel_scope.cancel(f"second signal {name}")
+                        _exit_130_after(1.0)  # whatever a thread is doing: in-flight work is abandoned anyway
                         return
                     handle.stop()
 
@@ -175,6 +177,21 @@ async def _with_signals(
             await handle.wait_done()
             nursery.cancel_scope.cancel("service finished")
         return handle is not None and handle.left_calls_open
+
+
+def _exit_130_after(seconds: float) -> None:
+    """A second stop signal promises an exit now: if cancelling does not end the run within ``seconds``
+    (a thread blocked in a library call), leave at once. The checkpoint is durable state: nothing is
+    lost, in-flight ledgers are redone by the next run."""
+
+    def leave() -> None:
+        logging.getLogger("cdp").error("second stop signal: not waiting for a blocked call; exiting")
+        logging.shutdown()
+        os._exit(EXIT_INTERRUPTED)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()
 
 
 def _run_service(run: Callable[[], Awaitable[bool]]) -> None:

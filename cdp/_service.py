@@ -246,7 +246,7 @@ async def _open_postgres(config: Config, processor: LedgerProcessor) -> tuple[Si
     state = ContractStateProcessor.wrapping(processor)
     sink = PostgresSink.for_config(config)
     try:
-        last = await trio.to_thread.run_sync(sink.open)
+        last = await trio.to_thread.run_sync(sink.open, abandon_on_cancel=True)  # a stop at start does not wait
     except BaseException:
         sink.close()
         raise

@@ -83,8 +83,9 @@ class CuttingProxy:
     """A TCP proxy to the S3 server that, on the ``cut_at``-th GET request, drops every connection and
     stops listening for ``outage_s`` seconds (connections refused: the server is down), then serves again."""
 
-    def __init__(self, target: int, cut_at: int, outage_s: float) -> None:
-        self.target, self.cut_at, self.outage_s = target, cut_at, outage_s
+    def __init__(self, target: int, cut_at: int, outage_s: float, stall: bool = False) -> None:
+        """``stall``: instead, from the ``cut_at``-th GET on, take requests and never answer them."""
+        self.target, self.cut_at, self.outage_s, self.stall = target, cut_at, outage_s, stall
         self.gets = 0
         self.port = 0
         self.cut = trio.Event()
@@ -110,6 +111,9 @@ class CuttingProxy:
                 async for data in src:
                     if count:
                         self.gets += data.count(b"GET ")
+                        if self.stall and self.gets >= self.cut_at:
+                            self.cut.set()
+                            await trio.sleep_forever()
                         if self.gets >= self.cut_at and not self.cut.is_set():
                             self.cut.set()
                             assert self._up is not None
@@ -152,5 +156,48 @@ async def test_a_30_second_s3_outage_mid_run_ends_exact_with_exit_0(
     assert proxy.restored.is_set()
     assert "datastore fetch failed" in stderr
     assert "Traceback" not in stderr
+    want = [json.loads(dumps_row(r)) for s in range(2, 30) for r in extract_rows(GEN.ledger(s), GEN.passphrase)]
+    assert want == [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.mark.slow
+async def test_a_stop_does_not_wait_for_a_stalled_store(
+    s3_store: str,
+    s3_endpoint: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """S3 takes requests and never answers (a proxy that stalls): SIGTERM exits 0 within
+    SHUTDOWN_GRACE_S + 5 s, the output at a ledger boundary; a rerun completes it exactly."""
+    import os
+    import signal
+    import time
+
+    from .helpers import CDP, ROOT
+
+    proxy = CuttingProxy(int(s3_endpoint.rsplit(":", 1)[1]), cut_at=3, outage_s=0, stall=True)
+    out, log = tmp_path / "rows.jsonl", tmp_path / "run.log"
+    cmd = [*CDP, "run", "--datastore", s3_store, "--start-ledger", "2", "--end-ledger", "29", "--output", str(out),
+           "--checkpoint-path", str(tmp_path / "rows.ckpt"), "--datastore-fetch-workers", "1",
+           "--datastore-prefetch-files", "1"]  # fmt: skip
+    env = {**os.environ, "HEALTH_PORT": "0", "SHUTDOWN_GRACE_S": "1"}
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(proxy.run)
+        with log.open("wb") as stderr:
+            run = await trio.lowlevel.open_process(
+                cmd, cwd=ROOT, env={**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}, stderr=stderr
+            )
+            with trio.fail_after(60):
+                await proxy.cut.wait()
+            run.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            with trio.fail_after(30):
+                code = await run.wait()
+            elapsed = time.monotonic() - t0
+        nursery.cancel_scope.cancel()
+    assert (0, True) == (code, elapsed < 1 + 5), (elapsed, log.read_text()[-2000:])
+    with trio.fail_after(60):
+        again = await trio.run_process(cmd, cwd=ROOT, env={**env, "AWS_ENDPOINT_URL": s3_endpoint}, check=False,
+                                       capture_stderr=True)  # fmt: skip
+    assert 0 == again.returncode, again.stderr.decode()[-2000:]
     want = [json.loads(dumps_row(r)) for s in range(2, 30) for r in extract_rows(GEN.ledger(s), GEN.passphrase)]
     assert want == [json.loads(line) for line in out.read_text().splitlines()]

@@ -522,3 +522,54 @@ def test_a_refused_write_is_one_line_and_the_checkpoint_stays(postgres: Postgres
         "of public.contract_data: InsufficientPrivilege: permission denied for table contract_data_history"
     )
     assert 10 == checkpoint(admin)
+
+
+def test_a_stop_does_not_wait_for_a_table_another_session_locked(postgres: PostgresServer) -> None:  # noqa: F811
+    """Another session holds ACCESS EXCLUSIVE on the history table, so commits block: SIGTERM exits 0
+    within SHUTDOWN_GRACE_S + 5 s (the blocked statement is cancelled, its transaction rolled back), a
+    second SIGTERM exits 130 within a second; the checkpoint stays where it was and a later run is exact."""
+    import time
+
+    dsn = postgres.create_database("tablelocked")
+    with fake_source_process("--seed", str(SEED)) as fake:
+        env = {**os.environ, "OUTPUT": dsn, "HEALTH_PORT": "0", "SOURCE_ENDPOINT": fake.endpoint,
+               "SHUTDOWN_GRACE_S": "1"}  # fmt: skip
+        first = subprocess.run([*CDP, "run", "--end-ledger", "10"], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        assert 0 == first.returncode, first.stderr
+        for signals, status, within in ((1, 0, 1 + 5), (2, 130, 1.0)):
+            run = subprocess.Popen([*CDP, "run"], cwd=ROOT, env={**env, "PROGRESS_EVERY": "1"},
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+            assert run.stderr is not None
+            for line in run.stderr:  # committing: the tables are in use
+                if "progress ledger=" in line:
+                    break
+            with psycopg.connect(dsn) as holder:  # a transaction that keeps the lock until it ends
+                holder.execute("LOCK TABLE contract_data_history IN ACCESS EXCLUSIVE MODE")
+                locked_at = checkpoint_in(holder)
+                run.send_signal(signal.SIGTERM)
+                t0 = time.monotonic()
+                if signals == 2:
+                    for line in run.stderr:  # taken: a second signal now is a second one, not a repeat
+                        if "stop requested" in line:
+                            break
+                    run.send_signal(signal.SIGTERM)
+                    t0 = time.monotonic()
+                code = run.wait(timeout=90)
+                elapsed = time.monotonic() - t0
+                rest = run.stderr.read()
+                run.stderr.close()
+                assert (status, True) == (code, elapsed < within), (elapsed, rest[-3000:])
+                holder.rollback()
+            assert locked_at == checkpoint(dsn)  # no commit got past the lock
+        end = (checkpoint(dsn) or 0) + 20
+        last = subprocess.run([*CDP, "run", "--end-ledger", str(end)], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+    assert 0 == last.returncode, last.stderr
+    rows, model = replay(synthetic(2, end), "Test SDF Network ; September 2015")
+    assert rows == [{k: r[k] for k in rows[i]} for i, r in enumerate(history(dsn))]
+    same_state(dsn, model)
+
+
+def checkpoint_in(conn: Any) -> int:
+    return int(conn.execute("SELECT ledger FROM cdp_checkpoint").fetchone()[0])

@@ -281,8 +281,9 @@ class DatastoreSource:
             await self.breaker.wait_permitted()
             try:
                 return await trio.to_thread.run_sync(
-                    Datastore, self.config.datastore_url, self.config.network_passphrase, self.given_layout
-                )
+                    Datastore, self.config.datastore_url, self.config.network_passphrase, self.given_layout,
+                    abandon_on_cancel=True,
+                )  # fmt: skip
             except StoreUnreachable as exc:
                 self._count("open", str(exc))
                 self.breaker.record_failure()
@@ -313,7 +314,9 @@ class DatastoreSource:
                 await self.breaker.wait_permitted()
                 try:
                     async with limiter:
-                        key, data = await trio.to_thread.run_sync(self.store.fetch_file, file.first, self._limit)
+                        key, data = await trio.to_thread.run_sync(
+                            self.store.fetch_file, file.first, self._limit, abandon_on_cancel=True
+                        )  # a stalled store must not hold a stop: the read is idempotent, its result unused
                 except ObjectRefused as exc:  # not retried: each of its ledgers is a bad ledger
                     file.refused = exc
                     break
