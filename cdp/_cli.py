@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     fill = sub.add_parser("backfill", help="a datastore's ledger range into Parquet files, partitioned over Dask")
     fill.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask cluster (tcp://host:8786)")
     fill.add_argument("--workers", type=int, default=None, help="processes of the embedded cluster (default: cores)")
+    fill.add_argument("--verify", action="store_true", help="read finished partitions whole; redo any that fail")
     _setting_flags(fill)
 
     demo = sub.add_parser("demo", help="fake source + service in one process, rows on stdout")
@@ -232,7 +233,7 @@ def _cmd_backfill(args: argparse.Namespace) -> None:
 
     before = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:  # plain blocking code: a stop interrupts it
-        backfill(config, scheduler=args.scheduler, workers=args.workers, progress=sys.stderr)
+        backfill(config, scheduler=args.scheduler, workers=args.workers, progress=sys.stderr, verify=args.verify)
     except KeyboardInterrupt:
         LOG.warning("backfill stopped: finished partitions are kept; rerun the command to do the rest")
     finally:

@@ -261,3 +261,22 @@ def test_output_faults_are_one_line(store: Path, tmp_path: Path) -> None:
     assert last.startswith("cdp: error: partition ")
     assert "cannot write " in last
     assert last.endswith(": File too large (errno 27)")
+
+
+def test_verify_redoes_a_partition_damaged_inside_a_page(store: Path, tmp_path: Path) -> None:
+    """A byte flipped inside a data page leaves the footer, and so the metadata, intact: a rerun trusts
+    the file; `--verify` reads every page (checksummed) and redoes that partition alone."""
+    out = tmp_path / "out"
+    config = _config(store, out)
+    assert 4 == cdp.backfill(config, workers=1).written
+    victim = out / "contract_data-0000000020-0000000039.parquet"
+    column = pq.ParquetFile(victim).metadata.row_group(0).column(0)
+    data = bytearray(victim.read_bytes())
+    start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
+    at = start + column.total_compressed_size // 2  # inside a page's data, not a header
+    data[at] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    assert 0 == cdp.backfill(config, workers=1).written  # the metadata alone says done
+    redone = cdp.backfill(config, workers=1, verify=True)
+    assert (1, 3) == (redone.written, redone.skipped)
+    assert _files(out) == _expected(config)

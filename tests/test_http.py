@@ -56,3 +56,29 @@ async def test_a_busy_port_is_one_clear_error() -> None:
         async with trio.open_nursery() as nursery:
             with pytest.raises(CdpError, match=f"^HEALTH_PORT={port}: cannot listen on 127.0.0.1:{port}: "):
                 await nursery.start(partial(serve_http, QuartTrio("x"), "127.0.0.1", port, never.wait))
+
+
+async def test_health_names_a_sink_call_stuck_past_its_timeouts() -> None:
+    """A commit in flight longer than its statement and lock timeouts (a connection the network dropped
+    without a word): `call_seconds` shows it, and the sink is unhealthy, saying why."""
+    import time
+
+    from cdp._config import Config
+    from cdp.ops import ServiceView
+    from cdp.pipeline import Pipeline
+    from cdp.processors import ContractDataProcessor
+    from cdp.sinks import CallbackSink
+    from cdp.sinks._postgres import SinkStatistics
+    from cdp.upstream import LedgerSource
+
+    config = Config()
+    pipeline = Pipeline(config, ContractDataProcessor("auto"), CallbackSink(lambda s, r: None), checkpoint_path=None)
+    stats = SinkStatistics(connected=True, call_timeout_s=360.0)
+    view = ServiceView(LedgerSource(config, 2), pipeline, "postgres", sink_stats=lambda: stats)
+    stats.call_started_at = time.monotonic() - 5
+    _, components = view.health()
+    assert (True, 5) == (components["sink"]["healthy"], round(components["sink"]["metrics"]["call_seconds"]))
+    stats.call_started_at = time.monotonic() - 400
+    _, components = view.health()
+    assert components["sink"]["healthy"] is False
+    assert "a commit has been running 400s, past its timeouts" == components["sink"]["last_error"]

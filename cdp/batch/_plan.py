@@ -77,12 +77,23 @@ def read_meta(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def is_done(path: Path, partition: Partition, digest: str) -> bool:
-    """True if ``path`` is this partition's complete file, written with the same row settings."""
+def is_done(path: Path, partition: Partition, digest: str, verify: bool = False) -> bool:
+    """True if ``path`` is this partition's complete file, written with the same row settings; with
+    ``verify``, only if every page also reads back (a byte flipped inside a page leaves the footer, and
+    so the metadata, intact) and holds the rows its metadata counts."""
     meta = read_meta(path)
-    return (
+    done = (
         meta is not None
         and meta.get("first") == partition.first
         and meta.get("last") == partition.last
         and meta.get("fingerprint") == digest
     )
+    if not (done and verify):
+        return done
+    import pyarrow.parquet as pq
+
+    assert meta is not None
+    try:
+        return bool(pq.read_table(path, page_checksum_verification=True).num_rows == meta.get("rows"))
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError; a corrupt page may be either
+        return False

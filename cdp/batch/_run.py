@@ -62,12 +62,14 @@ def backfill(
     workers: int | None = None,
     processor: LedgerProcessor | None = None,
     progress: IO[str] | None = None,
+    verify: bool = False,
 ) -> BackfillSummary:
     """Extract ``START_LEDGER..END_LEDGER`` of ``DATASTORE_URL`` into Parquet files under ``OUTPUT``.
 
     Runs on ``client`` (a ``distributed.Client``), else on the cluster at ``scheduler``, else on an
     embedded ``LocalCluster`` with ``workers`` processes (default: one per core). Blocking; a Trio
-    program calls it through ``trio.to_thread.run_sync``.
+    program calls it through ``trio.to_thread.run_sync``. ``verify`` reads every finished partition
+    whole before trusting it (a file damaged after it was written is redone).
 
     Raises:
         ConfigError: a setting a backfill needs is missing or wrong.
@@ -91,7 +93,7 @@ def backfill(
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
-            return _backfill(config, client, scheduler, workers, processor, progress, directory)
+            return _backfill(config, client, scheduler, workers, processor, progress, directory, verify)
     except OSError as exc:  # the output directory cannot be made or written: one line naming it
         raise OutputError("output", exc.filename or directory, exc) from None
 
@@ -104,6 +106,7 @@ def _backfill(
     processor: LedgerProcessor | None,
     progress: IO[str] | None,
     directory: Path,
+    verify: bool = False,
 ) -> BackfillSummary:
     processor = processor or load_processor(config.processor, config)
     prefix = describe(processor)
@@ -111,7 +114,7 @@ def _backfill(
         stale.unlink(missing_ok=True)
     digest, settings = fingerprint(attrs.evolve(config, network_passphrase=_store_network(config)))
     parts = plan(config.start_ledger, config.end_ledger, config.parquet_ledgers_per_file, prefix)
-    todo = [p for p in parts if not is_done(directory / p.name, p, digest)]
+    todo = [p for p in parts if not is_done(directory / p.name, p, digest, verify)]
     plan_text = (f"ledgers={config.start_ledger}..{config.end_ledger} partitions={len(parts)} to_do={len(todo)} "
                  f"already_done={len(parts) - len(todo)} output={directory} fingerprint={digest}")  # fmt: skip
     t0 = time.perf_counter()

@@ -122,11 +122,19 @@ class ServiceView:
             },
         }
         sink_error = self.sink_error
+        stuck = False
         if self.sink_stats is not None:
             st = self.sink_stats()
             components["sink"]["metrics"].update(connected=st.connected, reconnects=st.reconnects, retries=st.retries)
             components["sink"]["healthy"] = sink_error is None and st.last_error is None
             sink_error = sink_error or st.last_error
+            started = getattr(st, "call_started_at", None)
+            if started is not None:  # a commit in flight: say how long, and whether past its timeouts
+                call_s = time.monotonic() - started
+                components["sink"]["metrics"]["call_seconds"] = round(call_s, 3)
+                if call_s > st.call_timeout_s:
+                    components["sink"]["healthy"], stuck = False, True
+                    sink_error = sink_error or f"a commit has been running {call_s:.0f}s, past its timeouts"
         if self.flight is not None:
             fl = self.flight.statistics()
             components["flight"] = {
@@ -152,7 +160,7 @@ class ServiceView:
                 components[name]["last_error"] = error
         if self.fatal_error or breaker == BreakerState.OPEN:
             status = "unhealthy"
-        elif breaker == BreakerState.HALF_OPEN or not source_ok or (lag is not None and lag > LAG_DEGRADED_S):
+        elif breaker == BreakerState.HALF_OPEN or not source_ok or stuck or (lag is not None and lag > LAG_DEGRADED_S):
             status = "degraded"
         else:
             status = "healthy"

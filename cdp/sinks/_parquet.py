@@ -197,7 +197,7 @@ def write_table_atomically(path: Path, table: Any) -> None:
     file or none, and two writers of one file (a retried task and a straggler) never mix their bytes."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)  # a page damaged later is found, not read as rows
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

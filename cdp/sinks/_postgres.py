@@ -81,6 +81,8 @@ class SinkStatistics:
     reconnects: int = 0  # connections dropped and made again
     retries: int = 0  # transactions retried after a dropped connection
     last_error: str | None = None
+    call_started_at: float | None = None  # time.monotonic() of the commit in flight, if any
+    call_timeout_s: float = 0.0  # past this, /health calls that commit stuck
 
 
 class PostgresSink:
@@ -101,6 +103,7 @@ class PostgresSink:
         self.dsn = dsn
         self.timeouts = timeouts  # statement_timeout, lock_timeout (seconds): no call blocks for ever
         self._abandoned = False  # a stop's deadline left a commit behind in its thread
+        self._call_timeout_s = sum(timeouts)
         self.schema = schema
         self.prefix = prefix
         self.checkpoint_name = f"{schema}.{prefix}"
@@ -112,7 +115,7 @@ class PostgresSink:
         self._prepared = False  # the connection has its prepared checkpoint statement
         self._unsure = False  # a commit failed: whether its transaction committed is unknown
         self._rendered = Rendered()
-        self.stats = SinkStatistics()
+        self.stats = SinkStatistics(call_timeout_s=self._call_timeout_s)
         self.history = sql.Identifier(schema, f"{prefix}_history")
         self.current = sql.Identifier(schema, f"{prefix}_current")
         self.checkpoints = sql.Identifier(schema, "cdp_checkpoint")
@@ -189,6 +192,7 @@ class PostgresSink:
         """``_commit`` in a thread that a stop's deadline does not wait for: the statement in flight is
         cancelled on the server, so its transaction rolls back (or committed already: then the
         checkpoint says so at the next start); either way no ledger counts twice."""
+        self.stats.call_started_at = time.monotonic()
         try:
             await trio.to_thread.run_sync(self._commit, items, abandon_on_cancel=True)
         except trio.Cancelled:
@@ -198,6 +202,8 @@ class PostgresSink:
                 with contextlib.suppress(Exception):  # the server gone too: nothing is running there
                     conn.cancel_safe(timeout=2.0)
             raise
+        finally:
+            self.stats.call_started_at = None
 
     def write_many_blocking(self, items: Sequence[tuple[int, Sequence[Row]]], attempts: int = 8) -> None:
         """``write_many`` for blocking code (``cdp backfill``): the same transaction, retried ``attempts``
