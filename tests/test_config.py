@@ -205,3 +205,12 @@ def test_run_help_shows_meaning_and_default_of_every_setting() -> None:
         assert meaning, f"{a.name} has no description"
         expected = f"{meaning} [env {a.name.upper()}; default: {shown_default(a) or 'none'}]"
         assert expected in proc.stdout, f"--help does not explain {a.name}"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"flight_tls_cert": "cert.pem"}, "FLIGHT_TLS_CERT and FLIGHT_TLS_KEY: give both, or neither"),
+    ({"flight_auth_token": "t", "flight_auth_token_file": "t.txt"}, "FLIGHT_AUTH_TOKEN and FLIGHT_AUTH_TOKEN_FILE"),
+])  # fmt: skip
+def test_flight_security_settings_go_together(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.from_mapping(values)
