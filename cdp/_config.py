@@ -86,6 +86,11 @@ class Config:
     datastore_poll_interval_s: float = setting(
         2.0, "without END_LEDGER, how often to look for the next file galexie writes", validator=between(0.01, 3600)
     )
+    datastore_timeout_s: float = setting(
+        30.0,
+        "object-store connect and read timeout (S3), seconds; a fetch running longer shows as stuck in /health",
+        validator=between(0.1, 3600),
+    )
     health_host: str = setting("0.0.0.0", "address the HTTP endpoints bind to", validator=not_empty)
     health_port: int = setting(
         8089,

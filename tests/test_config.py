@@ -117,6 +117,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "datastore_prefetch_files": ("20000", "must be 0..10000"),
     "datastore_fetch_workers": ("0", "must be 1..256"),
     "datastore_poll_interval_s": ("0", "must be 0.01..3600"),
+    "datastore_timeout_s": ("0", "must be 0.1..3600"),
     "health_port": ("0x", "expected a whole number"),
     "worker_count": ("0", "must be 1..256"),
     "http_max_connections": ("0", "must be 1..10000"),

@@ -7,9 +7,11 @@ import json
 import os
 import resource
 import struct
+import threading
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import fsspec
@@ -312,3 +314,50 @@ async def test_an_object_too_large_or_not_a_file_is_a_bad_ledger_never_read(
     assert [8, 9, 10, 11] == [d["ledger"] for d in dead]
     assert all(reason in d["error"] for d in dead), dead
     assert {s: r for s, r in _expected(2, 20).items() if not 8 <= s <= 11} == {s: r for s, r in got.items() if r}
+
+
+class StallingFileSystem(LocalFileSystem):
+    """A local store whose batch reads block until ``release`` is set (a store that stopped answering)."""
+
+    protocol = "stalling"
+    reading: ClassVar[threading.Event] = threading.Event()
+    release: ClassVar[threading.Event] = threading.Event()
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        return super()._strip_protocol(str(path).removeprefix("stalling://"))
+
+    def cat_file(self, path: Any, start: Any = None, end: Any = None, **kwargs: Any) -> Any:
+        if Path(path).name != MANIFEST:
+            self.reading.set()
+            self.release.wait()
+        return super().cat_file(path, start, end, **kwargs)
+
+
+async def test_health_names_a_read_stuck_past_its_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read in flight shows its age (`call_seconds`); past DATASTORE_TIMEOUT_S the source is unhealthy,
+    saying so, and the service degraded; once the store answers, all is well and nothing is lost."""
+    import cdp.upstream._datastore as datastore
+
+    fsspec.register_implementation("stalling", StallingFileSystem, clobber=True)
+    StallingFileSystem.reading.clear()
+    StallingFileSystem.release.clear()
+    now = [1000.0]
+    monkeypatch.setattr(datastore, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    root = _store(tmp_path, 2, 9)
+    got: dict[int, Sequence[Row]] = {}
+    config = _config(f"stalling://{root}", start_ledger=2, end_ledger=9, datastore_timeout_s=30)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(partial(cdp.serve, config, on_rows=lambda s, r: got.__setitem__(s, r)))
+            await trio.to_thread.run_sync(StallingFileSystem.reading.wait)
+            now[0] += 10
+            _, components = handle.view.health()
+            assert (True, 10) == (components["data_source"]["healthy"],
+                                  components["data_source"]["metrics"]["call_seconds"])  # fmt: skip
+            now[0] += 25
+            status, components = handle.view.health()
+            assert ("degraded", False) == (status, components["data_source"]["healthy"])
+            assert "a read has been running 35s, past DATASTORE_TIMEOUT_S" == components["data_source"]["last_error"]
+            StallingFileSystem.release.set()
+    assert _expected(2, 9) == got

@@ -175,7 +175,7 @@ def _store_network(config: Config) -> str:
     from cdp.upstream._datastore import Datastore, DatastoreSource
 
     layout = DatastoreSource(config, config.start_ledger).given_layout
-    network = Datastore(config.datastore_url, config.network_passphrase, layout).network
+    network = Datastore(config.datastore_url, config.network_passphrase, layout, config.datastore_timeout_s).network
     if config.network_passphrase != AUTO:
         return config.network_passphrase
     if network is None:

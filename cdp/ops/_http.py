@@ -123,6 +123,12 @@ class ServiceView:
         }
         sink_error = self.sink_error
         stuck = False
+        source_error = src.last_error
+        if src.call_seconds is not None:  # a datastore read in flight: how long, and whether past its timeout
+            components["data_source"]["metrics"]["call_seconds"] = round(src.call_seconds, 3)
+            if src.call_seconds > src.call_timeout_s:
+                components["data_source"]["healthy"], stuck = False, True
+                source_error = f"a read has been running {src.call_seconds:.0f}s, past DATASTORE_TIMEOUT_S"
         if self.sink_stats is not None:
             st = self.sink_stats()
             components["sink"]["metrics"].update(connected=st.connected, reconnects=st.reconnects, retries=st.retries)
@@ -152,7 +158,7 @@ class ServiceView:
                 },
             }
         for name, error in (
-            ("data_source", src.last_error),
+            ("data_source", source_error),
             ("stream_manager", self.fatal_error),
             ("sink", sink_error),
         ):

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import threading
+import time
 from typing import Final
 
 import attrs
@@ -66,13 +67,16 @@ class Datastore:
     manifest's (None without one), which its ledgers are then checked against.
     """
 
-    def __init__(self, url: str, passphrase: str | None, layout: Layout | None) -> None:
+    def __init__(self, url: str, passphrase: str | None, layout: Layout | None, timeout_s: float = 30.0) -> None:
         import fsspec  # loaded only where a store is read
 
         _start_fsspec_loop()
 
+        options: dict[str, object] = {}
+        if url.startswith(("s3://", "s3a://")):  # botocore waits 60 s per attempt, and retries, by default
+            options["config_kwargs"] = {"connect_timeout": timeout_s, "read_timeout": timeout_s}
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(url)
+            self.fs, self.root = fsspec.core.url_to_fs(url, **options)
         except (ImportError, ValueError) as exc:  # e.g. s3:// without the s3 extra
             raise ConfigError(f"DATASTORE_URL={url}: {exc}") from None
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
@@ -202,6 +206,7 @@ class DatastoreSource:
         self._rate = RateMeter()
         self._open = False
         self._failing = False  # the last fetch failed: not ready until one succeeds
+        self._calls: dict[int, float] = {}  # fetches in flight: their file's first ledger -> time.monotonic()
         self.breaker = CircuitBreaker(config.breaker_failure_threshold, config.breaker_reset_timeout_s)
         self.network = NetworkCheck(config.network_passphrase, claim=network_claim)
 
@@ -228,6 +233,8 @@ class DatastoreSource:
             breaker=self.breaker.statistics(),
             network=self.network.network,
             network_verified_by=self.network.proved_by,
+            call_seconds=time.monotonic() - min(self._calls.values()) if self._calls else None,
+            call_timeout_s=self.config.datastore_timeout_s,
         )
 
     async def run(
@@ -282,7 +289,7 @@ class DatastoreSource:
             try:
                 return await trio.to_thread.run_sync(
                     Datastore, self.config.datastore_url, self.config.network_passphrase, self.given_layout,
-                    abandon_on_cancel=True,
+                    self.config.datastore_timeout_s, abandon_on_cancel=True,
                 )  # fmt: skip
             except StoreUnreachable as exc:
                 self._count("open", str(exc))
@@ -314,9 +321,13 @@ class DatastoreSource:
                 await self.breaker.wait_permitted()
                 try:
                     async with limiter:
-                        key, data = await trio.to_thread.run_sync(
-                            self.store.fetch_file, file.first, self._limit, abandon_on_cancel=True
-                        )  # a stalled store must not hold a stop: the read is idempotent, its result unused
+                        self._calls[file.first] = time.monotonic()
+                        try:
+                            key, data = await trio.to_thread.run_sync(
+                                self.store.fetch_file, file.first, self._limit, abandon_on_cancel=True
+                            )  # a stalled store must not hold a stop: the read is idempotent, its result unused
+                        finally:
+                            del self._calls[file.first]
                 except ObjectRefused as exc:  # not retried: each of its ledgers is a bad ledger
                     file.refused = exc
                     break

@@ -40,3 +40,5 @@ class SourceStatistics:
     breaker: BreakerStatistics
     network: str | None = None  # the passphrase in force: NETWORK_PASSPHRASE's, or the one detected
     network_verified_by: int | None = None  # the ledger whose transaction hashes proved it
+    call_seconds: float | None = None  # how long the oldest read in flight has been running (datastores)
+    call_timeout_s: float = 0.0  # past this, /health calls that read stuck
