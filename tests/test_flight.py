@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,14 @@ def read(
     finally:
         client.close()
     return got
+
+
+def flight_port_of(log: Iterable[str]) -> int:
+    """The Flight port a `cdp run` reports in its start-up line (it was asked for port 0)."""
+    for line in log:
+        if m := re.search(r"service started .*flight_port=(\d+)", line):
+            return int(m[1])
+    raise AssertionError("cdp run ended without reporting its Flight port")
 
 
 def contiguous(ranges: list[tuple[int, int]], first: int, last: int) -> bool:
@@ -405,12 +414,7 @@ def test_cdp_run_stops_despite_a_client_that_stopped_reading(tmp_path: Path) -> 
                "CHECKPOINT_PATH": str(tmp_path / "cp.json"), "PROGRESS_EVERY": "1"}  # fmt: skip
         run = subprocess.Popen([*CDP, "run"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
         assert run.stderr is not None
-        port = None
-        for line in run.stderr:
-            if m := re.search(r"service started .*flight_port=(\d+)", line):
-                port = int(m[1])
-                break
-        assert port is not None
+        port = flight_port_of(run.stderr)
         client = subprocess.Popen([sys.executable, "-c", _STALLED_CLIENT, f"grpc://127.0.0.1:{port}"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
         try:
@@ -545,12 +549,7 @@ def test_200_clients_that_never_read_leave_memory_bounded(tmp_path: Path) -> Non
         assert run.stderr is not None
         clients, readers, refused = [], [], 0
         try:
-            port = None
-            for line in run.stderr:
-                if m := re.search(r"service started .*flight_port=(\d+)", line):
-                    port = int(m[1])
-                    break
-            assert port is not None
+            port = flight_port_of(run.stderr)
             for _ in range(200):
                 client = flight.FlightClient(f"grpc://127.0.0.1:{port}", generic_options=[("grpc.http2.bdp_probe", 0)])
                 clients.append(client)

@@ -92,10 +92,10 @@ def backfill(
     directory = Path(config.output)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
-            return _backfill(config, client, scheduler, workers, processor, progress, directory, verify)
-    except OSError as exc:  # the output directory cannot be made or written: one line naming it
+    except OSError as exc:  # the output directory cannot be made: one line naming it
         raise OutputError("output", exc.filename or directory, exc) from None
+    with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
+        return _backfill(config, client, scheduler, workers, processor, progress, directory, verify)
 
 
 def _backfill(
@@ -163,6 +163,9 @@ def _check(config: Config) -> None:
                           f"({exc})") from None  # fmt: skip
 
 
+SCHEDULER_TIMEOUT_S = 10  # Dask's default is 30 s of silence before it says the scheduler is not there
+
+
 def _store_network(config: Config) -> str:
     """The network rows derive under, for the fingerprint: the given one (checked against the store's
     manifest here, before any task starts), or under ``auto`` the manifest's; each partition's task
@@ -200,7 +203,11 @@ def _made_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler) as made:
+        try:
+            made = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+        except OSError as exc:  # Dask's "Timed out trying to connect": one line naming the scheduler
+            raise UpstreamError(f"--scheduler {scheduler}: cannot reach the Dask scheduler: {exc}") from None
+        with made:
             yield made, f"scheduler={scheduler}"
         return
     n = workers or os.cpu_count() or 1

@@ -2,9 +2,9 @@
 
 A transaction's hash is ``sha256(sha256(passphrase) || envelope_type || tx)`` and every ledger's
 results carry the hashes of its transactions, so a ledger's first envelope, hashed under a candidate
-passphrase, is among its result hashes only under the ledger's own network. One envelope is hashed
-per candidate and the results are stepped over with the XDR skippers until the hash is met: no
-full decode, and a ledger with no transaction proves nothing.
+passphrase, is among its result hashes only under the ledger's own network. A few envelopes are
+hashed per candidate and the results are stepped over with the XDR skippers until one of those hashes
+is met: no full decode, and a ledger with no transaction proves nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ._header import peek_header
 from ._walker import WALKER
 from ._walker import skippers as ws
 
+ENVELOPES: Final = 8  # envelopes hashed per candidate: the results walk stops at the first of theirs it meets
 _ENVELOPE_TX: Final = b"\x00\x00\x00\x02"
 _ENVELOPE_FEE_BUMP: Final = b"\x00\x00\x00\x05"
 
@@ -53,8 +54,15 @@ def _prove(raw: bytes, buf: object, sequence: int, candidates: list[str]) -> Net
     if first is None:
         return None
     o = ws.s_TransactionSet(buf, o) if version == 0 else ws.s_GeneralizedTransactionSet(buf, o)
-    payload = _signature_payload(raw, buf, first)
-    wanted = {hashlib.sha256(hashlib.sha256(p.encode()).digest() + payload).digest(): p for p in candidates}
+    payloads = []
+    at_envelope, count = first, _word(raw, first - 1)
+    step = max(1, count // ENVELOPES)  # spread over the array: results follow no order the set shows
+    for i in range(count):
+        if i % step == 0 and len(payloads) < ENVELOPES:
+            payloads.append(_signature_payload(raw, buf, at_envelope))
+        at_envelope = ws.s_TransactionEnvelope(buf, at_envelope)
+    ids = [(p, hashlib.sha256(p.encode()).digest()) for p in candidates]
+    wanted = {hashlib.sha256(nid + payload).digest(): p for payload in payloads for p, nid in ids}
     n = _word(raw, o)
     o += 1
     skip = ws.s_TransactionResultMetaV1 if version == 2 else ws.s_TransactionResultMeta
