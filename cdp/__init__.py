@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "CdpError": "cdp._errors",
     "ConfigError": "cdp._errors",
     "LedgerDecodeError": "cdp._errors",
+    "NothingToDo": "cdp._errors",
     "OutputError": "cdp._errors",
     "UpstreamError": "cdp._errors",
     "Config": "cdp._config",
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from ._errors import CdpError as CdpError
     from ._errors import ConfigError as ConfigError
     from ._errors import LedgerDecodeError as LedgerDecodeError
+    from ._errors import NothingToDo as NothingToDo
     from ._errors import OutputError as OutputError
     from ._errors import UpstreamError as UpstreamError
     from ._service import ServiceHandle as ServiceHandle

@@ -19,7 +19,7 @@ import trio
 from cdp._cli_common import EXIT_INTERRUPTED, EXIT_USAGE, fail
 from cdp._cli_files import cmd_datastore, cmd_extract, network_flag
 from cdp._config import Config, shown_default
-from cdp._errors import CdpError, ConfigError, unwrap_cdp_error
+from cdp._errors import CdpError, ConfigError, NothingToDo, unwrap_cdp_error
 from cdp._signals import StopSignals
 from cdp._validators import AUTO
 from cdp._version import __version__
@@ -306,6 +306,8 @@ def main(argv: Sequence[str] | None = None, stops: StopSignals | None = None) ->
             commands[args.command](args)
     except KeyboardInterrupt:  # only where no handler of ours was installed (a caller's own)
         raise SystemExit(130) from None
+    except NothingToDo as exc:  # done before: a scheduler retrying a finished job must see success
+        print(f"cdp: {exc}", file=sys.stderr)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
     except CdpError as exc:

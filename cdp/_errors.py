@@ -15,6 +15,10 @@ class CdpError(Exception):
         return redact(super().__str__())
 
 
+class NothingToDo(CdpError):
+    """A bounded run whose whole range is committed already: done before, so a success (``cdp`` exits 0)."""
+
+
 class ConfigError(CdpError):
     """A setting has a bad value; the message names the setting, the value and the rule."""
 

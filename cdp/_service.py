@@ -21,7 +21,7 @@ import trio
 import trio_asyncio
 
 from cdp._config import Config
-from cdp._errors import CdpError, ConfigError, OutputError, leaves, unwrap_cdp_error
+from cdp._errors import CdpError, ConfigError, NothingToDo, OutputError, leaves, unwrap_cdp_error
 from cdp._validators import AUTO, network_name
 from cdp._watch import Watched
 from cdp.extract import Ledger, Row
@@ -155,7 +155,8 @@ async def serve(
         BadLedgerError: a ledger failed and the policy is ``stop`` (the checkpoint stays before it).
         OutputError: rows or the checkpoint could not be written (the checkpoint stays on the last
             durable ledger).
-        CdpError: the service cannot start (bad output, busy port, checkpoint past ``END_LEDGER``).
+        NothingToDo: ``END_LEDGER`` is committed already (a rerun of a finished range: a success).
+        CdpError: the service cannot start (bad output, busy port).
     """
     with unwrap_cdp_error():
         if config.checkpoint_path is not None:
@@ -184,7 +185,7 @@ async def _serve(
         start, resume_offset, network = _resume(config, describe(processor))
         source_config, claim = _continuing(config, network)
         if config.end_ledger and start > config.end_ledger:
-            raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
+            raise NothingToDo(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
         opening = partial(
             open_sink,
             config,
@@ -255,7 +256,7 @@ async def _open_postgres(config: Config, processor: LedgerProcessor) -> tuple[Si
         LOG.info("resuming from the database's checkpoint ledger=%d", last)
     if config.end_ledger and start > config.end_ledger:
         sink.close()
-        raise CdpError(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
+        raise NothingToDo(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
     return sink, state, start
 
 

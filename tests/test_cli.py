@@ -153,3 +153,17 @@ def test_documented_exits_for_unusable_settings(tmp_path: Path) -> None:
         assert 2 == proc.returncode, (args, proc.stderr)
         assert expected in proc.stderr.strip().splitlines()[-1]
         assert "Traceback" not in proc.stderr
+
+
+def test_rerunning_a_finished_range_exits_0_and_changes_nothing(tmp_path: Path) -> None:
+    """A scheduler retrying a job whose work was committed before the process died must see success."""
+    with fake_source_process() as fake:
+        cmd = ["run", "--source-endpoint", fake.endpoint, "--health-port", "0", "--start-ledger", "2",
+               "--end-ledger", "11", "--output", str(tmp_path / "rows.jsonl"), "--checkpoint-path",
+               str(tmp_path / "rows.ckpt")]  # fmt: skip
+        first = _run(*cmd)
+        rows = (tmp_path / "rows.jsonl").read_bytes()
+        again = _run(*cmd)
+    assert (0, 0) == (first.returncode, again.returncode), first.stderr + again.stderr
+    assert "cdp: nothing to do: the checkpoint is already at END_LEDGER=11\n" == again.stderr.splitlines(True)[-1]
+    assert rows == (tmp_path / "rows.jsonl").read_bytes()

@@ -54,7 +54,7 @@ def _prove(raw: bytes, buf: object, sequence: int, candidates: list[str]) -> Net
     if first is None:
         return None
     o = ws.s_TransactionSet(buf, o) if version == 0 else ws.s_GeneralizedTransactionSet(buf, o)
-    payloads = []
+    payloads: list[bytes] = []
     at_envelope, count = first, _word(raw, first - 1)
     step = max(1, count // ENVELOPES)  # spread over the array: results follow no order the set shows
     for i in range(count):
