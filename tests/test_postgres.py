@@ -573,3 +573,25 @@ def test_a_stop_does_not_wait_for_a_table_another_session_locked(postgres: Postg
 
 def checkpoint_in(conn: Any) -> int:
     return int(conn.execute("SELECT ledger FROM cdp_checkpoint").fetchone()[0])
+
+
+def test_a_run_whose_tables_were_taken_while_it_reconnected_stops(postgres: PostgresServer) -> None:  # noqa: F811
+    """The first run's connection drops (its lock with it) and a second run takes the tables before the
+    first reconnects: the first must not write beside it; it stops, naming the holder."""
+    from cdp._errors import CdpError
+    from cdp.sinks._postgres import PostgresSink
+
+    dsn = postgres.create_database("taken")
+    items = state_items(2, 3)
+    with opened_sink(dsn) as first:
+        first._commit(items[:1])
+        first._conn.close()  # as a server restart would: the session, and its lock, are gone
+        second = PostgresSink(dsn, "public", "contract_data")
+        second.open()
+        try:
+            with pytest.raises(CdpError, match=r"another cdp run \(cdp pid=\d+\) is writing public.contract_data .*"
+                                               r"while this run was reconnecting; this run stops$"):  # fmt: skip
+                first._commit(items[1:])
+        finally:
+            second.close()
+    assert 2 == checkpoint(dsn)
