@@ -41,7 +41,7 @@ class NetworkCheck:
         if self.given != AUTO:
             self.network = self.given
         if not self.claim:
-            self.claim = f"NETWORK_PASSPHRASE={self.given if self.given == AUTO else network_name(self.given)}"
+            self.claim = f"NETWORK_PASSPHRASE={network_name(self.given)}"
 
     @property
     def verified(self) -> bool:
