@@ -289,6 +289,7 @@ class Pipeline:
                 self._note_events(seq, slot.result.events)
             items.append((seq, rows))
             slots.append((slot, sum(1 for r in rows if STATE_KIND not in r)))  # rows, not TTL/eviction records
+            self._network = slot.ledger.network or self._network  # before the group's checkpoint is written
         await self._write_group(items, slots)
         return True
 
@@ -338,7 +339,6 @@ class Pipeline:
 
     def _committed(self, slot: _Slot, n_rows: int) -> None:
         ledger = slot.ledger
-        self._network = ledger.network or self._network
         self._processed += 1
         self._rows += n_rows
         self._last_at = trio.current_time()
