@@ -314,7 +314,8 @@ def test_a_resumed_output_goes_on_under_the_network_of_its_rows(tmp_path: Path) 
     out, cp = tmp_path / "rows.jsonl", tmp_path / "rows.ckpt"
     files = ("--output", str(out), "--checkpoint-path", str(cp), "--health-port", "0")
     with fake_source_process("--network", "pubnet") as fake:
-        first = _run("run", "--source-endpoint", fake.endpoint, "--end-ledger", "6", *files)
+        # worker processes: the first group commits several ledgers at once (its checkpoint names the network too)
+        first = _run("run", "--source-endpoint", fake.endpoint, "--end-ledger", "6", "--worker-mode", "process", *files)
     assert 0 == first.returncode, first.stderr
     assert PUBNET == json.loads(cp.read_text())["network"]
     size = out.stat().st_size
