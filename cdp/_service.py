@@ -117,9 +117,8 @@ def _continuing(config: Config, network: str | None) -> tuple[Config, str]:
             f"{where}: the rows before it are of {network_name(network)}, "
             f"not NETWORK_PASSPHRASE={network_name(config.network_passphrase)}"
         )
-    return attrs.evolve(
-        config, network_passphrase=network
-    ), f"{network_name(network)}, the network of the rows before {where}"
+    claim = f"{network_name(network)}, the network of the rows before {where}"
+    return attrs.evolve(config, network_passphrase=network), claim
 
 
 def _probe_writable(directory: Path, setting: str, path: Path) -> None:

@@ -78,7 +78,7 @@ def backfill(
         CdpError: a partition killed its worker every time it was tried.
     """
     _check(config)
-    _store_network(config)
+    network = _store_network(config)  # the manifest checked before any task starts
     if config.format == "postgres":
         from ._postgres import backfill_postgres
 
@@ -95,7 +95,7 @@ def backfill(
     except OSError as exc:  # the output directory cannot be made: one line naming it
         raise OutputError("output", exc.filename or directory, exc) from None
     with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
-        return _backfill(config, client, scheduler, workers, processor, progress, directory, verify)
+        return _backfill(config, client, scheduler, workers, processor, progress, directory, verify, network)
 
 
 def _backfill(
@@ -106,13 +106,14 @@ def _backfill(
     processor: LedgerProcessor | None,
     progress: IO[str] | None,
     directory: Path,
-    verify: bool = False,
+    verify: bool,
+    network: str,
 ) -> BackfillSummary:
     processor = processor or load_processor(config.processor, config)
     prefix = describe(processor)
     for stale in directory.glob(f".{prefix}-*.parquet.*.tmp"):  # left by a task that died mid-write
         stale.unlink(missing_ok=True)
-    digest, settings = fingerprint(attrs.evolve(config, network_passphrase=_store_network(config)))
+    digest, settings = fingerprint(attrs.evolve(config, network_passphrase=network))
     parts = plan(config.start_ledger, config.end_ledger, config.parquet_ledgers_per_file, prefix)
     todo = [p for p in parts if not is_done(directory / p.name, p, digest, verify)]
     plan_text = (f"ledgers={config.start_ledger}..{config.end_ledger} partitions={len(parts)} to_do={len(todo)} "

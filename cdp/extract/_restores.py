@@ -30,6 +30,8 @@ from ._changes import (
     ledger_info,
     read_changes,
 )
+from ._fast import _ttl_facts as ttl_facts
+from ._full import _ttl_facts as ttl_entry_facts
 from ._rows import RestoredKeyRow
 from ._rules import DURABILITY_NAMES, closed_at, ledger_ttls
 from ._scval_json import contract_strkey
@@ -51,7 +53,7 @@ def restored_rows(raw: bytes) -> tuple[list[RestoredKeyRow], bool]:
         return [], False
     try:
         info, changes = read_raw_changes(raw)
-        ttls = ledger_ttls((c for c in changes if c.etype == TTL), lambda rng: _ttl_facts(raw, rng))
+        ttls = ledger_ttls((c for c in changes if c.etype == TTL), lambda rng: ttl_facts(raw, rng))
         found = [
             (c.key, int.from_bytes(raw[c.post[0] : c.post[0] + 4], "big"), c.tx_hash)
             for c in changes
@@ -70,7 +72,7 @@ def restored_rows_full(raw: bytes) -> list[RestoredKeyRow]:
     if info.protocol < FIRST_PROTOCOL:
         return []
     changes = list(read_changes(lcm, (CONTRACT_DATA, CONTRACT_CODE, TTL)))
-    ttls = ledger_ttls((c for c in changes if c.entry.data.type.value == TTL), _ttl_entry_facts)
+    ttls = ledger_ttls((c for c in changes if c.entry.data.type.value == TTL), ttl_entry_facts)
     found = [
         (entry_ledger_key(c.entry).to_xdr_bytes(), c.entry.last_modified_ledger_seq.uint32, c.tx_hash)
         for c in changes
@@ -112,13 +114,3 @@ def _rows(
             }
         )
     return rows
-
-
-def _ttl_facts(raw: bytes, rng: tuple[int, int]) -> tuple[str, int]:
-    return raw[rng[0] + 8 : rng[0] + 40].hex(), int.from_bytes(raw[rng[0] + 40 : rng[0] + 44], "big")
-
-
-def _ttl_entry_facts(entry: xdr.LedgerEntry) -> tuple[str, int]:
-    ttl = entry.data.ttl
-    assert ttl is not None
-    return ttl.key_hash.hash.hex(), ttl.live_until_ledger_seq.uint32

@@ -110,8 +110,8 @@ class Datastore:
         """What its ledgers are checked against: ``passphrase``, or under ``auto`` the manifest's network
         (a store whose ledgers contradict its own manifest is refused, naming both)."""
         if passphrase == AUTO and self.network is not None:
-            claim = f"the network {network_name(self.network)} of {self.url.rstrip('/')}/{MANIFEST}"
-            return NetworkCheck(self.network, claim=claim)
+            manifest = f"the network {network_name(self.network)} of {self.url.rstrip('/')}/{MANIFEST}"
+            return NetworkCheck(self.network, claim=manifest)
         return NetworkCheck(passphrase, claim=claim)
 
     def read(self, key: str, limit: int | None = None) -> bytes | None:
