@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     store = sub.add_parser("datastore", help="galexie datastores (SEP-54)")
     store_sub = store.add_subparsers(dest="datastore_command", required=True)
-    write = store_sub.add_parser("write", help="write a local datastore from ledger files or synthetic ledgers")
-    write.add_argument("directory", type=Path, metavar="DIR")
+    write = store_sub.add_parser("write", help="write a datastore (a directory or an fsspec URL) from ledger files")
+    write.add_argument("store", metavar="URL", help="a directory, file://, s3://bucket/prefix, gs://bucket/prefix")
     write.add_argument("paths", type=Path, nargs="*", metavar="FILE", help="raw XDR files, batches, or dirs")
     write.add_argument("--synthetic", action="store_true", help="write synthetic ledgers --start..--end")
     write.add_argument("--start", type=int, default=2)

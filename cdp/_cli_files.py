@@ -171,8 +171,8 @@ def cmd_datastore(args: argparse.Namespace) -> None:
     if not check.verified:
         LOG.warning("no ledger has a transaction: the network %s is written unverified", network_name(check.network))
     manifest = Manifest(check.network, Layout(args.ledgers_per_file, args.files_per_partition))
-    files = write_store(args.directory, manifest, ledgers)
-    print(f"wrote {files} files to {args.directory} ({network_name(check.network)})", file=sys.stderr)
+    files = write_store(args.store, manifest, ledgers, Config.load().datastore_timeout_s)
+    print(f"wrote {files} files to {args.store} ({network_name(check.network)})", file=sys.stderr)
 
 
 def _strip(exc: Exception, path: Path) -> str:

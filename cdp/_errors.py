@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
 
@@ -46,6 +47,14 @@ class OutputError(CdpError):
     def __init__(self, what: str, path: object, exc: OSError) -> None:
         super().__init__(f"cannot write {what} {path}: {exc.strerror or exc} (errno {exc.errno})")
         self.errno = exc.errno
+
+
+def missing_extra(what: str, extra: str, module: str) -> ConfigError:
+    """The error for an optional part that is not installed, with the install command that works: the
+    project is installed from its checkout (it is on no package index)."""
+    root = Path(__file__).resolve().parent.parent
+    where = str(root) if (root / "pyproject.toml").exists() else "CHECKOUT"  # editable: the checkout itself
+    return ConfigError(f"{what} needs the {extra} extra ({module} is not installed): pip install '{where}[{extra}]'")
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

@@ -17,7 +17,8 @@ from cdp._errors import UpstreamError
 from cdp.extract import Ledger, Row, extract_rows
 from cdp.sinks import dumps_row
 from cdp.testing import SyntheticLedgers
-from cdp.upstream._datastore import _start_fsspec_loop
+from cdp.upstream._datastore import Datastore
+from cdp.upstream._fs import start_fsspec_loop
 from cdp.upstream._layout import MANIFEST, Layout, Manifest, write_store
 
 from .s3_server import s3_endpoint  # noqa: F401 - the fixture
@@ -29,7 +30,7 @@ GEN = SyntheticLedgers(seed=17)
 def s3_store(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any) -> str:  # noqa: F811
     """A store written locally, then uploaded to its own bucket; s3fs configured only through AWS_* variables."""
     s3fs = pytest.importorskip("s3fs")
-    _start_fsspec_loop()  # as cdp does: fsspec's loop must not be a trio-asyncio one
+    start_fsspec_loop()  # as cdp does: fsspec's loop must not be a trio-asyncio one
     for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "cdp", "AWS_SECRET_ACCESS_KEY": "cdp",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
@@ -201,3 +202,39 @@ async def test_a_stop_does_not_wait_for_a_stalled_store(
     assert 0 == again.returncode, again.stderr.decode()[-2000:]
     want = [json.loads(dumps_row(r)) for s in range(2, 30) for r in extract_rows(GEN.ledger(s), GEN.passphrase)]
     assert want == [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_cdp_datastore_write_writes_to_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """`cdp datastore write s3://bucket/prefix` puts the store on S3 (no local directory named `s3:`), and
+    the store reads back as the same ledgers; a bucket that does not exist is one line, exit 1."""
+    import os
+    import subprocess
+
+    import s3fs
+
+    from .helpers import CDP
+
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "cdp", "AWS_SECRET_ACCESS_KEY": "cdp",
+           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "cdp")
+    s3fs.S3FileSystem().mkdir("written-by-cdp")
+    url = "s3://written-by-cdp/testnet"
+    cmd = [*CDP, "datastore", "write", url, "--synthetic", "--start", "2", "--end", "21", "--ledgers-per-file", "8"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert (0, f"wrote 3 files to {url} (testnet)\n") == (done.returncode, done.stderr)
+    assert [] == list(tmp_path.iterdir())
+    store = Datastore(url, None, None)
+    assert Layout(8, 64000) == store.layout
+    got = []
+    for first in (0, 8, 16):
+        key, data = store.fetch_file(first, 1 << 30)
+        assert data is not None, key
+        got += [ledger.raw for ledger in store.ledgers(key, data, 1 << 26)]
+    assert [SyntheticLedgers(seed=0).ledger(s) for s in range(2, 22)] == got
+    cmd = [*CDP, "datastore", "write", "s3://no-such-bucket/x", "--synthetic", "--end", "3"]
+    missing = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert 1 == missing.returncode, missing.stderr
+    assert missing.stderr.startswith("cdp: error: cannot write s3://no-such-bucket/x/.config.json: ")
+    assert 1 == len(missing.stderr.splitlines()), missing.stderr

@@ -22,7 +22,7 @@ import attrs
 
 from cdp._asyncio import plain_asyncio
 from cdp._config import Config
-from cdp._errors import BadLedgerError, CdpError, ConfigError, OutputError, UpstreamError
+from cdp._errors import BadLedgerError, CdpError, ConfigError, OutputError, UpstreamError, missing_extra
 from cdp._validators import AUTO
 from cdp._version import __version__
 from cdp.pipeline._guard import exclusive
@@ -160,8 +160,8 @@ def _check(config: Config) -> None:
         else:
             import pyarrow  # noqa: F401
     except ImportError as exc:
-        raise ConfigError(f"backfill needs the backfill extra: pip install 'contract-data-processor[backfill]' "
-                          f"({exc})") from None  # fmt: skip
+        extra = "postgres" if config.format == "postgres" and exc.name == "psycopg" else "backfill"
+        raise missing_extra("cdp backfill", extra, exc.name or str(exc)) from None
 
 
 SCHEDULER_TIMEOUT_S = 10  # Dask's default is 30 s of silence before it says the scheduler is not there

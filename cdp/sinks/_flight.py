@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from cdp._config import Config
-from cdp._errors import CdpError, ConfigError
+from cdp._errors import CdpError, ConfigError, missing_extra
 from cdp.extract import Row
 
 from ._flight_hub import (
@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 def require_pyarrow_flight() -> None:
     if flight is None:
-        raise ConfigError("FLIGHT_PORT: needs pyarrow: pip install 'contract-data-processor[flight]'")
+        raise missing_extra("FLIGHT_PORT", "flight", "pyarrow.flight")
 
 
 @attrs.frozen

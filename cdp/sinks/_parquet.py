@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import trio
 
-from cdp._errors import ConfigError
+from cdp._errors import missing_extra
 from cdp.extract._rows import (
     JSON_TEXT,
     UTC_TIMESTAMP,
@@ -74,7 +74,7 @@ ROW_TYPES: Final[dict[str, type]] = {
 
 def require_pyarrow() -> None:
     if pa is None:
-        raise ConfigError("FORMAT=parquet: needs pyarrow: pip install 'contract-data-processor[parquet]'")
+        raise missing_extra("FORMAT=parquet", "parquet", "pyarrow")
 
 
 def _marker(hint: Any) -> str | None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
-from cdp._errors import CdpError, ConfigError
+from cdp._errors import CdpError, ConfigError, missing_extra
 from cdp.extract import Row
 
 from ._base import Durable
@@ -72,7 +72,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 def require_psycopg() -> None:
     if psycopg is None:
-        raise ConfigError("OUTPUT=postgresql://...: needs psycopg: pip install 'contract-data-processor[postgres]'")
+        raise missing_extra("OUTPUT=postgresql://...", "postgres", "psycopg")
 
 
 @attrs.define

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 import time
 from typing import Final
 
 import attrs
 import trio
 
-from cdp._asyncio import plain_asyncio
 from cdp._config import Config
 from cdp._errors import ConfigError, LedgerDecodeError, UpstreamError, one_line
 from cdp._validators import AUTO, network_name
@@ -27,29 +25,13 @@ from cdp.extract._network import NetworkCheck
 from cdp.xdr._files import BATCH_BYTES_CAP, decompress_bounded, split_batch
 
 from ._breaker import Backoff, CircuitBreaker
+from ._fs import open_fs
 from ._layout import MANIFEST, Layout, Manifest
 from ._stats import RateMeter, SourceStatistics
 
 LOG = logging.getLogger("cdp.upstream")
 
 SUFFIXES: Final = (".xdr.zst", ".xdr.zstd")  # galexie >= v23, and the exports made before it
-
-
-def _start_fsspec_loop() -> None:
-    """Start fsspec's I/O loop (async backends such as s3fs run on it) as a plain asyncio loop.
-
-    Made in a short-lived thread: inside ``trio.run`` trio-asyncio refuses to make a loop at all.
-    """
-    import fsspec.asyn
-
-    def start() -> None:
-        with plain_asyncio():
-            fsspec.asyn.get_loop()
-
-    if fsspec.asyn.loop[0] is None:
-        thread = threading.Thread(target=start, name="cdp-fsspec-loop-start")
-        thread.start()
-        thread.join()
 
 
 class StoreUnreachable(UpstreamError):
@@ -68,19 +50,7 @@ class Datastore:
     """
 
     def __init__(self, url: str, passphrase: str | None, layout: Layout | None, timeout_s: float = 30.0) -> None:
-        import fsspec  # loaded only where a store is read
-
-        _start_fsspec_loop()
-
-        options: dict[str, object] = {}
-        if url.startswith(("s3://", "s3a://")):  # botocore waits 60 s per attempt, and retries, by default
-            options["config_kwargs"] = {"connect_timeout": timeout_s, "read_timeout": timeout_s}
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **options)
-        except (ImportError, ValueError) as exc:  # e.g. s3:// without the s3 extra
-            raise ConfigError(f"DATASTORE_URL={url}: {exc}") from None
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        self._local = bool({"file", "local"} & set(protocols))
+        self.fs, self.root, self._local = open_fs(url, timeout_s, "DATASTORE_URL")
         self.url = url
         self.network: str | None = None
         try:

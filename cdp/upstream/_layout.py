@@ -6,19 +6,23 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import zstandard
 
-from cdp._errors import ConfigError
+from cdp._errors import CdpError, ConfigError, one_line
 from cdp._validators import network_name
 from cdp.extract import Ledger
 
+from ._fs import open_fs
+
 MANIFEST: Final = ".config.json"
+T = TypeVar("T")
 _M: Final = 0xFFFFFFFF
 
 
@@ -100,38 +104,76 @@ def batch_bytes(ledgers: list[Ledger]) -> bytes:
     return zstandard.ZstdCompressor().compress(plain + b"".join(ledger.raw for ledger in ledgers))
 
 
-def write_store(root: Path, manifest: Manifest, ledgers: Iterable[Ledger]) -> int:
-    """Write ``ledgers`` (ascending, consecutive) into a local store at ``root``; returns files written.
+class StoreWriteError(CdpError):
+    """A store could not be written (unreachable, denied, a URL whose filesystem cannot write)."""
 
-    Each file is written whole to a temporary name and renamed, as galexie's uploads appear whole.
+
+def write_store(root: Path | str, manifest: Manifest, ledgers: Iterable[Ledger], timeout_s: float = 30.0) -> int:
+    """Write ``ledgers`` (ascending, consecutive) into the store at ``root`` (a path or any fsspec URL);
+    returns files written.
+
+    Each file appears whole, as galexie's uploads do: an object store's put is atomic, a local file is
+    written to a temporary name and renamed. An existing store's manifest must agree with ``manifest``.
+
+    Raises:
+        StoreWriteError: the store cannot be read or written, naming the URL and the object.
+        ConfigError: the store is another network's or layout's, or the ledgers are not consecutive.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / MANIFEST
-    if path.exists():
-        Manifest.from_json(json.loads(path.read_text()), str(path)).check(
-            manifest.network_passphrase, manifest.layout, str(root)
-        )
+    url = str(root)
+    fs, base, local = open_fs(url, timeout_s, "store")
+    base = base.rstrip("/")
+
+    def io(what: str, key: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except CdpError:
+            raise
+        except Exception as exc:  # any transport's or backend's failure, said in one line
+            raise StoreWriteError(f"cannot {what} {url.rstrip('/')}/{key}: {one_line(exc)}") from None
+
+    def put(key: str, data: bytes) -> None:
+        path = f"{base}/{key}"
+        if not local:
+            fs.pipe_file(path, data)
+            return
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with open(path + ".tmp", "wb") as out:
+            out.write(data)
+        os.replace(path + ".tmp", path)
+
+    def existing() -> bytes | None:
+        try:
+            data: bytes = fs.cat_file(f"{base}/{MANIFEST}")
+        except FileNotFoundError:
+            return None
+        return data
+
+    raw = io("read", MANIFEST, existing)
+    if raw is None:
+        io("write", MANIFEST, lambda: put(MANIFEST, (json.dumps(manifest.to_json(), indent=1) + "\n").encode()))
     else:
-        path.write_text(json.dumps(manifest.to_json(), indent=1) + "\n")
+        where = f"{url.rstrip('/')}/{MANIFEST}"
+        try:
+            found = Manifest.from_json(json.loads(raw), where)
+        except ValueError as exc:
+            raise ConfigError(f"{where} is not JSON: {exc}") from None
+        found.check(manifest.network_passphrase, manifest.layout, url)
     layout, files, pending = manifest.layout, 0, list[Ledger]()
+
+    def flush() -> None:
+        key = layout.key(pending[0].sequence)
+        io("write", key, lambda: put(key, batch_bytes(pending)))
+
     for ledger in ledgers:
         if pending and layout.file_range(ledger.sequence) != layout.file_range(pending[0].sequence):
-            files += _write_file(root, layout, pending)
-            pending = []
+            flush()
+            files, pending = files + 1, []
         if pending and ledger.sequence != pending[-1].sequence + 1:
             raise ConfigError(
                 f"ledgers {pending[-1].sequence} and {ledger.sequence} would share a file but are not consecutive"
             )
         pending.append(ledger)
     if pending:
-        files += _write_file(root, layout, pending)
+        flush()
+        files += 1
     return files
-
-
-def _write_file(root: Path, layout: Layout, ledgers: list[Ledger]) -> int:
-    target = root / layout.key(ledgers[0].sequence)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(batch_bytes(ledgers))
-    tmp.replace(target)
-    return 1
