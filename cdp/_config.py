@@ -50,7 +50,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 WorkerMode = Literal["auto", "process", "thread"]
 BadLedgerPolicy = Literal["stop", "skip"]
 Decoder = Literal["fast", "python", "full"]
-OutputFormat = Literal["jsonl", "parquet", "postgres"]
+OutputFormat = Literal["auto", "jsonl", "parquet", "postgres"]
 ParquetSchema = Literal["full", "ttp"]
 
 
@@ -188,8 +188,9 @@ class Config:
         "-", "JSONL file or - for stdout; a directory for Parquet; postgresql://... for PostgreSQL", validator=not_empty
     )
     format: OutputFormat = setting(
-        "jsonl",
-        "jsonl, parquet (the parquet extra) or postgres (the postgres extra; implied by a postgresql:// OUTPUT)",
+        "auto",
+        "auto (postgres for a postgresql:// OUTPUT, parquet for a directory: one that exists or a name ending in /, "
+        "else jsonl), jsonl, parquet (the parquet extra) or postgres (the postgres extra)",
     )
     postgres_schema: str = setting("public", "PostgreSQL schema of the tables", validator=not_empty)
     postgres_table_prefix: str = setting(
@@ -252,12 +253,20 @@ class Config:
     def __attrs_post_init__(self) -> None:
         dsn = _DSN.match(self.output)
         if dsn is not None:
-            if self.format not in ("jsonl", "postgres"):  # a directory named after the DSN, password and all
+            if self.format not in ("auto", "jsonl", "postgres"):  # a directory named after the DSN, password and all
                 raise ConfigError(
                     f"OUTPUT={self.output}: a PostgreSQL connection string, not a FORMAT={self.format} output"
                 )
             object.__setattr__(self, "format", "postgres")  # the DSN says it; FORMAT need not
             object.__setattr__(self, "output", "postgresql://" + self.output[dsn.end() :])  # psycopg's spelling
+        directory = self.output.endswith("/") or Path(self.output).is_dir()
+        if self.format == "auto":
+            object.__setattr__(self, "format", "parquet" if directory else "jsonl")
+        elif self.format == "jsonl" and directory and self.output != "-":
+            raise ConfigError(
+                f"OUTPUT={self.output}: a directory, not a JSONL file: name a file, or leave FORMAT unset "
+                "(a directory means Parquet)"
+            )
         if self.format == "postgres" and not self.output.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"OUTPUT={self.output}: FORMAT=postgres needs a postgresql:// connection string")
         if self.format == "postgres" and self.processor != "contract_data":

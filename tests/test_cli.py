@@ -167,3 +167,24 @@ def test_rerunning_a_finished_range_exits_0_and_changes_nothing(tmp_path: Path) 
     assert (0, 0) == (first.returncode, again.returncode), first.stderr + again.stderr
     assert "cdp: nothing to do: the checkpoint is already at END_LEDGER=11\n" == again.stderr.splitlines(True)[-1]
     assert rows == (tmp_path / "rows.jsonl").read_bytes()
+
+
+def test_an_output_directory_gets_parquet_and_a_refused_start_leaves_nothing(tmp_path: Path) -> None:
+    """`--output pq/` writes Parquet files into pq/ (no lock file left after the run); a run refused at
+    start (its HTTP address unusable) leaves neither its new output nor a lock file, and a file that was
+    there before is kept."""
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("")
+    with fake_source_process() as fake:
+        base = ["run", "--source-endpoint", fake.endpoint, "--health-port", "0", "--start-ledger", "2",
+                "--end-ledger", "5"]  # fmt: skip
+        done = _run(*base, "--output", f"{tmp_path / 'pq'}/")
+        assert 0 == done.returncode, done.stderr
+        assert ["contract_data-0000000002-0000000005.parquet"] == sorted(p.name for p in (tmp_path / "pq").iterdir())
+        unusable = {**os.environ, "HEALTH_HOST": "192.0.2.1"}
+        for output in ("new.jsonl", "newdir/", "kept.jsonl"):
+            refused = _run(*base, "--output", str(tmp_path / output), "--checkpoint-path",
+                           str(tmp_path / "x.ckpt"), env=unusable)  # fmt: skip
+            assert 2 == refused.returncode, refused.stderr
+            assert refused.stderr.splitlines()[-1].startswith("cdp: error: HEALTH_HOST=192.0.2.1: cannot listen")
+    assert ["kept.jsonl", "pq"] == sorted(p.name for p in tmp_path.iterdir())

@@ -150,7 +150,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "end_ledger": ("4294967296", "must be 0..4294967295"),
     "checkpoint_path": (None, ""),
     "output": ("", "must not be empty"),
-    "format": ("csv", "must be one of jsonl, parquet, postgres"),
+    "format": ("csv", "must be one of auto, jsonl, parquet, postgres"),
     "postgres_schema": ("", "must not be empty"),
     "postgres_table_prefix": ("", "must not be empty"),
     "schema": ("etl", "must be one of full, ttp"),
@@ -215,3 +215,16 @@ def test_run_help_shows_meaning_and_default_of_every_setting() -> None:
 def test_flight_security_settings_go_together(values: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Config.from_mapping(values)
+
+
+def test_an_output_directory_means_parquet(tmp_path: Path) -> None:
+    """FORMAT=auto (the default): a postgresql:// OUTPUT is PostgreSQL, an existing directory or a name
+    ending in / is Parquet, anything else JSONL; FORMAT=jsonl with a directory is refused, naming the fix."""
+    (tmp_path / "pq").mkdir()
+    cases = {"-": "jsonl", str(tmp_path / "rows.jsonl"): "jsonl", str(tmp_path / "pq"): "parquet",
+             str(tmp_path / "new") + "/": "parquet", "postgresql://cdp@db/x": "postgres"}  # fmt: skip
+    assert cases == {output: Config.from_mapping({"output": output}).format for output in cases}
+    for output in (str(tmp_path / "pq"), "history/"):
+        with pytest.raises(ConfigError, match=f"^OUTPUT={output}: a directory, not a JSONL file: name a file, or "):
+            Config.from_mapping({"output": output, "format": "jsonl"})
+    assert "parquet" == Config.from_mapping({"output": str(tmp_path / "pq"), "format": "parquet"}).format

@@ -13,7 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from cdp._config import Config
@@ -28,27 +28,37 @@ _PARQUET_FILE = re.compile(r"^(?P<name>.+)-(?P<first>\d{10})-(?P<last>\d{10})\.p
 @contextmanager
 def exclusive(path: Path, setting: str) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (a ``.lock`` file beside it, or inside a directory) until the
-    block ends; the lock dies with the process, so a crash leaves nothing to clean up.
+    block ends, then remove the lock file; the lock dies with the process, so a crash leaves only a
+    stale file, which the next run takes over.
 
     Raises:
         ConfigError: another process holds it, naming that process's pid.
     """
-    try:
-        lock_path = path / ".cdp.lock" if path.is_dir() else path.with_name(path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise CdpError(f"{setting}={path}: cannot open for writing: {exc.strerror or exc}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    lock_path = path / ".cdp.lock" if path.is_dir() else path.with_name(path.name + ".lock")
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CdpError(f"{setting}={path}: cannot open for writing: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(f"{setting}={path}: in use by another cdp process (pid {holder})") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                break  # still the file at that name: the holder before us did not remove it under us
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        raise ConfigError(f"{setting}={path}: in use by another cdp process (pid {holder})") from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
+        with suppress(OSError):
+            os.unlink(lock_path)  # while holding it: whoever opens the name next makes a new file
         os.close(fd)
 
 
@@ -63,21 +73,39 @@ def _is_stream(path: Path) -> bool:
 
 @contextmanager
 def guard_run(config: Config) -> Iterator[None]:
-    """Lock the checkpoint and the output for the run's lifetime."""
-    with ExitStack() as stack:
-        if config.checkpoint_path is not None:
-            stack.enter_context(exclusive(config.checkpoint_path, "CHECKPOINT_PATH"))
-        output = Path(config.output)
-        if config.format == "postgres":  # the sink takes an advisory lock in the database instead
-            pass
-        elif config.output != "-" and not _is_stream(output):
-            if config.format == "parquet":
-                try:
-                    output.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise CdpError(f"OUTPUT={output}: cannot open for writing: {exc.strerror or exc}") from None
-            stack.enter_context(exclusive(output, "OUTPUT"))
-        yield
+    """Lock the checkpoint and the output for the run's lifetime. A run that fails before committing
+    anything leaves nothing behind: an output file or directory it created and left empty is removed."""
+    output = Path(config.output)
+    made: list[Path] = []  # decided only once the lock is ours: another run's new file is never ours
+    checkpoint = config.checkpoint_path
+    committed = checkpoint is not None and checkpoint.exists()
+    try:
+        with ExitStack() as stack:
+            if checkpoint is not None:
+                stack.enter_context(exclusive(checkpoint, "CHECKPOINT_PATH"))
+            if config.format != "postgres" and config.output != "-" and not _is_stream(output):  # postgres: the
+                existed = output.exists() or output.is_symlink()  # sink takes an advisory lock in the database
+                if config.format == "parquet":
+                    try:
+                        output.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise CdpError(f"OUTPUT={output}: cannot open for writing: {exc.strerror or exc}") from None
+                stack.enter_context(exclusive(output, "OUTPUT"))
+                if not (existed or (config.format != "parquet" and output.exists())):
+                    made.append(output)
+            yield
+    except BaseException:
+        if made and not committed and not (checkpoint is not None and checkpoint.exists()):
+            _remove_if_empty(made[0])
+        raise
+
+
+def _remove_if_empty(path: Path) -> None:
+    with suppress(OSError):
+        if path.is_dir():
+            path.rmdir()  # only if empty
+        elif path.stat().st_size == 0:
+            path.unlink()
 
 
 def verify_resume(config: Config, checkpoint: Checkpoint, prefix: str) -> None:
