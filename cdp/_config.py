@@ -224,6 +224,12 @@ class Config:
         None, "where skipped ledgers go, one JSON object per line", shown="cdp-dead-letter.jsonl"
     )
     connect_timeout_s: float = setting(10.0, "dial timeout, seconds", validator=between(0.01, 3600))
+    connect_max_attempts: int = setting(
+        0,
+        "failed attempts in a row to reach the upstream or datastore after which the run fails, exit 1 "
+        "(0: keep trying)",
+        validator=between(0, 2**31 - 1),
+    )
     idle_timeout_s: float = setting(
         30.0, "upstream silence after which it counts as stalled, seconds", validator=between(0.01, 86400)
     )

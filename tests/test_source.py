@@ -257,3 +257,32 @@ async def test_a_frame_that_is_not_a_raw_ledger_is_a_counted_reconnect(loop: obj
             assert stats.last_error is not None
             assert stats.last_error.startswith("not a RawLedger message: field 2 of 65535 bytes runs past")
             nursery.cancel_scope.cancel()
+
+
+async def test_connect_max_attempts_bounds_the_retries_and_names_the_endpoints(
+    loop: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream nothing listens at: the first failure's log line says which endpoint and that the
+    breaker keeps trying; CONNECT_MAX_ATTEMPTS=3 ends the run after the third failure in a row."""
+    with refusing_endpoint() as dead:
+        source = LedgerSource(_config(dead, end_ledger=5, connect_max_attempts=3), 2)
+        with trio.fail_after(30), pytest.raises(UpstreamError) as raised:
+            await source.run(trio.open_memory_channel[Ledger](1)[0])
+        failures = [r.getMessage() for r in caplog.records if r.getMessage().startswith("upstream failed")]
+        caplog.clear()
+        unbounded = LedgerSource(_config(dead, end_ledger=5), 2)
+        with trio.move_on_after(0.5):
+            await _collect(unbounded)
+    last = f"the last: {dead}: ConnectionRefusedError"
+    assert str(raised.value).startswith(f"upstream {dead}: 3 attempts in a row failed (CONNECT_MAX_ATTEMPTS=3); {last}")
+    assert 2 == len(failures)  # the third is the error itself
+    assert failures[0].endswith(
+        f"; upstream {dead} is retried through the circuit breaker at most CONNECT_MAX_ATTEMPTS=3 times"
+    )
+    assert not failures[1].endswith("times")
+    assert unbounded.statistics().reconnects > 3
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .endswith(f"; upstream {dead} is retried through the circuit breaker until it answers")
+    )

@@ -9,6 +9,7 @@ from typing import Final
 import attrs
 import trio
 
+from cdp._errors import UpstreamError
 from cdp._watch import Watched
 
 
@@ -75,6 +76,26 @@ class CircuitBreaker:
                 self._times_opened += 1
             self._set(BreakerState.OPEN)
             self._opened_at = trio.current_time()
+
+
+def after_failure(breaker: CircuitBreaker, max_attempts: int, where: str, error: str) -> str:
+    """Record a failed attempt to reach ``where``; what the log line should add about retrying (said once
+    per outage: on its first failure).
+
+    Raises:
+        UpstreamError: ``max_attempts`` (CONNECT_MAX_ATTEMPTS; 0: no bound) attempts in a row have failed.
+    """
+    breaker.record_failure()
+    failed = breaker.statistics().consecutive_failures
+    if max_attempts and failed >= max_attempts:
+        raise UpstreamError(
+            f"{where}: {failed} attempt{'s' * (failed > 1)} in a row failed (CONNECT_MAX_ATTEMPTS={max_attempts}); "
+            f"the last: {error}"
+        )
+    if failed > 1:
+        return ""
+    bound = f"at most CONNECT_MAX_ATTEMPTS={max_attempts} times" if max_attempts else "until it answers"
+    return f"; {where} is retried through the circuit breaker {bound}"
 
 
 @attrs.define

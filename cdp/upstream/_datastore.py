@@ -24,8 +24,8 @@ from cdp.extract import Ledger
 from cdp.extract._network import NetworkCheck
 from cdp.xdr._files import BATCH_BYTES_CAP, decompress_bounded, split_batch
 
-from ._breaker import Backoff, CircuitBreaker
-from ._fs import open_fs
+from ._breaker import Backoff, CircuitBreaker, after_failure
+from ._fs import denied, open_fs
 from ._layout import MANIFEST, Layout, Manifest
 from ._stats import RateMeter, SourceStatistics
 
@@ -55,10 +55,10 @@ class Datastore:
         self.network: str | None = None
         try:
             raw = self.read(MANIFEST)
-        except PermissionError as exc:
+        except Exception as exc:
+            if not denied(exc):
+                raise StoreUnreachable(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
             raise UpstreamError(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
-        except Exception as exc:  # any transport's failure: the caller may retry
-            raise StoreUnreachable(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
         if raw is None:
             if layout is None:
                 raise ConfigError(
@@ -263,7 +263,6 @@ class DatastoreSource:
                 )  # fmt: skip
             except StoreUnreachable as exc:
                 self._count("open", str(exc))
-                self.breaker.record_failure()
                 await trio.sleep(backoff.next_delay())
 
     async def _schedule(
@@ -301,11 +300,10 @@ class DatastoreSource:
                 except ObjectRefused as exc:  # not retried: each of its ledgers is a bad ledger
                     file.refused = exc
                     break
-                except PermissionError as exc:  # credentials or access: retrying will not fix it
-                    raise UpstreamError(f"datastore {self.endpoint}: {one_line(exc)}") from None
                 except Exception as exc:  # any transport's failure (OS, botocore, aiohttp, ...): ride it out
+                    if denied(exc):  # credentials or access: retrying will not fix it
+                        raise UpstreamError(f"datastore {self.endpoint}: {one_line(exc)}") from None
                     self._count("fetch", f"ledger {file.first}: {one_line(exc)}")
-                    self.breaker.record_failure()
                     await trio.sleep(backoff.next_delay())
                     continue
                 if self._failing:
@@ -382,7 +380,8 @@ class DatastoreSource:
         self._failures[kind] = self._failures.get(kind, 0) + 1
         self._last_error = error
         self._failing = True
+        note = after_failure(self.breaker, self.config.connect_max_attempts, f"datastore {self.endpoint}", error)
         LOG.warning(
-            "datastore fetch failed kind=%s endpoint=%s error=%r: retrying with backoff breaker=%s",
-            kind, self.endpoint, error, self.breaker.state.name.lower(),
+            "datastore fetch failed kind=%s endpoint=%s error=%r: retrying with backoff breaker=%s%s",
+            kind, self.endpoint, error, self.breaker.state.name.lower(), note,
         )  # fmt: skip

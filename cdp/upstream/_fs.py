@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Final
 
 from cdp._asyncio import plain_asyncio
 from cdp._errors import ConfigError
@@ -44,6 +44,17 @@ def open_fs(url: str, timeout_s: float, setting: str) -> tuple[Any, str, bool]:
         raise ConfigError(f"{setting}={url}: {_extra_hint(url, exc)}") from None
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return fs, root, bool({"file", "local"} & set(protocols))
+
+
+_CREDENTIALS: Final = frozenset(
+    {"NoCredentialsError", "PartialCredentialsError", "NoAuthTokenError", "DefaultCredentialsError", "RefreshError"}
+)  # botocore's and google-auth's: no credentials, or ones the provider would not take
+
+
+def denied(exc: BaseException) -> bool:
+    """A failure retrying will not fix: access denied (s3fs and gcsfs say PermissionError), or no usable
+    credentials (named, not imported: each backend is optional)."""
+    return isinstance(exc, PermissionError) or any(c.__name__ in _CREDENTIALS for c in type(exc).__mro__)
 
 
 def _extra_hint(url: str, exc: BaseException) -> str:

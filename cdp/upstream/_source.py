@@ -22,7 +22,7 @@ from cdp._watch import Watched
 from cdp.extract import Ledger
 from cdp.extract._network import NetworkCheck
 
-from ._breaker import Backoff, CircuitBreaker
+from ._breaker import Backoff, CircuitBreaker, after_failure
 from ._grpc import STREAM_ERRORS, Message, classify, stream_ledgers
 from ._sequencer import Deliver, Duplicate, Sequencer
 from ._stats import RateMeter, SourceStatistics
@@ -127,12 +127,13 @@ class LedgerSource:
         self._last_error = str(exc)
         self._reconnects += 1
         self._failures[exc.kind] = self._failures.get(exc.kind, 0) + 1
-        self.breaker.record_failure()
         old = self.endpoint
+        where = f"upstream {','.join(self.endpoints)}"
+        note = after_failure(self.breaker, self.config.connect_max_attempts, where, f"{old}: {exc}")
         self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)
         LOG.warning(
-            "upstream failed kind=%s endpoint=%s error=%r resume_at=%d next_endpoint=%s breaker=%s",
-            exc.kind, old, str(exc), self.sequencer.next, self.endpoint, self.breaker.state.name.lower(),
+            "upstream failed kind=%s endpoint=%s error=%r resume_at=%d next_endpoint=%s breaker=%s%s",
+            exc.kind, old, str(exc), self.sequencer.next, self.endpoint, self.breaker.state.name.lower(), note,
         )  # fmt: skip
 
     async def _attempt(self, send: trio.MemorySendChannel[Ledger]) -> None:
