@@ -137,7 +137,8 @@ async def test_every_series_moves(tmp_path: Path) -> None:
     assert 1 == m["duplicates_total"]
     assert m["rows_skipped_total{reason=deleted}"] >= 1
     assert 27 == m["ledger_processing_seconds_count"]  # the dead-lettered ledger has no processing time
-    assert 27 == m["ledger_end_to_end_seconds_count"]  # nor a close time
+    assert 28 == m["ledger_commit_seconds_count"]  # receipt to commit: every committed ledger
+    assert m["ledger_close_lag_seconds"] >= 0
 
 
 def test_json_logs_carry_fields(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import trio
 import cdp
 from cdp._config import Config
 from cdp.extract._full import extract_rows
-from cdp.ops._progress import render
+from cdp.ops._progress import RateEstimate, render
 from cdp.testing import SyntheticLedgers
 
 pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (the parquet extra) is not installed")
@@ -99,9 +99,24 @@ def test_parquet_needs_a_directory() -> None:
         Config.from_mapping({"format": "parquet"})
 
 
-def test_progress_line() -> None:
-    """The progress bar shows count, rate, rows and ETA."""
-    assert "[###############...............] 50/100 ledgers  10.0/s  7 rows  ETA 00:05" == render(50, 100, 7, 5.0)
+def test_progress_line_and_its_moving_rate() -> None:
+    """The bar shows count, rate, rows and ETA. The rate counts from the first completion on (a start-up
+    of 100 s before it, as a cluster may take, does not make the first lines say 0.6/s), over a moving
+    window, so a change of pace shows within it."""
+    estimate = RateEstimate(1000, window_s=60)
+    estimate.update(100.0, 10)  # the first partition, after a long start-up
+    assert (None, None, "ledgers_per_s=? eta_s=?") == (estimate.rate, estimate.eta_s, estimate.fields())
+    assert "[..............................] 10/1000 ledgers  -/s  0 rows  ETA --:--" == render(10, 1000, 0, estimate)
+    estimate.update(104.0, 50)
+    assert (10.0, 95.0, "ledgers_per_s=10.0 eta_s=95") == (estimate.rate, estimate.eta_s, estimate.fields())
+    assert "[#.............................] 50/1000 ledgers  10.0/s  7 rows  ETA 01:35" == render(
+        50, 1000, 7, estimate
+    )
+    for t in range(105, 200):  # then twice as fast: after a window, the rate is the new one
+        estimate.update(float(t), 50 + 20 * (t - 104))
+    assert 20.0 == estimate.rate
+    estimate.update(200.0, 1000)
+    assert 0.0 == estimate.eta_s
 
 
 async def test_changes_mode_columns_are_typed_and_empty_files_keep_the_schema(endpoint: str, tmp_path: Path) -> None:

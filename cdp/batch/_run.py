@@ -230,7 +230,7 @@ def _run(dask: Any, jobs: list[PartitionJob], config: Config, progress: IO[str] 
     """Submit every partition, collect them as they finish; stop all at the first failure."""
     from distributed import KilledWorker, as_completed
 
-    from cdp.ops._progress import render
+    from cdp.ops._progress import RateEstimate, render
 
     total = sum(job.partition.ledgers for job in jobs)
     keys = {f"cdp-{job.partition.first}-{job.partition.last}-{uuid.uuid4().hex[:8]}": job for job in jobs}
@@ -238,7 +238,7 @@ def _run(dask: Any, jobs: list[PartitionJob], config: Config, progress: IO[str] 
     prefix = describe(jobs[0].processor)
     results: list[PartitionResult] = []
     done = rows = 0
-    start = time.perf_counter()
+    estimate = RateEstimate(total)
     bar = progress if progress is not None and progress.isatty() else None
     try:
         for future in as_completed(futures):
@@ -255,14 +255,12 @@ def _run(dask: Any, jobs: list[PartitionJob], config: Config, progress: IO[str] 
             results.append(result)
             done += result.partition.ledgers
             rows += result.rows
-            elapsed = time.perf_counter() - start
-            rate = done / elapsed if elapsed > 0 else 0.0
-            eta = (total - done) / rate if rate > 0 else float("inf")
-            LOG.info("partition done ledgers=%d..%d rows=%d seconds=%.1f partitions=%d/%d ledgers=%d/%d "
-                     "ledgers_per_s=%.1f eta_s=%.0f", result.partition.first, result.partition.last, result.rows,
-                     result.seconds, len(results), len(jobs), done, total, rate, eta)  # fmt: skip
+            estimate.update(time.perf_counter(), done)
+            LOG.info("partition done ledgers=%d..%d rows=%d seconds=%.1f partitions=%d/%d ledgers=%d/%d %s",
+                     result.partition.first, result.partition.last, result.rows, result.seconds, len(results),
+                     len(jobs), done, total, estimate.fields())  # fmt: skip
             if bar is not None:
-                bar.write("\r" + render(done, total, rows, elapsed))
+                bar.write("\r" + render(done, total, rows, estimate))
                 bar.flush()
     finally:
         for future in futures:

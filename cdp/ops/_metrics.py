@@ -106,7 +106,11 @@ class ServiceCollector(Collector):
             yield _counter("flight_batches_sent", "Record batches sent over Arrow Flight", fl.batches_sent)
             yield _counter("flight_rows_sent", "Rows sent over Arrow Flight", fl.rows_sent)
         yield _histogram("ledger_processing_seconds", "Worker time per ledger", pipe.processing_seconds)
-        yield _histogram("ledger_end_to_end_seconds", "Ledger close time to commit", pipe.end_to_end_seconds)
+        yield _histogram("ledger_commit_seconds", "Ledger receipt to commit (history and live alike)",
+                         pipe.commit_seconds)  # fmt: skip
+        if pipe.close_lag_s is not None:
+            yield _gauge("ledger_close_lag_seconds", "Close of the last committed ledger to its commit: the "
+                         "distance behind the network when live", pipe.close_lag_s)  # fmt: skip
 
 
 def open_registry(view: ServiceView) -> CollectorRegistry:

@@ -68,13 +68,14 @@ class PipelineStatistics:
     last_committed_ledger: int | None
     last_commit_at: float | None  # trio clock
     processing_lag_s: float | None  # from receipt to commit, last ledger committed
+    close_lag_s: float | None  # from its close (wall clock) to its commit, last ledger committed with a close time
     finished: bool
     processor: str
     worker_deaths: int  # worker processes that died holding a ledger (each ledger retried)
     rows_skipped: Mapping[str, int]  # by filter
     processor_events: Mapping[str, int]  # e.g. fast_path_fallback
     processing_seconds: HistogramSnapshot  # worker time per ledger
-    end_to_end_seconds: HistogramSnapshot  # ledger close time to commit
+    commit_seconds: HistogramSnapshot  # receipt to commit, every ledger (history and live alike)
 
 
 class Pipeline:
@@ -109,7 +110,8 @@ class Pipeline:
         self._skipped: dict[str, int] = {}
         self._events: dict[str, int] = {}
         self._processing = Histogram()
-        self._end_to_end = Histogram()
+        self._commit_latency = Histogram()
+        self._close_lag: float | None = None
         self._last: Watched[int | None] = Watched(None)
         self._last_at: float | None = None
         self._network: str | None = None  # what the committed ledgers were verified under, for the checkpoint
@@ -137,13 +139,14 @@ class Pipeline:
             last_committed_ledger=self._last.value,
             last_commit_at=self._last_at,
             processing_lag_s=self._lag,
+            close_lag_s=self._close_lag,
             finished=self.finished.is_set(),
             processor=self.processor_name,
             worker_deaths=self._workers.deaths if self._workers is not None else 0,
             rows_skipped=dict(self._skipped),
             processor_events=dict(self._events),
             processing_seconds=self._processing.snapshot(),
-            end_to_end_seconds=self._end_to_end.snapshot(),
+            commit_seconds=self._commit_latency.snapshot(),
         )
 
     async def run(
@@ -345,8 +348,9 @@ class Pipeline:
         if slot.result is not None and slot.error is None:  # a failed ledger's time is not a ledger's
             self._processing.observe(slot.result.seconds)
         self._lag = self._last_at - slot.received_at
+        self._commit_latency.observe(self._lag)
         if ledger.close_time is not None:
-            self._end_to_end.observe(max(0.0, time.time() - ledger.close_time))
+            self._close_lag = max(0.0, time.time() - ledger.close_time)
         self._last.set(ledger.sequence)
         if self._processed % self.config.progress_every == 0:
             LOG.info("progress ledger=%d processed=%d rows=%d", ledger.sequence, self._processed, self._rows)
