@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "ServiceState": "cdp._service",
     "open_row_stream": "cdp._service",
     "serve": "cdp._service",
+    "rows_from_arrow": "cdp.sinks._parquet",
     "ContractDataRow": "cdp.extract",
     "Ledger": "cdp.extract",
     "Row": "cdp.extract",
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from .processors import LedgerProcessor as LedgerProcessor
     from .processors import ProcessResult as ProcessResult
     from .processors import TtlProcessor as TtlProcessor
+    from .sinks._parquet import rows_from_arrow as rows_from_arrow
     from .testing import FakeSourceOptions as FakeSourceOptions
     from .testing import SyntheticLedgers as SyntheticLedgers
     from .testing import serve_fake_source as serve_fake_source

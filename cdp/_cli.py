@@ -62,7 +62,13 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cdp", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cdp",
+        description="Stellar ledgers in, Soroban contract-data rows out: run the service, backfill history "
+        "over Dask, serve a fake upstream, write or extract datastores and ledger files, or run the demo.",
+        epilog="Exit status: 0 done (also when the work was done before), 1 a failure, 2 a usage or "
+        "configuration error, 130 a second stop signal. Settings: cdp run --help.",
+    )
     parser.add_argument("--version", action="version", version=f"cdp {__version__} (XDR walker: {WALKER})")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -9,6 +9,7 @@ Every 25 ledgers it aborts the stream with UNAVAILABLE, it sends ledger 10 twice
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import trio
@@ -21,13 +22,14 @@ async def main(port: int) -> None:
     options = cdp.FakeSourceOptions(
         port=port, rate=20, fail_after=25, duplicate=frozenset({10}), skip=frozenset({20}), mislabel=frozenset({30})
     )
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        port = await nursery.start(cdp.serve_fake_source, options)
-        print(f"fake upstream on 127.0.0.1:{port}; Ctrl-C to stop", flush=True)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:  # Ctrl-C: a clean stop, exit 0
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            port = await nursery.start(cdp.serve_fake_source, options)
+            print(f"fake upstream on 127.0.0.1:{port}; Ctrl-C to stop", flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
 
 
 if __name__ == "__main__":
-    try:
-        trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 50053)
-    except KeyboardInterrupt:
-        pass
+    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 50053)

@@ -22,11 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.flight as flight
 
-from cdp.extract._rows import ContractDataRow
-from cdp.sinks._parquet import rows_from_table
+import cdp
 
 
 def load_state(path: Path, start: int) -> tuple[int, int]:
@@ -55,7 +53,7 @@ def consume(location: str, ticket: dict[str, object], out: Path, state: Path) ->
                 except StopIteration:
                     return next_ledger
                 span = json.loads(chunk.app_metadata.to_pybytes())
-                rows = rows_from_table(pa.Table.from_batches([chunk.data]), "full", ContractDataRow)
+                rows = cdp.rows_from_arrow(chunk.data)
                 sink.write(b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in rows))
                 sink.flush()
                 os.fsync(sink.fileno())

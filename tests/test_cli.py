@@ -188,3 +188,18 @@ def test_an_output_directory_gets_parquet_and_a_refused_start_leaves_nothing(tmp
             assert 2 == refused.returncode, refused.stderr
             assert refused.stderr.splitlines()[-1].startswith("cdp: error: HEALTH_HOST=192.0.2.1: cannot listen")
     assert ["kept.jsonl", "pq"] == sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_help_is_plain_text_and_names_every_processor() -> None:
+    """`cdp --help` and each command's help are plain text (no reStructuredText markup from docstrings);
+    `--processor` names every built-in processor."""
+    from cdp.processors._registry import BUILTIN
+
+    for args in (["--help"], ["run", "--help"], ["backfill", "--help"], ["extract", "--help"],
+                 ["datastore", "write", "--help"], ["fake-source", "--help"], ["demo", "--help"]):  # fmt: skip
+        proc = _run(*args)
+        assert 0 == proc.returncode, proc.stderr
+        assert [] == [line for line in proc.stdout.splitlines() if "``" in line or ":func:" in line], args
+    help_text = " ".join(_run("run", "--help").stdout.split())
+    processor = help_text[help_text.index("--processor PROCESSOR") :].split("[env PROCESSOR")[0]
+    assert [name for name in BUILTIN if name not in processor] == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,11 @@ def test_embed_example_prints_rows_and_exits_0() -> None:
 def test_fake_upstream_example_faults_lose_nothing() -> None:
     """Against the faulty example upstream, `cdp run` writes ledgers 2..60, each exactly once, in order."""
     fake = subprocess.Popen(
-        [sys.executable, "examples/fake_upstream.py", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "examples/fake_upstream.py", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert fake.stdout is not None
@@ -40,9 +46,19 @@ def test_fake_upstream_example_faults_lose_nothing() -> None:
         assert "duplicate ledger dropped ledger=10" in proc.stderr
         assert "gap in upstream stream: expected ledger 20, got 21" in proc.stderr
         assert "sequence field disagrees" in proc.stderr
+        fake.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
+        _, stderr = fake.communicate(timeout=30)
+        assert (0, "") == (fake.returncode, stderr)
     finally:
         fake.kill()
         fake.communicate()
+
+
+def test_examples_use_only_the_public_api() -> None:
+    """What users copy from must not reach into private modules (``cdp.x._y``, ``cdp._y``)."""
+    private = re.compile(r"^\s*(?:from|import)\s+cdp(?:\.\w+)*\._\w+|\bcdp(?:\.\w+)*\._[a-z]\w*", re.MULTILINE)
+    found = {p.name: private.findall(p.read_text()) for p in (ROOT / "examples").glob("*.py")}
+    assert {name: [] for name in found} == found
 
 
 def test_flight_consumer_resumes_across_restarts_of_either_side(tmp_path: Path) -> None:
@@ -113,3 +129,14 @@ def test_flight_consumer_resumes_across_restarts_of_either_side(tmp_path: Path) 
     want = [json.loads(line) for line in out.read_text().splitlines()]
     got = [json.loads(line) for line in mine.read_text().splitlines()]
     assert [r for r in want if r["ledger_sequence"] <= 150] == got
+
+
+def test_the_repository_carries_the_license_it_declares() -> None:
+    """pyproject.toml says Apache-2.0; the LICENSE file is that license's text, and ships with the package."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert ("Apache-2.0", ["LICENSE"]) == (project["license"], project["license-files"])
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text

@@ -187,6 +187,16 @@ def rows_from_table(table: Any, schema_name: str, row_type: type | None = None) 
     return out
 
 
+def rows_from_arrow(table: Any, schema: str = "full", processor: str = "contract_data") -> list[dict[str, Any]]:
+    """The rows of an Arrow table or record batch that cdp wrote (Parquet) or served (Arrow Flight), as
+    ``cdp run`` writes them to JSONL: JSON columns decoded, timestamps in stellar-etl's form. ``schema``
+    is the table's ``SCHEMA`` (``full`` or ``ttp``), ``processor`` the one that made the rows."""
+    require_pyarrow()
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    return rows_from_table(table, schema, ROW_TYPES.get(processor))
+
+
 def file_name(prefix: str, first: int, last: int) -> str:
     """``contract_data-0000001000-0000001999.parquet``: the processor, then the ledgers the file holds."""
     return f"{prefix}-{first:010d}-{last:010d}.parquet"
