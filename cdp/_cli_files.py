@@ -59,7 +59,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         try:
             result = processor.process(check.stamp(ledger))
         except (LedgerDecodeError, ValueError) as exc:
-            print(f"cdp extract: {origin}: {exc}", file=sys.stderr)
+            print(f"cdp: error: {origin}: {exc}", file=sys.stderr)
             return False
         kept = [r for r in result.rows if row_filter.reason_to_skip(r) is None]
         try:
@@ -81,7 +81,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
             try:
                 ledgers.extend(read_file(path))
             except (LedgerDecodeError, OSError) as exc:
-                print(f"cdp extract: {path}: {_strip(exc, path)}", file=sys.stderr)
+                print(f"cdp: error: {path}: {_reason(exc, path)}", file=sys.stderr)
                 outcome = False
         for stored in sorted(ledgers, key=lambda item: item.sequence):
             done = emit(Ledger(stored.sequence, None, stored.raw), stored.origin)
@@ -109,14 +109,10 @@ async def _extract_store(
     """
     from cdp.upstream import DatastoreSource
 
-    config = Config.from_mapping(
-        {
-            "datastore_url": args.datastore,
-            "network_passphrase": passphrase,
-            "start_ledger": args.start_ledger,
-            "end_ledger": args.end_ledger,
-        }  # fmt: skip
-    )
+    config = Config.load(  # the environment's store settings apply (timeouts, CONNECT_MAX_ATTEMPTS, backoff)
+        flags={"datastore_url": args.datastore, "network_passphrase": passphrase,
+               "start_ledger": args.start_ledger, "end_ledger": args.end_ledger, "output": "-", "format": "jsonl"}
+    )  # fmt: skip
     ok: bool | None = True
     send, receive = trio.open_memory_channel[Ledger](0)
     async with trio.open_nursery() as nursery:
@@ -125,7 +121,7 @@ async def _extract_store(
             async for ledger in receive:
                 origin = f"{args.datastore} ledger {ledger.sequence}"
                 if ledger.problem is not None:
-                    print(f"cdp extract: {origin}: {ledger.problem}", file=sys.stderr)
+                    print(f"cdp: error: {origin}: {ledger.problem}", file=sys.stderr)
                     ok = False
                     continue
                 done = await trio.to_thread.run_sync(emit, ledger, origin)
@@ -159,8 +155,10 @@ def cmd_datastore(args: argparse.Namespace) -> None:
     else:
         try:
             stored = {s.sequence: s for p in expand_paths(args.paths) for s in read_file(p)}
-        except (LedgerDecodeError, OSError) as exc:
+        except LedgerDecodeError as exc:
             fail(str(exc), 1)
+        except OSError as exc:
+            fail(f"{exc.filename}: {_reason(exc, Path(str(exc.filename)))}", 1)
         ledgers = [Ledger(s, None, stored[s].raw) for s in sorted(stored)]
         for ledger in ledgers:  # the first with a transaction proves the store's network
             check.check(ledger.raw)
@@ -175,5 +173,7 @@ def cmd_datastore(args: argparse.Namespace) -> None:
     print(f"wrote {files} files to {args.store} ({network_name(check.network)})", file=sys.stderr)
 
 
-def _strip(exc: Exception, path: Path) -> str:
+def _reason(exc: Exception, path: Path) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read: {exc.strerror}"
     return str(exc).removeprefix(f"{path}: ")

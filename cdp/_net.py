@@ -3,7 +3,10 @@ bind leaves no socket open behind it."""
 
 from __future__ import annotations
 
+import errno
 import socket
+
+from cdp._errors import CdpError, ConfigError
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
@@ -21,3 +24,16 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def bind_tcp_or_fail(host: str, port: int, host_setting: str, port_setting: str) -> socket.socket:
+    """``bind_tcp``, its failure said in one line naming the setting to look at: an address that is not
+    this machine's, or does not resolve, is a setting to change (``ConfigError``: exit 2); a port in use
+    is a failure that may pass (``CdpError``: exit 1)."""
+    try:
+        return bind_tcp(host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"{host_setting}={host}: cannot listen on {host}:{port}: {reason}") from None
+        raise CdpError(f"{port_setting}={port}: cannot listen on {host}:{port}: {reason}") from None

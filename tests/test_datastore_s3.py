@@ -206,7 +206,7 @@ async def test_a_stop_does_not_wait_for_a_stalled_store(
 
 def test_cdp_datastore_write_writes_to_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """`cdp datastore write s3://bucket/prefix` puts the store on S3 (no local directory named `s3:`), and
-    the store reads back as the same ledgers; a bucket that does not exist is one line, exit 1."""
+    the store reads back as the same ledgers; a key that may only read is refused in one line, exit 1."""
     import os
     import subprocess
 
@@ -233,8 +233,8 @@ def test_cdp_datastore_write_writes_to_s3(s3_endpoint: str, tmp_path: Path, monk
         assert data is not None, key
         got += [ledger.raw for ledger in store.ledgers(key, data, 1 << 26)]
     assert [SyntheticLedgers(seed=0).ledger(s) for s in range(2, 22)] == got
-    cmd = [*CDP, "datastore", "write", "s3://no-such-bucket/x", "--synthetic", "--end", "3"]
-    missing = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert 1 == missing.returncode, missing.stderr
-    assert missing.stderr.startswith("cdp: error: cannot write s3://no-such-bucket/x/.config.json: ")
-    assert 1 == len(missing.stderr.splitlines()), missing.stderr
+    cmd = [*CDP, "datastore", "write", "s3://written-by-cdp/other", "--synthetic", "--end", "3"]
+    reader = {**env, "AWS_ACCESS_KEY_ID": "reader", "AWS_SECRET_ACCESS_KEY": "reader"}
+    denied = subprocess.run(cmd, cwd=tmp_path, env=reader, capture_output=True, text=True, timeout=120, check=False)
+    said = "cdp: error: cannot write s3://written-by-cdp/other/.config.json: PermissionError: Access Denied.\n"
+    assert (1, said) == (denied.returncode, denied.stderr)

@@ -25,7 +25,7 @@ from cdp._config import Config
 from cdp._errors import BadLedgerError, CdpError, ConfigError, OutputError, UpstreamError, missing_extra
 from cdp._validators import AUTO
 from cdp._version import __version__
-from cdp.pipeline._guard import exclusive
+from cdp.pipeline._guard import exclusive, remove_if_empty
 from cdp.pipeline._pipeline import append_dead_letters, dead_letter_path
 from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._registry import load_processor
@@ -90,12 +90,18 @@ def backfill(
                  parts, ledgers, rows, seconds, summary.ledgers_per_second, tables)  # fmt: skip
         return summary
     directory = Path(config.output)
+    existed = directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # the output directory cannot be made: one line naming it
         raise OutputError("output", exc.filename or directory, exc) from None
-    with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
-        return _backfill(config, client, scheduler, workers, processor, progress, directory, verify, network)
+    try:
+        with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
+            return _backfill(config, client, scheduler, workers, processor, progress, directory, verify, network)
+    except BaseException:
+        if not existed:
+            remove_if_empty(directory)  # a job refused before any partition leaves nothing behind
+        raise
 
 
 def _backfill(

@@ -11,7 +11,6 @@ committed ledger took more than ``LAG_DEGRADED_S`` from receipt to commit; ``hea
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -23,8 +22,8 @@ from hypercorn.config import Config as HypercornConfig
 from quart import Response
 from quart_trio import QuartTrio
 
-from cdp._errors import CdpError, ConfigError, redact
-from cdp._net import bind_tcp
+from cdp._errors import redact
+from cdp._net import bind_tcp_or_fail
 from cdp._validators import network_name
 from cdp._version import __version__
 from cdp.pipeline import PipelineStatistics
@@ -222,13 +221,7 @@ def create_app(view: ServiceView) -> QuartTrio:
 def _listening_socket(host: str, port: int) -> socket.socket:
     """Bind the HTTP socket ourselves and hand Hypercorn its descriptor: a bind failure is then one clear
     error with nothing leaked (Hypercorn's own binding leaves the failed socket open)."""
-    try:
-        return bind_tcp(host, port)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:  # no such local address
-            raise ConfigError(f"HEALTH_HOST={host}: cannot listen on {host}:{port}: {reason}") from None
-        raise CdpError(f"HEALTH_PORT={port}: cannot listen on {host}:{port}: {reason}") from None
+    return bind_tcp_or_fail(host, port, "HEALTH_HOST", "HEALTH_PORT")
 
 
 async def serve_http(

@@ -96,11 +96,11 @@ def guard_run(config: Config) -> Iterator[None]:
             yield
     except BaseException:
         if made and not committed and not (checkpoint is not None and checkpoint.exists()):
-            _remove_if_empty(made[0])
+            remove_if_empty(made[0])
         raise
 
 
-def _remove_if_empty(path: Path) -> None:
+def remove_if_empty(path: Path) -> None:
     with suppress(OSError):
         if path.is_dir():
             path.rmdir()  # only if empty

@@ -135,7 +135,7 @@ class PostgresSink:
                     sql.SQL("SELECT ledger FROM {} WHERE name = %s").format(self.checkpoints), [self.checkpoint_name]
                 ).fetchone()
         except psycopg.Error as exc:
-            raise CdpError(f"OUTPUT: cannot use the database: {_reason(exc)}") from None
+            raise CdpError(f"OUTPUT={self.dsn}: cannot use the database: {_reason(exc)}") from None
         return None if row is None else int(row[0])
 
     def _conn_or_new(self, first: bool = False) -> Any:

@@ -25,7 +25,7 @@ from grpclib.server import Server
 
 from cdp._config import Config
 from cdp._errors import CdpError, LedgerDecodeError
-from cdp._net import bind_tcp
+from cdp._net import bind_tcp_or_fail
 from cdp.upstream.proto.raw_ledger_service import RawLedger, RawLedgerServiceBase, StreamLedgersRequest
 from cdp.xdr._files import StoredLedger, load_ledgers
 
@@ -221,10 +221,7 @@ class FakeRawLedgerService(RawLedgerServiceBase):
 
 def _listening_socket(host: str, port: int) -> socket.socket:
     """Bind it ourselves, so the bound port is known without grpclib's private server object."""
-    try:
-        return bind_tcp(host, port)
-    except OSError as exc:
-        raise CdpError(f"fake source cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return bind_tcp_or_fail(host, port, "--host", "--port")
 
 
 async def serve_fake_source(

@@ -60,6 +60,8 @@ class Datastore:
                 raise StoreUnreachable(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
             raise UpstreamError(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
         if raw is None:
+            if layout is None and not self._exists():
+                raise ConfigError(f"DATASTORE_URL={url}: there is no store there (no {MANIFEST}, no objects)")
             if layout is None:
                 raise ConfigError(
                     f"DATASTORE_URL={url}: no {MANIFEST}; give the layout with --datastore-ledgers-per-file "
@@ -75,6 +77,13 @@ class Datastore:
         manifest.check(None if passphrase == AUTO else passphrase, layout, f"DATASTORE_URL={url}")
         self.layout = manifest.layout
         self.network = manifest.network_passphrase
+
+    def _exists(self) -> bool:
+        """Whether anything is at the root (a bucket or directory); a failure to tell counts as yes."""
+        try:
+            return bool(self.fs.exists(self.root))
+        except Exception:  # the question is only for a clearer message
+            return True
 
     def network_check(self, passphrase: str, claim: str = "") -> NetworkCheck:
         """What its ledgers are checked against: ``passphrase``, or under ``auto`` the manifest's network
