@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from cdp.extract._rows import ETL_FIELDS
@@ -134,7 +135,9 @@ def test_busy_ports_are_one_line_errors() -> None:
         == f"cdp: error: HEALTH_PORT={port}: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
     assert (
-        fake.stderr.strip().splitlines()[-1].startswith(f"cdp: error: --port={port}: cannot listen on 127.0.0.1:{port}: ")
+        fake.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"cdp: error: --port={port}: cannot listen on 127.0.0.1:{port}: ")
     )
     assert "Traceback" not in run.stderr + fake.stderr
 
@@ -203,3 +206,20 @@ def test_help_is_plain_text_and_names_every_processor() -> None:
     help_text = " ".join(_run("run", "--help").stdout.split())
     processor = help_text[help_text.index("--processor PROCESSOR") :].split("[env PROCESSOR")[0]
     assert [name for name in BUILTIN if name not in processor] == []
+
+
+def test_a_missing_extra_names_the_install_command_that_works(tmp_path: Path) -> None:
+    """Without pyarrow, a Parquet output is refused (exit 2) with `pip install '<this checkout>[parquet]'`:
+    the project is on no package index, so the command names the checkout, whose pyproject has that extra."""
+    import tomllib
+
+    code = ("import sys; sys.modules['pyarrow'] = None; from cdp._cli import main; "
+            f"main(['run', '--output', '{tmp_path}/pq/', '--end-ledger', '3'])")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert 2 == proc.returncode
+    said = (
+        f"cdp: error: FORMAT=parquet needs the parquet extra (pyarrow is not installed): pip install '{ROOT}[parquet]'"
+    )
+    assert [said] == proc.stderr.splitlines()
+    assert "parquet" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [] == list(tmp_path.iterdir())
