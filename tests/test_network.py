@@ -228,7 +228,7 @@ def test_run_refuses_an_upstream_of_another_network_and_auto_detects_it(tmp_path
         wrong = _run(*common, "--network", "testnet", "--output", str(out))
         assert 2 == wrong.returncode
         assert "cdp: error: ledger 63092982 belongs to pubnet, not NETWORK_PASSPHRASE=testnet" in wrong.stderr
-        assert "" == out.read_text()
+        assert not out.exists()  # refused before its first commit: nothing left behind
         auto = _run(*common, "--output", str(tmp_path / "auto.jsonl"))
         given = _run(*common, "--network", "pubnet", "--output", str(tmp_path / "given.jsonl"))
     assert (0, 0) == (auto.returncode, given.returncode), auto.stderr + given.stderr
@@ -247,7 +247,7 @@ def test_run_derives_sac_assets_under_the_detected_network(tmp_path: Path) -> No
         wrong = _run(*common, "--network", "testnet", "--output", str(tmp_path / "wrong.jsonl"))
     assert (0, 0, 2) == (auto.returncode, given.returncode, wrong.returncode), auto.stderr + given.stderr
     assert "cdp: error: ledger 2 belongs to pubnet, not NETWORK_PASSPHRASE=testnet" in wrong.stderr
-    assert "" == (tmp_path / "wrong.jsonl").read_text()
+    assert not (tmp_path / "wrong.jsonl").exists()  # refused before its first commit: nothing left behind
     rows = (tmp_path / "auto.jsonl").read_text()
     assert rows == (tmp_path / "given.jsonl").read_text()
     assert sum(bool(json.loads(line)["asset_code"]) for line in rows.splitlines()) >= 3
