@@ -314,10 +314,10 @@ def main(argv: Sequence[str] | None = None, stops: StopSignals | None = None) ->
         raise SystemExit(130) from None
     except NothingToDo as exc:  # done before: a scheduler retrying a finished job must see success
         print(f"cdp: {exc}", file=sys.stderr)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
     except CdpError as exc:
-        fail(str(exc), 1)
+        if LOG.isEnabledFor(logging.DEBUG):  # the one line is for users; the traceback for whoever debugs
+            LOG.debug("the failure in full", exc_info=exc)
+        fail(str(exc), EXIT_USAGE if isinstance(exc, ConfigError) else 1)
     if stops.immediate:
         raise SystemExit(EXIT_INTERRUPTED)
 

@@ -223,3 +223,28 @@ def test_a_missing_extra_names_the_install_command_that_works(tmp_path: Path) ->
     assert [said] == proc.stderr.splitlines()
     assert "parquet" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert [] == list(tmp_path.iterdir())
+
+
+def test_a_traceback_only_with_log_level_debug() -> None:
+    """A failure is one line; LOG_LEVEL=DEBUG adds its traceback (logged) before that same line."""
+    from .helpers import refusing_endpoint
+
+    with refusing_endpoint() as dead:
+        args = (
+            "run",
+            "--source-endpoint",
+            dead,
+            "--connect-max-attempts",
+            "1",
+            "--end-ledger",
+            "3",
+            "--health-port",
+            "0",
+        )
+        quiet = _run(*args)
+        debug = _run(*args, env={**os.environ, "LOG_LEVEL": "DEBUG"})
+    assert (1, 1) == (quiet.returncode, debug.returncode)
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in debug.stderr
+    assert quiet.stderr.splitlines()[-1] == debug.stderr.splitlines()[-1]
+    assert quiet.stderr.splitlines()[-1].startswith(f"cdp: error: upstream {dead}: 1 attempt in a row failed")
