@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--verify", action="store_true", help="read finished partitions whole; redo any that fail")
     _setting_flags(fill)
 
+    boot = sub.add_parser("bootstrap", help="the contract-data state at a history-archive checkpoint")
+    boot.add_argument("--archive", required=True, metavar="URL", help="a history archive: path, s3://, gs://, https://")
+    boot.add_argument("--ledger", type=int, default=None, help="a checkpoint ledger (default: the archive's latest)")
+    boot.add_argument("--replace", action="store_true", help="write over tables or a state file that hold data")
+    _setting_flags(boot)
+
     demo = sub.add_parser("demo", help="fake source + service in one process, rows on stdout")
     demo.add_argument("--ledgers", type=int, default=5, help="stop after this many ledgers (default 5)")
     demo.add_argument("--seed", type=int, default=0)
@@ -247,6 +253,14 @@ def _cmd_backfill(args: argparse.Namespace) -> None:
             signal.signal(signum, previous)
 
 
+def _cmd_bootstrap(args: argparse.Namespace) -> None:
+    from cdp.batch._bootstrap import bootstrap
+
+    config = _config(args)
+    configure_logging(config.log_level, config.log_format)
+    bootstrap(config, args.archive, args.ledger, replace=args.replace)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     if args.ledgers < 1:
         fail(f"--ledgers={args.ledgers}: must be >= 1", EXIT_USAGE)
@@ -305,8 +319,8 @@ def main(argv: Sequence[str] | None = None, stops: StopSignals | None = None) ->
         stops.install()
     args = build_parser().parse_args(argv)
     args.stops = stops
-    commands = {"run": _cmd_run, "backfill": _cmd_backfill, "demo": _cmd_demo, "fake-source": _cmd_fake_source,
-                "extract": cmd_extract, "datastore": cmd_datastore}  # fmt: skip
+    commands = {"run": _cmd_run, "backfill": _cmd_backfill, "bootstrap": _cmd_bootstrap, "demo": _cmd_demo,
+                "fake-source": _cmd_fake_source, "extract": cmd_extract, "datastore": cmd_datastore}  # fmt: skip
     try:
         with unwrap_cdp_error():
             commands[args.command](args)

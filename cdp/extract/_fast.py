@@ -51,6 +51,29 @@ def _ttl_facts(b: bytes, rng: tuple[int, int]) -> tuple[str, int]:
     return b[rng[0] + 8 : rng[0] + 40].hex(), int(U32(b, rng[0] + 40)[0])
 
 
+def entry_row_at(b: bytes, s: int, change_type: int, info: LedgerInfo, passphrase: str) -> ContractDataRow | None:
+    """The row of the CONTRACT_DATA ``LedgerEntry`` at byte ``s`` of ``b`` (None for what ETL skips).
+
+    Raises:
+        FastPathError: bytes the walk does not follow (the caller decodes the whole ledger instead).
+    """
+    key_start, key_end = key_bounds(b, s)
+    val_end = ws.c_SCVal(b, key_end)
+    cd_bytes = b[s + 8 : val_end]
+    encoded = Encoded(
+        ledger_key=CD_KEY_PREFIX + b[s + 12 : key_end],
+        key=b[key_start : key_end - 4],
+        val=b[key_end:val_end],
+        entry=cd_bytes,
+    )
+    last_modified = U32(b, s)[0]
+    try:
+        return native_row(b, s + 12, key_start, key_end, last_modified, change_type, info, passphrase, encoded)
+    except Unsupported:
+        cd = xdr.ContractDataEntry.from_xdr_bytes(cd_bytes)
+        return entry_row(cd, last_modified, change_type, info.sequence, info.close_time, passphrase, encoded)
+
+
 def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str, mode: Mode) -> list[ContractDataRow]:
     """The shared row rules on byte ranges, decoding only the entries rows show."""
 
@@ -66,22 +89,7 @@ def _rows(b: bytes, info: LedgerInfo, changes: list[RawChange], passphrase: str,
     def row(c: RawChange) -> ContractDataRow | None:
         rng = c.pre if c.change_type == REMOVED else c.post
         assert rng is not None
-        s = rng[0]
-        key_start, key_end = key_bounds(b, s)
-        val_end = ws.c_SCVal(b, key_end)
-        cd_bytes = b[s + 8 : val_end]
-        encoded = Encoded(
-            ledger_key=CD_KEY_PREFIX + b[s + 12 : key_end],
-            key=b[key_start : key_end - 4],
-            val=b[key_end:val_end],
-            entry=cd_bytes,
-        )
-        last_modified = U32(b, s)[0]
-        try:
-            return native_row(b, s + 12, key_start, key_end, last_modified, c.change_type, info, passphrase, encoded)
-        except Unsupported:
-            cd = xdr.ContractDataEntry.from_xdr_bytes(cd_bytes)
-            return entry_row(cd, last_modified, c.change_type, info.sequence, info.close_time, passphrase, encoded)
+        return entry_row_at(b, rng[0], c.change_type, info, passphrase)
 
     data = [c for c in changes if c.etype == CONTRACT_DATA]
     ttls = [c for c in changes if c.etype == TTL]

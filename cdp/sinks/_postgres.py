@@ -135,8 +135,15 @@ class PostgresSink:
                     sql.SQL("SELECT ledger FROM {} WHERE name = %s").format(self.checkpoints), [self.checkpoint_name]
                 ).fetchone()
         except psycopg.Error as exc:
-            raise CdpError(f"OUTPUT={self.dsn}: cannot use the database: {_reason(exc)}") from None
+            raise self.refused_at_start(exc) from None
         return None if row is None else int(row[0])
+
+    def connect(self) -> Any:
+        """The connection, with the tables' lock taken (``ConfigError`` naming the holder if another run has it)."""
+        return self._conn_or_new(first=True)
+
+    def refused_at_start(self, exc: Exception) -> CdpError:
+        return CdpError(f"OUTPUT={self.dsn}: cannot use the database: {_reason(exc)}")
 
     def _conn_or_new(self, first: bool = False) -> Any:
         """The connection, made again if it was lost; a new one takes the run's lock before anything is
