@@ -207,3 +207,50 @@ def test_from_an_archive_on_s3(s3_endpoint: str, tmp_path: Path) -> None:  # noq
     rows = pq.read_table(tmp_path / "contract_data_state-0000002047.parquet").to_pylist()
     got = {r["ledger_key_hash"]: (r["val"], r["last_modified_ledger"], r["live_until_ledger_seq"]) for r in rows}
     assert reference_state(ARCHIVE, 2047) == got
+
+
+def _current(dsn: str) -> dict[str, dict[str, Any]]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        return {r["ledger_key_hash"]: r for r in conn.execute("SELECT * FROM contract_data_current")}
+
+
+def test_bootstrap_then_run_equals_a_replay_from_the_start(tmp_path: Path, postgres: PostgresServer) -> None:  # noqa: F811
+    """An archive of the state synthetic ledgers 2..127 leave (with a hot archive: persistent keys were
+    evicted), bootstrapped at 127, then `cdp run` on to 200 with no other setting: the current table is
+    the one a replay of 2..200 makes. A row untouched since the bootstrap carries the bootstrap's ledger
+    and close time (the state as of it) where the replay has its last change's; an archived one has no
+    TTL or eviction ledger (the hot archive keeps neither)."""
+    from cdp.testing import SyntheticLedgers
+    from cdp.testing._archive import write_archive
+
+    from .helpers import fake_source_process
+
+    counts = write_archive(tmp_path / "archive", SyntheticLedgers(seed=3), 127)
+    assert counts["hot"] >= 1
+    booted, replayed = postgres.create_database("booted"), postgres.create_database("replayed")
+    done = _cdp("bootstrap", "--archive", str(tmp_path / "archive"), "--output", booted)
+    assert 0 == done.returncode, done.stderr
+    with fake_source_process("--seed", "3") as fake:
+        common = ("run", "--source-endpoint", fake.endpoint, "--health-port", "0", "--end-ledger", "200")
+        on = _cdp(*common, "--output", booted)
+        again = _cdp(*common, "--output", replayed, "--start-ledger", "2")
+    assert (0, 0) == (on.returncode, again.returncode), on.stderr[-2000:] + again.stderr[-2000:]
+    assert "service started start_ledger=128 " in on.stderr  # from the bootstrap's checkpoint, nothing given
+    got, want = _current(booted), _current(replayed)
+    assert sorted(want) == sorted(got)
+    untouched = 0
+    for key, row in got.items():
+        expected = dict(want[key])
+        if row["ledger_sequence"] == 127 and expected["ledger_sequence"] != 127:  # as of the bootstrap
+            untouched += 1
+            for name in ("ledger_sequence", "closed_at"):
+                expected[name] = row[name]
+        if row["archived"]:
+            for name in ("live_until_ledger_seq", "archived_at_ledger"):
+                expected[name] = row[name]
+        assert expected == row, key
+    assert untouched > 10
+    assert any(r["archived"] for r in got.values())
