@@ -11,6 +11,7 @@ when every bucket and the bucket-list hash have checked out is anything written.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -230,7 +231,7 @@ def _write_parquet(directory: Path, ledger: int, rows: Iterator[tuple[Row, bool]
     writer: Any = None
     try:
         batch: list[tuple[Row, bool]] = []
-        for item in (*rows, None):
+        for item in itertools.chain(rows, [None]):  # streamed: the state may be millions of rows
             if item is not None:
                 batch.append(item)
                 counts[item[1]] += 1

@@ -15,6 +15,7 @@ order, with ``balance`` as exact decimal text (never null on overflow) and
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -103,7 +104,9 @@ def arrow_type(hint: Any, time_unit: str = "ms") -> Any:
     return {int: pa.uint32(), bool: pa.bool_(), str: pa.string()}.get(hint, pa.string())
 
 
+@functools.lru_cache(maxsize=256)
 def _closed_at(text: Any) -> dt.datetime:
+    """Parsed once per ledger, not per row (a state's rows all share one)."""
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
