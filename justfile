@@ -45,6 +45,10 @@ bench-flight: setup
 bench-postgres: setup
     {{py}} bench/postgres.py
 
+# a synthetic archive of ENTRIES contract-data entries bootstrapped: time per million, peak RSS
+bench-bootstrap entries="10000000": setup
+    {{py}} bench/bootstrap.py {{entries}}
+
 # differential fuzzing of the extractor, >= 1,000,000 mutated ledgers (about 5 minutes on 2 cores)
 fuzz inputs="1000000": setup
     {{py}} bench/fuzz.py --inputs {{inputs}}

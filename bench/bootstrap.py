@@ -112,8 +112,8 @@ def main() -> None:
         archive = Path(tmp) / "archive"
         make_archive(archive, args.entries)
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "cdp", "bootstrap", "--archive", str(archive), "--ledger", str(CHECKPOINT), "--output",
-               f"{tmp}/out/"]  # fmt: skip
+        cmd = [sys.executable, "-m", "cdp", "bootstrap", "--archive", str(archive), "--ledger", str(CHECKPOINT),
+               "--output", f"{tmp}/out/"]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - t0
         if done.returncode:

@@ -62,6 +62,25 @@ def create_tables(conn: Any, schema: str, prefix: str) -> None:
                 sql.SQL(", ").join(map(sql.Identifier, columns)),
             )
         )
+    current = sql.Identifier(schema, f"{prefix}_current")
+    view = sql.Identifier(schema, f"{prefix}_sac_balances")
+    conn.execute(sql.SQL(SAC_BALANCES).format(view, current, current))
+
+
+# A SAC balance is a balance-shaped entry (key [Balance, C...], value {amount, authorized, clawback})
+# of a contract whose instance is a Stellar Asset Contract of that asset on this network: the asset
+# fields of an instance row are set only where the contract id is the one the asset's SAC has on the
+# network (``_sac_asset``), so a contract that stores balance-shaped entries, or claims an asset in
+# its instance, is not in the view.
+SAC_BALANCES: Final = """CREATE OR REPLACE VIEW {} AS
+SELECT b.balance_holder AS holder, i.asset_type, i.asset_code, i.asset_issuer, b.contract_id, b.balance,
+       (b.val_decoded -> 'map' -> 1 -> 'val' ->> 'bool')::boolean AS authorized,
+       (b.val_decoded -> 'map' -> 2 -> 'val' ->> 'bool')::boolean AS clawback,
+       b.live_until_ledger_seq, b.archived, b.last_modified_ledger
+FROM {} b JOIN {} i ON i.contract_id = b.contract_id
+ AND i.contract_key_type = 'ScValTypeScvLedgerKeyContractInstance' AND i.contract_instance_type = 'stellar_asset'
+ AND i.asset_type <> ''
+WHERE b.balance_holder <> ''"""
 
 
 def lock_holder(conn: Any, lock_name: str) -> str:

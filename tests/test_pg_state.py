@@ -1,0 +1,99 @@
+"""PostgreSQL state views: verified SAC balances (impostors excluded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stellar_sdk import Keypair, StrKey, xdr
+
+from cdp._config import Config
+from cdp._validators import NETWORKS
+from cdp.batch._bootstrap import state_row
+from cdp.extract._changes import LedgerInfo
+from cdp.extract._full import asset_contract_id
+from cdp.sinks._pg_state import load_state
+from cdp.sinks._postgres import PostgresSink
+
+from .pg_server import PostgresServer, postgres  # noqa: F401 - the fixture
+
+TESTNET = NETWORKS["testnet"]
+ISSUER = Keypair.from_raw_ed25519_seed(bytes(range(32)))
+HOLDER = StrKey.encode_contract(b"\x11" * 32)
+
+
+def _sym(text: str) -> xdr.SCVal:
+    return xdr.SCVal(xdr.SCValType.SCV_SYMBOL, sym=xdr.SCSymbol(text.encode()))
+
+
+def _contract(contract_id: bytes) -> xdr.SCAddress:
+    return xdr.SCAddress(xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT, contract_id=xdr.ContractID(xdr.Hash(contract_id)))
+
+
+def _entry(contract_id: bytes, key: xdr.SCVal, val: xdr.SCVal) -> bytes:
+    cd = xdr.ContractDataEntry(xdr.ExtensionPoint(0), _contract(contract_id), key,
+                               xdr.ContractDataDurability.PERSISTENT, val)  # fmt: skip
+    data = xdr.LedgerEntryData(xdr.LedgerEntryType.CONTRACT_DATA, contract_data=cd)
+    return bytes(xdr.LedgerEntry(xdr.Uint32(90), data, xdr.LedgerEntryExt(0)).to_xdr_bytes())
+
+
+def _instance(contract_id: bytes, sac: bool) -> bytes:
+    """A contract instance whose storage says it is USDC's SAC (as a SAC's does); ``sac``: its executable
+    is the Stellar Asset Contract, else a wasm that only claims to be."""
+    body = xdr.SCVal(xdr.SCValType.SCV_MAP, map=xdr.SCMap([
+        xdr.SCMapEntry(_sym("asset_code"), xdr.SCVal(xdr.SCValType.SCV_STRING, str=xdr.SCString(b"USDC"))),
+        xdr.SCMapEntry(_sym("issuer"), xdr.SCVal(xdr.SCValType.SCV_BYTES, bytes=xdr.SCBytes(ISSUER.raw_public_key()))),
+    ]))  # fmt: skip
+    info = xdr.SCVal(xdr.SCValType.SCV_VEC, vec=xdr.SCVec([_sym("AlphaNum4"), body]))
+    executable = (
+        xdr.ContractExecutable(xdr.ContractExecutableType.CONTRACT_EXECUTABLE_STELLAR_ASSET)
+        if sac
+        else xdr.ContractExecutable(
+            xdr.ContractExecutableType.CONTRACT_EXECUTABLE_WASM, wasm_hash=xdr.Hash(b"\x22" * 32)
+        )
+    )
+    storage = xdr.SCMap([xdr.SCMapEntry(xdr.SCVal(xdr.SCValType.SCV_VEC, vec=xdr.SCVec([_sym("AssetInfo")])), info)])
+    val = xdr.SCVal(xdr.SCValType.SCV_CONTRACT_INSTANCE, instance=xdr.SCContractInstance(executable, storage))
+    return _entry(contract_id, xdr.SCVal(xdr.SCValType.SCV_LEDGER_KEY_CONTRACT_INSTANCE), val)
+
+
+def _balance(contract_id: bytes, amount: int) -> bytes:
+    holder = xdr.SCVal(xdr.SCValType.SCV_ADDRESS, address=_contract(StrKey.decode_contract(HOLDER)))
+    key = xdr.SCVal(xdr.SCValType.SCV_VEC, vec=xdr.SCVec([_sym("Balance"), holder]))
+    parts = xdr.Int128Parts(xdr.Int64(0), xdr.Uint64(amount))
+    val = xdr.SCVal(xdr.SCValType.SCV_MAP, map=xdr.SCMap([
+        xdr.SCMapEntry(_sym("amount"), xdr.SCVal(xdr.SCValType.SCV_I128, i128=parts)),
+        xdr.SCMapEntry(_sym("authorized"), xdr.SCVal(xdr.SCValType.SCV_BOOL, b=True)),
+        xdr.SCMapEntry(_sym("clawback"), xdr.SCVal(xdr.SCValType.SCV_BOOL, b=False)),
+    ]))  # fmt: skip
+    return _entry(contract_id, key, val)
+
+
+def test_sac_balances_keeps_only_the_assets_own_contract(postgres: PostgresServer) -> None:  # noqa: F811
+    """Three contracts hold a balance-shaped entry for the same holder: USDC's real SAC, a wasm contract
+    whose instance claims to be USDC, and a SAC-executable instance at another contract id claiming
+    USDC. Only the first is a SAC balance; all three are in the current table."""
+    import psycopg
+
+    real = asset_contract_id(b"USDC", ISSUER.raw_public_key(), TESTNET)
+    impostor, misplaced = b"\x33" * 32, b"\x44" * 32
+    entries = [_instance(real, True), _balance(real, 500), _instance(impostor, False), _balance(impostor, 7),
+               _instance(misplaced, True), _balance(misplaced, 9)]  # fmt: skip
+    info = LedgerInfo(100, 1_700_000_000, 23, 2)
+    rows: list[tuple[Any, bool]] = []
+    for entry in entries:
+        row = state_row(entry, info, TESTNET)
+        assert row is not None
+        rows.append((row, False))
+    dsn = postgres.create_database("sac")
+    sink = PostgresSink.for_config(Config.from_mapping({"output": dsn}))
+    try:
+        assert (6, 0) == load_state(sink, 100, iter(rows), replace=False)
+    finally:
+        sink.close()
+    with psycopg.connect(dsn) as conn:
+        view = conn.execute("SELECT holder, asset_type, asset_code, asset_issuer, contract_id, balance, authorized, "
+                            "clawback, archived FROM contract_data_sac_balances").fetchall()  # fmt: skip
+        balances = conn.execute("SELECT count(*) FROM contract_data_current WHERE balance_holder <> ''").fetchone()
+    assert (3,) == balances
+    assert [(HOLDER, "credit_alphanum4", "USDC", ISSUER.public_key, StrKey.encode_contract(real), 500, True, False,
+             False)] == view  # fmt: skip
