@@ -117,9 +117,13 @@ def test_into_postgres_then_refused_again_unless_replace(postgres: PostgresServe
         rows = conn.execute("SELECT ledger_key_hash, val, last_modified_ledger, live_until_ledger_seq "
                             "FROM contract_data_current WHERE NOT archived").fetchall()  # fmt: skip
         checkpoint = conn.execute("SELECT ledger FROM cdp_checkpoint").fetchall()
-        history = conn.execute("SELECT count(*) FROM contract_data_history").fetchone()
-    assert reference_state(ARCHIVE, 8191) == {k: (v, m, t) for k, v, m, t in rows}
-    assert ([(8191,)], (0,)) == (checkpoint, history)
+        history = conn.execute("SELECT count(*) FROM contract_data_history WHERE ledger_sequence = 8191").fetchone()
+        at = conn.execute("SELECT ledger_key_hash, val, last_modified_ledger, live_until_ledger_seq "
+                          "FROM contract_data_at(8191)").fetchall()  # fmt: skip
+    want = reference_state(ARCHIVE, 8191)
+    assert want == {k: (v, m, t) for k, v, m, t in rows}
+    assert want == {k: (v, m, t) for k, v, m, t in at}  # history starts with the state
+    assert ([(8191,)], (3017,)) == (checkpoint, history)
     again = _cdp("bootstrap", "--archive", str(ARCHIVE), "--ledger", "10047", "--output", dsn)
     assert 2 == again.returncode
     assert again.stderr.splitlines()[-1].endswith(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 from stellar_sdk import Keypair, StrKey, xdr
@@ -97,3 +98,64 @@ def test_sac_balances_keeps_only_the_assets_own_contract(postgres: PostgresServe
     assert (3,) == balances
     assert [(HOLDER, "credit_alphanum4", "USDC", ISSUER.public_key, StrKey.encode_contract(real), 500, True, False,
              False)] == view  # fmt: skip
+
+
+def test_the_state_at_every_ledger_equals_a_replay_up_to_it(postgres: PostgresServer) -> None:  # noqa: F811
+    """`contract_data_at(N)`, for every N of a run of synthetic ledgers 2..121 (deletions, temporary and
+    persistent evictions, restores, TTL extensions without a data change), holds the keys an independent
+    replay of the ledgers up to N has (the evicted persistent ones too: archived with the TTL that ran
+    out, not gone), with their last-modified ledger, the TTL they had at N and whether it had run out
+    (NULL: no TTL known); and at the ends of runs stopped on the way, exactly the current table's rows
+    and TTLs. (Keys the synthetic ledgers move where no network goes are left to the second check.)"""
+    import hashlib
+
+    import psycopg
+
+    from cdp.testing import SyntheticLedgers
+    from cdp.testing._archive import StateReplay
+
+    from .helpers import CDP, ROOT, fake_source_process
+
+    dsn = postgres.create_database("state_at")
+    snapshots: dict[int, set[tuple[Any, ...]]] = {}
+    current = "SELECT ledger_key_hash, val, last_modified_ledger, live_until_ledger_seq FROM contract_data_current"
+    with fake_source_process("--seed", "5") as fake, psycopg.connect(dsn, autocommit=True) as conn:
+        for stop in (5, 14, 33, 46, 64, 93, 121):
+            cmd = [*CDP, "run", "--source-endpoint", fake.endpoint, "--health-port", "0", "--end-ledger", str(stop),
+                   "--output", dsn]  # fmt: skip
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+            assert 0 == done.returncode, done.stderr[-2000:]
+            snapshots[stop] = set(conn.execute(current).fetchall())
+    gen = SyntheticLedgers(seed=5)
+    whole = StateReplay()
+    for n in range(2, 122):
+        whole.apply(gen.ledger(n))
+    replay = StateReplay()
+    checked, regular = 0, set()
+    with psycopg.connect(dsn) as conn:
+        for n in range(2, 122):
+            replay.apply(gen.ledger(n))
+            info = LedgerInfo(n, gen.close_time(n), 23, 2)
+            want: dict[str, Any] = {}
+            for key, entry in (*replay.live.items(), *replay.hot.items()):
+                key_hash = hashlib.sha256(key).digest()
+                if key[:4] != (6).to_bytes(4, "big") or key_hash in whole.irregular:
+                    continue  # a TTL, or a key no network would have
+                if state_row(entry, info, gen.passphrase) is None:
+                    continue  # a key stellar-etl makes no row of
+                ttl = replay.live.get((9).to_bytes(4, "big") + key_hash) if key in replay.live else None
+                ttl = ttl if key in replay.live else replay.hot_ttls.get(key_hash)  # archived: the TTL that ran out
+                until = int.from_bytes(ttl[40:44], "big") if ttl is not None else None
+                want[key_hash.hex()] = (int.from_bytes(entry[:4], "big"), until)
+            at = conn.execute("SELECT ledger_key_hash, val, last_modified_ledger, live_until_ledger_seq, expired "
+                              "FROM contract_data_at(%s)", [n]).fetchall()  # fmt: skip
+            for _, _, _, until, expired in at:
+                assert expired == (None if until is None else until < n), n
+            irregular = {h.hex() for h in whole.irregular}
+            assert want == {k: (last, until) for k, _, last, until, _ in at if k not in irregular}, n
+            if n in snapshots:
+                assert snapshots[n] == {(k, v, last, until) for k, v, last, until, _ in at}, n
+            checked += len(want)
+            regular |= set(want)
+    assert checked > 2000
+    assert len(regular) > 2 * len(whole.irregular)  # the irregular ones are checked against the current table

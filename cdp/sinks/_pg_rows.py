@@ -30,13 +30,14 @@ HISTORY_COLUMNS: Final = (
     ("key_decoded", "jsonb"), ("val", "text"), ("val_decoded", "jsonb"), ("contract_data_xdr", "text"),
     ("live_until_ledger_seq", "bigint"), ("contract_instance_type", "text"), ("contract_instance_wasm_hash", "text"),
     ("tx_hash", "text"), ("tx_index", "integer"), ("operation_index", "integer"), ("change_group", "text"),
+    ("valid_until_ledger", "bigint"),  # the ledger from which the row no longer holds (NULL: it still does)
 )  # fmt: skip
 # What the current-state table keeps of a row (the change's own fields are history's).
 CURRENT_COLUMNS: Final = tuple(
     (name, kind.replace(" NOT NULL", ""))
     for name, kind in HISTORY_COLUMNS
     if name not in ("ledger_entry_change", "deleted", "tx_hash", "tx_index", "operation_index", "change_group",
-                    "ledger_key_hash")
+                    "ledger_key_hash", "valid_until_ledger")
 )  # fmt: skip
 # The binary COPY's type per history column. A jsonb value goes as the bytes of jsonb's binary form
 # (version 1, then the JSON text), which psycopg's bytea dumper sends as they are.
@@ -136,6 +137,13 @@ class StateChange:
     deletes: set[str] = attrs.field(factory=set)
     ttls: dict[str, int] = attrs.field(factory=dict)  # keys the group's data did not touch
     archives: dict[str, int] = attrs.field(factory=dict)  # likewise
+    # History: the ledger from which each key's rows committed before the group stop holding (its first
+    # change or temporary eviction in the group); every TTL the group sets, with its ledger.
+    closes: dict[str, int] = attrs.field(factory=dict)
+    # (key, ledger) -> (TTL or None where the key lost it, whether the group's data holds the key: else the
+    # TTL counts only if the current table does)
+    ttl_log: dict[tuple[str, int], tuple[int | None, int]] = attrs.field(factory=dict)
+    _open: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # each key's last row in the group
 
     @classmethod
     def of(cls, items: Sequence[tuple[int, Sequence[Row]]]) -> StateChange:
@@ -146,7 +154,7 @@ class StateChange:
                 if kind is None:
                     change._data(row)
                 elif kind == "ttl":
-                    change._ttl(row["key_hash"], row["live_until_ledger_seq"])
+                    change._ttl(row["key_hash"], row["live_until_ledger_seq"], seq)
                 else:
                     change._evict(row["ledger_key_hash"], row["contract_durability"], seq)
         return change
@@ -168,13 +176,31 @@ class StateChange:
             out["ttl"] = (_keys(self.ttls), _ints(self.ttls.values()))
         if self.archives:
             out["archive"] = (_keys(self.archives), _ints(self.archives.values()))
+        if self.closes:
+            out["close"] = (_keys(self.closes), _ints(self.closes.values()))
+        if self.ttl_log:
+            out["ttl_log"] = (_keys([k for k, _ in self.ttl_log]), _ints(s for _, s in self.ttl_log),
+                              _ints(t for t, _ in self.ttl_log.values()),
+                              _ints(held for _, held in self.ttl_log.values()))  # fmt: skip
         return out
+
+    def _supersede(self, key: str, seq: int, row: dict[str, Any] | None) -> None:
+        """``key`` changes (``row``) or is evicted (None) at ``seq``: the row that held until now stops."""
+        prev = self._open.pop(key, None)
+        if prev is not None:
+            prev["valid_until_ledger"] = seq
+        elif key not in self.closes:
+            self.closes[key] = seq
+        if row is not None:
+            self._open[key] = row
 
     def _data(self, row: Row) -> None:
         key = row["ledger_key_hash"]
+        self._supersede(key, row["ledger_sequence"], row)  # type: ignore[arg-type]
         pending_ttl = self.ttls.pop(key, None)
         self.archives.pop(key, None)
         if row["deleted"]:
+            self.ttl_log[key, row["ledger_sequence"]] = (None, 1)
             self.upserts.pop(key, None)
             self.deletes.add(key)
             return
@@ -184,14 +210,18 @@ class StateChange:
             live = old.live_until if old is not None else pending_ttl
         self.upserts[key] = Upsert(row["ledger_sequence"], row[ROW_IN_LEDGER], live)
 
-    def _ttl(self, key: str, live_until: int) -> None:
+    def _ttl(self, key: str, live_until: int, seq: int) -> None:
         if key in self.upserts:
             self.upserts[key].live_until = live_until
+            self.ttl_log[key, seq] = (live_until, 1)
         elif key not in self.deletes:
             self.ttls[key] = live_until
+            self.ttl_log[key, seq] = (live_until, 0)
 
     def _evict(self, key: str, durability: str, seq: int) -> None:
-        if durability != "ContractDataDurabilityPersistent":
+        if durability != "ContractDataDurabilityPersistent":  # gone; a persistent one stays, archived, and
+            self._supersede(key, seq, None)  # keeps the TTL that ran out (as the current table does)
+            self.ttl_log[key, seq] = (None, 1)
             self.upserts.pop(key, None)
             self.ttls.pop(key, None)
             self.archives.pop(key, None)

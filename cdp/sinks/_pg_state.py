@@ -12,16 +12,17 @@ from cdp._errors import ConfigError
 from cdp.extract import Row
 
 from ._pg_ddl import create_tables
-from ._pg_rows import CURRENT_COLUMNS, PG_TYPES, Rendered, prepared
+from ._pg_rows import CURRENT_COLUMNS, HISTORY_NAMES, PG_TYPES, Rendered, prepared
 from ._postgres import PostgresSink
 
 _CURRENT_NAMES = tuple(name for name, _ in CURRENT_COLUMNS)
 
 
 def load_state(sink: PostgresSink, ledger: int, rows: Iterator[tuple[Row, bool]], replace: bool) -> tuple[int, int]:
-    """The current table filled with ``rows`` (each with whether it is archived) and the checkpoint set to
-    ``ledger``, in one transaction, under the run's lock; then ``cdp run`` goes on at ``ledger + 1``.
-    Returns the live and archived rows written.
+    """The tables filled with the state ``rows`` (the live ones, then the archived ones) at ``ledger``:
+    history's rows at that ledger, the current table, their TTLs; and the checkpoint set to ``ledger``,
+    in one transaction, under the run's lock; then ``cdp run`` goes on at ``ledger + 1``. Returns the
+    live and archived rows written.
 
     Raises:
         ConfigError: the tables hold rows or a checkpoint already, and not ``replace``.
@@ -39,17 +40,22 @@ def load_state(sink: PostgresSink, ledger: int, rows: Iterator[tuple[Row, bool]]
             if held and not replace:
                 raise ConfigError(f"OUTPUT={sink.dsn}: {sink.checkpoint_name} already holds {held}: give --replace "
                                   "to write the state over it")  # fmt: skip
-            conn.execute(sql.SQL("TRUNCATE {}, {}").format(*tables))
-            columns = ("ledger_key_hash", *_CURRENT_NAMES, "archived")
-            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                sink.current, sql.SQL(", ").join(map(sql.Identifier, columns))
-            )
-            with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                copy.set_types(["text", *(PG_TYPES[n] for n in _CURRENT_NAMES), "bool"])
-                for row, archived in rows:
+            ttl_history = sql.Identifier(sink.schema, f"{sink.prefix}_ttl_history")
+            conn.execute(sql.SQL("TRUNCATE {}, {}, {}").format(*tables, ttl_history))
+            history_columns = sql.SQL(", ").join(map(sql.Identifier, ("row_in_ledger", *HISTORY_NAMES)))
+            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sink.history, history_columns)
+            with conn.cursor() as cur, cur.copy(copy_sql) as copy:  # the state is history's first ledger
+                copy.set_types(["int4", *(PG_TYPES[n] for n in HISTORY_NAMES)])
+                for n, (row, archived) in enumerate(rows):  # the live rows come first, then the archived
                     ready = prepared(row, rendered)
-                    copy.write_row([ready["ledger_key_hash"], *map(ready.get, _CURRENT_NAMES), archived])
+                    copy.write_row([n, *map(ready.get, HISTORY_NAMES)])
                     counts[archived] += 1
+            columns = sql.SQL(", ").join(map(sql.Identifier, ("ledger_key_hash", *_CURRENT_NAMES)))
+            current = "INSERT INTO {} ({}, archived) SELECT {}, row_in_ledger >= %s FROM {} WHERE ledger_sequence = %s"
+            conn.execute(sql.SQL(current).format(sink.current, columns, columns, sink.history), [counts[0], ledger])
+            ttls = ("INSERT INTO {} SELECT ledger_key_hash, ledger_sequence, live_until_ledger_seq FROM {} "
+                    "WHERE ledger_sequence = %s AND live_until_ledger_seq IS NOT NULL")  # fmt: skip
+            conn.execute(sql.SQL(ttls).format(ttl_history, sink.history), [ledger])
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {} (name, ledger) VALUES (%s, %s) "

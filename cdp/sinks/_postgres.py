@@ -56,7 +56,8 @@ from ._pg_rows import (
 
 LOG = logging.getLogger("cdp.sink")
 
-APPLY: Final = ("delete", "upsert", "ttl", "archive")  # a commit's current-state statements, in this order
+# A commit's statements after the history COPY, in this order: the current state's, then history's.
+APPLY: Final = ("delete", "upsert", "ttl", "archive", "close", "ttl_log")
 SLOT: Final = "\x00"  # where a statement takes an array literal (no SQL text or identifier holds a NUL)
 RETRY_BASE_S: Final = 0.2
 RETRY_CAP_S: Final = 10.0
@@ -363,6 +364,15 @@ class PostgresSink:
                     "UPDATE {t} SET archived = true, archived_at_ledger = s.archived_at_ledger FROM unnest({slot}, "
                     "{slot}) AS s (ledger_key_hash, archived_at_ledger) WHERE {t}.ledger_key_hash = s.ledger_key_hash"
                 ).format(t=t, slot=SQL_SLOT),
+                "close": sql.SQL(  # rows of earlier groups that the group's changes supersede
+                    "UPDATE {h} SET valid_until_ledger = s.ledger FROM unnest({slot}, {slot}) AS s (k, ledger) WHERE "
+                    "{h}.ledger_key_hash = s.k AND {h}.valid_until_ledger IS NULL AND {h}.ledger_sequence < s.ledger"
+                ).format(h=self.history, slot=SQL_SLOT),
+                "ttl_log": sql.SQL(  # as the current table has them: a TTL of a key it does not hold is void
+                    "INSERT INTO {} SELECT s.k, s.ledger, s.until FROM unnest({slot}, {slot}, {slot}, {slot}) AS s "
+                    "(k, ledger, until, held) WHERE s.held = 1 OR EXISTS (SELECT 1 FROM {t} WHERE "
+                    "{t}.ledger_key_hash = s.k) ON CONFLICT DO NOTHING"
+                ).format(sql.Identifier(self.schema, f"{self.prefix}_ttl_history"), t=t, slot=SQL_SLOT),
                 "checkpoint": sql.SQL(
                     "PREPARE cdp_checkpoint (bigint) AS INSERT INTO {} (name, ledger) VALUES ({}, $1) "
                     "ON CONFLICT (name) DO UPDATE SET ledger = excluded.ledger, updated_at = now()"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from stellar_sdk import xdr
 
-from cdp.extract._changes import CONTRACT_DATA, REMOVED, TTL
+from cdp.extract._changes import CONTRACT_DATA, REMOVED, RESTORED, TTL
 from cdp.extract._walk import ledger_key, read_raw_state
 from cdp.xdr._buckets import EMPTY, INIT, bucket_list_hash
 
@@ -26,33 +26,73 @@ from ._synthetic import SyntheticLedgers
 
 LEVELS = 11
 _PERSISTENT = (1).to_bytes(4, "big")
+_TTL_PREFIX = TTL.to_bytes(4, "big")
 
 
-def replay_state(ledgers: Iterable[bytes]) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
-    """The contract-data and TTL entries live after ``ledgers`` (``LedgerKey`` -> ``LedgerEntry`` bytes), and
-    the persistent contract-data entries evicted from them (the hot archive), by replaying each
-    ledger's changes in order: a removal deletes, any other change writes, an eviction moves a
-    persistent entry to the hot archive and drops a temporary one."""
-    live: dict[bytes, bytes] = {}
-    hot: dict[bytes, bytes] = {}
-    for raw in ledgers:
+class StateReplay:
+    """The contract-data and TTL entries live (``LedgerKey`` -> ``LedgerEntry`` bytes) and the persistent
+    contract-data entries evicted (the hot archive), ledger by ledger: a removal deletes, any other
+    change writes (and takes a key out of the hot archive; a ledger leaves a key the largest TTL it
+    sets), an eviction moves a persistent entry to the hot archive and drops a temporary one. Where
+    synthetic ledgers delete a key but not its TTL, make a key again after removing it in the same
+    ledger, or change an archived key without restoring it (no network does), the key is noted
+    ``irregular``: what follows is a matter of convention.
+    Independent of the sinks: tests compare them with it."""
+
+    def __init__(self) -> None:
+        self.live: dict[bytes, bytes] = {}
+        self.hot: dict[bytes, bytes] = {}
+        self.hot_ttls: dict[bytes, bytes] = {}  # an archived key's TTL entry when it was evicted
+        self.irregular: set[bytes] = set()  # key hashes that went where no network goes (see the class)
+
+    def apply(self, raw: bytes) -> None:
         _, changes, evicted = read_raw_state(raw)
+        removed: set[bytes] = set()  # hashes of the keys the ledger deletes
+        ttls: list[tuple[bytes, bytes | None]] = []
         for c in changes:
             if c.etype not in (CONTRACT_DATA, TTL):
                 continue
             rng = c.pre if c.change_type == REMOVED else c.post
             assert rng is not None
             key = c.key or ledger_key(raw, rng, c.etype)
-            if c.change_type == REMOVED:
-                live.pop(key, None)
+            entry = None if c.change_type == REMOVED else raw[rng[0] : rng[1]]
+            if c.etype == TTL:
+                ttls.append((key, entry))
+            elif entry is None:
+                self.live.pop(key, None)
+                removed.add(hashlib.sha256(key).digest())
             else:
-                live[key] = raw[rng[0] : rng[1]]
-                hot.pop(key, None)
+                self.live[key] = entry
+                if self.hot.pop(key, None) is not None and c.change_type != RESTORED:  # changed while archived
+                    self.irregular.add(hashlib.sha256(key).digest())
+                if hashlib.sha256(key).digest() in removed:  # made again after its removal, in one ledger
+                    self.irregular.add(hashlib.sha256(key).digest())
+                removed.discard(hashlib.sha256(key).digest())
+        largest: dict[bytes, bytes] = {}  # a TTL only grows within a ledger (CAP-63): the largest it sets
+        for key, entry in ttls:
+            if entry is None:
+                self.live.pop(key, None)
+                largest.pop(key, None)
+                removed.discard(key[4:])
+            elif key not in largest or entry[40:44] > largest[key][40:44]:
+                largest[key] = entry
+        self.live.update(largest)
+        self.irregular |= {h for h in removed if _TTL_PREFIX + h in self.live}
         for key in evicted:
-            entry = live.pop(key, None)
-            if entry is not None and key[:4] == CONTRACT_DATA.to_bytes(4, "big") and key.endswith(_PERSISTENT):
-                hot[key] = entry
-    return live, hot
+            gone = self.live.pop(key, None)
+            if gone is not None and key[:4] == CONTRACT_DATA.to_bytes(4, "big") and key.endswith(_PERSISTENT):
+                self.hot[key] = gone
+                ttl = self.live.get(_TTL_PREFIX + hashlib.sha256(key).digest())
+                if ttl is not None:
+                    self.hot_ttls[hashlib.sha256(key).digest()] = ttl  # the TTL that ran out
+
+
+def replay_state(ledgers: Iterable[bytes]) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    """``StateReplay`` over ``ledgers``: the live entries and the hot archive they leave."""
+    replay = StateReplay()
+    for raw in ledgers:
+        replay.apply(raw)
+    return replay.live, replay.hot
 
 
 def _bucket(root: Path, records: list[bytes]) -> str:
