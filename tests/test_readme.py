@@ -174,7 +174,7 @@ def _query(line: str, state: dict[str, Any]) -> None:
 def test_the_readme_runs_as_written(walk: dict[str, Any]) -> None:
     state = walk
     blocks = _blocks()
-    assert 5 == len(blocks), [b[:1] for b in blocks]
+    assert 6 == len(blocks), [b[:1] for b in blocks]
     for block in blocks:
         for raw in block:
             line = _fill(raw, state)
