@@ -258,3 +258,33 @@ def test_bootstrap_then_run_equals_a_replay_from_the_start(tmp_path: Path, postg
         assert expected == row, key
     assert untouched > 10
     assert any(r["archived"] for r in got.values())
+
+
+def test_from_an_archive_over_http(tmp_path: Path) -> None:
+    """As SDF's archives are read (https://history.stellar.org/...): over HTTP, from a server on 127.0.0.1."""
+    import functools
+    import http.server
+    import threading
+
+    import pyarrow.parquet as pq
+
+    pytest.importorskip("aiohttp", reason="aiohttp (fsspec's HTTP backend) is not installed")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(ARCHIVE)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done = _cdp("bootstrap", "--archive", url, "--ledger", "2047", "--output", f"{tmp_path}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert 0 == done.returncode, done.stderr
+    rows = pq.read_table(tmp_path / "contract_data_state-0000002047.parquet").to_pylist()
+    got = {r["ledger_key_hash"]: (r["val"], r["last_modified_ledger"], r["live_until_ledger_seq"]) for r in rows}
+    assert reference_state(ARCHIVE, 2047) == got

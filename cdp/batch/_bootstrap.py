@@ -177,9 +177,15 @@ def bootstrap(
     with tempfile.TemporaryDirectory(prefix="cdp-bootstrap-") as tmp:
         seen = _Seen(Path(tmp) / "seen.sqlite")
         records = 0
-        for i, (name, hot) in enumerate(state.buckets, 1):
-            records += seen.add(archive.bucket_records(name, hot), hot)
-            LOG.info("bucket read bucket=%d/%d hot=%s records=%d", i, len(state.buckets), hot, records)
+        buckets = state.buckets
+        try:
+            for i, (name, hot) in enumerate(buckets, 1):
+                if i < len(buckets):
+                    archive.fetch_ahead(buckets[i][0])  # the next one downloads while this one is read
+                records += seen.add(archive.bucket_records(name, hot), hot)
+                LOG.info("bucket read bucket=%d/%d hot=%s records=%d", i, len(buckets), hot, records)
+        finally:
+            archive.close()
         counts = _write(config, state.ledger, _rows(seen, info, passphrase), replace)
         seen.db.close()
     summary = BootstrapSummary(state.ledger, config.output, counts[0], counts[1], records, len(state.buckets),

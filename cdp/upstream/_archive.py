@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
+import queue
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any, Final
@@ -60,6 +63,71 @@ def _hex_path(kind: str, ledger: int, suffix: str) -> str:
     return f"{kind}/{h[0:2]}/{h[2:4]}/{h[4:6]}/{kind}-{h}{suffix}"
 
 
+def bucket_key(name: str) -> str:
+    return f"bucket/{name[0:2]}/{name[2:4]}/{name[4:6]}/bucket-{name}.xdr.gz"
+
+
+AHEAD: Final = 16  # chunks (of CHUNK bytes) a download may run ahead of the reading
+
+
+class ReadAhead:
+    """A file read by a thread into a bounded queue: its download overlaps the reading (of this bucket
+    and, started early, the next one), holding at most ``AHEAD`` chunks. A file-like object with
+    ``read`` only; a failure of the download is raised by ``read``."""
+
+    def __init__(self, file: Any, origin: str) -> None:
+        self._file, self._origin = file, origin
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(AHEAD)
+        self._stop = threading.Event()
+        self._buf, self._done = b"", False
+        self._thread = threading.Thread(target=self._fill, name="cdp-archive-read", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._file.read(CHUNK)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except Exception as exc:  # any transport's: raised to the reader, naming the file
+            self._put(ArchiveError(f"{self._origin} cannot be read: {one_line(exc)}"))
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._done and (size < 0 or len(self._buf) < size):
+            item = self._chunks.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                self._done = True
+            self._buf += item
+        cut = len(self._buf) if size < 0 else size
+        out, self._buf = self._buf[:cut], self._buf[cut:]
+        return out
+
+    def seek(self, offset: int, /) -> object:
+        raise io.UnsupportedOperation("a bucket is read once, in order")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._file.close()
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def is_checkpoint(ledger: int) -> bool:
     return ledger > 0 and (ledger + 1) % 64 == 0
 
@@ -69,6 +137,7 @@ class Archive:
         self.url = url.rstrip("/")
         self.fs, root, _ = open_fs(url, timeout_s, "--archive")
         self.root = root.rstrip("/")
+        self._ahead: dict[str, ReadAhead] = {}
 
     def _open(self, key: str) -> Any:
         try:
@@ -130,6 +199,17 @@ class Archive:
             raise ArchiveError(f"{self.url}/{key}: not ledger headers ({one_line(exc)})") from None
         raise ArchiveError(f"{self.url}/{key}: has no header of ledger {ledger}")
 
+    def fetch_ahead(self, name: str) -> None:
+        """Start downloading bucket ``name`` now (a thread reads it ahead, at most ``AHEAD`` bytes), for
+        ``bucket_records`` to take over: the next bucket arrives while this one is read."""
+        if name not in self._ahead:
+            self._ahead[name] = ReadAhead(self._open(bucket_key(name)), f"{self.url}/{bucket_key(name)}")
+
+    def close(self) -> None:
+        for pending in self._ahead.values():
+            pending.close()
+        self._ahead.clear()
+
     def bucket_records(self, name: str, hot: bool) -> Iterator[Record]:
         """The contract-data and TTL records of bucket ``name``, streamed (a bucket may be gigabytes);
         its sha256 is checked against its name at the end.
@@ -137,13 +217,13 @@ class Archive:
         Raises:
             ArchiveError: missing, not gzip, not bucket entries, or its hash is not its name.
         """
-        key = f"bucket/{name[0:2]}/{name[2:4]}/{name[4:6]}/bucket-{name}.xdr.gz"
+        key = bucket_key(name)
         origin = f"{self.url}/{key}"
         digest = hashlib.sha256()
         buf, base = b"", 0
-        with self._open(key) as raw:
+        with self._ahead.pop(name, None) or ReadAhead(self._open(key), origin) as raw:
             try:
-                with gzip.GzipFile(fileobj=raw) as plain:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as plain:
                     while chunk := plain.read(CHUNK):
                         digest.update(chunk)
                         buf += chunk

@@ -60,7 +60,7 @@ def denied(exc: BaseException) -> bool:
 def _extra_hint(url: str, exc: BaseException) -> str:
     """fsspec's "install s3fs" advice, said the way this project installs it."""
     scheme = url.split("://", 1)[0]
-    extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
+    extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}.get(scheme)
     if isinstance(exc, ImportError) and extra is not None:
         return f"{scheme}:// needs the {extra} extra: pip install '.[{extra}]' (from a checkout of cdp)"
     return " ".join(str(exc).split())
