@@ -71,4 +71,9 @@ FIELDS: Final[dict[str, tuple[str, str]]] = {
     "row_in_ledger": ("the row's place among its ledger's rows, from 0 (history's key)", "the row order"),
     "archived": ("true while a persistent key is evicted to the hot archive", "LedgerCloseMeta evictedKeys"),
     "archived_at_ledger": ("the ledger that evicted it; null when live", "LedgerCloseMeta evictedKeys"),
+    "valid_until_ledger": (
+        "the ledger from which the row no longer holds: its key's next change, deletion or eviction as a "
+        "temporary key; null while it holds",
+        "the key's later rows and evictions",
+    ),
 }

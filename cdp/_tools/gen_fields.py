@@ -140,6 +140,11 @@ def document() -> str:
         out.append(f"| `{name}` | `{kind}` | {_describe(name)[0]} |")
     out += [
         "| `row_in_ledger` (history only) | `integer NOT NULL` | " + _describe("row_in_ledger")[0] + " |",
+        "| `valid_until_ledger` (history only) | `bigint` | " + _describe("valid_until_ledger")[0] + " |",
+        "",
+        "`PREFIX_ttl_history (key_hash, ledger_sequence, live_until_ledger_seq)`: every TTL the current table",
+        "takes (null where the key lost it). `PREFIX_at(ledger)`: the state at a ledger (each key's history",
+        "row holding there, its TTL there, `expired`). `PREFIX_sac_balances`: verified SAC balances (a view).",
         "",
         "`cdp_checkpoint (name text PRIMARY KEY, ledger bigint NOT NULL)`: the last committed ledger per",
         "`schema.prefix`, written in the same transaction as its rows. `cdp_schema (name, version)`: the",
