@@ -224,6 +224,10 @@ class Config:
         None, "where skipped ledgers go, one JSON object per line", shown="cdp-dead-letter.jsonl"
     )
     connect_timeout_s: float = setting(10.0, "dial timeout, seconds", validator=between(0.01, 3600))
+    scheduler_timeout_s: float = setting(
+        10.0, "cdp backfill --scheduler: how long to try reaching the Dask scheduler, seconds",
+        validator=between(0.1, 3600),
+    )
     connect_max_attempts: int = setting(
         0,
         "failed attempts in a row to reach the upstream or datastore after which the run fails, exit 1 "

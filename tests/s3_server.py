@@ -78,8 +78,8 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # its data is a temporary directory: nothing to flush
             proc.kill()
             proc.wait()
         if drain.is_alive():

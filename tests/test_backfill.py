@@ -280,15 +280,3 @@ def test_verify_redoes_a_partition_damaged_inside_a_page(store: Path, tmp_path: 
     redone = cdp.backfill(config, workers=1, verify=True)
     assert (1, 3) == (redone.written, redone.skipped)
     assert _files(out) == _expected(config)
-
-
-def test_an_unreachable_scheduler_is_one_line(store: Path, tmp_path: Path) -> None:
-    from .helpers import refusing_endpoint
-
-    with refusing_endpoint() as endpoint:
-        proc = subprocess.run([*CDP, "backfill", "--datastore", str(store), "--start-ledger", str(FIRST),
-                               "--end-ledger", str(LAST), "--output", str(tmp_path / "out"), "--scheduler",
-                               f"tcp://{endpoint}"], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert 1 == proc.returncode
-    assert proc.stderr.startswith(f"cdp: error: --scheduler tcp://{endpoint}: cannot reach the Dask scheduler: ")
-    assert 1 == len(proc.stderr.strip().splitlines())

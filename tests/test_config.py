@@ -162,6 +162,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "dead_letter_path": (None, ""),
     "connect_timeout_s": ("soon", "expected a number"),
     "connect_max_attempts": ("-1", "must be 0..2147483647"),
+    "scheduler_timeout_s": ("0", "must be 0.1..3600"),
     "idle_timeout_s": ("-1", "must be 0.01..86400"),
     "backoff_base_s": ("0", "must be 0.001..3600"),
     "backoff_cap_s": ("nan?", "expected a number"),

@@ -52,7 +52,7 @@ def backfill_postgres(
         digest, settings = fingerprint(config)
         jobs = [PartitionJob(p, config, state, "", digest, settings) for p in parts]
         ledgers = rows = 0
-        with _client(client, scheduler, workers) as (dask, where):
+        with _client(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
             LOG.info("backfill started dashboard=%s %s ledgers=%d..%d partitions=%d tables=%s", dask.dashboard_link,
                      where, start, config.end_ledger, len(parts), sink.checkpoint_name)  # fmt: skip
             for result in _in_order(dask, jobs):

@@ -128,7 +128,7 @@ def _backfill(
     results: list[PartitionResult] = []
     if todo:
         jobs = [PartitionJob(p, config, processor, str(directory), digest, settings) for p in todo]
-        with _client(client, scheduler, workers) as (dask, where):
+        with _client(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
             LOG.info("backfill started dashboard=%s %s %s", dask.dashboard_link, where, plan_text)
             results = _run(dask, jobs, config, progress)
     else:
@@ -170,7 +170,6 @@ def _check(config: Config) -> None:
         raise missing_extra("cdp backfill", extra, exc.name or str(exc)) from None
 
 
-SCHEDULER_TIMEOUT_S = 10  # Dask's default is 30 s of silence before it says the scheduler is not there
 
 
 def _store_network(config: Config) -> str:
@@ -196,22 +195,22 @@ def _store_network(config: Config) -> str:
 
 
 @contextlib.contextmanager
-def _client(client: Any, scheduler: str | None, workers: int | None) -> Iterator[Any]:
+def _client(client: Any, scheduler: str | None, workers: int | None, timeout_s: float = 10.0) -> Iterator[Any]:
     """The given client, or one to the given scheduler, or one to an embedded ``LocalCluster``."""
     if client is not None:
         yield client, "cluster=given"
         return
-    with plain_asyncio(), _made_client(scheduler, workers) as made:
+    with plain_asyncio(), _made_client(scheduler, workers, timeout_s) as made:
         yield made
 
 
 @contextlib.contextmanager
-def _made_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+def _made_client(scheduler: str | None, workers: int | None, timeout_s: float) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler:
         try:
-            made = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+            made = Client(scheduler, timeout=f"{timeout_s}s")  # Dask's default: 30 s of silence
         except OSError as exc:  # Dask's "Timed out trying to connect": one line naming the scheduler
             raise UpstreamError(f"--scheduler {scheduler}: cannot reach the Dask scheduler: {exc}") from None
         with made:
