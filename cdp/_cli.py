@@ -258,7 +258,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> None:
 
     config = _config(args)
     configure_logging(config.log_level, config.log_format)
-    bootstrap(config, args.archive, args.ledger, replace=args.replace)
+    bootstrap(config, args.archive, args.ledger, replace=args.replace, progress=sys.stderr)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:

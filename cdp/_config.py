@@ -225,7 +225,8 @@ class Config:
     )
     connect_timeout_s: float = setting(10.0, "dial timeout, seconds", validator=between(0.01, 3600))
     scheduler_timeout_s: float = setting(
-        10.0, "cdp backfill --scheduler: how long to try reaching the Dask scheduler, seconds",
+        10.0,
+        "cdp backfill --scheduler: how long to try reaching the Dask scheduler, seconds",
         validator=between(0.1, 3600),
     )
     connect_max_attempts: int = setting(
@@ -410,12 +411,3 @@ def shown_default(a: attrs.Attribute[Any]) -> str:
     if isinstance(default, bool):
         return str(default).lower()
     return str(default)
-
-
-def settings_table() -> str:
-    """The README's settings table, one row per setting, from the same metadata as ``--help``."""
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
-    for a in attrs.fields(Config):
-        default = shown_default(a)
-        lines.append(f"| `{a.name.upper()}` | {f'`{default}`' if default else ''} | {a.metadata['help']} |")
-    return "\n".join(lines) + "\n"

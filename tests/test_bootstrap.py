@@ -288,3 +288,26 @@ def test_from_an_archive_over_http(tmp_path: Path) -> None:
     rows = pq.read_table(tmp_path / "contract_data_state-0000002047.parquet").to_pylist()
     got = {r["ledger_key_hash"]: (r["val"], r["last_modified_ledger"], r["live_until_ledger_seq"]) for r in rows}
     assert reference_state(ARCHIVE, 2047) == got
+
+
+def test_progress_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal: a bar of buckets read, records, compressed bytes and an ETA; nothing otherwise."""
+    import io
+
+    from cdp._config import Config
+    from cdp.batch._bootstrap import bootstrap
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    shown, plain = Terminal(), io.StringIO()
+    config = Config.from_mapping({"output": f"{tmp_path}/a/"})
+    summary = bootstrap(config, str(ARCHIVE), 2047, progress=shown)
+    bootstrap(Config.from_mapping({"output": f"{tmp_path}/b/"}), str(ARCHIVE), 2047, progress=plain)
+    n = summary.buckets
+    lines = shown.getvalue().split("\r")[1:]
+    assert n == len(lines)
+    assert lines[-1].startswith(f"[{'#' * 30}] buckets {n}/{n}  {summary.records:,} records  ")
+    assert lines[-1].endswith("ETA 00:00\n")
+    assert "" == plain.getvalue()

@@ -30,7 +30,8 @@ from cdp.extract import ContractDataRow, Row
 from cdp.extract._changes import STATE, LedgerInfo
 from cdp.extract._fast import entry_row_at
 from cdp.extract._walk import FastPathError, ledger_key
-from cdp.upstream._archive import Archive, ArchiveError, CheckpointState
+from cdp.ops._progress import RateEstimate, bar
+from cdp.upstream._archive import Archive, ArchiveError, CheckpointState, header_key
 from cdp.xdr._buckets import CONTRACT_DATA, Record, bucket_list_hash
 
 LOG = logging.getLogger("cdp.bootstrap")
@@ -65,8 +66,8 @@ def _verify_list(archive: Archive, state: CheckpointState, expected: bytes) -> N
     if state.hot:
         found = hashlib.sha256(found + bucket_list_hash(state.hot)).digest()
     if found != expected:
-        raise ArchiveError(f"{archive.url}: the buckets of checkpoint {state.ledger} hash to {found.hex()}, its "
-                           f"header says {expected.hex()}")  # fmt: skip
+        raise ArchiveError(f"{archive.url}/{header_key(state.ledger)}: the buckets of checkpoint {state.ledger} hash "
+                           f"to {found.hex()}, its header says {expected.hex()}")  # fmt: skip
 
 
 class _Seen:
@@ -178,22 +179,50 @@ def bootstrap(
         seen = _Seen(Path(tmp) / "seen.sqlite")
         records = 0
         buckets = state.buckets
+        bar = _Bar(progress, archive, buckets)
         try:
             for i, (name, hot) in enumerate(buckets, 1):
                 if i < len(buckets):
                     archive.fetch_ahead(buckets[i][0])  # the next one downloads while this one is read
                 records += seen.add(archive.bucket_records(name, hot), hot)
                 LOG.info("bucket read bucket=%d/%d hot=%s records=%d", i, len(buckets), hot, records)
+                bar.done(i, records)
         finally:
             archive.close()
+            bar.close()
         counts = _write(config, state.ledger, _rows(seen, info, passphrase), replace)
         seen.db.close()
     summary = BootstrapSummary(state.ledger, config.output, counts[0], counts[1], records, len(state.buckets),
                                time.perf_counter() - t0)  # fmt: skip
     LOG.info("bootstrap done ledger=%d live=%d archived=%d records=%d seconds=%.1f", summary.ledger, summary.live,
              summary.archived, summary.records, summary.seconds)  # fmt: skip
-    del progress
     return summary
+
+
+class _Bar:
+    """Progress on a terminal: buckets read, records, compressed bytes and an ETA from their rate."""
+
+    def __init__(self, stream: IO[str] | None, archive: Archive, buckets: list[tuple[str, bool]]) -> None:
+        self.stream = stream if stream is not None and stream.isatty() else None
+        self.sizes = [archive.size(name) for name, _ in buckets] if self.stream else []
+        self.total = sum(self.sizes)
+        self.estimate = RateEstimate(self.total)
+        self.estimate.update(time.monotonic(), 0)
+
+    def done(self, buckets: int, records: int) -> None:
+        if self.stream is None:
+            return
+        read = sum(self.sizes[:buckets])
+        self.estimate.update(time.monotonic(), read)
+        eta = self.estimate.eta_s
+        left = "--:--" if eta is None else f"{int(eta // 60):02d}:{int(eta % 60):02d}"
+        self.stream.write(f"\r{bar(read, self.total)} buckets {buckets}/{len(self.sizes)}  {records:,} records  "
+                          f"{read >> 20}/{self.total >> 20} MiB  ETA {left}")  # fmt: skip
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.write("\n")
 
 
 def _rows(seen: _Seen, info: LedgerInfo, passphrase: str) -> Iterator[tuple[Row, bool]]:

@@ -170,8 +170,6 @@ def _check(config: Config) -> None:
         raise missing_extra("cdp backfill", extra, exc.name or str(exc)) from None
 
 
-
-
 def _store_network(config: Config) -> str:
     """The network rows derive under, for the fingerprint: the given one (checked against the store's
     manifest here, before any task starts), or under ``auto`` the manifest's; each partition's task

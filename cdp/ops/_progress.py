@@ -52,12 +52,17 @@ class RateEstimate:
         return f"ledgers_per_s={'?' if rate is None else f'{rate:.1f}'} eta_s={'?' if eta is None else f'{eta:.0f}'}"
 
 
+def bar(done: int, total: int) -> str:
+    filled = int(WIDTH * done / total) if total else WIDTH
+    return "[" + "#" * filled + "." * (WIDTH - filled) + "]"
+
+
 def render(done: int, total: int, rows: int, estimate: RateEstimate) -> str:
     rate, left = estimate.rate, estimate.eta_s
-    filled = int(WIDTH * done / total) if total else WIDTH
     eta = "--:--" if left is None else f"{int(left // 60):02d}:{int(left % 60):02d}"
-    bar = "#" * filled + "." * (WIDTH - filled)
-    return f"[{bar}] {done}/{total} ledgers  {'-' if rate is None else f'{rate:.1f}'}/s  {rows} rows  ETA {eta}"
+    return (
+        f"{bar(done, total)} {done}/{total} ledgers  {'-' if rate is None else f'{rate:.1f}'}/s  {rows} rows  ETA {eta}"
+    )
 
 
 async def show_progress(pipeline: _HasStatistics, total: int, stream: IO[str], interval: float = 0.5) -> None:

@@ -63,6 +63,11 @@ def _hex_path(kind: str, ledger: int, suffix: str) -> str:
     return f"{kind}/{h[0:2]}/{h[2:4]}/{h[4:6]}/{kind}-{h}{suffix}"
 
 
+def header_key(ledger: int) -> str:
+    """The file holding checkpoint ``ledger``'s headers."""
+    return _hex_path("ledger", ledger, ".xdr.gz")
+
+
 def bucket_key(name: str) -> str:
     return f"bucket/{name[0:2]}/{name[2:4]}/{name[4:6]}/bucket-{name}.xdr.gz"
 
@@ -187,7 +192,7 @@ class Archive:
         """
         from stellar_sdk import xdr
 
-        key = _hex_path("ledger", ledger, ".xdr.gz")
+        key = header_key(ledger)
         try:
             data = gzip.decompress(self._read(key))
             for s, e in records(data, f"{self.url}/{key}"):
@@ -198,6 +203,13 @@ class Archive:
         except (OSError, EOFError, zlib.error, ValueError, LedgerDecodeError) as exc:
             raise ArchiveError(f"{self.url}/{key}: not ledger headers ({one_line(exc)})") from None
         raise ArchiveError(f"{self.url}/{key}: has no header of ledger {ledger}")
+
+    def size(self, name: str) -> int:
+        """Bucket ``name``'s compressed size (0 where the store does not say)."""
+        try:
+            return int(self.fs.size(f"{self.root}/{bucket_key(name)}") or 0)
+        except Exception:  # only for a progress bar: its fetch says what is wrong
+            return 0
 
     def fetch_ahead(self, name: str) -> None:
         """Start downloading bucket ``name`` now (a thread reads it ahead, at most ``AHEAD`` bytes), for
