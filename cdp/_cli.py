@@ -24,12 +24,11 @@ from cdp._signals import StopSignals
 from cdp._validators import AUTO
 from cdp._version import __version__
 from cdp.ops._logs import configure_logging
-from cdp.processors._base import LedgerProcessor
-from cdp.processors._registry import load_processor
 from cdp.xdr._walker import WALKER
 
 if TYPE_CHECKING:  # trio-asyncio replaces asyncio's loops when imported: only commands that need it load it
     from cdp._service import ServiceHandle
+    from cdp.processors._base import LedgerProcessor
 
 LOG = logging.getLogger("cdp")
 
@@ -217,6 +216,8 @@ def _run_service(run: Callable[[], Awaitable[bool]]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
+    from cdp.processors._registry import load_processor
+
     config = _config(args)
     configure_logging(config.log_level, config.log_format)
     processor = load_processor(config.processor, config)  # fails here, with status 2, if it is bad

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -16,9 +17,9 @@ from cdp._cli_common import EXIT_BROKEN_PIPE, EXIT_USAGE, fail
 from cdp._config import Config
 from cdp._errors import LedgerDecodeError
 from cdp._validators import AUTO, NETWORKS, network_name, passphrase
-from cdp.extract import Ledger, row_fields
-from cdp.processors._work import RowFilter
-from cdp.sinks import dumps_row
+
+if TYPE_CHECKING:  # the extractor loads stellar-sdk (~0.4 s): only the commands that extract load it
+    from cdp.extract import Ledger
 
 LOG = logging.getLogger("cdp.cli")
 
@@ -36,9 +37,11 @@ def network_flag(value: str | None, flag: str, *, auto: bool = True) -> str | No
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from cdp.extract import Ledger
+    from cdp.extract import Ledger, row_fields
     from cdp.extract._network import NetworkCheck
     from cdp.processors import ContractDataProcessor
+    from cdp.processors._work import RowFilter
+    from cdp.sinks import dumps_row
     from cdp.xdr._files import StoredLedger, expand_paths, read_file
 
     given = network_flag(args.passphrase, "--passphrase") or network_flag(args.network, "--network")
@@ -107,6 +110,7 @@ async def _extract_store(
 
     True if every ledger was extracted, False if some were bad, None if the output was closed.
     """
+    from cdp.extract import Ledger
     from cdp.upstream import DatastoreSource
 
     config = Config.load(  # the environment's store settings apply (timeouts, CONNECT_MAX_ATTEMPTS, backoff)
@@ -133,6 +137,7 @@ async def _extract_store(
 
 
 def cmd_datastore(args: argparse.Namespace) -> None:
+    from cdp.extract import Ledger
     from cdp.extract._network import NetworkCheck
     from cdp.testing import SyntheticLedgers
     from cdp.upstream._layout import Layout, Manifest, write_store

@@ -85,7 +85,7 @@ class PostgresServer:
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGINT)
                 self.proc.wait(timeout=60)
-            self._drainer.join(timeout=10)
+            self._drainer.join(timeout=2)
             assert self.proc.stderr is not None
             self.proc.stderr.close()
         self.proc = None

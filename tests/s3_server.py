@@ -11,7 +11,9 @@ skip, saying why, where the binary or s3fs is missing or the server does not com
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -62,7 +64,8 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={data / 's3.json'}",
            *(f"-{name}.port={port}" for name, port in ports.items())]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip  (its own group: whatever it starts stops with it)
     assert proc.stdout is not None
     seen: list[str] = []
     drain = threading.Thread(target=lambda: seen.extend(proc.stdout or ()), daemon=True)
@@ -76,12 +79,12 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         drain.start()  # keep reading, or a full pipe would stall the server
         yield f"http://127.0.0.1:{ports['s3']}"
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=2)
         except subprocess.TimeoutExpired:  # its data is a temporary directory: nothing to flush
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if drain.is_alive():
-            drain.join(timeout=5)
+            drain.join(timeout=1)  # a daemon thread: it ends with the pipe, or with the process
         proc.stdout.close()

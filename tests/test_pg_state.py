@@ -120,7 +120,7 @@ def test_the_state_at_every_ledger_equals_a_replay_up_to_it(postgres: PostgresSe
     snapshots: dict[int, set[tuple[Any, ...]]] = {}
     current = "SELECT ledger_key_hash, val, last_modified_ledger, live_until_ledger_seq FROM contract_data_current"
     with fake_source_process("--seed", "5") as fake, psycopg.connect(dsn, autocommit=True) as conn:
-        for stop in (5, 14, 33, 46, 64, 93, 121):
+        for stop in (14, 64, 93, 121):
             cmd = [*CDP, "run", "--source-endpoint", fake.endpoint, "--health-port", "0", "--end-ledger", str(stop),
                    "--output", dsn]  # fmt: skip
             done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
