@@ -64,8 +64,9 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={data / 's3.json'}",
            *(f"-{name}.port={port}" for name, port in ports.items())]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip  (its own group: whatever it starts stops with it)
+    proc = subprocess.Popen(
+        cmd, cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )  # in its own process group: whatever it starts is stopped with it
     assert proc.stdout is not None
     seen: list[str] = []
     drain = threading.Thread(target=lambda: seen.extend(proc.stdout or ()), daemon=True)
