@@ -10,9 +10,7 @@ bootstrap writes its state to a Parquet file. Entries are made from one template
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import json
 import resource
 import subprocess
 import sys
@@ -53,10 +51,8 @@ def template() -> tuple[bytes, int, int]:
 
 
 def make_archive(root: Path, entries: int) -> None:
-    from stellar_sdk import xdr
-
     from cdp.testing import SyntheticLedgers
-    from cdp.xdr._buckets import EMPTY, bucket_list_hash
+    from cdp.testing._archive import write_bucket, write_checkpoint
 
     entry, at, key_end = template()
     init, dead = (2).to_bytes(4, "big"), (1).to_bytes(4, "big")
@@ -64,7 +60,7 @@ def make_archive(root: Path, entries: int) -> None:
     names = []
     t0 = time.perf_counter()
     for b in range(10):
-        plain = bytearray()
+        plain = bytearray()  # record-marked as it grows: millions of records are not held as a list
         for i in range(b * per_bucket, (b + 1) * per_bucket if b < 9 else entries):
             e = entry[:at] + hashlib.sha256(i.to_bytes(8, "big")).digest() + entry[at + 32 :]
             ledger_key = (6).to_bytes(4, "big") + e[12:key_end]
@@ -82,25 +78,8 @@ def make_archive(root: Path, entries: int) -> None:
                 e = entry[:at] + hashlib.sha256(i.to_bytes(8, "big")).digest() + entry[at + 32 :]
                 record = dead + (6).to_bytes(4, "big") + e[12:key_end]
                 plain += (0x80000000 | len(record)).to_bytes(4, "big") + record
-        name = hashlib.sha256(plain).hexdigest()
-        path = root / "bucket" / name[0:2] / name[2:4] / name[4:6] / f"bucket-{name}.xdr.gz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(gzip.compress(bytes(plain), compresslevel=1))
-        names.append(name)
-    levels = [(names[2 * i], names[2 * i + 1]) for i in range(5)] + [(EMPTY, EMPTY)] * 6
-    has = {"version": 1, "currentLedger": CHECKPOINT, "networkPassphrase": SyntheticLedgers().passphrase,
-           "currentBuckets": [{"curr": c, "next": {"state": 0}, "snap": s} for c, s in levels]}  # fmt: skip
-    hist = root / "history" / "00" / "00" / "00" / f"history-{CHECKPOINT:08x}.json"
-    hist.parent.mkdir(parents=True, exist_ok=True)
-    hist.write_text(json.dumps(has))
-    meta = SyntheticLedgers().ledger_meta(CHECKPOINT)
-    body = meta.v2 or meta.v1 or meta.v0
-    header = body.ledger_header
-    header.header.bucket_list_hash = xdr.Hash(bucket_list_hash(levels))
-    record = header.to_xdr_bytes()
-    led = root / "ledger" / "00" / "00" / "00" / f"ledger-{CHECKPOINT:08x}.xdr.gz"
-    led.parent.mkdir(parents=True, exist_ok=True)
-    led.write_bytes(gzip.compress((0x80000000 | len(record)).to_bytes(4, "big") + record))
+        names.append(write_bucket(root, bytes(plain), level=1))
+    write_checkpoint(root, SyntheticLedgers(), CHECKPOINT, [(names[2 * i], names[2 * i + 1]) for i in range(5)])
     print(f"(wrote an archive of {entries:,} entries in {time.perf_counter() - t0:.0f} s)")
 
 

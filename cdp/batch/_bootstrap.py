@@ -30,7 +30,7 @@ from cdp.extract import ContractDataRow, Row
 from cdp.extract._changes import STATE, LedgerInfo
 from cdp.extract._fast import entry_row_at
 from cdp.extract._walk import FastPathError, ledger_key
-from cdp.ops._progress import RateEstimate, bar
+from cdp.ops._progress import RateEstimate, bar, eta_text
 from cdp.upstream._archive import Archive, ArchiveError, CheckpointState, header_key
 from cdp.xdr._buckets import CONTRACT_DATA, Record, bucket_list_hash
 
@@ -214,8 +214,7 @@ class _Bar:
             return
         read = sum(self.sizes[:buckets])
         self.estimate.update(time.monotonic(), read)
-        eta = self.estimate.eta_s
-        left = "--:--" if eta is None else f"{int(eta // 60):02d}:{int(eta % 60):02d}"
+        left = eta_text(self.estimate.eta_s)
         self.stream.write(f"\r{bar(read, self.total)} buckets {buckets}/{len(self.sizes)}  {records:,} records  "
                           f"{read >> 20}/{self.total >> 20} MiB  ETA {left}")  # fmt: skip
         self.stream.flush()

@@ -57,9 +57,12 @@ def bar(done: int, total: int) -> str:
     return "[" + "#" * filled + "." * (WIDTH - filled) + "]"
 
 
+def eta_text(seconds: float | None) -> str:
+    return "--:--" if seconds is None else f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
+
+
 def render(done: int, total: int, rows: int, estimate: RateEstimate) -> str:
-    rate, left = estimate.rate, estimate.eta_s
-    eta = "--:--" if left is None else f"{int(left // 60):02d}:{int(left % 60):02d}"
+    rate, eta = estimate.rate, eta_text(estimate.eta_s)
     return (
         f"{bar(done, total)} {done}/{total} ledgers  {'-' if rate is None else f'{rate:.1f}'}/s  {rows} rows  ETA {eta}"
     )

@@ -76,7 +76,7 @@ def guard_run(config: Config) -> Iterator[None]:
     """Lock the checkpoint and the output for the run's lifetime. A run that fails before committing
     anything leaves nothing behind: an output file or directory it created and left empty is removed."""
     output = Path(config.output)
-    made: list[Path] = []  # decided only once the lock is ours: another run's new file is never ours
+    made: Path | None = None  # decided only once the lock is ours: another run's new file is never ours
     checkpoint = config.checkpoint_path
     committed = checkpoint is not None and checkpoint.exists()
     try:
@@ -92,11 +92,11 @@ def guard_run(config: Config) -> Iterator[None]:
                         raise CdpError(f"OUTPUT={output}: cannot open for writing: {exc.strerror or exc}") from None
                 stack.enter_context(exclusive(output, "OUTPUT"))
                 if not (existed or (config.format != "parquet" and output.exists())):
-                    made.append(output)
+                    made = output
             yield
     except BaseException:
-        if made and not committed and not (checkpoint is not None and checkpoint.exists()):
-            remove_if_empty(made[0])
+        if made is not None and not committed and not (checkpoint is not None and checkpoint.exists()):
+            remove_if_empty(made)
         raise
 
 

@@ -20,6 +20,7 @@ from stellar_sdk import xdr
 
 from cdp.extract._changes import CONTRACT_DATA, REMOVED, RESTORED, TTL
 from cdp.extract._walk import ledger_key, read_raw_state
+from cdp.upstream._archive import bucket_key, header_key, hex_path, is_checkpoint
 from cdp.xdr._buckets import EMPTY, INIT, bucket_list_hash
 
 from ._synthetic import SyntheticLedgers
@@ -95,35 +96,34 @@ def replay_state(ledgers: Iterable[bytes]) -> tuple[dict[bytes, bytes], dict[byt
     return replay.live, replay.hot
 
 
-def _bucket(root: Path, records: list[bytes]) -> str:
-    """Write a bucket of record-marked entries; its name (the sha256 of its bytes)."""
-    plain = b"".join((0x80000000 | len(r)).to_bytes(4, "big") + r for r in records)
+def marked(records: Iterable[bytes]) -> bytes:
+    """Records as a bucket holds them: each after its RFC 5531 record mark."""
+    return b"".join((0x80000000 | len(r)).to_bytes(4, "big") + r for r in records)
+
+
+def write_bucket(root: Path, plain: bytes, level: int = 6) -> str:
+    """Write a bucket (``plain``: its record-marked bytes) where an archive keeps it; its name."""
     name = hashlib.sha256(plain).hexdigest()
-    path = root / "bucket" / name[0:2] / name[2:4] / name[4:6] / f"bucket-{name}.xdr.gz"
+    path = root / bucket_key(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(plain))
+    path.write_bytes(gzip.compress(plain, compresslevel=level))
     return name
 
 
-def _hex_path(root: Path, kind: str, ledger: int, suffix: str) -> Path:
-    h = f"{ledger:08x}"
-    path = root / kind / h[0:2] / h[2:4] / h[4:6] / f"{kind}-{h}{suffix}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_archive(root: Path, gen: SyntheticLedgers, checkpoint: int, first: int = 2) -> dict[str, int]:
-    """An archive at ``root`` whose checkpoint ``checkpoint`` holds the state ledgers ``first..checkpoint``
-    of ``gen`` leave; returns how many live and hot entries it holds.
+def write_checkpoint(
+    root: Path, gen: SyntheticLedgers, checkpoint: int, live: list[tuple[str, str]],
+    hot: list[tuple[str, str]] | None = None,
+) -> None:  # fmt: skip
+    """The checkpoint's HAS (also as the latest) and its header, for buckets already written: ``live``
+    (and ``hot``: HAS version 2) are ``(curr, snap)`` names per level, the rest of the 11 levels empty;
+    the header is ``gen``'s ledger ``checkpoint`` with the bucket-list hash they make.
 
     Raises:
         ValueError: ``checkpoint`` is not a checkpoint ledger.
     """
-    if (checkpoint + 1) % 64:
+    if not is_checkpoint(checkpoint):
         raise ValueError(f"{checkpoint} is not a checkpoint ledger")
-    live, hot = replay_state(gen.ledger(s) for s in range(first, checkpoint + 1))
-    init = INIT.to_bytes(4, "big", signed=True)
-    levels = [(_bucket(root, [init + e for e in live.values()]), EMPTY)] + [(EMPTY, EMPTY)] * (LEVELS - 1)
+    levels = live + [(EMPTY, EMPTY)] * (LEVELS - len(live))
     has: dict[str, object] = {
         "version": 2 if hot else 1,
         "server": "cdp.testing",
@@ -133,22 +133,35 @@ def write_archive(root: Path, gen: SyntheticLedgers, checkpoint: int, first: int
     }
     list_hash = bucket_list_hash(levels)
     if hot:
-        archived = (0).to_bytes(4, "big")  # HOT_ARCHIVE_ARCHIVED
-        hot_levels = [(_bucket(root, [archived + e for e in hot.values()]), EMPTY)] + [(EMPTY, EMPTY)] * (LEVELS - 1)
+        hot_levels = hot + [(EMPTY, EMPTY)] * (LEVELS - len(hot))
         has["hotArchiveBuckets"] = [{"curr": c, "next": {"state": 0}, "snap": s} for c, s in hot_levels]
         list_hash = hashlib.sha256(list_hash + bucket_list_hash(hot_levels)).digest()
     text = json.dumps(has, indent=1)
-    _hex_path(root, "history", checkpoint, ".json").write_text(text)
-    well_known = root / ".well-known" / "stellar-history.json"
-    well_known.parent.mkdir(parents=True, exist_ok=True)
-    well_known.write_text(text)
-    entry = gen.ledger_meta(checkpoint)
-    body = entry.v2 or entry.v1 or entry.v0
+    for key in (hex_path("history", checkpoint, ".json"), ".well-known/stellar-history.json"):
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_text(text)
+    meta = gen.ledger_meta(checkpoint)
+    body = meta.v2 or meta.v1 or meta.v0
     assert body is not None
     header = body.ledger_header
     header.header.bucket_list_hash = xdr.Hash(list_hash)
-    record = header.to_xdr_bytes()
-    _hex_path(root, "ledger", checkpoint, ".xdr.gz").write_bytes(
-        gzip.compress((0x80000000 | len(record)).to_bytes(4, "big") + record)
-    )
+    path = root / header_key(checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(marked([header.to_xdr_bytes()])))
+
+
+def write_archive(root: Path, gen: SyntheticLedgers, checkpoint: int, first: int = 2) -> dict[str, int]:
+    """An archive at ``root`` whose checkpoint ``checkpoint`` holds the state ledgers ``first..checkpoint``
+    of ``gen`` leave; returns how many live and hot entries it holds.
+
+    Raises:
+        ValueError: ``checkpoint`` is not a checkpoint ledger.
+    """
+    if not is_checkpoint(checkpoint):
+        raise ValueError(f"{checkpoint} is not a checkpoint ledger")
+    live, hot = replay_state(gen.ledger(s) for s in range(first, checkpoint + 1))
+    init, archived = INIT.to_bytes(4, "big"), (0).to_bytes(4, "big")  # INITENTRY, HOT_ARCHIVE_ARCHIVED
+    live_levels = [(write_bucket(root, marked(init + e for e in live.values())), EMPTY)]
+    hot_levels = [(write_bucket(root, marked(archived + e for e in hot.values())), EMPTY)] if hot else None
+    write_checkpoint(root, gen, checkpoint, live_levels, hot_levels)
     return {"live": len(live), "hot": len(hot)}

@@ -58,14 +58,14 @@ class Header:
     bucket_list_hash: bytes
 
 
-def _hex_path(kind: str, ledger: int, suffix: str) -> str:
+def hex_path(kind: str, ledger: int, suffix: str) -> str:
     h = f"{ledger:08x}"
     return f"{kind}/{h[0:2]}/{h[2:4]}/{h[4:6]}/{kind}-{h}{suffix}"
 
 
 def header_key(ledger: int) -> str:
     """The file holding checkpoint ``ledger``'s headers."""
-    return _hex_path("ledger", ledger, ".xdr.gz")
+    return hex_path("ledger", ledger, ".xdr.gz")
 
 
 def bucket_key(name: str) -> str:
@@ -172,7 +172,7 @@ class Archive:
             below = (ledger + 1) // 64 * 64 - 1
             raise ConfigError(f"--ledger={ledger}: not a checkpoint ledger (one where (ledger + 1) % 64 == 0, "
                               f"e.g. {max(below, 63)})")  # fmt: skip
-        key = ".well-known/stellar-history.json" if ledger is None else _hex_path("history", ledger, ".json")
+        key = ".well-known/stellar-history.json" if ledger is None else hex_path("history", ledger, ".json")
         try:
             has = json.loads(self._read(key))
             live = tuple((b["curr"], b["snap"]) for b in has["currentBuckets"])

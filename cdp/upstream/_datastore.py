@@ -55,10 +55,9 @@ class Datastore:
         self.network: str | None = None
         try:
             raw = self.read(MANIFEST)
-        except Exception as exc:
-            if not denied(exc):
-                raise StoreUnreachable(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
-            raise UpstreamError(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
+        except Exception as exc:  # denied: retrying will not help; any other transport's failure may pass
+            error = UpstreamError if denied(exc) else StoreUnreachable
+            raise error(f"DATASTORE_URL={url}: cannot read {MANIFEST}: {one_line(exc)}") from None
         if raw is None:
             if layout is None and not self._exists():
                 raise ConfigError(f"DATASTORE_URL={url}: there is no store there (no {MANIFEST}, no objects)")

@@ -6,7 +6,7 @@ import threading
 from typing import Any, Final
 
 from cdp._asyncio import plain_asyncio
-from cdp._errors import ConfigError
+from cdp._errors import ConfigError, missing_extra
 
 
 def start_fsspec_loop() -> None:
@@ -41,7 +41,7 @@ def open_fs(url: str, timeout_s: float, setting: str) -> tuple[Any, str, bool]:
     try:
         fs, root = fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as exc:
-        raise ConfigError(f"{setting}={url}: {_extra_hint(url, exc)}") from None
+        raise _refused(url, setting, exc) from None
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return fs, root, bool({"file", "local"} & set(protocols))
 
@@ -57,10 +57,11 @@ def denied(exc: BaseException) -> bool:
     return isinstance(exc, PermissionError) or any(c.__name__ in _CREDENTIALS for c in type(exc).__mro__)
 
 
-def _extra_hint(url: str, exc: BaseException) -> str:
-    """fsspec's "install s3fs" advice, said the way this project installs it."""
+def _refused(url: str, setting: str, exc: BaseException) -> ConfigError:
+    """A URL fsspec cannot open: for a scheme whose backend is an extra of ours, the install that works."""
     scheme = url.split("://", 1)[0]
     extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}.get(scheme)
     if isinstance(exc, ImportError) and extra is not None:
-        return f"{scheme}:// needs the {extra} extra: pip install '.[{extra}]' (from a checkout of cdp)"
-    return " ".join(str(exc).split())
+        module = {"s3": "s3fs", "gcs": "gcsfs", "http": "aiohttp"}[extra]
+        return missing_extra(f"{setting}={url}", extra, module)
+    return ConfigError(f"{setting}={url}: {' '.join(str(exc).split())}")
