@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import signal
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--ledger", type=int, default=None, help="a checkpoint ledger (default: the archive's latest)")
     boot.add_argument("--replace", action="store_true", help="write over tables or a state file that hold data")
     _setting_flags(boot)
+
+    lake = sub.add_parser("lake", help="Iceberg table upkeep")
+    compact = lake.add_subparsers(dest="lake_command", required=True).add_parser(
+        "compact", help="rewrite each partition's small files into one; expire old snapshots; remove unused files"
+    )
+    compact.add_argument("--min-files", type=int, default=2, help="rewrite partitions with at least this many files")
+    compact.add_argument("--expire-older-than-s", type=float, default=None, metavar="S",
+                         help="also expire snapshots older than S seconds (the current one stays)")  # fmt: skip
+    _setting_flags(compact)
 
     demo = sub.add_parser("demo", help="fake source + service in one process, rows on stdout")
     demo.add_argument("--ledgers", type=int, default=5, help="stop after this many ledgers (default 5)")
@@ -262,6 +272,18 @@ def _cmd_bootstrap(args: argparse.Namespace) -> None:
     bootstrap(config, args.archive, args.ledger, replace=args.replace, progress=sys.stderr)
 
 
+def _cmd_lake(args: argparse.Namespace) -> None:
+    from cdp.batch._lake import compact
+
+    config = _config(args)
+    configure_logging(config.log_level, config.log_format)
+    expire = args.expire_older_than_s
+    before = None if expire is None else dt.datetime.now(dt.UTC) - dt.timedelta(seconds=expire)
+    done = compact(config, min_files=max(1, args.min_files), expire_before=before)
+    print(f"{done.table}: {done.partitions} partitions rewritten, files {done.files_before} -> {done.files_after}, "
+          f"{done.snapshots_expired} snapshots expired, {done.files_removed} unused files removed")  # fmt: skip
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     if args.ledgers < 1:
         fail(f"--ledgers={args.ledgers}: must be >= 1", EXIT_USAGE)
@@ -320,8 +342,9 @@ def main(argv: Sequence[str] | None = None, stops: StopSignals | None = None) ->
         stops.install()
     args = build_parser().parse_args(argv)
     args.stops = stops
-    commands = {"run": _cmd_run, "backfill": _cmd_backfill, "bootstrap": _cmd_bootstrap, "demo": _cmd_demo,
-                "fake-source": _cmd_fake_source, "extract": cmd_extract, "datastore": cmd_datastore}  # fmt: skip
+    commands = {"run": _cmd_run, "backfill": _cmd_backfill, "bootstrap": _cmd_bootstrap, "lake": _cmd_lake,
+                "demo": _cmd_demo, "fake-source": _cmd_fake_source, "extract": cmd_extract,
+                "datastore": cmd_datastore}  # fmt: skip
     try:
         with unwrap_cdp_error():
             commands[args.command](args)

@@ -9,7 +9,6 @@ the rule, e.g. ``HEALTH_PORT=70000: must be 0..65535``.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +32,7 @@ from ._validators import (
     not_empty,
     optional_port,
     passphrase,
+    resolve_output,
     strkeys,
     structure_bool,
     structure_float,
@@ -43,14 +43,13 @@ from ._validators import (
     structure_str_tuple,
 )
 
-_DSN: Final = re.compile(r"postgres(?:ql)?(?:\+\w+)?://")  # also SQLAlchemy's postgresql+psycopg://
 Mode = Literal["compact", "changes"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 WorkerMode = Literal["auto", "process", "thread"]
 BadLedgerPolicy = Literal["stop", "skip"]
 Decoder = Literal["fast", "python", "full"]
-OutputFormat = Literal["auto", "jsonl", "parquet", "postgres"]
+OutputFormat = Literal["auto", "jsonl", "parquet", "postgres", "iceberg"]
 ParquetSchema = Literal["full", "ttp"]
 
 
@@ -185,12 +184,31 @@ class Config:
     )
     checkpoint_path: Path | None = setting(None, "checkpoint file; an existing one wins over START_LEDGER")
     output: str = setting(
-        "-", "JSONL file or - for stdout; a directory for Parquet; postgresql://... for PostgreSQL", validator=not_empty
+        "-",
+        "JSONL file or - for stdout; a directory or object-store URL (s3://, gs://) for Parquet; postgresql://... "
+        "for PostgreSQL; iceberg://NAMESPACE[.TABLE] for an Iceberg table",
+        validator=not_empty,
     )
     format: OutputFormat = setting(
         "auto",
-        "auto (postgres for a postgresql:// OUTPUT, parquet for a directory: one that exists or a name ending in /, "
-        "else jsonl), jsonl, parquet (the parquet extra) or postgres (the postgres extra)",
+        "auto (postgres for a postgresql:// OUTPUT, iceberg for iceberg://, parquet for a directory: one that exists "
+        "or a name ending in /, or for an s3:// gs:// file:// URL, else jsonl), jsonl, parquet (the parquet extra), "
+        "postgres (the postgres extra) or iceberg (the iceberg extra)",
+    )
+    iceberg_catalog: str = setting(
+        "cdp",
+        "the pyiceberg catalog of iceberg:// outputs (.pyiceberg.yaml, PYICEBERG_CATALOG__NAME__*); one not "
+        "configured there is an embedded SQLite catalog in ICEBERG_WAREHOUSE",
+        validator=not_empty,
+    )
+    iceberg_warehouse: Path = setting(
+        Path("lake"), "where the embedded Iceberg catalog keeps its database and tables", converter=Path
+    )
+    iceberg_commit_interval_s: float = setting(
+        60.0, "an Iceberg snapshot at least this often while ledgers arrive, seconds", validator=between(0, 86_400)
+    )
+    iceberg_commit_ledgers: int = setting(
+        1000, "an Iceberg snapshot after at most this many ledgers", validator=between(1, 10_000_000)
     )
     postgres_schema: str = setting("public", "PostgreSQL schema of the tables", validator=not_empty)
     postgres_table_prefix: str = setting(
@@ -262,24 +280,9 @@ class Config:
     )
 
     def __attrs_post_init__(self) -> None:
-        dsn = _DSN.match(self.output)
-        if dsn is not None:
-            if self.format not in ("auto", "jsonl", "postgres"):  # a directory named after the DSN, password and all
-                raise ConfigError(
-                    f"OUTPUT={self.output}: a PostgreSQL connection string, not a FORMAT={self.format} output"
-                )
-            object.__setattr__(self, "format", "postgres")  # the DSN says it; FORMAT need not
-            object.__setattr__(self, "output", "postgresql://" + self.output[dsn.end() :])  # psycopg's spelling
-        directory = self.output.endswith("/") or Path(self.output).is_dir()
-        if self.format == "auto":
-            object.__setattr__(self, "format", "parquet" if directory else "jsonl")
-        elif self.format == "jsonl" and directory and self.output != "-":
-            raise ConfigError(
-                f"OUTPUT={self.output}: a directory, not a JSONL file: name a file, or leave FORMAT unset "
-                "(a directory means Parquet)"
-            )
-        if self.format == "postgres" and not self.output.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(f"OUTPUT={self.output}: FORMAT=postgres needs a postgresql:// connection string")
+        output_format, output = resolve_output(self.format, self.output)
+        object.__setattr__(self, "format", output_format)
+        object.__setattr__(self, "output", output)
         if self.format == "postgres" and self.processor != "contract_data":
             raise ConfigError(f"FORMAT=postgres: keeps contract-data state; not for PROCESSOR={self.processor}")
         if self.end_ledger and self.end_ledger < self.start_ledger:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -29,7 +29,7 @@ from cdp.ops import ServiceView, create_app, serve_http
 from cdp.pipeline import Pipeline, guard_run, read_checkpoint, verify_resume
 from cdp.pipeline._workers import worker_mode
 from cdp.processors import LedgerProcessor, describe, load_processor
-from cdp.sinks import JsonlFileSink, RowsCallback, Sink, open_sink
+from cdp.sinks import JsonlFileSink, RowsCallback, Sink, open_sink, sink_type
 from cdp.upstream import DatastoreSource, LedgerSource
 from cdp.xdr._walker import WALKER
 
@@ -101,7 +101,7 @@ def _resume(config: Config, prefix: str) -> tuple[int, int | None, str | None]:
     return cp.ledger + 1, cp.output_offset, cp.network
 
 
-def _continuing(config: Config, network: str | None) -> tuple[Config, str]:
+def _continuing(config: Config, network: str | None, where: str = "") -> tuple[Config, str]:
     """The source's settings when a checkpoint says which network the rows before it are of: a resumed
     output goes on under that one (``auto`` becomes it; another given network is refused); and how
     errors name it.
@@ -111,7 +111,7 @@ def _continuing(config: Config, network: str | None) -> tuple[Config, str]:
     """
     if network is None or config.network_passphrase == network:
         return config, ""
-    where = f"CHECKPOINT_PATH={config.checkpoint_path}"
+    where = where or f"CHECKPOINT_PATH={config.checkpoint_path}"
     if config.network_passphrase != AUTO:
         raise ConfigError(
             f"{where}: the rows before it are of {network_name(network)}, "
@@ -178,8 +178,10 @@ async def _serve(
     processor = processor or load_processor(config.processor, config)
     sink: Sink
     source_config, claim = config, ""
-    if config.format == "postgres" and on_rows is None:
-        sink, processor, start = await _open_postgres(config, processor)
+    kind = sink_type(config) if on_rows is None else None
+    if kind is not None and kind.capabilities.own_checkpoint:
+        sink, processor, start = await _open_owning(config, kind, processor)
+        source_config, claim = _continuing(config, getattr(sink, "network", None), f"OUTPUT={config.output}")
     else:
         start, resume_offset, network = _resume(config, describe(processor))
         source_config, claim = _continuing(config, network)
@@ -203,7 +205,7 @@ async def _serve(
     else:
         source = LedgerSource(source_config, start, network_claim=claim)
     hub = _flight_hub(config, sink, processor, start) if config.flight_port is not None else None
-    checkpoint_path = None if sink.name == "postgres" else config.checkpoint_path  # the database holds it
+    checkpoint_path = None if sink.capabilities.own_checkpoint else config.checkpoint_path
     on_commit = hub.on_commit if hub else None
     pipeline = Pipeline(config, processor, sink, checkpoint_path=checkpoint_path, on_commit=on_commit)
     view = ServiceView(source, pipeline, sink.name, flight=hub, sink_stats=getattr(sink, "statistics", None))
@@ -237,14 +239,17 @@ async def _serve(
         )  # fmt: skip
 
 
-async def _open_postgres(config: Config, processor: LedgerProcessor) -> tuple[Sink, LedgerProcessor, int]:
-    """The PostgreSQL sink, the processor that also reports TTLs and evictions, and where to start:
-    after the ledger the database's checkpoint names."""
-    from cdp.processors._state import ContractStateProcessor
-    from cdp.sinks._postgres import PostgresSink
+async def _open_owning(
+    config: Config, kind: type[Any], processor: LedgerProcessor
+) -> tuple[Sink, LedgerProcessor, int]:
+    """A sink holding its own checkpoint (a database, a table, files on object storage), the processor
+    it takes (with TTL and eviction records where it keeps current state), and where to start: after
+    the ledger the output says it holds."""
+    if kind.capabilities.state_records:
+        from cdp.processors._state import ContractStateProcessor
 
-    state = ContractStateProcessor.wrapping(processor)
-    sink = PostgresSink.for_config(config)
+        processor = ContractStateProcessor.wrapping(processor)
+    sink = kind.for_config(config, describe(processor), getattr(processor, "columns", None))
     try:
         last = await trio.to_thread.run_sync(sink.open, abandon_on_cancel=True)  # a stop at start does not wait
     except BaseException:
@@ -252,11 +257,11 @@ async def _open_postgres(config: Config, processor: LedgerProcessor) -> tuple[Si
         raise
     start = config.start_ledger if last is None else last + 1
     if last is not None:
-        LOG.info("resuming from the database's checkpoint ledger=%d", last)
+        LOG.info("resuming from the output's checkpoint ledger=%d output=%s", last, sink.checkpoint_name)
     if config.end_ledger and start > config.end_ledger:
         sink.close()
         raise NothingToDo(f"nothing to do: the checkpoint is already at END_LEDGER={config.end_ledger}")
-    return sink, state, start
+    return sink, processor, start
 
 
 def _flight_hub(config: Config, sink: Sink, processor: LedgerProcessor, start: int) -> FlightHub:
@@ -271,9 +276,12 @@ def _flight_hub(config: Config, sink: Sink, processor: LedgerProcessor, start: i
     if name not in ROW_TYPES:
         raise ConfigError(f"FLIGHT_PORT: serves the rows of {' and '.join(ROW_TYPES)}, not of PROCESSOR={name}")
     retained, offset = None, None
-    if isinstance(sink, JsonlFileSink) and sink.regular:
+    replay = sink.capabilities.replay
+    if replay == "jsonl":
+        assert isinstance(sink, JsonlFileSink)
         retained, offset = Retained("jsonl", sink.path, begins_at=start), sink.offset
-    elif isinstance(sink, ParquetSink):
+    elif replay == "parquet":
+        assert isinstance(sink, ParquetSink)
         retained = Retained("parquet", sink.directory, sink.prefix, sink.schema, ROW_TYPES[name], begins_at=start)
     return FlightHub(retained, start - 1, offset, config.flight_client_buffer, config.flight_client_buffer_bytes,
                      config.flight_max_clients)  # fmt: skip

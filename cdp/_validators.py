@@ -6,10 +6,13 @@ setting's name as the user spelled it and the value.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
+
+from cdp._errors import ConfigError
 
 NETWORKS: Final = {
     "pubnet": "Public Global Stellar Network ; September 2015",
@@ -200,3 +203,36 @@ def structure_literal(value: Any, tp: Any) -> Any:
 def structure_path(value: Any, _tp: Any) -> Path | None:
     text = str(value).strip()
     return Path(text) if text else None
+
+
+_DSN: Final = re.compile(r"postgres(?:ql)?(?:\+\w+)?://")  # also SQLAlchemy's postgresql+psycopg://
+
+
+def resolve_output(output_format: str, output: str) -> tuple[str, str]:
+    """The format an ``OUTPUT`` names (a DSN, ``iceberg://``, an object-store URL, a directory), and the
+    output as its writer spells it; a format that contradicts the output is refused.
+
+    Raises:
+        ConfigError: one line naming OUTPUT and what it cannot be.
+    """
+    dsn = _DSN.match(output)
+    if dsn is not None:
+        if output_format not in ("auto", "jsonl", "postgres"):  # a directory named after the DSN, password and all
+            raise ConfigError(f"OUTPUT={output}: a PostgreSQL connection string, not a FORMAT={output_format} output")
+        return "postgres", "postgresql://" + output[dsn.end() :]  # psycopg's spelling
+    scheme = output.split("://", 1)[0] if "://" in output else None
+    if scheme == "iceberg" or output_format == "iceberg":
+        if scheme != "iceberg" or output_format not in ("auto", "iceberg"):
+            raise ConfigError(f"OUTPUT={output}: FORMAT=iceberg goes with an iceberg://NAMESPACE[.TABLE] output")
+        return "iceberg", output
+    if output_format == "postgres":
+        raise ConfigError(f"OUTPUT={output}: FORMAT=postgres needs a postgresql:// connection string")
+    directory = scheme is not None or output.endswith("/") or Path(output).is_dir()
+    if output_format == "auto":
+        return ("parquet" if directory else "jsonl"), output
+    if output_format == "jsonl" and directory and output != "-":
+        what = "an object-store URL" if scheme is not None else "a directory"
+        raise ConfigError(
+            f"OUTPUT={output}: {what}, not a JSONL file: name a file, or leave FORMAT unset ({what} means Parquet)"
+        )
+    return output_format, output

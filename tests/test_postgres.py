@@ -211,7 +211,7 @@ def test_five_kill_9_cycles_leave_the_tables_of_a_clean_run(postgres: PostgresSe
         run = _run(fake.endpoint, crashed, end)
         assert 0 == run.wait(timeout=120)
         _, log = run.communicate()
-    assert "resuming from the database's checkpoint" in log
+    assert "resuming from the output's checkpoint" in log
     assert history(clean) == history(crashed)
     assert current(clean) == current(crashed)
     assert end == checkpoint(clean) == checkpoint(crashed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from cdp._config import Config
@@ -36,7 +37,7 @@ def backfill_postgres(
     """``START_LEDGER..END_LEDGER`` into the database; (partitions, written, ledgers, rows, seconds)."""
     from cdp.sinks._postgres import PostgresSink
 
-    from ._run import _client, _dead_letter, _fail_on
+    from ._run import client_for, dead_letter, fail_on
 
     processor = processor or load_processor(config.processor, config)
     state = ContractStateProcessor.wrapping(processor)
@@ -44,7 +45,7 @@ def backfill_postgres(
     t0 = time.perf_counter()
     try:
         last = sink.open()
-        start = _start(config, last)
+        start = start_after(config, last)
         parts = plan(start, config.end_ledger, config.parquet_ledgers_per_file, describe(processor))
         if not parts:
             LOG.info("backfill: the database already holds ledgers up to %s", last)
@@ -52,14 +53,14 @@ def backfill_postgres(
         digest, settings = fingerprint(config)
         jobs = [PartitionJob(p, config, state, "", digest, settings) for p in parts]
         ledgers = rows = 0
-        with _client(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
+        with client_for(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
             LOG.info("backfill started dashboard=%s %s ledgers=%d..%d partitions=%d tables=%s", dask.dashboard_link,
                      where, start, config.end_ledger, len(parts), sink.checkpoint_name)  # fmt: skip
-            for result in _in_order(dask, jobs):
+            for result in in_order(dask, jobs):
                 if result.ledgers:
                     sink.write_many_blocking(result.ledgers)
-                _dead_letter(config, result)
-                _fail_on(result, describe(processor))
+                dead_letter(config, result)
+                fail_on(result, describe(processor))
                 ledgers += result.partition.ledgers
                 rows += result.rows
                 LOG.info("partition written ledgers=%d..%d rows=%d", result.partition.first, result.partition.last,
@@ -71,7 +72,7 @@ def backfill_postgres(
         sink.close()
 
 
-def _start(config: Config, last: int | None) -> int:
+def start_after(config: Config, last: int | None) -> int:
     """After the database's checkpoint; a range that would leave a gap after it is refused."""
     if last is None:
         return config.start_ledger
@@ -81,12 +82,12 @@ def _start(config: Config, last: int | None) -> int:
             f"{last + 1}..{config.start_ledger - 1} out: start at {last + 1} or use other tables"
         )
     if last >= config.start_ledger:
-        LOG.info("resuming from the database's checkpoint ledger=%d", last)
+        LOG.info("resuming from the output's checkpoint ledger=%d", last)
     return last + 1
 
 
-def _in_order(dask: Any, jobs: list[PartitionJob]) -> Any:
-    """Each partition's result in ledger order, at most a window of them extracted ahead."""
+def in_order(dask: Any, jobs: Sequence[Any], task: Callable[[Any], Any] = collect_partition) -> Any:
+    """Each partition's ``task(job)`` result in ledger order, at most a window of them run ahead."""
     from distributed import KilledWorker, as_completed
 
     window = max(2, 2 * sum(dask.nthreads().values()))
@@ -98,8 +99,8 @@ def _in_order(dask: Any, jobs: list[PartitionJob]) -> Any:
     def submit() -> None:
         nonlocal submitted
         job = jobs[submitted]
-        key = f"cdp-pg-{job.partition.first}-{job.partition.last}-{uuid.uuid4().hex[:8]}"
-        futures.add(dask.submit(collect_partition, job, key=key))
+        key = f"cdp-{job.partition.first}-{job.partition.last}-{uuid.uuid4().hex[:8]}"
+        futures.add(dask.submit(task, job, key=key))
         index[key] = submitted
         submitted += 1
 

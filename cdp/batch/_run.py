@@ -29,8 +29,11 @@ from cdp.pipeline._guard import exclusive, remove_if_empty
 from cdp.pipeline._pipeline import append_dead_letters, dead_letter_path
 from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._registry import load_processor
+from cdp.sinks import sink_type
+from cdp.sinks._base import is_url
+from cdp.sinks._files import Files
 
-from ._plan import MANIFEST, Partition, fingerprint, is_done, plan, read_meta
+from ._plan import MANIFEST, Partition, fingerprint, is_done, plan
 from ._task import PartitionJob, PartitionLedgers, PartitionResult, run_partition
 
 LOG = logging.getLogger("cdp.backfill")
@@ -78,8 +81,15 @@ def backfill(
         CdpError: a partition killed its worker every time it was tried.
     """
     _check(config)
+    how = sink_type(config).capabilities.backfill
+    if how is None:
+        raise ConfigError(f"FORMAT={config.format}: cdp backfill writes Parquet, PostgreSQL or Iceberg")
     network = _store_network(config)  # the manifest checked before any task starts
-    if config.format == "postgres":
+    if how == "commit":
+        from ._iceberg import backfill_iceberg
+
+        return backfill_iceberg(config, client, scheduler, workers, processor, progress, network)
+    if how == "ordered":
         from ._postgres import backfill_postgres
 
         done = backfill_postgres(config, client, scheduler, workers, processor, progress)
@@ -89,6 +99,9 @@ def backfill(
         LOG.info("backfill done partitions=%d ledgers=%d rows=%d seconds=%.1f ledgers_per_s=%.1f tables=%s",
                  parts, ledgers, rows, seconds, summary.ledgers_per_second, tables)  # fmt: skip
         return summary
+    if is_url(config.output):  # object storage: nothing to lock, no directory to make; files appear whole
+        files = Files.at(config.output, config.datastore_timeout_s)
+        return _backfill(config, client, scheduler, workers, processor, progress, files, verify, network)
     directory = Path(config.output)
     existed = directory.exists()
     try:
@@ -97,7 +110,8 @@ def backfill(
         raise OutputError("output", exc.filename or directory, exc) from None
     try:
         with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
-            return _backfill(config, client, scheduler, workers, processor, progress, directory, verify, network)
+            files = Files.at(directory.absolute())
+            return _backfill(config, client, scheduler, workers, processor, progress, files, verify, network)
     except BaseException:
         if not existed:
             remove_if_empty(directory)  # a job refused before any partition leaves nothing behind
@@ -111,32 +125,37 @@ def _backfill(
     workers: int | None,
     processor: LedgerProcessor | None,
     progress: IO[str] | None,
-    directory: Path,
+    files: Files,
     verify: bool,
     network: str,
 ) -> BackfillSummary:
     processor = processor or load_processor(config.processor, config)
     prefix = describe(processor)
-    for stale in directory.glob(f".{prefix}-*.parquet.*.tmp"):  # left by a task that died mid-write
-        stale.unlink(missing_ok=True)
+    if files.local:
+        for stale in Path(files.root).glob(f".{prefix}-*.parquet.*.tmp"):  # left by a task that died mid-write
+            stale.unlink(missing_ok=True)
     digest, settings = fingerprint(attrs.evolve(config, network_passphrase=network))
     parts = plan(config.start_ledger, config.end_ledger, config.parquet_ledgers_per_file, prefix)
-    todo = [p for p in parts if not is_done(directory / p.name, p, digest, verify)]
+    try:
+        todo = [p for p in parts if not is_done(files, p, digest, verify)]
+    except OSError as exc:
+        raise OutputError("output", config.output, exc) from None
+    directory = files.root if files.local else files.url
     plan_text = (f"ledgers={config.start_ledger}..{config.end_ledger} partitions={len(parts)} to_do={len(todo)} "
                  f"already_done={len(parts) - len(todo)} output={directory} fingerprint={digest}")  # fmt: skip
     t0 = time.perf_counter()
     results: list[PartitionResult] = []
     if todo:
         jobs = [PartitionJob(p, config, processor, str(directory), digest, settings) for p in todo]
-        with _client(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
+        with client_for(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
             LOG.info("backfill started dashboard=%s %s %s", dask.dashboard_link, where, plan_text)
             results = _run(dask, jobs, config, progress)
     else:
         LOG.info("backfill: every partition is already done %s", plan_text)
     seconds = time.perf_counter() - t0
-    _write_manifest(directory, config, prefix, digest, settings, parts)
+    _write_manifest(files, config, prefix, digest, settings, parts)
     summary = BackfillSummary(
-        output=directory,
+        output=Path(directory) if files.local else directory,
         partitions=len(parts),
         written=len(results),
         skipped=len(parts) - len(todo),
@@ -158,6 +177,10 @@ def _check(config: Config) -> None:
         raise ConfigError("backfill needs a bounded range: give --end-ledger (END_LEDGER)")
     if config.output == "-":
         raise ConfigError("OUTPUT=-: backfill writes Parquet files, give a directory (--output DIR)")
+    if config.format == "iceberg":
+        from cdp.sinks._lake import require_pyiceberg
+
+        require_pyiceberg()
     try:
         import distributed  # noqa: F401
 
@@ -193,7 +216,7 @@ def _store_network(config: Config) -> str:
 
 
 @contextlib.contextmanager
-def _client(client: Any, scheduler: str | None, workers: int | None, timeout_s: float = 10.0) -> Iterator[Any]:
+def client_for(client: Any, scheduler: str | None, workers: int | None, timeout_s: float = 10.0) -> Iterator[Any]:
     """The given client, or one to the given scheduler, or one to an embedded ``LocalCluster``."""
     if client is not None:
         yield client, "cluster=given"
@@ -253,8 +276,8 @@ def _run(dask: Any, jobs: list[PartitionJob], config: Config, progress: IO[str] 
                     f"partition {p.first}..{p.last}: its worker died each time it was tried (killed, or out of "
                     f"memory?): {exc}"
                 ) from None
-            _fail_on(result, prefix)
-            _dead_letter(config, result)
+            fail_on(result, prefix)
+            dead_letter(config, result)
             results.append(result)
             done += result.partition.ledgers
             rows += result.rows
@@ -273,7 +296,7 @@ def _run(dask: Any, jobs: list[PartitionJob], config: Config, progress: IO[str] 
     return results
 
 
-def _fail_on(result: PartitionResult | PartitionLedgers, processor: str) -> None:
+def fail_on(result: PartitionResult | PartitionLedgers, processor: str) -> None:
     """The failure a partition reported, raised as the service would raise it."""
     if result.error is None:
         return
@@ -285,7 +308,7 @@ def _fail_on(result: PartitionResult | PartitionLedgers, processor: str) -> None
     raise UpstreamError(f"partition {p.first}..{p.last}: {result.error}")
 
 
-def _dead_letter(config: Config, result: PartitionResult | PartitionLedgers) -> None:
+def dead_letter(config: Config, result: PartitionResult | PartitionLedgers) -> None:
     if not result.dead_letters:
         return
     path = dead_letter_path(config)
@@ -295,12 +318,12 @@ def _dead_letter(config: Config, result: PartitionResult | PartitionLedgers) -> 
 
 
 def _write_manifest(
-    directory: Path, config: Config, prefix: str, digest: str, settings: dict[str, Any], parts: list[Partition]
+    files: Files, config: Config, prefix: str, digest: str, settings: dict[str, Any], parts: list[Partition]
 ) -> None:
     """``_cdp_backfill.json``, once every partition's file is there: what the directory holds."""
     listed = []
     for p in parts:
-        meta = read_meta(directory / p.name)
+        meta = files.read_meta(p.name)
         if meta is None or meta.get("fingerprint") != digest:
             return
         listed.append({"file": p.name, "first": p.first, "last": p.last, "rows": meta["rows"],
@@ -318,6 +341,4 @@ def _write_manifest(
         "partitions": listed,
         "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    tmp = directory / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, directory / MANIFEST)
+    files.write_text(MANIFEST, json.dumps(manifest, indent=1) + "\n")

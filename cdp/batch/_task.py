@@ -9,10 +9,8 @@ service raises, which does not depend on an exception surviving Dask's pickling.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -20,13 +18,12 @@ import trio
 
 from cdp._config import Config
 from cdp._errors import CdpError, unwrap_cdp_error
-from cdp._version import __version__
 from cdp.extract import Ledger, Row
 from cdp.extract._rows import STATE_KIND
 from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._work import RowFilter, dead_letter_record, process_ledger
 
-from ._plan import META_KEY, Partition
+from ._plan import Partition
 
 
 @attrs.frozen
@@ -49,6 +46,7 @@ class PartitionResult:
     bad_ledger: int | None = None  # ON_BAD_LEDGER=stop: the ledger that stopped the job ...
     error: str | None = None  # ... and why; or why the store could not be read (then bad_ledger is None)
     output_error: bool = False  # the error is the output's (its file could not be written)
+    file: str | None = None  # where the partition's file was written (an Iceberg data file, committed by the client)
 
 
 @attrs.frozen
@@ -85,6 +83,7 @@ def collect_partition(job: PartitionJob) -> PartitionLedgers:
 
 @attrs.define
 class _Collected:
+    started: float = attrs.field(factory=time.perf_counter)
     rows: list[Row] = attrs.field(factory=list)
     ledgers: list[tuple[int, list[Row]]] = attrs.field(factory=list)
     skipped: dict[str, int] = attrs.field(factory=dict)
@@ -93,10 +92,8 @@ class _Collected:
     error: str | None = None
 
 
-def run_partition(job: PartitionJob) -> PartitionResult:
-    """Extract one partition into its file (temp, fsync, rename); never raises for bad data."""
-    from cdp.sinks._parquet import ROW_TYPES, to_table, write_table_atomically
-
+def collect_rows(job: PartitionJob) -> _Collected | PartitionResult:
+    """One partition's rows; or, when it cannot be read or a ledger stops it, the result saying why."""
     t0 = time.perf_counter()
     p = job.partition
     try:
@@ -106,21 +103,28 @@ def run_partition(job: PartitionJob) -> PartitionResult:
         return PartitionResult(p, 0, time.perf_counter() - t0, error=str(exc))
     if got.error is not None:
         return PartitionResult(p, 0, time.perf_counter() - t0, bad_ledger=got.bad_ledger, error=got.error)
+    got.started = t0
+    return got
+
+
+def run_partition(job: PartitionJob) -> PartitionResult:
+    """Extract one partition into its file (temp, fsync, rename); never raises for bad data."""
+    from cdp.sinks._files import Files, file_meta, with_meta
+    from cdp.sinks._parquet import ROW_TYPES, to_table
+
+    got = collect_rows(job)
+    if isinstance(got, PartitionResult):
+        return got
+    t0, p = got.started, job.partition
     name = describe(job.processor)
     table = to_table(got.rows, job.config.schema, ROW_TYPES.get(name), getattr(job.processor, "columns", None))
-    meta = {
-        "first": p.first,
-        "last": p.last,
-        "rows": len(got.rows),
-        "cdp_version": __version__,
-        "fingerprint": job.fingerprint,
-        "settings": job.settings,
-        "dead_lettered": [d["ledger"] for d in got.dead],
-    }
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta)})
-    path = Path(job.directory) / p.name
+    meta = file_meta(p.first, p.last, len(got.rows), job.fingerprint, job.settings, [d["ledger"] for d in got.dead])
+    path = f"{job.directory.rstrip('/')}/{p.name}"
     try:
-        write_table_atomically(path, table)
+        files = Files.at(job.directory, job.config.datastore_timeout_s)
+        files.write_table(p.name, with_meta(table, meta))
+    except CdpError as exc:
+        return PartitionResult(p, 0, time.perf_counter() - t0, error=str(exc), output_error=True)
     except OSError as exc:  # read-only, full, gone: one line for the client, not the worker's traceback
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # pyarrow's own text repeats the errno
         error = f"cannot write {path}: {reason} (errno {exc.errno})"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cdp._config import Config
 from cdp._errors import CdpError, ConfigError
+from cdp.sinks import sink_type
 
 from ._checkpoint import Checkpoint
 
@@ -83,8 +84,9 @@ def guard_run(config: Config) -> Iterator[None]:
         with ExitStack() as stack:
             if checkpoint is not None:
                 stack.enter_context(exclusive(checkpoint, "CHECKPOINT_PATH"))
-            if config.format != "postgres" and config.output != "-" and not _is_stream(output):  # postgres: the
-                existed = output.exists() or output.is_symlink()  # sink takes an advisory lock in the database
+            local = sink_type(config).capabilities.local_path  # a database or table locks itself
+            if local and config.output != "-" and not _is_stream(output):
+                existed = output.exists() or output.is_symlink()
                 if config.format == "parquet":
                     try:
                         output.mkdir(parents=True, exist_ok=True)

@@ -298,7 +298,7 @@ class Pipeline:
 
     async def _write_group(self, items: list[tuple[int, Sequence[Row]]], slots: list[tuple[_Slot, int]]) -> None:
         """Write and checkpoint ``items``: at once where the sink can (``write_many``), else one by one."""
-        many = getattr(self.sink, "write_many", None)
+        many = getattr(self.sink, "write_many", None) if self.sink.capabilities.group_commit else None
         done = list(zip(items, slots, strict=True))
         items.clear()
         slots.clear()

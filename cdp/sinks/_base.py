@@ -2,14 +2,16 @@
 
 A sink says what is durable after each write (``Durable``: the last ledger fully written and, for
 a file, the offset after it), so the checkpoint never runs ahead of the output and a restart can
-cut off anything written after it. ``open_sink`` picks the sink the configuration names.
+cut off anything written after it. A sink type declares what it can do (``Capabilities``); the
+service, the Arrow Flight hub and the backfill read those, never a sink's name. ``open_sink`` picks
+the sink the configuration names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 import trio
@@ -30,8 +32,21 @@ class Durable:
     offset: int | None = None
 
 
+@attrs.frozen
+class Capabilities:
+    """What a sink type can do, declared once on the class (dlt's destination capabilities)."""
+
+    own_checkpoint: bool = False  # holds its checkpoint in the output itself: ``open()`` says the last ledger
+    state_records: bool = False  # takes the TTL and eviction records beside the rows (current state)
+    group_commit: bool = False  # ``write_many``: several ledgers in one commit when the service is behind
+    replay: Literal["jsonl", "parquet"] | None = None  # Arrow Flight can serve committed ledgers back from it
+    local_path: bool = False  # OUTPUT is a local file or directory: locked for the run, removed if left empty
+    backfill: Literal["files", "ordered", "commit"] | None = None  # how ``cdp backfill`` writes it: see batch
+
+
 class Sink(Protocol):
     name: str
+    capabilities: Capabilities
 
     async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         """Write one ledger's rows; return what is now durable (None: nothing new, keep the checkpoint)."""
@@ -47,9 +62,36 @@ class Sink(Protocol):
 class _WritesThrough:
     """For sinks whose every write is already durable: nothing is left to flush."""
 
+    capabilities: Capabilities = Capabilities()
+
     async def flush(self) -> Durable | None:
         await trio.lowlevel.checkpoint()
         return None
+
+
+def sink_type(config: Config) -> type[Any]:
+    """The sink class ``config.format`` (and the output's form) names; its ``capabilities`` say what it does."""
+    if config.format == "postgres":
+        from ._postgres import PostgresSink
+
+        return PostgresSink
+    if config.format == "iceberg":
+        from ._iceberg import IcebergSink
+
+        return IcebergSink
+    if config.format == "parquet":
+        from ._files import ObjectParquetSink
+        from ._parquet import ParquetSink
+
+        return ObjectParquetSink if is_url(config.output) else ParquetSink
+    from ._jsonl import JsonlFileSink, StdoutSink
+
+    return StdoutSink if config.output == "-" else JsonlFileSink
+
+
+def is_url(output: str) -> bool:
+    """An fsspec URL (``s3://``, ``gs://``, ``file://``), not a local path."""
+    return "://" in output
 
 
 def open_sink(
@@ -61,7 +103,8 @@ def open_sink(
     processor_name: str,
     columns: Sequence[str] | None = None,
 ) -> Sink:
-    """The sink ``config`` asks for: a callback when given, else Parquet, stdout or a JSONL file.
+    """The sink ``config`` asks for, of those whose checkpoint is a file: a callback when given, else
+    Parquet in a directory, stdout or a JSONL file (a sink holding its own checkpoint has ``for_config``).
 
     Raises:
         OSError: the output cannot be opened.

@@ -14,7 +14,7 @@ import trio
 
 from cdp.extract import Row
 
-from ._base import Durable, RowsCallback, _WritesThrough
+from ._base import Capabilities, Durable, RowsCallback, _WritesThrough
 
 # Built once: json.dumps with options builds an encoder per call (~10% of encoding a row).
 _ENCODE: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -33,12 +33,15 @@ class JsonlFileSink(_WritesThrough):
     """
 
     name = "jsonl_file"
+    capabilities = Capabilities(group_commit=True, replay="jsonl", local_path=True)
 
     def __init__(self, path: Path, resume_offset: int | None) -> None:
         self.path = path
         # Unbuffered: after a failed write (disk full) nothing is left in a buffer to fail again at close.
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         self.regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        if not self.regular:  # a stream keeps nothing to replay from
+            self.capabilities = Capabilities(group_commit=True, local_path=True)
         self.offset = resume_offset or 0
         if self.regular:
             os.ftruncate(self._fd, self.offset)

@@ -40,7 +40,7 @@ from cdp.extract._rows import (
     field_types,
 )
 
-from ._base import Durable
+from ._base import Capabilities, Durable
 
 LOG = logging.getLogger("cdp.sink")
 
@@ -226,6 +226,7 @@ class ParquetSink:
     """Rolls files of ``ledgers_per_file`` aligned ledgers into ``directory``."""
 
     name = "parquet"
+    capabilities = Capabilities(replay="parquet", local_path=True, backfill="files")
 
     def __init__(
         self,

@@ -35,7 +35,7 @@ import trio
 from cdp._errors import CdpError, ConfigError, missing_extra
 from cdp.extract import Row
 
-from ._base import Durable
+from ._base import Capabilities, Durable
 
 if TYPE_CHECKING:
     from cdp._config import Config
@@ -90,9 +90,10 @@ class PostgresSink:
     """Writes committed ledgers into PostgreSQL; ``resume_ledger()`` says where a run starts."""
 
     name = "postgres"
+    capabilities = Capabilities(own_checkpoint=True, state_records=True, group_commit=True, backfill="ordered")
 
     @classmethod
-    def for_config(cls, config: Config) -> PostgresSink:
+    def for_config(cls, config: Config, processor_name: str = "", columns: Sequence[str] | None = None) -> PostgresSink:
         timeouts = (config.postgres_statement_timeout_s, config.postgres_lock_timeout_s)
         return cls(config.output, config.postgres_schema, config.postgres_table_prefix, timeouts=timeouts)
 

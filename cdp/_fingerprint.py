@@ -1,0 +1,28 @@
+"""The settings that shape rows, hashed: what an output records so a later run adds rows of the same kind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Final
+
+from cdp._config import Config
+
+# The settings that decide which rows a ledger yields and how they are stored; nothing else does
+# (DECODER only changes how fast: both decoders yield the same rows).
+ROW_SETTINGS: Final = (
+    "network_passphrase", "processor", "mode", "instance_extras", "include_deleted", "schema",
+    "filter_contract_ids", "filter_asset_codes", "filter_asset_issuers", "filter_key_types", "filter_durability",
+    "filter_balance_holders",
+)  # fmt: skip
+
+
+def fingerprint(config: Config) -> tuple[str, dict[str, Any]]:
+    """A short hash of the row-shaping settings, and those settings (kept in the metadata to explain it)."""
+    settings = {name: _plain(getattr(config, name)) for name in ROW_SETTINGS}
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16], settings
+
+
+def _plain(value: Any) -> Any:
+    return sorted(value) if isinstance(value, tuple | frozenset | set) else value

@@ -1,0 +1,138 @@
+"""Iceberg output (``OUTPUT=iceberg://NAMESPACE[.TABLE]``): committed ledgers appended as snapshots.
+
+Ledgers are held in memory and appended together, one snapshot per commit, at least every
+``ICEBERG_COMMIT_INTERVAL_S`` while ledgers arrive and after at most ``ICEBERG_COMMIT_LEDGERS``: few
+files, and a reader never sees part of a ledger. The snapshot's summary carries the last ledger it
+holds, so the table is the checkpoint: a crash before a commit loses nothing that will not be
+written again, and one after it replays nothing. Files a killed run wrote but never committed are
+removed when the next run opens the table (``cdp lake compact`` does it too).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from cdp._errors import ConfigError
+from cdp._fingerprint import fingerprint
+from cdp._validators import AUTO
+from cdp.extract import Row
+
+from ._base import Capabilities, Durable
+from ._lake import (
+    Target,
+    check_settings,
+    committed,
+    conform,
+    failing,
+    open_catalog,
+    open_table,
+    remove_orphans,
+    require_pyiceberg,
+    summary,
+)
+
+if TYPE_CHECKING:
+    from cdp._config import Config
+
+LOG = logging.getLogger("cdp.sink")
+
+
+class IcebergSink:
+    """Appends committed ledgers to one Iceberg table; ``open()`` says the last ledger it holds."""
+
+    name = "iceberg"
+    capabilities = Capabilities(own_checkpoint=True, group_commit=True, backfill="commit")
+
+    @classmethod
+    def for_config(cls, config: Config, processor_name: str, columns: Sequence[str] | None = None) -> IcebergSink:
+        return cls(config, processor_name, columns)
+
+    def __init__(self, config: Config, processor_name: str, columns: Sequence[str] | None = None) -> None:
+        require_pyiceberg()
+        from ._parquet import ROW_TYPES, require_pyarrow, to_table
+
+        require_pyarrow()
+        self.config = config
+        self.target = Target.parse(config.output, processor_name)
+        self.checkpoint_name = self.target.identifier
+        self.where = f"OUTPUT={config.output}"
+        self.row_type = ROW_TYPES.get(processor_name)
+        self.columns = columns
+        self.digest, self.settings = fingerprint(config)
+        self._arrow_schema = to_table([], config.schema, self.row_type, columns).schema
+        self._table: Any = None
+        self._rows: list[Row] = []
+        self._last: int | None = None  # the last ledger held in memory, not yet committed
+        self._pending = 0  # ledgers held
+        self._since = time.monotonic()
+        self.snapshots = 0  # committed by this sink
+        self.network: str | None = None  # the network of the rows the table holds, once open() has read it
+
+    @property
+    def table(self) -> Any:
+        """The pyiceberg table, once ``open()`` has loaded it."""
+        return self._table
+
+    def open(self) -> int | None:
+        """Load or create the table, check it holds rows of these settings, remove files no snapshot
+        uses (a killed run's), and say the last ledger it holds.
+
+        Raises:
+            ConfigError: the table's rows were made with other settings, or not by cdp.
+            CdpError: the catalog or warehouse cannot be reached.
+        """
+        if not len(self._arrow_schema):
+            raise ConfigError(f"{self.where}: PROCESSOR={self.config.processor} declares no columns")
+        catalog = open_catalog(self.config)
+        self._table = open_table(catalog, self.target, self._arrow_schema, self.config.parquet_ledgers_per_file)
+        with failing(self.where):
+            held = committed(self._table, self.target)
+            table_network = (held.settings or {}).get("network_passphrase")
+            if self.config.network_passphrase == AUTO and table_network not in (None, AUTO):
+                self.network = table_network  # NETWORK_PASSPHRASE=auto goes on under the table's network
+                self.digest, self.settings = fingerprint(attrs.evolve(self.config, network_passphrase=table_network))
+            check_settings(self.target, held, self.digest, self.settings)
+            for uri in remove_orphans(self._table):
+                LOG.warning("removed a file no snapshot uses (a stopped run's) path=%s", uri)
+        return held.last
+
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
+        return await self.write_many([(sequence, rows)])
+
+    async def write_many(self, items: Sequence[tuple[int, Sequence[Row]]]) -> Durable | None:
+        for sequence, rows in items:
+            self._rows.extend(rows)
+            self._last = sequence
+            self._pending += 1
+        due = time.monotonic() - self._since >= self.config.iceberg_commit_interval_s
+        if due or self._pending >= self.config.iceberg_commit_ledgers:
+            return await self.flush()
+        await trio.lowlevel.checkpoint()
+        return None
+
+    async def flush(self) -> Durable | None:
+        if self._last is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        last, rows = self._last, self._rows
+        await trio.to_thread.run_sync(self._commit, last, rows)
+        self._rows, self._last, self._pending, self._since = [], None, 0, time.monotonic()
+        return Durable(last)
+
+    def _commit(self, last: int, rows: list[Row]) -> None:
+        from ._parquet import to_table
+
+        data = conform(to_table(rows, self.config.schema, self.row_type, self.columns), self._table)
+        with failing(self.where):
+            self._table.append(data, snapshot_properties=summary(last, self.digest, self.settings))
+        self.snapshots += 1
+        LOG.info("iceberg snapshot committed table=%s last_ledger=%d rows=%d", self.checkpoint_name, last, len(rows))
+
+    def close(self) -> None:
+        self._table = None
