@@ -133,7 +133,8 @@ def test_kill_9_at_five_random_moments_leaves_the_table_of_a_clean_run(store: Pa
     want = _jsonl(config, tmp_path / "rows.jsonl")
     env = {**os.environ, "DATASTORE_URL": str(store), "OUTPUT": "iceberg://lake",
            "ICEBERG_WAREHOUSE": str(tmp_path / "wh"), "END_LEDGER": str(end), "HEALTH_PORT": "0",
-           "HEALTH_HOST": "127.0.0.1", "ICEBERG_COMMIT_LEDGERS": "11", "PARQUET_LEDGERS_PER_FILE": "40", "PROGRESS_EVERY": "3", "WORKER_MODE": "thread"}  # fmt: skip
+           "HEALTH_HOST": "127.0.0.1", "ICEBERG_COMMIT_LEDGERS": "11", "PARQUET_LEDGERS_PER_FILE": "40",
+           "PROGRESS_EVERY": "3", "WORKER_MODE": "thread"}  # fmt: skip
     rng = random.Random(9)
     killed = 0
     for cycle in range(5):
