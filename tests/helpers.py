@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -119,3 +120,26 @@ class WorkerKillingProcessor:
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return [{"ledger_sequence": ledger.sequence}]
+
+
+@attrs.frozen
+class KillingContractData:
+    """The contract-data processor (its rows and columns), but killing its worker on ``die_once`` ledgers the
+    first time each is processed, as ``WorkerKillingProcessor`` does."""
+
+    markers: str
+    passphrase: str
+    die_once: frozenset[int] = frozenset()
+    name: str = "contract_data"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        from cdp.processors import ContractDataProcessor
+
+        return ContractDataProcessor(self.passphrase).columns
+
+    def process(self, ledger: Ledger) -> Any:
+        from cdp.processors import ContractDataProcessor
+
+        WorkerKillingProcessor(self.markers, self.die_once).process(ledger)
+        return ContractDataProcessor(self.passphrase).process(ledger)

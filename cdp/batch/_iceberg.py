@@ -26,6 +26,8 @@ from ._plan import Partition, plan
 from ._task import PartitionJob, PartitionResult
 
 if TYPE_CHECKING:
+    from cdp.sinks._iceberg import IcebergSink
+
     from ._run import BackfillSummary
 
 LOG = logging.getLogger("cdp.backfill")
@@ -57,15 +59,32 @@ def backfill_iceberg(
 ) -> BackfillSummary:
     """``START_LEDGER..END_LEDGER`` into the table after the ledger its last snapshot holds."""
     from cdp.sinks._iceberg import IcebergSink
-    from cdp.sinks._lake import failing, partition_width, summary
-
-    from ._postgres import in_order, start_after
-    from ._run import BackfillSummary, client_for, dead_letter, fail_on
 
     processor = processor or load_processor(config.processor, config)
     name = describe(processor)
     config = attrs.evolve(config, network_passphrase=network)
     sink = IcebergSink(config, name, getattr(processor, "columns", None))
+    try:
+        return _fill(config, sink, processor, client, scheduler, workers, progress)
+    finally:
+        sink.close()
+
+
+def _fill(
+    config: Config,
+    sink: IcebergSink,
+    processor: LedgerProcessor,
+    client: Any,
+    scheduler: str | None,
+    workers: int | None,
+    progress: IO[str] | None,
+) -> BackfillSummary:
+    from cdp.sinks._lake import failing, partition_width, summary
+
+    from ._postgres import in_order, start_after
+    from ._run import BackfillSummary, client_for, dead_letter, fail_on
+
+    name = describe(processor)
     last = sink.open()
     table = sink.table
     start = start_after(config, last)
@@ -102,32 +121,26 @@ def backfill_iceberg(
         group.clear()
         since = time.monotonic()
 
-    try:
-        with client_for(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
-            LOG.info("backfill started dashboard=%s %s ledgers=%d..%d partitions=%d table=%s", dask.dashboard_link,
-                     where, start, config.end_ledger, len(parts), sink.checkpoint_name)  # fmt: skip
-            for result in in_order(dask, jobs, write_data_file):
-                dead_letter(config, result)
-                if result.error is not None:
-                    commit()  # what precedes the failed partition is committed; it is not
-                    fail_on(result, name)
-                group.append(result)
-                ledgers += result.partition.ledgers
-                rows += result.rows
-                dead += len(result.dead_letters)
-                LOG.info("partition written ledgers=%d..%d rows=%d seconds=%.1f", result.partition.first,
-                         result.partition.last, result.rows, result.seconds)  # fmt: skip
-                grouped = sum(r.partition.ledgers for r in group)
-                if (
-                    grouped >= config.iceberg_commit_ledgers
-                    or time.monotonic() - since >= config.iceberg_commit_interval_s
-                ):
-                    commit()
-                if progress is not None and progress.isatty():
-                    progress.write(f"\rledgers {result.partition.last - start + 1}/{config.end_ledger - start + 1}")
-            commit()
-    finally:
-        sink.close()
+    with client_for(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
+        LOG.info("backfill started dashboard=%s %s ledgers=%d..%d partitions=%d table=%s", dask.dashboard_link,
+                 where, start, config.end_ledger, len(parts), sink.checkpoint_name)  # fmt: skip
+        for result in in_order(dask, jobs, write_data_file):
+            dead_letter(config, result)
+            if result.error is not None:
+                commit()  # what precedes the failed partition is committed; it is not
+                fail_on(result, name)
+            group.append(result)
+            ledgers += result.partition.ledgers
+            rows += result.rows
+            dead += len(result.dead_letters)
+            LOG.info("partition written ledgers=%d..%d rows=%d seconds=%.1f", result.partition.first,
+                     result.partition.last, result.rows, result.seconds)  # fmt: skip
+            grouped = sum(r.partition.ledgers for r in group)
+            if grouped >= config.iceberg_commit_ledgers or time.monotonic() - since >= config.iceberg_commit_interval_s:
+                commit()
+            if progress is not None and progress.isatty():
+                progress.write(f"\rledgers {result.partition.last - start + 1}/{config.end_ledger - start + 1}")
+        commit()
     seconds = time.perf_counter() - t0
     LOG.info("backfill done partitions=%d ledgers=%d rows=%d seconds=%.1f table=%s", len(parts), ledgers, rows,
              seconds, sink.checkpoint_name)  # fmt: skip

@@ -42,12 +42,20 @@ def compact(config: Config, *, min_files: int = 2, expire_before: dt.datetime | 
     """
     from cdp._errors import ConfigError
     from cdp.sinks._iceberg import IcebergSink
-    from cdp.sinks._lake import committed, failing, partition_width, remove_orphans, summary
 
     if config.format != "iceberg":
         raise ConfigError(f"OUTPUT={config.output}: cdp lake works on iceberg://NAMESPACE[.TABLE] tables")
     processor = load_processor(config.processor, config)
     sink = IcebergSink(config, describe(processor), getattr(processor, "columns", None))
+    try:
+        return _compact(config, sink, min_files, expire_before)
+    finally:
+        sink.close()
+
+
+def _compact(config: Config, sink: Any, min_files: int, expire_before: dt.datetime | None) -> CompactSummary:
+    from cdp.sinks._lake import committed, failing, partition_width, remove_orphans, summary
+
     sink.open()  # checks the table is cdp's and of these settings; removes a killed writer's files
     table = sink.table
     where = f"OUTPUT={config.output}"
@@ -82,7 +90,6 @@ def compact(config: Config, *, min_files: int = 2, expire_before: dt.datetime | 
         removed = remove_orphans(table)
         table.refresh()
         after = sum(1 for _ in table.scan().plan_files())
-    sink.close()
     LOG.info("compacted table=%s partitions=%d files=%d->%d snapshots_expired=%d files_removed=%d",
              sink.checkpoint_name, rewritten, before, after, expired, len(removed))  # fmt: skip
     return CompactSummary(sink.checkpoint_name, rewritten, before, after, expired, len(removed))

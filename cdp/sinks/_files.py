@@ -56,7 +56,9 @@ class Files:
         return f"{self.root}/{name}"
 
     def names(self) -> list[str]:
-        """The file names directly under the root (none when it does not exist yet)."""
+        """The file names directly under the root (none when it does not exist yet), listed now: not from
+        fsspec's listing cache, which does not see what other processes (Dask workers) wrote."""
+        self.fs.invalidate_cache(self.root)
         try:
             return sorted(p.rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
         except FileNotFoundError:

@@ -27,6 +27,7 @@ from ._base import Capabilities, Durable
 from ._lake import (
     Target,
     check_settings,
+    close_catalog,
     committed,
     conform,
     failing,
@@ -67,6 +68,7 @@ class IcebergSink:
         self.digest, self.settings = fingerprint(config)
         self._arrow_schema = to_table([], config.schema, self.row_type, columns).schema
         self._table: Any = None
+        self._catalog: Any = None
         self._rows: list[Row] = []
         self._last: int | None = None  # the last ledger held in memory, not yet committed
         self._pending = 0  # ledgers held
@@ -89,7 +91,7 @@ class IcebergSink:
         """
         if not len(self._arrow_schema):
             raise ConfigError(f"{self.where}: PROCESSOR={self.config.processor} declares no columns")
-        catalog = open_catalog(self.config)
+        self._catalog = catalog = open_catalog(self.config)
         self._table = open_table(catalog, self.target, self._arrow_schema, self.config.parquet_ledgers_per_file)
         with failing(self.where):
             held = committed(self._table, self.target)
@@ -136,3 +138,5 @@ class IcebergSink:
 
     def close(self) -> None:
         self._table = None
+        close_catalog(self._catalog)
+        self._catalog = None

@@ -109,6 +109,13 @@ def open_catalog(config: Config) -> Any:
         return SqlCatalog(name, uri=f"sqlite:///{warehouse / 'catalog.db'}", warehouse=warehouse.as_uri())
 
 
+def close_catalog(catalog: Any) -> None:
+    """Close a SQL catalog's connection pool now, not when the garbage collector finds it."""
+    engine = getattr(catalog, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
 def iceberg_schema(arrow_schema: Any) -> Any:
     """The Iceberg schema of the Parquet sink's Arrow schema: unsigned ints are ``long`` (Iceberg has no
     unsigned types), timestamps ``timestamptz``; every column optional, as in Parquet."""
