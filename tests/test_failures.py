@@ -114,6 +114,8 @@ def _cells(w: dict[str, Any]) -> list[Cell]:
     s3_down = (("AWS_ENDPOINT_URL", f"http://{dead}"), *keys)
     s3_no_dns = (("AWS_ENDPOINT_URL", f"http://{NO_DNS}:8333"), *keys)
     store, nowhere = "s3://failures/store", "s3://no-such-bucket/x"
+    catalog_down = (("PYICEBERG_CATALOG__DOWN__TYPE", "sql"),
+                    ("PYICEBERG_CATALOG__DOWN__URI", f"postgresql+psycopg://cdp@{dead}/lake"))  # fmt: skip
     rng = ("--start-ledger", "2", "--end-ledger", "8")
     hole = "FFFFFFFA--5.xdr.zst is missing"
     no_store = f"{nowhere}: there is no store there"
@@ -130,6 +132,14 @@ def _cells(w: dict[str, Any]) -> list[Cell]:
         Cell("run", "credential", ("run", "--datastore", store, *rng, "--output", "OUT"), 1, store, bad_keys),
         Cell("run", "permission", ("run", "--output", f"{locked}/rows.jsonl"), 1, f"{locked}/rows.jsonl", denied=True),
         Cell("run", "db", ("run", "--output", no_db, "--end-ledger", "5"), 1, "no_such_db"),
+        Cell("run", "db", ("run", "--datastore", local, *rng, "--output", "iceberg://lake", "--iceberg-catalog",
+                           "down"), 1, "ICEBERG_CATALOG=down: ", catalog_down),
+        Cell("run", "permission", ("run", "--datastore", local, *rng, "--output", "iceberg://lake",
+                                   "--iceberg-warehouse", f"{locked}/wh"), 1, f"{locked}/wh", denied=True),
+        Cell("run", "credential", ("run", "--datastore", local, *rng, "--output", "s3://failures/out/"), 1,
+             "OUTPUT=s3://failures/out/: ", bad_keys),
+        Cell("backfill", "credential", (*fill, local, *rng, "--output", "s3://failures/fill/"), 1,
+             "s3://failures/fill/contract_data-0000000002-0000000008.parquet", reader),
         Cell("run", "db-permission", ("run", "--output", visitor, "--datastore", local, *rng), 1, "permission denied"),
         Cell("extract", "network", ("extract", "--datastore", store, *rng), 1, store, s3_down),
         Cell("extract", "dns", ("extract", "--datastore", store, *rng), 1, NO_DNS, s3_no_dns),

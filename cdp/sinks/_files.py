@@ -63,6 +63,16 @@ class Files:
             return sorted(p.rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
         except FileNotFoundError:
             return []
+        except Exception as exc:
+            raise self.refused(exc) from None
+
+    def refused(self, exc: Exception) -> Exception:
+        """A store failure as one line naming the output (no credentials, access denied, unreachable)."""
+        from cdp.upstream._fs import denied
+
+        if denied(exc) or isinstance(exc, OSError):
+            return CdpError(f"OUTPUT={self.url}: {' '.join(str(exc).split()) or type(exc).__name__}")
+        return exc
 
     def write_table(self, name: str, table: Any) -> None:
         """The whole file or none: local, temp + fsync + rename; object storage, one PUT."""
@@ -88,15 +98,27 @@ class Files:
             self.fs.pipe_file(self.path(name), text.encode())
 
     def read_meta(self, name: str) -> dict[str, Any] | None:
-        """A file's cdp metadata; None if it is missing, unreadable or not ours."""
+        """A file's cdp metadata; None if it is missing, unreadable or not ours.
+
+        Raises:
+            CdpError: the store refused (no credentials, access denied).
+        """
         import pyarrow.parquet as pq
+
+        from cdp.upstream._fs import denied
 
         try:
             with self.fs.open(self.path(name), "rb") as f:
                 meta = pq.read_schema(f).metadata or {}
             value = json.loads(meta[META_KEY])
-        except (OSError, KeyError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+        except FileNotFoundError:
             return None
+        except (KeyError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+            return None
+        except Exception as exc:
+            if isinstance(exc, OSError) and not self.local and not denied(exc):
+                return None  # a torn or foreign object: redone
+            raise self.refused(exc) from None
         return value if isinstance(value, dict) else None
 
     def read_table(self, name: str) -> Any:
@@ -150,11 +172,8 @@ class ObjectParquetSink:
             CdpError: the store cannot be listed.
         """
         where = f"OUTPUT={self.config.output}"
-        try:
-            found = [(FILE.match(n), n) for n in self.files.names()]
-            ranges = sorted((int(m["first"]), int(m["last"]), n) for m, n in found if m and m["name"] == self.prefix)
-        except OSError as exc:
-            raise CdpError(f"{where}: cannot list it: {exc}") from None
+        found = [(FILE.match(n), n) for n in self.files.names()]
+        ranges = sorted((int(m["first"]), int(m["last"]), n) for m, n in found if m and m["name"] == self.prefix)
         if not ranges:
             return None
         for (_, last, name), (first, _, after) in zip(ranges, ranges[1:], strict=False):
@@ -195,7 +214,12 @@ class ObjectParquetSink:
         table = to_table(rows, self.config.schema, self.row_type, self.columns)
         table = with_meta(table, file_meta(first, last, len(rows), self.digest, self.settings))
         name = file_name(self.prefix, first, last)
-        self.files.write_table(name, table)
+        try:
+            self.files.write_table(name, table)
+        except OSError:
+            raise
+        except Exception as exc:
+            raise self.files.refused(exc) from None
         LOG.info("parquet file written path=%s ledgers=%d..%d rows=%d seconds=%.2f", self.files.path(name), first,
                  last, len(rows), time.perf_counter() - t0)  # fmt: skip
 
