@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -29,7 +29,7 @@ from cdp.ops import ServiceView, create_app, serve_http
 from cdp.pipeline import Pipeline, guard_run, read_checkpoint, verify_resume
 from cdp.pipeline._workers import worker_mode
 from cdp.processors import LedgerProcessor, describe, load_processor
-from cdp.sinks import JsonlFileSink, RowsCallback, Sink, open_sink, sink_type
+from cdp.sinks import RowsCallback, Sink, open_sink, sink_type
 from cdp.upstream import DatastoreSource, LedgerSource
 from cdp.xdr._walker import WALKER
 
@@ -268,21 +268,17 @@ def _flight_hub(config: Config, sink: Sink, processor: LedgerProcessor, start: i
     """The Arrow Flight hub, knowing which output it can replay committed ledgers from."""
     from cdp.sinks._flight import require_pyarrow_flight
     from cdp.sinks._flight_hub import FlightHub
-    from cdp.sinks._parquet import ROW_TYPES, ParquetSink
-    from cdp.sinks._replay import Retained
+    from cdp.sinks._parquet import ROW_TYPES
+    from cdp.sinks._replay import Replayable, Retained
 
     require_pyarrow_flight()
     name = describe(processor)
     if name not in ROW_TYPES:
         raise ConfigError(f"FLIGHT_PORT: serves the rows of {' and '.join(ROW_TYPES)}, not of PROCESSOR={name}")
-    retained, offset = None, None
-    replay = sink.capabilities.replay
-    if replay == "jsonl":
-        assert isinstance(sink, JsonlFileSink)
-        retained, offset = Retained("jsonl", sink.path, begins_at=start), sink.offset
-    elif replay == "parquet":
-        assert isinstance(sink, ParquetSink)
-        retained = Retained("parquet", sink.directory, sink.prefix, sink.schema, ROW_TYPES[name], begins_at=start)
+    retained: Retained | None = None
+    offset: int | None = None
+    if sink.capabilities.replay is not None:
+        retained, offset = cast(Replayable, sink).retained(start)
     return FlightHub(retained, start - 1, offset, config.flight_client_buffer, config.flight_client_buffer_bytes,
                      config.flight_max_clients)  # fmt: skip
 

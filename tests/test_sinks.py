@@ -68,3 +68,41 @@ def test_open_sink_follows_the_config(tmp_path: Path) -> None:
             Config.from_mapping({}), on_rows=lambda s, r: None, start=2, resume_offset=None, processor_name="x"
         ).name
     )
+
+
+@pytest.mark.parametrize(
+    ("output", "sink", "own_checkpoint", "backfill", "replay"),
+    [
+        ("-", "StdoutSink", False, None, None),
+        ("rows.jsonl", "JsonlFileSink", False, None, "jsonl"),
+        ("out/", "ParquetSink", False, "files", "parquet"),
+        ("s3://bucket/out/", "ObjectParquetSink", True, "files", None),
+        ("postgresql://cdp@/db", "PostgresSink", True, "ordered", None),
+        ("iceberg://lake", "IcebergSink", True, "commit", None),
+    ],
+)
+def test_each_output_declares_what_it_can_do(
+    output: str, sink: str, own_checkpoint: bool, backfill: str | None, replay: str | None
+) -> None:
+    from cdp.sinks import sink_type
+
+    kind = sink_type(Config.from_mapping({"output": output}))
+    caps = kind.capabilities
+    assert (kind.__name__, caps.own_checkpoint, caps.backfill, caps.replay) == (sink, own_checkpoint, backfill, replay)
+    if own_checkpoint:  # opened with the settings, says where a run goes on
+        assert callable(kind.for_config)
+        assert callable(kind.open)
+    if backfill is not None:
+        assert callable(kind.require)
+
+
+def test_the_service_and_the_backfill_ask_capabilities_never_a_sinks_name_or_format() -> None:
+    import re
+
+    from .helpers import ROOT
+
+    cdp_dir = ROOT / "cdp"
+    readers = [cdp_dir / "_service.py", *(cdp_dir / "batch").glob("*.py"), *(cdp_dir / "pipeline").glob("*.py"),
+               cdp_dir / "sinks" / "_flight_hub.py"]  # fmt: skip
+    name_test = re.compile(r"\bsink\.name\s*(==|!=|in\b)|format\s*(==|!=|not in|in)\s*[(\"'](?!iceberg)|isinstance\(sink")
+    assert {p.name: name_test.findall(p.read_text()) for p in readers if name_test.search(p.read_text())} == {}

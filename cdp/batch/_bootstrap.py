@@ -31,6 +31,7 @@ from cdp.extract._changes import STATE, LedgerInfo
 from cdp.extract._fast import entry_row_at
 from cdp.extract._walk import FastPathError, ledger_key
 from cdp.ops._progress import RateEstimate, bar, eta_text
+from cdp.sinks import sink_type
 from cdp.upstream._archive import Archive, ArchiveError, CheckpointState, header_key
 from cdp.xdr._buckets import CONTRACT_DATA, Record, bucket_list_hash
 
@@ -165,7 +166,8 @@ def bootstrap(
         ArchiveError: a file that is missing or does not check out, naming it; nothing is written.
     """
     t0 = time.perf_counter()
-    if config.format not in ("postgres", "parquet"):
+    caps = sink_type(config).capabilities
+    if not (caps.state_records or caps.local_path == "directory"):  # current-state tables, or a state file
         raise ConfigError(f"OUTPUT={config.output}: a bootstrap writes to PostgreSQL or a Parquet directory")
     archive = Archive(archive_url, config.datastore_timeout_s)
     state = archive.state(ledger)
@@ -237,7 +239,7 @@ def _rows(seen: _Seen, info: LedgerInfo, passphrase: str) -> Iterator[tuple[Row,
 
 
 def _write(config: Config, ledger: int, rows: Iterator[tuple[Row, bool]], replace: bool) -> tuple[int, int]:
-    if config.format == "postgres":
+    if sink_type(config).capabilities.state_records:
         from cdp.sinks._pg_state import load_state
         from cdp.sinks._postgres import PostgresSink
 

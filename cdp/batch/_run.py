@@ -177,20 +177,11 @@ def _check(config: Config) -> None:
         raise ConfigError("backfill needs a bounded range: give --end-ledger (END_LEDGER)")
     if config.output == "-":
         raise ConfigError("OUTPUT=-: backfill writes Parquet files, give a directory (--output DIR)")
-    if config.format == "iceberg":
-        from cdp.sinks._lake import require_pyiceberg
-
-        require_pyiceberg()
     try:
         import distributed  # noqa: F401
-
-        if config.format == "postgres":
-            import psycopg  # noqa: F401
-        else:
-            import pyarrow  # noqa: F401
     except ImportError as exc:
-        extra = "postgres" if config.format == "postgres" and exc.name == "psycopg" else "backfill"
-        raise missing_extra("cdp backfill", extra, exc.name or str(exc)) from None
+        raise missing_extra("cdp backfill", "backfill", exc.name or str(exc)) from None
+    sink_type(config).require()  # the output's own extra
 
 
 def _store_network(config: Config) -> str:

@@ -85,15 +85,15 @@ def guard_run(config: Config) -> Iterator[None]:
             if checkpoint is not None:
                 stack.enter_context(exclusive(checkpoint, "CHECKPOINT_PATH"))
             local = sink_type(config).capabilities.local_path  # a database or table locks itself
-            if local and config.output != "-" and not _is_stream(output):
+            if local is not None and config.output != "-" and not _is_stream(output):
                 existed = output.exists() or output.is_symlink()
-                if config.format == "parquet":
+                if local == "directory":
                     try:
                         output.mkdir(parents=True, exist_ok=True)
                     except OSError as exc:
                         raise CdpError(f"OUTPUT={output}: cannot open for writing: {exc.strerror or exc}") from None
                 stack.enter_context(exclusive(output, "OUTPUT"))
-                if not (existed or (config.format != "parquet" and output.exists())):
+                if not (existed or (local != "directory" and output.exists())):
                     made = output
             yield
     except BaseException:
@@ -121,7 +121,7 @@ def verify_resume(config: Config, checkpoint: Checkpoint, prefix: str) -> None:
         return
     problem = (
         _parquet_problem(output, checkpoint, prefix)
-        if config.format == "parquet"
+        if sink_type(config).capabilities.local_path == "directory"
         else _jsonl_problem(output, checkpoint)
     )
     if problem is not None:

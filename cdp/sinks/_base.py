@@ -40,7 +40,7 @@ class Capabilities:
     state_records: bool = False  # takes the TTL and eviction records beside the rows (current state)
     group_commit: bool = False  # ``write_many``: several ledgers in one commit when the service is behind
     replay: Literal["jsonl", "parquet"] | None = None  # Arrow Flight can serve committed ledgers back from it
-    local_path: bool = False  # OUTPUT is a local file or directory: locked for the run, removed if left empty
+    local_path: Literal["file", "directory"] | None = None  # OUTPUT is local: locked for the run, removed if left empty
     backfill: Literal["files", "ordered", "commit"] | None = None  # how ``cdp backfill`` writes it: see batch
 
 

@@ -144,6 +144,12 @@ class ObjectParquetSink:
     name = "parquet"
     capabilities = Capabilities(own_checkpoint=True, backfill="files")
 
+    @staticmethod
+    def require() -> None:
+        from ._parquet import require_pyarrow
+
+        require_pyarrow()
+
     @classmethod
     def for_config(cls, config: Config, processor_name: str, columns: Sequence[str] | None = None) -> ObjectParquetSink:
         return cls(config, processor_name, columns)

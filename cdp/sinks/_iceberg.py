@@ -48,6 +48,7 @@ class IcebergSink:
     """Appends committed ledgers to one Iceberg table; ``open()`` says the last ledger it holds."""
 
     name = "iceberg"
+    require = staticmethod(require_pyiceberg)
     capabilities = Capabilities(own_checkpoint=True, group_commit=True, backfill="commit")
 
     @classmethod

@@ -15,6 +15,7 @@ import trio
 from cdp.extract import Row
 
 from ._base import Capabilities, Durable, RowsCallback, _WritesThrough
+from ._replay import Retained
 
 # Built once: json.dumps with options builds an encoder per call (~10% of encoding a row).
 _ENCODE: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -33,7 +34,7 @@ class JsonlFileSink(_WritesThrough):
     """
 
     name = "jsonl_file"
-    capabilities = Capabilities(group_commit=True, replay="jsonl", local_path=True)
+    capabilities = Capabilities(group_commit=True, replay="jsonl", local_path="file")
 
     def __init__(self, path: Path, resume_offset: int | None) -> None:
         self.path = path
@@ -41,11 +42,15 @@ class JsonlFileSink(_WritesThrough):
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         self.regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         if not self.regular:  # a stream keeps nothing to replay from
-            self.capabilities = Capabilities(group_commit=True, local_path=True)
+            self.capabilities = Capabilities(group_commit=True, local_path="file")
         self.offset = resume_offset or 0
         if self.regular:
             os.ftruncate(self._fd, self.offset)
             os.lseek(self._fd, self.offset, os.SEEK_SET)
+
+    def retained(self, begins_at: int) -> tuple[Retained, int | None]:
+        """The file, replayed to Arrow Flight clients that fell behind, and its committed size."""
+        return Retained("jsonl", self.path, begins_at=begins_at), self.offset
 
     async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         if rows:

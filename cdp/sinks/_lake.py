@@ -36,8 +36,9 @@ _TRANSIENT: Final = ("OperationalError", "InterfaceError", "ConnectionError", "E
 def require_pyiceberg() -> None:
     try:
         import pyiceberg  # noqa: F401
-    except ImportError:
-        raise missing_extra("OUTPUT=iceberg://...", "iceberg", "pyiceberg") from None
+        import pyiceberg_core  # type: ignore[import-untyped]  # noqa: F401 - the truncate() transform
+    except ImportError as exc:
+        raise missing_extra("OUTPUT=iceberg://...", "iceberg", exc.name or "pyiceberg") from None
 
 
 @attrs.frozen

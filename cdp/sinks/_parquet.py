@@ -41,6 +41,7 @@ from cdp.extract._rows import (
 )
 
 from ._base import Capabilities, Durable
+from ._replay import Retained
 
 LOG = logging.getLogger("cdp.sink")
 
@@ -226,7 +227,8 @@ class ParquetSink:
     """Rolls files of ``ledgers_per_file`` aligned ledgers into ``directory``."""
 
     name = "parquet"
-    capabilities = Capabilities(replay="parquet", local_path=True, backfill="files")
+    require = staticmethod(require_pyarrow)
+    capabilities = Capabilities(replay="parquet", local_path="directory", backfill="files")
 
     def __init__(
         self,
@@ -255,6 +257,11 @@ class ParquetSink:
             if m and m["name"] == prefix and int(m["first"]) >= resume_ledger:
                 LOG.warning("removing parquet file written after the checkpoint path=%s", path)
                 path.unlink()
+
+    def retained(self, begins_at: int) -> tuple[Retained, int | None]:
+        """The directory's files, replayed to Arrow Flight clients that fell behind."""
+        kind = ROW_TYPES.get(self.prefix)
+        return Retained("parquet", self.directory, self.prefix, self.schema, kind, begins_at=begins_at), None
 
     async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         durable = None

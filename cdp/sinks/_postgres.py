@@ -90,6 +90,7 @@ class PostgresSink:
     """Writes committed ledgers into PostgreSQL; ``resume_ledger()`` says where a run starts."""
 
     name = "postgres"
+    require = staticmethod(require_psycopg)
     capabilities = Capabilities(own_checkpoint=True, state_records=True, group_commit=True, backfill="ordered")
 
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import attrs
 
@@ -31,6 +31,12 @@ class Retained:
     schema: str = "full"
     row_type: type | None = None
     begins_at: int | None = None  # the output's first ledger, where this run started it (else: its first row's)
+
+
+class Replayable(Protocol):
+    """A sink declaring ``replay``: where it keeps the committed rows, and its offset (JSONL) now."""
+
+    def retained(self, begins_at: int) -> tuple[Retained, int | None]: ...
 
 
 def committed_ledgers(
