@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "open_row_stream": "cdp._service",
     "serve": "cdp._service",
     "rows_from_arrow": "cdp.sinks._parquet",
+    "lake_table": "cdp.sinks._lake",
     "ContractDataRow": "cdp.extract",
     "Ledger": "cdp.extract",
     "Row": "cdp.extract",
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from .processors import LedgerProcessor as LedgerProcessor
     from .processors import ProcessResult as ProcessResult
     from .processors import TtlProcessor as TtlProcessor
+    from .sinks._lake import lake_table as lake_table
     from .sinks._parquet import rows_from_arrow as rows_from_arrow
     from .testing import FakeSourceOptions as FakeSourceOptions
     from .testing import SyntheticLedgers as SyntheticLedgers

@@ -278,8 +278,8 @@ def _cmd_lake(args: argparse.Namespace) -> None:
     config = _config(args)
     configure_logging(config.log_level, config.log_format)
     expire = args.expire_older_than_s
-    before = None if expire is None else dt.datetime.now(dt.UTC) - dt.timedelta(seconds=expire)
-    done = compact(config, min_files=max(1, args.min_files), expire_before=before)
+    older = None if expire is None else dt.timedelta(seconds=expire)
+    done = compact(config, min_files=max(1, args.min_files), expire_older_than=older)
     print(f"{done.table}: {done.partitions} partitions rewritten, files {done.files_before} -> {done.files_after}, "
           f"{done.snapshots_expired} snapshots expired, {done.files_removed} unused files removed")  # fmt: skip
 

@@ -6,7 +6,10 @@ import hashlib
 import json
 from typing import Any, Final
 
+import attrs
+
 from cdp._config import Config
+from cdp._validators import AUTO
 
 # The settings that decide which rows a ledger yields and how they are stored; nothing else does
 # (DECODER only changes how fast: both decoders yield the same rows).
@@ -26,3 +29,26 @@ def fingerprint(config: Config) -> tuple[str, dict[str, Any]]:
 
 def _plain(value: Any) -> Any:
     return sorted(value) if isinstance(value, tuple | frozenset | set) else value
+
+
+@attrs.define
+class RowSettings:
+    """The row-shaping settings an output records and their hash; under ``NETWORK_PASSPHRASE=auto``, of
+    the network the rows turn out to be of (``adopt``), so a later run naming it, or a backfill, matches."""
+
+    config: Config
+    digest: str = ""
+    settings: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.digest, self.settings = fingerprint(self.config)
+
+    def adopt(self, network: str | None) -> None:
+        """The rows are of ``network`` (verified by the source, or read from the output's own record)."""
+        if network and network != AUTO and self.config.network_passphrase == AUTO:
+            self.digest, self.settings = fingerprint(attrs.evolve(self.config, network_passphrase=network))
+
+    @property
+    def network(self) -> str | None:
+        value = self.settings.get("network_passphrase")
+        return value if isinstance(value, str) and value != AUTO else None

@@ -25,6 +25,9 @@ from typing import Any
 
 import pytest
 
+import cdp
+from cdp._config import Config
+
 from .conftest import SHARED
 from .helpers import ROOT
 from .pg_server import PostgresServer, _bindir, postgres  # noqa: F401 - the fixture
@@ -99,11 +102,13 @@ def _fill(line: str, state: dict[str, Any]) -> str:
 
 
 def _export(line: str, state: dict[str, Any]) -> None:
-    """``export NAME=VALUE ...``: the S3 endpoint, keys and ``DB`` are placeholders for the test's own."""
+    """``export NAME=VALUE ...``: the S3 endpoint, keys and ``DB`` are placeholders for the test's own;
+    ``$PWD`` is the directory the commands run in."""
     pg: PostgresServer = state["pg"]
     own = {"AWS_ENDPOINT_URL": state["s3"], "DB": pg.dsn("readme")}
     for word in shlex.split(line)[1:]:
         name, value = word.split("=", 1)
+        value = value.replace("$PWD", str(state["work"]))
         state["env"][name] = own.get(name, "cdp" if value == "..." else value)
 
 
@@ -174,7 +179,7 @@ def _query(line: str, state: dict[str, Any]) -> None:
 def test_the_readme_runs_as_written(walk: dict[str, Any]) -> None:
     state = walk
     blocks = _blocks()
-    assert 6 == len(blocks), [b[:1] for b in blocks]
+    assert 7 == len(blocks), [b[:1] for b in blocks]
     for block in blocks:
         for raw in block:
             line = _fill(raw, state)
@@ -206,9 +211,21 @@ def test_the_readme_runs_as_written(walk: dict[str, Any]) -> None:
         "contract_data-0000000002-0000000300.parquet",
     ]
     assert 2 == len(state["not_run"]), state["not_run"]  # the two public-store lines
+    table = cdp.lake_table(Config.load(environ={**state["env"], "OUTPUT": "iceberg://lake"}))
+    assert table.current_snapshot().summary["cdp.last-ledger"] == "300"  # the run, then the backfill after it
+    assert len(table.snapshots()) == 1  # compacted, older snapshots expired
+    import s3fs
+
+    from cdp.upstream._fs import start_fsspec_loop
+
+    start_fsspec_loop()  # as cdp does: fsspec's loop must not be a trio-asyncio one
+    s3 = s3fs.S3FileSystem(
+        endpoint_url=state["s3"], key="cdp", secret="cdp", client_kwargs={"region_name": "us-east-1"}
+    )
+    assert "ledgers/history/contract_data-0000000002-0000000300.parquet" in s3.ls("ledgers/history")
     lines = [line for block in blocks for line in block]
     served = [line for line in lines if line.split("  #")[0].rstrip().endswith("&")]
     reruns = [line for line in lines if "--checkpoint-path" in line]
     exports = [line for line in lines if line.startswith("export ")]
-    assert (4, 1, 2) == (len(served), len(reruns), len(exports))
+    assert (4, 1, 3) == (len(served), len(reruns), len(exports))
     assert len(lines) - len(served) - len(exports) - len(state["not_run"]) + len(reruns) == len(state["ran"])

@@ -104,5 +104,7 @@ def test_the_service_and_the_backfill_ask_capabilities_never_a_sinks_name_or_for
     cdp_dir = ROOT / "cdp"
     readers = [cdp_dir / "_service.py", *(cdp_dir / "batch").glob("*.py"), *(cdp_dir / "pipeline").glob("*.py"),
                cdp_dir / "sinks" / "_flight_hub.py"]  # fmt: skip
-    name_test = re.compile(r"\bsink\.name\s*(==|!=|in\b)|format\s*(==|!=|not in|in)\s*[(\"'](?!iceberg)|isinstance\(sink")
+    name_test = re.compile(
+        r"\bsink\.name\s*(==|!=|in\b)|format\s*(==|!=|not in|in)\s*[(\"'](?!iceberg)|isinstance\(sink"
+    )
     assert {p.name: name_test.findall(p.read_text()) for p in readers if name_test.search(p.read_text())} == {}

@@ -100,7 +100,7 @@ def _fill(
     plain = pa.schema([pa.field(f.name, f.type, f.nullable) for f in table.schema().as_arrow()])
     data_dir = f"{table.location().rstrip('/')}/data"
     jobs = [
-        LakeJob(PartitionJob(p, config, processor, data_dir, sink.digest, sink.settings), data_dir, plain,
+        LakeJob(PartitionJob(p, config, processor, data_dir, sink.rows.digest, sink.rows.settings), data_dir, plain,
                 dict(table.io.properties), width)
         for p in parts
     ]  # fmt: skip
@@ -114,7 +114,7 @@ def _fill(
             return
         files = [r.file for r in group if r.file is not None]
         spans = ",".join(f"{r.partition.first}-{r.partition.last}" for r in group)
-        props = summary(group[-1].partition.last, sink.digest, sink.settings, **{"cdp.partitions": spans})
+        props = summary(group[-1].partition.last, sink.rows.digest, sink.rows.settings, **{"cdp.partitions": spans})
         with failing(f"OUTPUT={config.output}"):
             table.add_files(files, snapshot_properties=props, check_duplicate_files=False)
         LOG.info("iceberg snapshot committed table=%s partitions=%s files=%d", sink.checkpoint_name, spans, len(files))

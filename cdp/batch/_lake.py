@@ -32,9 +32,9 @@ class CompactSummary:
     files_removed: int  # no longer used by any snapshot (expired, or a killed writer's)
 
 
-def compact(config: Config, *, min_files: int = 2, expire_before: dt.datetime | None = None) -> CompactSummary:
-    """Rewrite every partition with at least ``min_files`` data files into one; expire snapshots made
-    before ``expire_before`` (the current one always stays).
+def compact(config: Config, *, min_files: int = 2, expire_older_than: dt.timedelta | None = None) -> CompactSummary:
+    """Rewrite every partition with at least ``min_files`` data files into one; then expire snapshots
+    older than ``expire_older_than`` (the current one always stays).
 
     Raises:
         ConfigError: OUTPUT is not an iceberg:// table, or one cdp did not write.
@@ -48,12 +48,12 @@ def compact(config: Config, *, min_files: int = 2, expire_before: dt.datetime | 
     processor = load_processor(config.processor, config)
     sink = IcebergSink(config, describe(processor), getattr(processor, "columns", None))
     try:
-        return _compact(config, sink, min_files, expire_before)
+        return _compact(config, sink, min_files, expire_older_than)
     finally:
         sink.close()
 
 
-def _compact(config: Config, sink: Any, min_files: int, expire_before: dt.datetime | None) -> CompactSummary:
+def _compact(config: Config, sink: Any, min_files: int, expire_older_than: dt.timedelta | None) -> CompactSummary:
     from cdp.sinks._lake import committed, failing, partition_width, remove_orphans, summary
 
     sink.open()  # checks the table is cdp's and of these settings; removes a killed writer's files
@@ -70,13 +70,19 @@ def _compact(config: Config, sink: Any, min_files: int, expire_before: dt.dateti
         for low in sorted(k for k, v in files.items() if len(v) >= min_files):
             held = committed(table, sink.target)
             assert held.last is not None
-            _rewrite(table, low, width, summary(held.last, sink.digest, sink.settings, **{"cdp.compacted": str(low)}))
+            _rewrite(
+                table,
+                low,
+                width,
+                summary(held.last, sink.rows.digest, sink.rows.settings, **{"cdp.compacted": str(low)}),
+            )
             rewritten += 1
             LOG.info(
                 "partition compacted table=%s from_ledger=%d files=%d->1", sink.checkpoint_name, low, len(files[low])
             )
         expired = 0
-        if expire_before is not None:
+        if expire_older_than is not None:
+            expire_before = dt.datetime.now(dt.UTC) - expire_older_than  # after the rewrite: its snapshots count
             table.refresh()
             current = table.current_snapshot()
             old = [

@@ -293,6 +293,8 @@ class Pipeline:
             items.append((seq, rows))
             slots.append((slot, sum(1 for r in rows if STATE_KIND not in r)))  # rows, not TTL/eviction records
             self._network = slot.ledger.network or self._network  # before the group's checkpoint is written
+            if self._network is not None and self.sink.capabilities.records_network:
+                self.sink.set_network(self._network)  # type: ignore[attr-defined]
         await self._write_group(items, slots)
         return True
 

@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from cdp._errors import CdpError, ConfigError
-from cdp._fingerprint import fingerprint
+from cdp._fingerprint import RowSettings
 from cdp._version import __version__
 from cdp.extract import Row
 
@@ -142,7 +142,7 @@ class ObjectParquetSink:
     """Parquet files on object storage; rolled as the local sink rolls them, the files their own checkpoint."""
 
     name = "parquet"
-    capabilities = Capabilities(own_checkpoint=True, backfill="files")
+    capabilities = Capabilities(own_checkpoint=True, backfill="files", records_network=True)
 
     @staticmethod
     def require() -> None:
@@ -165,7 +165,8 @@ class ObjectParquetSink:
         self.row_type = ROW_TYPES.get(processor_name)
         self.columns = columns
         self.per_file = config.parquet_ledgers_per_file
-        self.digest, self.settings = fingerprint(config)
+        self.rows = RowSettings(config)
+        self.network: str | None = None  # the network of the rows the files hold, once open() has read it
         self._rows: list[Row] = []
         self._first: int | None = None
         self._last: int | None = None
@@ -188,9 +189,15 @@ class ObjectParquetSink:
                                   "fill them (cdp backfill) or use another output")  # fmt: skip
         last, name = ranges[-1][1], ranges[-1][2]
         meta = self.files.read_meta(name)
-        if meta is None or meta.get("fingerprint") != self.digest:
+        self.rows.adopt(((meta or {}).get("settings") or {}).get("network_passphrase"))  # auto: the files' network
+        self.network = self.rows.network
+        if meta is None or meta.get("fingerprint") != self.rows.digest:
             raise ConfigError(f"{where}: {name} was made with other row settings (or not by cdp): use another output")
         return last
+
+    def set_network(self, network: str) -> None:
+        """The rows are of ``network``: recorded in the files (``NETWORK_PASSPHRASE=auto``)."""
+        self.rows.adopt(network)
 
     async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
         durable = None
@@ -218,7 +225,7 @@ class ObjectParquetSink:
 
         t0 = time.perf_counter()
         table = to_table(rows, self.config.schema, self.row_type, self.columns)
-        table = with_meta(table, file_meta(first, last, len(rows), self.digest, self.settings))
+        table = with_meta(table, file_meta(first, last, len(rows), self.rows.digest, self.rows.settings))
         name = file_name(self.prefix, first, last)
         try:
             self.files.write_table(name, table)

@@ -15,12 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from cdp._errors import ConfigError
-from cdp._fingerprint import fingerprint
-from cdp._validators import AUTO
+from cdp._fingerprint import RowSettings
 from cdp.extract import Row
 
 from ._base import Capabilities, Durable
@@ -49,7 +47,7 @@ class IcebergSink:
 
     name = "iceberg"
     require = staticmethod(require_pyiceberg)
-    capabilities = Capabilities(own_checkpoint=True, group_commit=True, backfill="commit")
+    capabilities = Capabilities(own_checkpoint=True, group_commit=True, backfill="commit", records_network=True)
 
     @classmethod
     def for_config(cls, config: Config, processor_name: str, columns: Sequence[str] | None = None) -> IcebergSink:
@@ -66,7 +64,7 @@ class IcebergSink:
         self.where = f"OUTPUT={config.output}"
         self.row_type = ROW_TYPES.get(processor_name)
         self.columns = columns
-        self.digest, self.settings = fingerprint(config)
+        self.rows = RowSettings(config)
         self._arrow_schema = to_table([], config.schema, self.row_type, columns).schema
         self._table: Any = None
         self._catalog: Any = None
@@ -76,6 +74,10 @@ class IcebergSink:
         self._since = time.monotonic()
         self.snapshots = 0  # committed by this sink
         self.network: str | None = None  # the network of the rows the table holds, once open() has read it
+
+    def set_network(self, network: str) -> None:
+        """The rows are of ``network``: recorded with them (``NETWORK_PASSPHRASE=auto``)."""
+        self.rows.adopt(network)
 
     @property
     def table(self) -> Any:
@@ -96,11 +98,9 @@ class IcebergSink:
         self._table = open_table(catalog, self.target, self._arrow_schema, self.config.parquet_ledgers_per_file)
         with failing(self.where):
             held = committed(self._table, self.target)
-            table_network = (held.settings or {}).get("network_passphrase")
-            if self.config.network_passphrase == AUTO and table_network not in (None, AUTO):
-                self.network = table_network  # NETWORK_PASSPHRASE=auto goes on under the table's network
-                self.digest, self.settings = fingerprint(attrs.evolve(self.config, network_passphrase=table_network))
-            check_settings(self.target, held, self.digest, self.settings)
+            self.rows.adopt((held.settings or {}).get("network_passphrase"))  # auto goes on under the table's
+            self.network = self.rows.network if held.last is not None else None
+            check_settings(self.target, held, self.rows.digest, self.rows.settings)
             for uri in remove_orphans(self._table):
                 LOG.warning("removed a file no snapshot uses (a stopped run's) path=%s", uri)
         return held.last
@@ -133,7 +133,7 @@ class IcebergSink:
 
         data = conform(to_table(rows, self.config.schema, self.row_type, self.columns), self._table)
         with failing(self.where):
-            self._table.append(data, snapshot_properties=summary(last, self.digest, self.settings))
+            self._table.append(data, snapshot_properties=summary(last, self.rows.digest, self.rows.settings))
         self.snapshots += 1
         LOG.info("iceberg snapshot committed table=%s last_ledger=%d rows=%d", self.checkpoint_name, last, len(rows))
 

@@ -100,8 +100,9 @@ def open_catalog(config: Config) -> Any:
     name = config.iceberg_catalog
     where = f"ICEBERG_CATALOG={name}"
     with failing(where):
-        if IcebergConfig().get_catalog_config(name) is not None:
-            return load_catalog(name)
+        configured = IcebergConfig().get_catalog_config(name)  # read now: pyiceberg's own copy is from its import
+        if configured is not None:
+            return load_catalog(name, **{k: v for k, v in configured.items() if isinstance(v, str)})
         warehouse = config.iceberg_warehouse.absolute()
         try:
             warehouse.mkdir(parents=True, exist_ok=True)
@@ -115,6 +116,29 @@ def close_catalog(catalog: Any) -> None:
     engine = getattr(catalog, "engine", None)
     if engine is not None:
         engine.dispose()
+
+
+def lake_table(config: Config, processor: str = "contract_data") -> Any:
+    """The pyiceberg table that ``config``'s ``iceberg://`` OUTPUT names for ``processor``, from the
+    catalog cdp writes it through (``ICEBERG_CATALOG``, else the embedded one in ``ICEBERG_WAREHOUSE``):
+    read it with ``table.scan(row_filter=...)``, ``.to_arrow()``, ``.to_duckdb()``, ``.to_pandas()``.
+
+    Raises:
+        ConfigError: OUTPUT is not ``iceberg://``, or the table does not exist.
+        CdpError: the catalog cannot be reached.
+    """
+    require_pyiceberg()
+    from pyiceberg.exceptions import NoSuchTableError
+
+    if not config.output.startswith("iceberg://"):
+        raise ConfigError(f"OUTPUT={config.output}: not an iceberg://NAMESPACE[.TABLE] table")
+    target = Target.parse(config.output, processor)
+    catalog = open_catalog(config)
+    with failing(f"OUTPUT={config.output}"):
+        try:
+            return catalog.load_table(target.identifier)
+        except NoSuchTableError:
+            raise ConfigError(f"OUTPUT={config.output}: there is no table {target.identifier}") from None
 
 
 def iceberg_schema(arrow_schema: Any) -> Any:
