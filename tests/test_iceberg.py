@@ -29,7 +29,9 @@ pytest.importorskip("pyiceberg", reason="pyiceberg (the iceberg extra) is not in
 pytest.importorskip("pyiceberg_core", reason="pyiceberg-core (the iceberg extra) is not installed")
 pytest.importorskip("distributed", reason="the backfill extra (distributed) is not installed")
 
-from cdp.sinks._lake import LAST, Target, open_catalog, referenced  # noqa: E402 - needs pyiceberg
+from cdp.extract._rows import ContractDataRow, row_fields  # noqa: E402
+from cdp.sinks._lake import LAST, Target, iceberg_type, open_catalog, referenced  # noqa: E402 - needs pyiceberg
+from cdp.sinks._parquet import to_table  # noqa: E402
 
 GEN = SyntheticLedgers(seed=29)
 END = 160
@@ -111,6 +113,11 @@ def test_a_live_run_into_iceberg_holds_the_jsonl_rows_and_each_snapshot_ends_on_
     assert lasts[-1] == END
     assert 100 in lasts  # the first run's end: a restart goes on after it
     assert not _unused_files(table)
+    parquet = to_table([], "full", ContractDataRow, row_fields(mode, True)).schema
+    assert {f.name: str(f.field_type) for f in table.schema().fields} == {
+        f.name: iceberg_type(f.type) for f in parquet
+    }  # the field dictionary's Iceberg column
+    assert [f.name for f in table.spec().fields] == ["ledger_sequence_trunc"]
 
 
 def test_a_finished_table_is_nothing_to_do_and_other_settings_are_refused(store: Path, tmp_path: Path) -> None:

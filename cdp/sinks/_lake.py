@@ -141,25 +141,31 @@ def lake_table(config: Config, processor: str = "contract_data") -> Any:
             raise ConfigError(f"OUTPUT={config.output}: there is no table {target.identifier}") from None
 
 
-def iceberg_schema(arrow_schema: Any) -> Any:
-    """The Iceberg schema of the Parquet sink's Arrow schema: unsigned ints are ``long`` (Iceberg has no
-    unsigned types), timestamps ``timestamptz``; every column optional, as in Parquet."""
+def iceberg_type(arrow_type: Any) -> str:
+    """The Iceberg type of a Parquet sink column: unsigned ints are ``long`` (Iceberg has no unsigned
+    types), timestamps ``timestamptz`` (microseconds), JSON text ``string``."""
     import pyarrow as pa
+
+    if pa.types.is_integer(arrow_type):
+        return "long"
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    if pa.types.is_floating(arrow_type):
+        return "double"
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamptz"
+    return "string"
+
+
+def iceberg_schema(arrow_schema: Any) -> Any:
+    """The Iceberg schema of the Parquet sink's Arrow schema; every column optional, as in Parquet."""
     from pyiceberg.schema import Schema
     from pyiceberg.types import BooleanType, DoubleType, LongType, NestedField, StringType, TimestamptzType
 
-    def kind(t: Any) -> Any:
-        if pa.types.is_integer(t):
-            return LongType()
-        if pa.types.is_boolean(t):
-            return BooleanType()
-        if pa.types.is_floating(t):
-            return DoubleType()
-        if pa.types.is_timestamp(t):
-            return TimestamptzType()
-        return StringType()
-
-    return Schema(*(NestedField(i, f.name, kind(f.type), required=False) for i, f in enumerate(arrow_schema, 1)))
+    kinds = {"long": LongType, "boolean": BooleanType, "double": DoubleType, "timestamptz": TimestamptzType}
+    fields = (NestedField(i, f.name, kinds.get(iceberg_type(f.type), StringType)(), required=False)
+              for i, f in enumerate(arrow_schema, 1))  # fmt: skip
+    return Schema(*fields)
 
 
 def partition_spec(schema: Any, width: int) -> Any:
