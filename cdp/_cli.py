@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="stream from the upstream and write rows")
     _setting_flags(run)
 
-    fill = sub.add_parser("backfill", help="a datastore's ledger range into Parquet files, partitioned over Dask")
+    fill = sub.add_parser(
+        "backfill", help="a datastore's ledger range into Parquet, PostgreSQL or Iceberg, partitioned over Dask"
+    )
     fill.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask cluster (tcp://host:8786)")
     fill.add_argument("--workers", type=int, default=None, help="processes of the embedded cluster (default: cores)")
     fill.add_argument("--verify", action="store_true", help="read finished partitions whole; redo any that fail")

@@ -132,6 +132,14 @@ def test_a_finished_table_is_nothing_to_do_and_other_settings_are_refused(store:
     assert snapshots == len(_table(config, "cd").snapshots())
     with pytest.raises(cdp.ConfigError, match=r"^OUTPUT=iceberg://a/b: give iceberg://NAMESPACE"):
         _run(attrs.evolve(config, output="iceberg://a/b"))
+    from cdp._locks import exclusive
+    from cdp.batch._lake import compact
+
+    with exclusive(Path(_table(config, "cd").location().removeprefix("file://")), "OUTPUT"):  # another writer
+        with pytest.raises(cdp.ConfigError, match=r"^OUTPUT=.*: in use by another cdp process \(pid \d+\)"):
+            _run(attrs.evolve(config, end_ledger=30))
+    with pytest.raises(cdp.ConfigError, match=r"^OUTPUT=iceberg://lake.nothing: there is no table lake.nothing$"):
+        compact(attrs.evolve(config, output="iceberg://lake.nothing"))
 
 
 def test_kill_9_at_five_random_moments_leaves_the_table_of_a_clean_run(store: Path, tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def compact(config: Config, *, min_files: int = 2, expire_older_than: dt.timedel
 def _compact(config: Config, sink: Any, min_files: int, expire_older_than: dt.timedelta | None) -> CompactSummary:
     from cdp.sinks._lake import committed, failing, partition_width, remove_orphans, summary
 
-    sink.open()  # checks the table is cdp's and of these settings; removes a killed writer's files
+    sink.open(create=False)  # checks the table is cdp's and of these settings; removes a killed writer's files
     table = sink.table
     where = f"OUTPUT={config.output}"
     width = partition_width(table)

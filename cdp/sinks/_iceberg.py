@@ -10,15 +10,19 @@ removed when the next run opens the table (``cdp lake compact`` does it too).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import trio
 
 from cdp._errors import ConfigError
 from cdp._fingerprint import RowSettings
+from cdp._locks import exclusive
 from cdp.extract import Row
 
 from ._base import Capabilities, Durable
@@ -68,6 +72,7 @@ class IcebergSink:
         self._arrow_schema = to_table([], config.schema, self.row_type, columns).schema
         self._table: Any = None
         self._catalog: Any = None
+        self._lock = contextlib.ExitStack()
         self._rows: list[Row] = []
         self._last: int | None = None  # the last ledger held in memory, not yet committed
         self._pending = 0  # ledgers held
@@ -84,18 +89,24 @@ class IcebergSink:
         """The pyiceberg table, once ``open()`` has loaded it."""
         return self._table
 
-    def open(self) -> int | None:
-        """Load or create the table, check it holds rows of these settings, remove files no snapshot
-        uses (a killed run's), and say the last ledger it holds.
+    def open(self, create: bool = True) -> int | None:
+        """Load (or ``create``) the table, check it holds rows of these settings, remove files no snapshot
+        uses (a killed run's), and say the last ledger it holds. A table on a local disk is locked for as
+        long as the sink is open: removing a killed writer's files is safe only with no other writer.
 
         Raises:
-            ConfigError: the table's rows were made with other settings, or not by cdp.
+            ConfigError: the table's rows were made with other settings, or not by cdp; another cdp
+                process writes it; no such table and not ``create``.
             CdpError: the catalog or warehouse cannot be reached.
         """
         if not len(self._arrow_schema):
             raise ConfigError(f"{self.where}: PROCESSOR={self.config.processor} declares no columns")
         self._catalog = catalog = open_catalog(self.config)
-        self._table = open_table(catalog, self.target, self._arrow_schema, self.config.parquet_ledgers_per_file)
+        width = self.config.parquet_ledgers_per_file
+        self._table = open_table(catalog, self.target, self._arrow_schema, width, create=create)
+        location = urlsplit(self._table.location())
+        if location.scheme in ("", "file"):
+            self._lock.enter_context(exclusive(Path(location.path), self.where.split("=", 1)[0]))
         with failing(self.where):
             held = committed(self._table, self.target)
             self.rows.adopt((held.settings or {}).get("network_passphrase"))  # auto goes on under the table's
@@ -138,6 +149,7 @@ class IcebergSink:
         LOG.info("iceberg snapshot committed table=%s last_ledger=%d rows=%d", self.checkpoint_name, last, len(rows))
 
     def close(self) -> None:
+        self._lock.close()
         self._table = None
         close_catalog(self._catalog)
         self._catalog = None

@@ -181,15 +181,20 @@ def partition_spec(schema: Any, width: int) -> Any:
     return PartitionSpec(PartitionField(source, PARTITION_FIELD_ID, TruncateTransform(width), "ledger_sequence_trunc"))
 
 
-def open_table(catalog: Any, target: Target, arrow_schema: Any, width: int) -> Any:
-    """The table, created (with its namespace) on first use with the processor's schema."""
+def open_table(catalog: Any, target: Target, arrow_schema: Any, width: int, create: bool = True) -> Any:
+    """The table, created (with its namespace) on first use with the processor's schema.
+
+    Raises:
+        ConfigError: there is no such table and not ``create``.
+    """
     from pyiceberg.exceptions import NoSuchTableError
 
     with failing(f"OUTPUT={target.output}"):
         try:
             return catalog.load_table(target.identifier)
         except NoSuchTableError:
-            pass
+            if not create:
+                raise ConfigError(f"OUTPUT={target.output}: there is no table {target.identifier}") from None
         catalog.create_namespace_if_not_exists(target.namespace)
         schema = iceberg_schema(arrow_schema)
         return catalog.create_table_if_not_exists(
