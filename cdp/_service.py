@@ -245,6 +245,9 @@ async def _open_owning(
     """A sink holding its own checkpoint (a database, a table, files on object storage), the processor
     it takes (with TTL and eviction records where it keeps current state), and where to start: after
     the ledger the output says it holds."""
+    if config.checkpoint_path is not None:
+        LOG.warning("CHECKPOINT_PATH=%s is not used: OUTPUT=%s holds its own checkpoint", config.checkpoint_path,
+                    config.output)  # fmt: skip
     if kind.capabilities.state_records:
         from cdp.processors._state import ContractStateProcessor
 

@@ -15,6 +15,8 @@ import trio_asyncio
 from cdp.testing import FakeSourceOptions, serve_fake_source
 
 from .helpers import ROOT
+from .pg_server import postgres as postgres  # one server for the session, for every test that asks
+from .s3_server import s3_endpoint as s3_endpoint  # the same
 
 SHARED = Path(os.environ.get("CDP_SHARED_DIR", ROOT.parent / "shared"))
 LEDGERS = Path(os.environ.get("CDP_SHARED_LEDGERS", SHARED / "ledgers"))

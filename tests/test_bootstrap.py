@@ -19,8 +19,7 @@ from stellar_sdk import xdr
 
 from .conftest import SHARED
 from .helpers import CDP, ROOT
-from .pg_server import PostgresServer, postgres  # noqa: F401 - the fixture
-from .s3_server import s3_endpoint  # noqa: F401 - the fixture
+from .pg_server import PostgresServer
 
 ARCHIVE = SHARED / "archives" / "testnet-small"
 needs_archive = pytest.mark.skipif(not ARCHIVE.is_dir(), reason=f"the shared archive is not at {ARCHIVE}")
@@ -107,7 +106,7 @@ def test_the_state_at_a_checkpoint_equals_an_independent_reading(tmp_path: Path,
     assert f"bootstrap done ledger={ledger} live={live} archived=0" in done.stderr
 
 
-def test_into_postgres_then_refused_again_unless_replace(postgres: PostgresServer) -> None:  # noqa: F811
+def test_into_postgres_then_refused_again_unless_replace(postgres: PostgresServer) -> None:
     import psycopg
 
     dsn = postgres.create_database("bootstrap")
@@ -184,7 +183,7 @@ def _list_hash(root: Path, ledger: int) -> str:
     return bucket_list_hash([(b["curr"], b["snap"]) for b in _has(root, ledger)["currentBuckets"]]).hex()
 
 
-def test_from_an_archive_on_s3(s3_endpoint: str, tmp_path: Path) -> None:  # noqa: F811
+def test_from_an_archive_on_s3(s3_endpoint: str, tmp_path: Path) -> None:
     """The same state from a copy of the checkpoint's files on S3 (SeaweedFS)."""
     import pyarrow.parquet as pq
     import s3fs
@@ -221,7 +220,7 @@ def _current(dsn: str) -> dict[str, dict[str, Any]]:
         return {r["ledger_key_hash"]: r for r in conn.execute("SELECT * FROM contract_data_current")}
 
 
-def test_bootstrap_then_run_equals_a_replay_from_the_start(tmp_path: Path, postgres: PostgresServer) -> None:  # noqa: F811
+def test_bootstrap_then_run_equals_a_replay_from_the_start(tmp_path: Path, postgres: PostgresServer) -> None:
     """An archive of the state synthetic ledgers 2..127 leave (with a hot archive: persistent keys were
     evicted), bootstrapped at 127, then `cdp run` on to 200 with no other setting: the current table is
     the one a replay of 2..200 makes. A row untouched since the bootstrap carries the bootstrap's ledger

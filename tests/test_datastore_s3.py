@@ -21,13 +21,11 @@ from cdp.upstream._datastore import Datastore
 from cdp.upstream._fs import start_fsspec_loop
 from cdp.upstream._layout import MANIFEST, Layout, Manifest, write_store
 
-from .s3_server import s3_endpoint  # noqa: F401 - the fixture
-
 GEN = SyntheticLedgers(seed=17)
 
 
 @pytest.fixture
-def s3_store(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any) -> str:  # noqa: F811
+def s3_store(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any) -> str:
     """A store written locally, then uploaded to its own bucket; s3fs configured only through AWS_* variables."""
     s3fs = pytest.importorskip("s3fs")
     start_fsspec_loop()  # as cdp does: fsspec's loop must not be a trio-asyncio one
@@ -130,7 +128,7 @@ class CuttingProxy:
 @pytest.mark.slow
 async def test_a_30_second_s3_outage_mid_run_ends_exact_with_exit_0(
     s3_store: str,
-    s3_endpoint: str,  # noqa: F811
+    s3_endpoint: str,
     tmp_path: Path,
 ) -> None:
     """`cdp run --datastore s3://...` while S3 goes away for 30 s after a few files: the fetches ride
@@ -141,7 +139,8 @@ async def test_a_30_second_s3_outage_mid_run_ends_exact_with_exit_0(
 
     proxy = CuttingProxy(int(s3_endpoint.rsplit(":", 1)[1]), cut_at=4, outage_s=30)
     out = tmp_path / "rows.jsonl"
-    env = {**os.environ, "AWS_ENDPOINT_URL": "", "HEALTH_PORT": "0", "BACKOFF_BASE_S": "0.2", "BACKOFF_CAP_S": "2"}
+    env = {**os.environ, "AWS_ENDPOINT_URL": "", "HEALTH_PORT": "0", "BACKOFF_BASE_S": "0.2", "BACKOFF_CAP_S": "2",
+           "DATASTORE_TIMEOUT_S": "5"}  # a request cut mid-way is given up in 5 s, not 30
     async with trio.open_nursery() as nursery:
         port = await nursery.start(proxy.run)
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
@@ -164,7 +163,7 @@ async def test_a_30_second_s3_outage_mid_run_ends_exact_with_exit_0(
 @pytest.mark.slow
 async def test_a_stop_does_not_wait_for_a_stalled_store(
     s3_store: str,
-    s3_endpoint: str,  # noqa: F811
+    s3_endpoint: str,
     tmp_path: Path,
 ) -> None:
     """S3 takes requests and never answers (a proxy that stalls): SIGTERM exits 0 within
@@ -204,7 +203,7 @@ async def test_a_stop_does_not_wait_for_a_stalled_store(
     assert want == [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def test_cdp_datastore_write_writes_to_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_cdp_datastore_write_writes_to_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`cdp datastore write s3://bucket/prefix` puts the store on S3 (no local directory named `s3:`), and
     the store reads back as the same ledgers; a key that may only read is refused in one line, exit 1."""
     import os

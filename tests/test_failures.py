@@ -26,8 +26,7 @@ from cdp.testing import SyntheticLedgers
 from cdp.upstream._layout import Layout, Manifest, write_store
 
 from .helpers import CDP, ROOT
-from .pg_server import PostgresServer, postgres  # noqa: F401 - the fixture
-from .s3_server import s3_endpoint  # noqa: F401 - the fixture
+from .pg_server import PostgresServer
 
 NO_DNS = "nosuchhost.invalid"  # RFC 6761: never resolves
 
@@ -64,8 +63,8 @@ def _denied_prefix() -> list[str] | None:
 @pytest.fixture(scope="module")
 def world(
     tmp_path_factory: pytest.TempPathFactory,
-    s3_endpoint: str,  # noqa: F811
-    postgres: PostgresServer,  # noqa: F811
+    s3_endpoint: str,
+    postgres: PostgresServer,
 ) -> Iterator[dict[str, Any]]:
     import s3fs
 

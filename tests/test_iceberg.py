@@ -143,7 +143,7 @@ def test_a_finished_table_is_nothing_to_do_and_other_settings_are_refused(store:
 
 
 def test_kill_9_at_five_random_moments_leaves_the_table_of_a_clean_run(store: Path, tmp_path: Path) -> None:
-    end = 690
+    end = 400
     config = _config(store, "iceberg://lake", tmp_path / "wh", end_ledger=end)
     want = _jsonl(config, tmp_path / "rows.jsonl")
     env = {**os.environ, "DATASTORE_URL": str(store), "OUTPUT": "iceberg://lake",
@@ -155,7 +155,7 @@ def test_kill_9_at_five_random_moments_leaves_the_table_of_a_clean_run(store: Pa
     for cycle in range(5):
         run = subprocess.Popen([*CDP, "run"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
         assert run.stderr is not None
-        lines = rng.randrange(1, 30)  # progress and snapshot lines: the kill lands between or inside commits
+        lines = rng.randrange(1, 20)  # progress and snapshot lines: the kill lands between or inside commits
         for line in run.stderr:
             if "progress" in line or "snapshot committed" in line:
                 lines -= 1
@@ -266,3 +266,29 @@ def test_cdp_lake_compact_command(store: Path, tmp_path: Path) -> None:
     assert (wrong.returncode, wrong.stderr.strip().splitlines()[-1]) == (
         2, f"cdp: error: OUTPUT={tmp_path / 'x.jsonl'}: cdp lake works on iceberg://NAMESPACE[.TABLE] tables"
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(("interval", "ledgers", "snapshots"), [(3600.0, 1000, 1), (3600.0, 4, 3), (0.0, 1000, 10)])
+async def test_a_snapshot_every_interval_or_every_n_ledgers_whichever_first(
+    tmp_path: Path, interval: float, ledgers: int, snapshots: int
+) -> None:
+    """Ten ledgers written one by one: held until ICEBERG_COMMIT_LEDGERS or the interval, and the rest at the
+    end; each commit says what is durable, nothing before it."""
+    from cdp.processors import ContractDataProcessor
+    from cdp.sinks._iceberg import IcebergSink
+
+    config = _config("unused", "iceberg://lake", tmp_path / "wh", iceberg_commit_interval_s=interval,
+                     iceberg_commit_ledgers=ledgers)  # fmt: skip
+    processor = ContractDataProcessor(GEN.passphrase)
+    sink = IcebergSink(config, "contract_data", processor.columns)
+    assert await trio.to_thread.run_sync(sink.open) is None
+    durable = []
+    for seq in range(2, 12):
+        rows = processor.process(Ledger(seq, None, GEN.ledger(seq))).rows
+        done = await sink.write(seq, rows)
+        if done is not None:
+            durable.append(done.ledger)
+    final = await sink.flush()
+    sink.close()
+    assert len(durable) + (final is not None) == snapshots == len(_table(config).snapshots())
+    assert ([*durable, final.ledger] if final else durable)[-1] == 11

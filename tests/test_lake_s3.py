@@ -20,8 +20,7 @@ from cdp.upstream._fs import start_fsspec_loop
 from cdp.upstream._layout import Layout, Manifest, write_store
 
 from .helpers import KillingContractData
-from .pg_server import PostgresServer, postgres  # noqa: F401 - the fixture
-from .s3_server import s3_endpoint  # noqa: F401 - the fixture
+from .pg_server import PostgresServer
 
 pytest.importorskip("distributed", reason="the backfill extra (distributed) is not installed")
 pa = pytest.importorskip("pyarrow")
@@ -39,10 +38,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: Any) -> str:  # noqa: F811
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: Any) -> str:
     """A bucket of its own; s3fs (and Dask workers started from here) configured only by AWS_* variables."""
     s3fs = pytest.importorskip("s3fs")
     start_fsspec_loop()
+    s3fs.S3FileSystem.clear_instance_cache()  # one made under other AWS_* settings would be reused
     for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "cdp", "AWS_SECRET_ACCESS_KEY": "cdp",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
@@ -123,9 +123,9 @@ def test_iceberg_on_s3_with_a_postgresql_catalog_backfilled_with_a_killed_worker
     store: Path,
     bucket: str,
     tmp_path: Path,
-    postgres: PostgresServer,  # noqa: F811
+    postgres: PostgresServer,
     monkeypatch: pytest.MonkeyPatch,
-    s3_endpoint: str,  # noqa: F811
+    s3_endpoint: str,
 ) -> None:
     pytest.importorskip("pyiceberg_core", reason="pyiceberg-core (the iceberg extra) is not installed")
     from cdp.sinks._lake import Target, close_catalog, open_catalog, referenced

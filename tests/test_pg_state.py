@@ -15,7 +15,7 @@ from cdp.extract._full import asset_contract_id
 from cdp.sinks._pg_state import load_state
 from cdp.sinks._postgres import PostgresSink
 
-from .pg_server import PostgresServer, postgres  # noqa: F401 - the fixture
+from .pg_server import PostgresServer
 
 TESTNET = NETWORKS["testnet"]
 ISSUER = Keypair.from_raw_ed25519_seed(bytes(range(32)))
@@ -69,7 +69,7 @@ def _balance(contract_id: bytes, amount: int) -> bytes:
     return _entry(contract_id, key, val)
 
 
-def test_sac_balances_keeps_only_the_assets_own_contract(postgres: PostgresServer) -> None:  # noqa: F811
+def test_sac_balances_keeps_only_the_assets_own_contract(postgres: PostgresServer) -> None:
     """Three contracts hold a balance-shaped entry for the same holder: USDC's real SAC, a wasm contract
     whose instance claims to be USDC, and a SAC-executable instance at another contract id claiming
     USDC. Only the first is a SAC balance; all three are in the current table."""
@@ -100,7 +100,7 @@ def test_sac_balances_keeps_only_the_assets_own_contract(postgres: PostgresServe
              False)] == view  # fmt: skip
 
 
-def test_the_state_at_every_ledger_equals_a_replay_up_to_it(postgres: PostgresServer) -> None:  # noqa: F811
+def test_the_state_at_every_ledger_equals_a_replay_up_to_it(postgres: PostgresServer) -> None:
     """`contract_data_at(N)`, for every N of a run of synthetic ledgers 2..121 (deletions, temporary and
     persistent evictions, restores, TTL extensions without a data change), holds the keys an independent
     replay of the ledgers up to N has (the evicted persistent ones too: archived with the TTL that ran
@@ -167,7 +167,7 @@ AT_30 = (
 )
 
 
-def test_tables_of_the_first_layout_are_brought_up_to_date(postgres: PostgresServer) -> None:  # noqa: F811
+def test_tables_of_the_first_layout_are_brought_up_to_date(postgres: PostgresServer) -> None:
     """Tables written before history had `valid_until_ledger` (layout version 1): the next run adds the
     column, computes it for the rows there (each holds until its key's next row) and goes on; the state
     at an old ledger is then the one the rows say. (The first layout kept no evictions: temporary keys

@@ -27,7 +27,7 @@ from cdp.xdr._header import peek_header
 
 from .conftest import LEDGERS, needs_shared
 from .helpers import CDP, ROOT, fake_source_process
-from .pg_server import PostgresServer, postgres  # noqa: F401 - the fixture
+from .pg_server import PostgresServer
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) is not installed")
 
@@ -150,7 +150,7 @@ def config(endpoint: str, dsn: str, **kw: Any) -> Config:
 
 
 @needs_shared
-async def test_pubnet_ledgers_into_postgres(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+async def test_pubnet_ledgers_into_postgres(upstream: Any, postgres: PostgresServer) -> None:
     """The acceptance: 63092982..91 over gRPC into PostgreSQL: the history table holds exactly the rows
     the JSONL output holds, and the current state is the last row per key minus deleted keys."""
     first, last = 63092982, 63092991
@@ -168,7 +168,7 @@ async def test_pubnet_ledgers_into_postgres(upstream: Any, postgres: PostgresSer
     assert last == checkpoint(dsn)
 
 
-async def test_synthetic_state_with_ttls_restores_and_evictions(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+async def test_synthetic_state_with_ttls_restores_and_evictions(upstream: Any, postgres: PostgresServer) -> None:
     """Synthetic ledgers with TTL changes, removals, restores and evictions (temporary keys removed,
     persistent ones archived): the current state equals a replay of the history."""
     dsn = postgres.create_database("synthetic")
@@ -187,7 +187,7 @@ def _run(endpoint: str, dsn: str, end: int) -> subprocess.Popen[str]:
     return subprocess.Popen([*CDP, "run"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
 
 
-def test_five_kill_9_cycles_leave_the_tables_of_a_clean_run(postgres: PostgresServer) -> None:  # noqa: F811
+def test_five_kill_9_cycles_leave_the_tables_of_a_clean_run(postgres: PostgresServer) -> None:
     """`cdp run` SIGKILLed five times at random ledgers, restarted each time from the database's own
     checkpoint: history, current state and checkpoint equal a clean run's."""
     end = 150
@@ -217,7 +217,7 @@ def test_five_kill_9_cycles_leave_the_tables_of_a_clean_run(postgres: PostgresSe
     assert end == checkpoint(clean) == checkpoint(crashed)
 
 
-async def test_database_restarted_mid_run(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+async def test_database_restarted_mid_run(upstream: Any, postgres: PostgresServer) -> None:
     """The server restarts (fast shutdown: connections dropped) while ledgers stream: writes fail, are
     retried with backoff on a new connection, and the tables are exact; /health said so meanwhile."""
     dsn = postgres.create_database("restarted")
@@ -242,7 +242,7 @@ async def test_database_restarted_mid_run(upstream: Any, postgres: PostgresServe
     same_state(dsn, model)
 
 
-def test_a_second_run_on_the_same_tables_is_refused(postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811
+def test_a_second_run_on_the_same_tables_is_refused(postgres: PostgresServer, tmp_path: Path) -> None:
     """Exit 2 at start, naming the holder (its pid, as for file outputs)."""
     dsn = postgres.create_database("locked")
     with psycopg.connect(dsn, autocommit=True, application_name="cdp pid=4242") as holder:
@@ -255,7 +255,7 @@ def test_a_second_run_on_the_same_tables_is_refused(postgres: PostgresServer, tm
     )
 
 
-async def test_the_lock_is_taken_again_after_a_server_restart(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+async def test_the_lock_is_taken_again_after_a_server_restart(upstream: Any, postgres: PostgresServer) -> None:
     """A lock lives with its connection: after `pg_ctl restart` the running service takes it again on its
     new connection, so a second run started then is refused (exit 2, naming the first's pid), and the
     first goes on and stops exact."""
@@ -302,7 +302,7 @@ def _commit_all(dsn: str, items: list[tuple[int, list[dict[str, Any]]]], group: 
     return current(dsn)
 
 
-def test_a_group_commits_the_state_its_ledgers_commit_one_by_one(postgres: PostgresServer) -> None:  # noqa: F811
+def test_a_group_commits_the_state_its_ledgers_commit_one_by_one(postgres: PostgresServer) -> None:
     """The current state after ledgers committed together equals that after the same ledgers one per
     transaction: real synthetic ledgers (TTL extensions, removals, restores, evictions) and a crafted
     key that meets every order of events within one group."""
@@ -340,7 +340,7 @@ def test_a_group_commits_the_state_its_ledgers_commit_one_by_one(postgres: Postg
         assert one_by_one == _commit_all(postgres.create_database(f"cut{cut}"), items, len(items), cut), cut
 
 
-def test_backfill_then_live_run_write_the_same_tables(postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811
+def test_backfill_then_live_run_write_the_same_tables(postgres: PostgresServer, tmp_path: Path) -> None:
     """`cdp backfill` of 2..61 into PostgreSQL (a real Dask LocalCluster, partitions of 15 extracted in
     parallel, written in order), then `cdp run` from the same store resuming at the database's
     checkpoint up to 100: exactly the tables of one `cdp run` over 2..100; a rerun of the backfill
@@ -374,7 +374,7 @@ def test_backfill_then_live_run_write_the_same_tables(postgres: PostgresServer, 
     same_state(both, model)
 
 
-async def test_flight_beside_postgres_serves_only_contract_rows(upstream: Any, postgres: PostgresServer) -> None:  # noqa: F811
+async def test_flight_beside_postgres_serves_only_contract_rows(upstream: Any, postgres: PostgresServer) -> None:
     """The state processor's TTL and eviction records reach the tables, not Flight clients nor the
     rows metric."""
     flight = pytest.importorskip("pyarrow.flight", reason="pyarrow (the flight extra) is not installed")
@@ -402,7 +402,7 @@ async def test_flight_beside_postgres_serves_only_contract_rows(upstream: Any, p
     assert len(history(dsn)) == processed
 
 
-def test_a_commit_whose_answer_was_lost_is_not_written_twice(postgres: PostgresServer) -> None:  # noqa: F811
+def test_a_commit_whose_answer_was_lost_is_not_written_twice(postgres: PostgresServer) -> None:
     """The connection drops after the server committed a group but before the sink heard so: the
     retry finds the checkpoint at the group's end and writes nothing again (no duplicate-key error)."""
     items = state_items(2, 11)
@@ -425,7 +425,7 @@ def _scanned(dsn: str) -> dict[str, int]:
         return {name: int(n) for name, n in rows}
 
 
-def test_commits_look_keys_up_by_index_as_the_tables_grow(postgres: PostgresServer) -> None:  # noqa: F811
+def test_commits_look_keys_up_by_index_as_the_tables_grow(postgres: PostgresServer) -> None:
     """The statements applying a commit to the current state join it to both tables; the sink's first
     commit sees them empty. Once they hold 30,000 realistic rows more, no later commit reads either
     table whole (a plan kept from the first commit did: a hash join over a scan of all of history)."""
@@ -495,7 +495,7 @@ def test_decoded_values_are_encoded_once_per_xdr_and_the_cache_stays_bounded() -
     assert rendered.jsonb("val_decoded", "AAAAAQ==", {"u32": 9}) == b'\x01{"u32":2}'
 
 
-def test_a_refused_write_is_one_line_and_the_checkpoint_stays(postgres: PostgresServer) -> None:  # noqa: F811
+def test_a_refused_write_is_one_line_and_the_checkpoint_stays(postgres: PostgresServer) -> None:
     """A privilege revoked between runs: not a lost connection, so no retry: exit 1 with one line naming
     the ledgers, the tables and the privilege; the checkpoint stays on the last committed ledger."""
     admin = postgres.create_database("revoked")
@@ -524,7 +524,7 @@ def test_a_refused_write_is_one_line_and_the_checkpoint_stays(postgres: Postgres
     assert 10 == checkpoint(admin)
 
 
-def test_a_stop_does_not_wait_for_a_table_another_session_locked(postgres: PostgresServer) -> None:  # noqa: F811
+def test_a_stop_does_not_wait_for_a_table_another_session_locked(postgres: PostgresServer) -> None:
     """Another session holds ACCESS EXCLUSIVE on the history table, so commits block: SIGTERM exits 0
     within SHUTDOWN_GRACE_S + 5 s (the blocked statement is cancelled, its transaction rolled back), a
     second SIGTERM exits 130 within a second; the checkpoint stays where it was and a later run is exact."""
@@ -575,7 +575,7 @@ def checkpoint_in(conn: Any) -> int:
     return int(conn.execute("SELECT ledger FROM cdp_checkpoint").fetchone()[0])
 
 
-def test_a_run_whose_tables_were_taken_while_it_reconnected_stops(postgres: PostgresServer) -> None:  # noqa: F811
+def test_a_run_whose_tables_were_taken_while_it_reconnected_stops(postgres: PostgresServer) -> None:
     """The first run's connection drops (its lock with it) and a second run takes the tables before the
     first reconnects: the first must not write beside it; it stops, naming the holder."""
     from cdp._errors import CdpError

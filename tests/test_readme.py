@@ -30,8 +30,7 @@ from cdp._config import Config
 
 from .conftest import SHARED
 from .helpers import ROOT
-from .pg_server import PostgresServer, _bindir, postgres  # noqa: F401 - the fixture
-from .s3_server import s3_endpoint  # noqa: F401 - the fixture
+from .pg_server import PostgresServer, _bindir
 
 PORTS = ("50053", "50054", "50055", "50056")
 
@@ -73,8 +72,8 @@ def _free_ports() -> dict[str, str]:
 @pytest.fixture
 def walk(
     tmp_path: Path,
-    s3_endpoint: str,  # noqa: F811
-    postgres: PostgresServer,  # noqa: F811
+    s3_endpoint: str,
+    postgres: PostgresServer,
 ) -> Iterator[dict[str, Any]]:
     if not (SHARED / "ledgers").is_dir():
         pytest.skip(f"the shared ledgers are not at {SHARED} (set CDP_SHARED)")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from .helpers import CDP, ROOT, fake_source_process
-from .pg_server import PostgresServer, postgres  # noqa: F401 - the fixture
+from .pg_server import PostgresServer
 
 
 def state_at_query() -> str:
@@ -25,7 +25,7 @@ def state_at_query() -> str:
 def test_the_readme_query_over_parquet_equals_the_state_at_function(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    postgres: PostgresServer,  # noqa: F811
+    postgres: PostgresServer,
 ) -> None:
     duckdb = pytest.importorskip("duckdb", reason="duckdb is not installed")
     import psycopg
