@@ -139,8 +139,14 @@ async def test_a_30_second_s3_outage_mid_run_ends_exact_with_exit_0(
 
     proxy = CuttingProxy(int(s3_endpoint.rsplit(":", 1)[1]), cut_at=4, outage_s=30)
     out = tmp_path / "rows.jsonl"
-    env = {**os.environ, "AWS_ENDPOINT_URL": "", "HEALTH_PORT": "0", "BACKOFF_BASE_S": "0.2", "BACKOFF_CAP_S": "2",
-           "DATASTORE_TIMEOUT_S": "5"}  # a request cut mid-way is given up in 5 s, not 30
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": "",
+        "HEALTH_PORT": "0",
+        "BACKOFF_BASE_S": "0.2",
+        "BACKOFF_CAP_S": "2",
+        "DATASTORE_TIMEOUT_S": "5",
+    }  # a request cut mid-way is given up in 5 s, not 30
     async with trio.open_nursery() as nursery:
         port = await nursery.start(proxy.run)
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
