@@ -310,3 +310,36 @@ def test_progress_on_a_terminal(tmp_path: Path) -> None:
     assert lines[-1].startswith(f"[{'#' * 30}] buckets {n}/{n}  {summary.records:,} records  ")
     assert lines[-1].endswith("ETA 00:00\n")
     assert "" == plain.getvalue()
+
+
+def test_into_an_iceberg_table_one_snapshot_per_state(tmp_path: Path) -> None:
+    """The state as the table NAMESPACE.contract_data_state: the Parquet state file's rows, one snapshot per
+    bootstrapped ledger (the earlier state still there by time travel), the same ledger refused again."""
+    pytest.importorskip("pyiceberg_core", reason="pyiceberg-core (the iceberg extra) is not installed")
+    import pyarrow.parquet as pq
+
+    import cdp
+    from cdp._config import Config
+
+    env = {"ICEBERG_WAREHOUSE": str(tmp_path / "wh")}
+    for ledger in (2047, 8191):
+        done = _cdp("bootstrap", "--archive", str(ARCHIVE), "--ledger", str(ledger), "--output", "iceberg://lake",
+                    env=env)  # fmt: skip
+        assert 0 == done.returncode, done.stderr
+    again = _cdp("bootstrap", "--archive", str(ARCHIVE), "--ledger", "8191", "--output", "iceberg://lake", env=env)
+    assert (again.returncode, again.stderr.strip().splitlines()[-1]) == (
+        2, "cdp: error: OUTPUT=iceberg://lake: lake.contract_data_state holds the state at ledger 8191: give "
+        "--replace to write it again")  # fmt: skip
+    file = _cdp("bootstrap", "--archive", str(ARCHIVE), "--ledger", "8191", "--output", f"{tmp_path}/")
+    assert 0 == file.returncode, file.stderr
+    want = pq.read_table(tmp_path / "contract_data_state-0000008191.parquet")
+    table = cdp.lake_table(Config.load(environ={**env, "OUTPUT": "iceberg://lake"}), "contract_data_state")
+
+    def rows(snapshot_id: int | None = None) -> list[dict[str, object]]:
+        got = table.scan(snapshot_id=snapshot_id).to_arrow()
+        return sorted(cdp.rows_from_arrow(got.cast(want.schema)), key=lambda r: str(r["ledger_key_hash"]))
+
+    assert rows() == sorted(cdp.rows_from_arrow(want), key=lambda r: str(r["ledger_key_hash"]))
+    states = [s for s in table.snapshots() if s.summary.operation.value != "delete"]
+    assert [s.summary["cdp.state-ledger"] for s in states] == ["2047", "8191"]
+    assert len(rows(states[0].snapshot_id)) == 307  # the earlier state, by time travel

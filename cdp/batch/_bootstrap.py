@@ -158,7 +158,8 @@ def bootstrap(
 ) -> BootstrapSummary:  # fmt: skip
     """Write the contract-data state at checkpoint ``ledger`` (default: the archive's latest) of the
     archive at ``archive_url`` to ``OUTPUT`` (PostgreSQL: the current table and the checkpoint, in one
-    transaction; a directory: ``contract_data_state-LEDGER.parquet``).
+    transaction; a directory: ``contract_data_state-LEDGER.parquet``; Iceberg: one snapshot of the
+    table ``NAMESPACE.contract_data_state``).
 
     Raises:
         ConfigError: a setting the bootstrap cannot use (not a checkpoint ledger, another network, a
@@ -166,9 +167,10 @@ def bootstrap(
         ArchiveError: a file that is missing or does not check out, naming it; nothing is written.
     """
     t0 = time.perf_counter()
-    caps = sink_type(config).capabilities
-    if not (caps.state_records or caps.local_path == "directory"):  # current-state tables, or a state file
-        raise ConfigError(f"OUTPUT={config.output}: a bootstrap writes to PostgreSQL or a Parquet directory")
+    if sink_type(config).capabilities.bootstrap is None:
+        raise ConfigError(
+            f"OUTPUT={config.output}: a bootstrap writes to PostgreSQL, a Parquet directory or an Iceberg table"
+        )
     archive = Archive(archive_url, config.datastore_timeout_s)
     state = archive.state(ledger)
     passphrase = _network(config, state, archive)
@@ -239,7 +241,12 @@ def _rows(seen: _Seen, info: LedgerInfo, passphrase: str) -> Iterator[tuple[Row,
 
 
 def _write(config: Config, ledger: int, rows: Iterator[tuple[Row, bool]], replace: bool) -> tuple[int, int]:
-    if sink_type(config).capabilities.state_records:
+    where = sink_type(config).capabilities.bootstrap
+    if where == "table":
+        from ._lake import write_state
+
+        return write_state(config, ledger, rows, replace)
+    if where == "tables":
         from cdp.sinks._pg_state import load_state
         from cdp.sinks._postgres import PostgresSink
 

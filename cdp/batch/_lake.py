@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+import uuid
+from collections.abc import Iterator
+from typing import Any, Final
 
 import attrs
 
 from cdp._config import Config
+from cdp._errors import ConfigError
+from cdp.extract import Row
 from cdp.processors._base import describe
 from cdp.processors._registry import load_processor
 
@@ -40,7 +44,6 @@ def compact(config: Config, *, min_files: int = 2, expire_older_than: dt.timedel
         ConfigError: OUTPUT is not an iceberg:// table, or one cdp did not write.
         CdpError: the catalog or warehouse cannot be reached, or another writer committed meanwhile.
     """
-    from cdp._errors import ConfigError
     from cdp.sinks._iceberg import IcebergSink
 
     if config.format != "iceberg":
@@ -111,3 +114,93 @@ def _rewrite(table: Any, low: int, width: int | None, props: dict[str, str]) -> 
     if "ledger_sequence" in data.column_names:
         data = data.take(pc.sort_indices(data, [("ledger_sequence", "ascending")]))
     table.overwrite(data, overwrite_filter=where, snapshot_properties=props)
+
+
+STATE_LEDGER: Final = "cdp.state-ledger"
+FILE_ROWS: Final = 1_000_000  # rows per data file of a bootstrapped state
+
+
+def write_state(config: Config, ledger: int, rows: Iterator[tuple[Row, bool]], replace: bool) -> tuple[int, int]:
+    """``cdp bootstrap`` into Iceberg: the state at ``ledger`` becomes the rows of ``NAMESPACE.contract_data_state``
+    (or the TABLE named) in one commit, its snapshot saying the ledger (``cdp.state-ledger``); an earlier
+    state stays readable by time travel until its snapshot is expired. Rows are streamed into data files
+    of ``FILE_ROWS`` rows, never all held. Returns (live, archived) row counts.
+
+    Raises:
+        ConfigError: the table already holds the state at ``ledger`` (without ``replace``), or is not a state
+            table; the state has no contract data.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    from cdp.extract import ContractDataRow
+    from cdp.extract._rows import row_fields
+    from cdp.sinks._lake import Target, close_catalog, failing, open_catalog, open_table, require_pyiceberg
+    from cdp.sinks._parquet import require_pyarrow, to_table
+
+    require_pyiceberg()
+    require_pyarrow()
+    target = Target.parse(config.output, "contract_data_state")
+    where = f"OUTPUT={config.output}"
+    columns = row_fields("compact", True)
+    schema = to_table([], "full", ContractDataRow, columns).schema.append(pa.field("archived", pa.bool_()))
+    catalog = open_catalog(config)
+    try:
+        table = open_table(catalog, target, schema, config.parquet_ledgers_per_file)
+        with failing(where):
+            current = table.current_snapshot()
+            held = None if current is None else current.summary.additional_properties.get(STATE_LEDGER)
+            if current is not None and held is None:
+                raise ConfigError(f"{where}: {target.identifier} is not a table of bootstrapped states")
+            if held == str(ledger) and not replace:
+                raise ConfigError(f"{where}: {target.identifier} holds the state at ledger {ledger}: give --replace "
+                                  "to write it again")  # fmt: skip
+            plain = pa.schema([pa.field(f.name, f.type, f.nullable) for f in table.schema().as_arrow()])
+            io = PyArrowFileIO(dict(table.io.properties))
+            files: list[str] = []
+            counts = [0, 0]
+            writer: Any = None
+            out: Any = None
+            written = 0
+            for chunk in _batches(rows, 10_000):
+                data = to_table([r for r, _ in chunk], "full", ContractDataRow, columns)
+                data = data.append_column("archived", pa.array([a for _, a in chunk], pa.bool_())).cast(plain)
+                for _, archived in chunk:
+                    counts[archived] += 1
+                if writer is None:
+                    path = f"{table.location().rstrip('/')}/data/state-{ledger:010d}-{uuid.uuid4().hex}.parquet"
+                    out = io.new_output(path).create(overwrite=False)
+                    writer, written = pq.ParquetWriter(out, plain), 0
+                    files.append(path)
+                writer.write_table(data)
+                written += data.num_rows
+                if written >= FILE_ROWS:
+                    writer.close()
+                    out.close()
+                    writer = None
+            if writer is not None:
+                writer.close()
+                out.close()
+            if not files:
+                raise ConfigError(f"the state at ledger {ledger} has no contract data: nothing to write")
+            props = {STATE_LEDGER: str(ledger)}
+            with table.transaction() as tx:  # the old state's files out, the new ones in: one commit
+                if current is not None:
+                    tx.delete("true", snapshot_properties=props)
+                tx.add_files(files, snapshot_properties=props, check_duplicate_files=False)
+        LOG.info("state committed table=%s ledger=%d files=%d", target.identifier, ledger, len(files))
+        return counts[0], counts[1]
+    finally:
+        close_catalog(catalog)
+
+
+def _batches(rows: Iterator[tuple[Row, bool]], size: int) -> Iterator[list[tuple[Row, bool]]]:
+    batch: list[tuple[Row, bool]] = []
+    for item in rows:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

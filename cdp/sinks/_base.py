@@ -42,6 +42,7 @@ class Capabilities:
     replay: Literal["jsonl", "parquet"] | None = None  # Arrow Flight can serve committed ledgers back from it
     local_path: Literal["file", "directory"] | None = None  # OUTPUT is local: locked for the run, removed if left empty
     backfill: Literal["files", "ordered", "commit"] | None = None  # how ``cdp backfill`` writes it: see batch
+    bootstrap: Literal["tables", "file", "table"] | None = None  # where ``cdp bootstrap`` puts a state
     records_network: bool = False  # ``set_network``: told the network the rows are of, it records it with them
 
 

@@ -51,7 +51,9 @@ class IcebergSink:
 
     name = "iceberg"
     require = staticmethod(require_pyiceberg)
-    capabilities = Capabilities(own_checkpoint=True, group_commit=True, backfill="commit", records_network=True)
+    capabilities = Capabilities(
+        own_checkpoint=True, group_commit=True, backfill="commit", records_network=True, bootstrap="table"
+    )
 
     @classmethod
     def for_config(cls, config: Config, processor_name: str, columns: Sequence[str] | None = None) -> IcebergSink:

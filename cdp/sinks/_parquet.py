@@ -228,7 +228,7 @@ class ParquetSink:
 
     name = "parquet"
     require = staticmethod(require_pyarrow)
-    capabilities = Capabilities(replay="parquet", local_path="directory", backfill="files")
+    capabilities = Capabilities(replay="parquet", local_path="directory", backfill="files", bootstrap="file")
 
     def __init__(
         self,

@@ -91,7 +91,9 @@ class PostgresSink:
 
     name = "postgres"
     require = staticmethod(require_psycopg)
-    capabilities = Capabilities(own_checkpoint=True, state_records=True, group_commit=True, backfill="ordered")
+    capabilities = Capabilities(
+        own_checkpoint=True, state_records=True, group_commit=True, backfill="ordered", bootstrap="tables"
+    )
 
     @classmethod
     def for_config(cls, config: Config, processor_name: str = "", columns: Sequence[str] | None = None) -> PostgresSink:
