@@ -19,6 +19,7 @@ from cdp.testing import SyntheticLedgers
 from cdp.upstream._fs import start_fsspec_loop
 from cdp.upstream._layout import Layout, Manifest, write_store
 
+from .conftest import LEDGERS, needs_shared
 from .helpers import KillingContractData
 from .pg_server import PostgresServer
 
@@ -173,3 +174,22 @@ def _sorted_rows(table: Any) -> list[dict[str, Any]]:
 
     data = table.scan().to_arrow()
     return cdp.rows_from_arrow(data.take(pc.sort_indices(data, [("ledger_sequence", "ascending")])))
+
+
+@needs_shared
+def test_real_pubnet_ledgers_as_parquet_on_s3_hold_the_jsonl_rows(bucket: str, tmp_path: Path) -> None:
+    first, last = 63092982, 63092991
+    store = tmp_path / "store"
+    ledgers = [Ledger(s, None, (LEDGERS / f"pubnet-{s}.xdr").read_bytes()) for s in range(first, last + 1)]
+    write_store(store, Manifest("Public Global Stellar Network ; September 2015", Layout(1, 4)), ledgers)
+    config = _config(store, f"s3://{bucket}/pubnet/", start_ledger=first, end_ledger=last, network_passphrase="pubnet",
+                     parquet_ledgers_per_file=4)  # fmt: skip
+    jsonl = tmp_path / "rows.jsonl"
+    _run(attrs.evolve(config, output=str(jsonl), format="jsonl"))
+    want = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert want
+    _run(config)
+    files = _s3_tables(f"s3://{bucket}/pubnet")
+    assert list(files) == [f"contract_data-{a:010d}-{b:010d}.parquet" for a, b in ((first, 63092983),
+                           (63092984, 63092987), (63092988, last))]  # fmt: skip
+    assert cdp.rows_from_arrow(pa.concat_tables(files.values())) == want

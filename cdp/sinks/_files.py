@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import trio
 
 from cdp._errors import CdpError, ConfigError
 from cdp._fingerprint import RowSettings
 from cdp._version import __version__
 from cdp.extract import Row
 
-from ._base import Capabilities, Durable
+from ._base import Capabilities
+from ._parquet import ROW_TYPES, Rolling, file_name, require_pyarrow, to_table, write_table_atomically
 
 if TYPE_CHECKING:
     from cdp._config import Config
@@ -78,8 +80,6 @@ class Files:
         """The whole file or none: local, temp + fsync + rename; object storage, one PUT."""
         import pyarrow.parquet as pq
 
-        from ._parquet import write_table_atomically
-
         if self.local:
             Path(self.root).mkdir(parents=True, exist_ok=True)
             write_table_atomically(Path(self.path(name)), table)
@@ -88,9 +88,6 @@ class Files:
 
     def write_text(self, name: str, text: str) -> None:
         if self.local:
-            import os
-            import uuid
-
             tmp = Path(self.root) / f".{name}.{uuid.uuid4().hex}.tmp"
             tmp.write_text(text)
             os.replace(tmp, Path(self.root) / name)
@@ -138,25 +135,19 @@ def file_meta(first: int, last: int, rows: int, digest: str, settings: dict[str,
             "settings": settings, "dead_lettered": list(dead)}  # fmt: skip
 
 
-class ObjectParquetSink:
+class ObjectParquetSink(Rolling):
     """Parquet files on object storage; rolled as the local sink rolls them, the files their own checkpoint."""
 
     name = "parquet"
     capabilities = Capabilities(own_checkpoint=True, backfill="files", records_network=True)
 
-    @staticmethod
-    def require() -> None:
-        from ._parquet import require_pyarrow
-
-        require_pyarrow()
+    require = staticmethod(require_pyarrow)
 
     @classmethod
     def for_config(cls, config: Config, processor_name: str, columns: Sequence[str] | None = None) -> ObjectParquetSink:
         return cls(config, processor_name, columns)
 
     def __init__(self, config: Config, processor_name: str, columns: Sequence[str] | None = None) -> None:
-        from ._parquet import ROW_TYPES, require_pyarrow
-
         require_pyarrow()
         self.config = config
         self.files = Files.at(config.output, config.datastore_timeout_s)
@@ -199,30 +190,7 @@ class ObjectParquetSink:
         """The rows are of ``network``: recorded in the files (``NETWORK_PASSPHRASE=auto``)."""
         self.rows.adopt(network)
 
-    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
-        durable = None
-        if self._last is not None and sequence // self.per_file != self._last // self.per_file:
-            durable = await self.flush()
-        if self._first is None:
-            self._first = sequence
-        self._last = sequence
-        self._rows.extend(rows)
-        await trio.lowlevel.checkpoint()
-        return durable
-
-    async def flush(self) -> Durable | None:
-        if self._first is None or self._last is None:
-            await trio.lowlevel.checkpoint()
-            return None
-        first, last, rows = self._first, self._last, self._rows
-        self._first = self._last = None
-        self._rows = []
-        await trio.to_thread.run_sync(self._put, first, last, rows)
-        return Durable(last)
-
     def _put(self, first: int, last: int, rows: list[Row]) -> None:
-        from ._parquet import file_name, to_table
-
         t0 = time.perf_counter()
         table = to_table(rows, self.config.schema, self.row_type, self.columns)
         table = with_meta(table, file_meta(first, last, len(rows), self.rows.digest, self.rows.settings))

@@ -223,7 +223,41 @@ def write_table_atomically(path: Path, table: Any) -> None:
         raise
 
 
-class ParquetSink:
+class Rolling:
+    """Rows held per aligned block of ``per_file`` ledgers, written as one file (``_put``, in a thread) when
+    the next block starts or the run ends; only then is the block durable."""
+
+    per_file: int
+    _rows: list[Row]
+    _first: int | None
+    _last: int | None
+
+    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
+        durable = None
+        if self._last is not None and sequence // self.per_file != self._last // self.per_file:
+            durable = await self.flush()
+        if self._first is None:
+            self._first = sequence
+        self._last = sequence
+        self._rows.extend(rows)
+        await trio.lowlevel.checkpoint()
+        return durable
+
+    async def flush(self) -> Durable | None:
+        if self._first is None or self._last is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        first, last, rows = self._first, self._last, self._rows
+        self._first = self._last = None
+        self._rows = []
+        await trio.to_thread.run_sync(self._put, first, last, rows)
+        return Durable(last)
+
+    def _put(self, first: int, last: int, rows: list[Row]) -> None:
+        raise NotImplementedError
+
+
+class ParquetSink(Rolling):
     """Rolls files of ``ledgers_per_file`` aligned ledgers into ``directory``."""
 
     name = "parquet"
@@ -263,29 +297,10 @@ class ParquetSink:
         kind = ROW_TYPES.get(self.prefix)
         return Retained("parquet", self.directory, self.prefix, self.schema, kind, begins_at=begins_at), None
 
-    async def write(self, sequence: int, rows: Sequence[Row]) -> Durable | None:
-        durable = None
-        if self._last is not None and sequence // self.per_file != self._last // self.per_file:
-            durable = await self.flush()
-        if self._first is None:
-            self._first = sequence
-        self._last = sequence
-        self._rows.extend(rows)
-        await trio.lowlevel.checkpoint()
-        return durable
-
-    async def flush(self) -> Durable | None:
-        if self._first is None or self._last is None:
-            await trio.lowlevel.checkpoint()
-            return None
-        first, last, rows = self._first, self._last, self._rows
-        self._first = self._last = None
-        self._rows = []
+    def _put(self, first: int, last: int, rows: list[Row]) -> None:
         path = self.directory / file_name(self.prefix, first, last)
-        table = to_table(rows, self.schema, ROW_TYPES.get(self.prefix), self.columns)
-        await trio.to_thread.run_sync(write_table_atomically, path, table)
+        write_table_atomically(path, to_table(rows, self.schema, ROW_TYPES.get(self.prefix), self.columns))
         LOG.info("parquet file written path=%s ledgers=%d..%d rows=%d", path, first, last, len(rows))
-        return Durable(last)
 
     def close(self) -> None:
         pass
