@@ -1,0 +1,179 @@
+"""The limit benchmark (run by hand: `just bench-limit`); every path's rate as a ratio to the limit L.
+
+L is what one core can do at best with a store's bytes: read each file, zstd-decompress it and extract
+its rows (the compiled walker), nothing else, in ledgers/s. Over the same store, in the same run:
+`cdp extract --datastore`, `cdp run --datastore` into JSONL, Parquet and PostgreSQL (commit rate between
+its first and last progress lines), `cdp backfill` on one worker (a `LocalCluster` started beforehand),
+and `cdp run` over gRPC against a bare grpclib client draining the same `cdp fake-source`. Ledgers are
+pubnet-sized synthetic ones (~1 MB, 40 Soroban transactions; bench/run.py's), and L is also given for
+the shared real pubnet ledgers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import commit_rate, ledger_files, raw_stream_rate, start_fake_source  # noqa: E402
+
+PASSPHRASE = "Test SDF Network ; September 2015"
+
+
+def make_store(ledgers: Path, store: Path, first: int, last: int) -> None:
+    from cdp.extract import Ledger
+    from cdp.upstream._layout import Layout, Manifest, write_store
+
+    if (store / ".config.json").exists():
+        return
+    write_store(store, Manifest(PASSPHRASE, Layout(1, 64000)),
+                (Ledger(s, None, (ledgers / f"{s}.xdr").read_bytes()) for s in range(first, last + 1)))  # fmt: skip
+
+
+def limit(store: Path, first: int, last: int, passphrase: str = PASSPHRASE) -> float:
+    """Ledgers/s on one core: read, decompress and extract every ledger of the store (best of two)."""
+    import zstandard
+
+    from cdp.extract import extract_rows_fast
+    from cdp.upstream._layout import Layout
+
+    layout = Layout(1, 64000)
+    paths = [store / layout.key(s) for s in range(first, last + 1)]
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for path in paths:
+            raw = zstandard.ZstdDecompressor().decompress(path.read_bytes())
+            extract_rows_fast(_first_ledger(raw), passphrase, "compact")
+        best = min(best, time.perf_counter() - t0)
+    return len(paths) / best
+
+
+def _first_ledger(batch: bytes) -> bytes:
+    """The one LedgerCloseMeta of a 1-ledger LedgerCloseMetaBatch."""
+    from cdp.xdr._files import split_batch
+
+    return next(iter(split_batch(batch, "limit"))).raw
+
+
+def shared_limit() -> str:
+    """L over the shared real pubnet ledgers (raw files: no decompression), for comparison."""
+    from cdp.extract import extract_rows_fast
+
+    files = sorted((ROOT.parent / "shared" / "ledgers").glob("pubnet-*.xdr"))
+    if not files:
+        return "the shared pubnet ledgers are not here"
+    raws = [p.read_bytes() for p in files]
+    t0 = time.perf_counter()
+    for _ in range(5):
+        for raw in raws:
+            extract_rows_fast(raw, "Public Global Stellar Network ; September 2015", "compact")
+    rate = 5 * len(raws) / (time.perf_counter() - t0)
+    size = sum(map(len, raws)) / len(raws) / 1e6
+    return f"{rate:.0f} ledgers/s over {len(raws)} real pubnet ledgers ({size:.2f} MB on average)"
+
+
+def extract_rate(store: Path, first: int, last: int) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cdp", "extract", "--datastore", str(store), "--network", "testnet",
+                    "--start-ledger", str(first), "--end-ledger", str(last)], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    return (last - first + 1) / (time.perf_counter() - t0)
+
+
+def backfill_rate(store: Path, out: Path, first: int, last: int) -> float:
+    import cdp
+    from cdp.batch._run import client_for
+
+    shutil.rmtree(out, ignore_errors=True)
+    config = cdp.Config.from_mapping({"datastore_url": str(store), "network_passphrase": "testnet",
+                                      "start_ledger": first, "end_ledger": last, "output": f"{out}/",
+                                      "parquet_ledgers_per_file": 100})  # fmt: skip
+    with client_for(None, None, 1) as (client, _):
+        client.submit(int, 1).result()
+        client.run(lambda: __import__("cdp.batch._task"))
+        t0 = time.perf_counter()
+        cdp.backfill(config, client=client)
+        return (last - first + 1) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ledgers", type=int, default=1000)
+    args = parser.parse_args()
+    ledgers, first, last = ledger_files(args.ledgers)
+    work = ledgers.parent
+    store = work / f"limit-store-{args.ledgers}"
+    make_store(ledgers, store, first, last)
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; {args.ledgers} ledgers of ~1 MB")
+    lim = limit(store, first, last)
+    print(f"L (one core: read + zstd + extract): {lim:.0f} ledgers/s; real pubnet: {shared_limit()}")
+    rates: dict[str, float] = {"cdp extract --datastore": extract_rate(store, first, last)}
+    env = {"DATASTORE_URL": str(store), "LOG_LEVEL": "INFO"}
+    out = work / "limit-out"
+    out.mkdir(exist_ok=True)
+    (out / "rows.jsonl").unlink(missing_ok=True)
+    rates["cdp run --datastore (JSONL)"] = _progress_run({**env, "OUTPUT": str(out / "rows.jsonl")}, first, last)
+    rates["cdp run --datastore (Parquet)"] = _parquet_run(env, out, first, last)
+    rates["cdp run --datastore (PostgreSQL)"] = _postgres_run(env, work, first, last)
+    rates["cdp backfill, 1 worker"] = backfill_rate(store, out / "backfill", first, last)
+    for name, rate in rates.items():
+        print(f"RESULT {name}: {rate:.0f} ledgers/s = {rate / lim:.2f} L")
+    fake, port = start_fake_source(ledgers)
+    try:
+        bare, mb = raw_stream_rate(port, first, last)
+    finally:
+        fake.kill()
+        fake.wait()
+    grpc = commit_rate(ledgers, first, last, str(out / "grpc.jsonl"), out / "grpc.log", WORKER_COUNT="2")
+    print(f"RESULT cdp run over gRPC: {grpc:.0f} ledgers/s = {grpc / bare:.2f}x the bare grpclib drain "
+          f"({bare:.0f} ledgers/s, {mb:.0f} MB/s) = {grpc / lim:.2f} L")  # fmt: skip
+
+
+def _parquet_run(env: dict[str, str], out: Path, first: int, last: int) -> float:
+    directory = out / "parquet"
+    shutil.rmtree(directory, ignore_errors=True)
+    (out / "cp.json").unlink(missing_ok=True)
+    return _progress_run({**env, "OUTPUT": f"{directory}/", "CHECKPOINT_PATH": str(out / "cp.json")}, first, last)
+
+
+def _postgres_run(env: dict[str, str], work: Path, first: int, last: int) -> float:
+    from tests.pg_server import PostgresServer, _bindir
+
+    bindir = _bindir()
+    if bindir is None:
+        print("(no PostgreSQL binaries: the PostgreSQL path is not measured)")
+        return float("nan")
+    server = PostgresServer(bindir, durable=True)
+    try:
+        server.init()
+        server.start()
+        dsn = server.create_database("limit")
+        return _progress_run({**env, "OUTPUT": dsn}, first, last)
+    finally:
+        server.close()
+
+
+def _progress_run(env: dict[str, str], first: int, last: int) -> float:
+    """`cdp run` over first..last: ledgers/s between its first and last progress lines."""
+    from run import progress_rate
+
+    environ = {**os.environ, "HEALTH_PORT": "0", "PROGRESS_EVERY": "5", "NETWORK_PASSPHRASE": "testnet",
+               "START_LEDGER": str(first), "END_LEDGER": str(last), **env}  # fmt: skip
+    with tempfile.TemporaryFile("w+") as log:
+        subprocess.run([sys.executable, "-m", "cdp", "run"], cwd=ROOT, env=environ, stderr=log, check=True)
+        log.seek(0)
+        return progress_rate(log.read())
+
+
+if __name__ == "__main__":
+    main()
