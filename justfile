@@ -49,6 +49,10 @@ bench-postgres: setup
 bench-bootstrap entries="10000000": setup
     {{py}} bench/bootstrap.py {{entries}}
 
+# the limit L (read + zstd + extract on one core) and every path's rate as a ratio to it (issue 30)
+bench-limit: setup
+    {{py}} bench/limit.py
+
 # the lake: Iceberg vs Parquet live throughput, and a backfill into Iceberg on S3 (1 vs 2 workers, one killed)
 bench-lake: setup
     {{py}} bench/lake.py
