@@ -43,7 +43,6 @@ def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: Any) -> s
     """A bucket of its own; s3fs (and Dask workers started from here) configured only by AWS_* variables."""
     s3fs = pytest.importorskip("s3fs")
     start_fsspec_loop()
-    s3fs.S3FileSystem.clear_instance_cache()  # one made under other AWS_* settings would be reused
     for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "cdp", "AWS_SECRET_ACCESS_KEY": "cdp",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
