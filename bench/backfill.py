@@ -9,12 +9,15 @@ start-up is reported apart), 100 ledgers per partition. Then the per-partition o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,16 +45,24 @@ def config(store: Path, out: Path, first: int, last: int, per_file: int):  # typ
                                 "parquet_ledgers_per_file": per_file})  # fmt: skip
 
 
+@contextlib.contextmanager
+def warm_cluster(workers: int) -> Iterator[Any]:
+    """A client of the LocalCluster `cdp backfill` would start, every worker up with the extractor loaded."""
+    from cdp.batch._run import client_for
+
+    with client_for(None, None, workers) as (client, _):
+        client.submit(int, 1).result()
+        client.run(lambda: __import__("cdp.batch._task"))
+        yield client
+
+
 def timed(workers: int, store: Path, out: Path, first: int, last: int, per_file: int) -> tuple[float, float]:
     """Seconds to start the cluster, and seconds for the backfill on it (a fresh output each time)."""
     import cdp
-    from cdp.batch._run import client_for
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    with client_for(None, None, workers) as (client, _):  # the LocalCluster `cdp backfill` would start
-        client.submit(int, 1).result()  # every worker up and answering
-        client.run(lambda: __import__("cdp.batch._task"))  # and the extractor loaded
+    with warm_cluster(workers) as client:
         started = time.perf_counter()
         summary = cdp.backfill(config(store, out, first, last, per_file), client=client)
         took = time.perf_counter() - started

@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.backfill import make_store  # noqa: E402
+from bench.backfill import make_store, warm_cluster  # noqa: E402
 
 
 def serve_seconds(store: Path, output: str, end: int, **kw: Any) -> float:
@@ -65,7 +65,6 @@ def table_rows(config: Any) -> list[dict[str, Any]]:
 
 def backfill_on_s3(store: Path, work: Path, ledgers: int) -> None:
     import cdp
-    from cdp.batch._run import client_for
     from cdp.upstream._fs import start_fsspec_loop
     from tests.helpers import KillingContractData
     from tests.s3_server import weed_mini
@@ -99,9 +98,7 @@ def backfill_on_s3(store: Path, work: Path, ledgers: int) -> None:
                 markers.mkdir()
                 processor = KillingContractData(str(markers), config.network_passphrase, frozenset({1050}))
             t0 = time.perf_counter()
-            with client_for(None, None, workers) as (client, _):
-                client.submit(int, 1).result()
-                client.run(lambda: __import__("cdp.batch._task"))
+            with warm_cluster(workers) as client:
                 up = time.perf_counter()
                 summary = cdp.backfill(config, client=client, processor=processor)
                 took = time.perf_counter() - up

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from backfill import warm_cluster  # noqa: E402
 from run import commit_rate, ledger_files, raw_stream_rate, start_fake_source  # noqa: E402
 
 PASSPHRASE = "Test SDF Network ; September 2015"
@@ -92,15 +93,12 @@ def extract_rate(store: Path, first: int, last: int) -> float:
 
 def backfill_rate(store: Path, out: Path, first: int, last: int) -> float:
     import cdp
-    from cdp.batch._run import client_for
 
     shutil.rmtree(out, ignore_errors=True)
     config = cdp.Config.from_mapping({"datastore_url": str(store), "network_passphrase": "testnet",
                                       "start_ledger": first, "end_ledger": last, "output": f"{out}/",
                                       "parquet_ledgers_per_file": 100})  # fmt: skip
-    with client_for(None, None, 1) as (client, _):
-        client.submit(int, 1).result()
-        client.run(lambda: __import__("cdp.batch._task"))
+    with warm_cluster(1) as client:
         t0 = time.perf_counter()
         cdp.backfill(config, client=client)
         return (last - first + 1) / (time.perf_counter() - t0)

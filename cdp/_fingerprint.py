@@ -45,7 +45,9 @@ class RowSettings:
 
     def adopt(self, network: str | None) -> None:
         """The rows are of ``network`` (verified by the source, or read from the output's own record)."""
-        if network and network != AUTO and self.config.network_passphrase == AUTO:
+        if network in (None, AUTO, self.settings.get("network_passphrase")):
+            return  # nothing new: told once per ledger, the hash is made once per network
+        if self.config.network_passphrase == AUTO:
             self.digest, self.settings = fingerprint(attrs.evolve(self.config, network_passphrase=network))
 
     @property

@@ -35,10 +35,9 @@ LOG = logging.getLogger("cdp.backfill")
 
 @attrs.frozen
 class LakeJob:
-    """A partition to write as one data file under ``data_dir`` (the table's), in the table's Arrow schema."""
+    """A partition to write as one data file under ``job.directory`` (the table's data), in the table's Arrow schema."""
 
     job: PartitionJob
-    data_dir: str
     arrow_schema: Any
     io_properties: dict[str, str]
     width: int  # the table's truncate width: the partition value is first - first % width
@@ -61,9 +60,8 @@ def backfill_iceberg(
     from cdp.sinks._iceberg import IcebergSink
 
     processor = processor or load_processor(config.processor, config)
-    name = describe(processor)
     config = attrs.evolve(config, network_passphrase=network)
-    sink = IcebergSink(config, name, getattr(processor, "columns", None))
+    sink = IcebergSink(config, describe(processor), getattr(processor, "columns", None))
     try:
         return _fill(config, sink, processor, client, scheduler, workers, progress)
     finally:
@@ -81,8 +79,7 @@ def _fill(
 ) -> BackfillSummary:
     from cdp.sinks._lake import failing, partition_width, summary
 
-    from ._postgres import in_order, start_after
-    from ._run import BackfillSummary, client_for, dead_letter, fail_on
+    from ._run import BackfillSummary, client_for, dead_letter, fail_on, in_order, start_after
 
     name = describe(processor)
     last = sink.open()
@@ -100,7 +97,7 @@ def _fill(
     plain = pa.schema([pa.field(f.name, f.type, f.nullable) for f in table.schema().as_arrow()])
     data_dir = f"{table.location().rstrip('/')}/data"
     jobs = [
-        LakeJob(PartitionJob(p, config, processor, data_dir, sink.rows.digest, sink.rows.settings), data_dir, plain,
+        LakeJob(PartitionJob(p, config, processor, data_dir, sink.rows.digest, sink.rows.settings), plain,
                 dict(table.io.properties), width)
         for p in parts
     ]  # fmt: skip
@@ -168,7 +165,7 @@ def write_data_file(lake: LakeJob) -> PartitionResult:
     table = to_table(got.rows, job.config.schema, ROW_TYPES.get(name), getattr(job.processor, "columns", None))
     table = table.cast(lake.arrow_schema)
     bucket = p.first - p.first % lake.width
-    path = f"{lake.data_dir}/ledger_sequence_trunc={bucket}/cdp-{p.first:010d}-{p.last:010d}-{uuid.uuid4().hex}.parquet"
+    path = f"{job.directory}/ledger_sequence_trunc={bucket}/cdp-{p.first:010d}-{p.last:010d}-{uuid.uuid4().hex}.parquet"
     try:
         with PyArrowFileIO(lake.io_properties).new_output(path).create(overwrite=False) as out:
             pq.write_table(table, out, write_page_checksum=True)

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from cdp._config import Config
-from cdp._errors import CdpError, ConfigError
 from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._registry import load_processor
 from cdp.processors._state import ContractStateProcessor
 
 from ._plan import fingerprint, plan
-from ._task import PartitionJob, PartitionLedgers, collect_partition
+from ._task import PartitionJob
 
 LOG = logging.getLogger("cdp.backfill")
 
@@ -37,7 +34,7 @@ def backfill_postgres(
     """``START_LEDGER..END_LEDGER`` into the database; (partitions, written, ledgers, rows, seconds)."""
     from cdp.sinks._postgres import PostgresSink
 
-    from ._run import client_for, dead_letter, fail_on
+    from ._run import client_for, dead_letter, fail_on, in_order, start_after
 
     processor = processor or load_processor(config.processor, config)
     state = ContractStateProcessor.wrapping(processor)
@@ -70,57 +67,3 @@ def backfill_postgres(
         return len(parts), len(parts), ledgers, rows, time.perf_counter() - t0
     finally:
         sink.close()
-
-
-def start_after(config: Config, last: int | None) -> int:
-    """After the database's checkpoint; a range that would leave a gap after it is refused."""
-    if last is None:
-        return config.start_ledger
-    if last + 1 < config.start_ledger:
-        raise ConfigError(
-            f"START_LEDGER={config.start_ledger}: the tables end at ledger {last}; starting later would leave "
-            f"{last + 1}..{config.start_ledger - 1} out: start at {last + 1} or use other tables"
-        )
-    if last >= config.start_ledger:
-        LOG.info("resuming from the output's checkpoint ledger=%d", last)
-    return last + 1
-
-
-def in_order(dask: Any, jobs: Sequence[Any], task: Callable[[Any], Any] = collect_partition) -> Any:
-    """Each partition's ``task(job)`` result in ledger order, at most a window of them run ahead."""
-    from distributed import KilledWorker, as_completed
-
-    window = max(2, 2 * sum(dask.nthreads().values()))
-    index: dict[str, int] = {}
-    done: dict[int, PartitionLedgers] = {}
-    futures = as_completed()
-    submitted = 0
-
-    def submit() -> None:
-        nonlocal submitted
-        job = jobs[submitted]
-        key = f"cdp-{job.partition.first}-{job.partition.last}-{uuid.uuid4().hex[:8]}"
-        futures.add(dask.submit(task, job, key=key))
-        index[key] = submitted
-        submitted += 1
-
-    while submitted < min(window, len(jobs)):
-        submit()
-    wanted = 0
-    try:
-        for future in futures:
-            try:
-                done[index[future.key]] = future.result()
-            except KilledWorker as exc:
-                p = jobs[index[future.key]].partition
-                raise CdpError(
-                    f"partition {p.first}..{p.last}: its worker died each time it was tried: {exc}"
-                ) from None
-            while wanted in done:
-                yield done.pop(wanted)
-                wanted += 1
-                if submitted < len(jobs):
-                    submit()
-    finally:
-        for future in list(futures.futures):
-            future.cancel()

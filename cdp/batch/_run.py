@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,7 +34,7 @@ from cdp.sinks._base import is_url
 from cdp.sinks._files import Files
 
 from ._plan import MANIFEST, Partition, fingerprint, is_done, plan
-from ._task import PartitionJob, PartitionLedgers, PartitionResult, run_partition
+from ._task import PartitionJob, PartitionLedgers, PartitionResult, collect_partition, run_partition
 
 LOG = logging.getLogger("cdp.backfill")
 
@@ -333,3 +333,57 @@ def _write_manifest(
         "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     files.write_text(MANIFEST, json.dumps(manifest, indent=1) + "\n")
+
+
+def start_after(config: Config, last: int | None) -> int:
+    """After the database's checkpoint; a range that would leave a gap after it is refused."""
+    if last is None:
+        return config.start_ledger
+    if last + 1 < config.start_ledger:
+        raise ConfigError(
+            f"START_LEDGER={config.start_ledger}: the tables end at ledger {last}; starting later would leave "
+            f"{last + 1}..{config.start_ledger - 1} out: start at {last + 1} or use other tables"
+        )
+    if last >= config.start_ledger:
+        LOG.info("resuming from the output's checkpoint ledger=%d", last)
+    return last + 1
+
+
+def in_order(dask: Any, jobs: Sequence[Any], task: Callable[[Any], Any] = collect_partition) -> Any:
+    """Each partition's ``task(job)`` result in ledger order, at most a window of them run ahead."""
+    from distributed import KilledWorker, as_completed
+
+    window = max(2, 2 * sum(dask.nthreads().values()))
+    index: dict[str, int] = {}
+    done: dict[int, PartitionLedgers] = {}
+    futures = as_completed()
+    submitted = 0
+
+    def submit() -> None:
+        nonlocal submitted
+        job = jobs[submitted]
+        key = f"cdp-{job.partition.first}-{job.partition.last}-{uuid.uuid4().hex[:8]}"
+        futures.add(dask.submit(task, job, key=key))
+        index[key] = submitted
+        submitted += 1
+
+    while submitted < min(window, len(jobs)):
+        submit()
+    wanted = 0
+    try:
+        for future in futures:
+            try:
+                done[index[future.key]] = future.result()
+            except KilledWorker as exc:
+                p = jobs[index[future.key]].partition
+                raise CdpError(
+                    f"partition {p.first}..{p.last}: its worker died each time it was tried: {exc}"
+                ) from None
+            while wanted in done:
+                yield done.pop(wanted)
+                wanted += 1
+                if submitted < len(jobs):
+                    submit()
+    finally:
+        for future in list(futures.futures):
+            future.cancel()

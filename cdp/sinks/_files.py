@@ -108,13 +108,11 @@ class Files:
             with self.fs.open(self.path(name), "rb") as f:
                 meta = pq.read_schema(f).metadata or {}
             value = json.loads(meta[META_KEY])
-        except FileNotFoundError:
-            return None
-        except (KeyError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+        except (KeyError, ValueError):  # not ours, or torn (pyarrow's ArrowInvalid is a ValueError): redone
             return None
         except Exception as exc:
-            if isinstance(exc, OSError) and not self.local and not denied(exc):
-                return None  # a torn or foreign object: redone
+            if isinstance(exc, OSError) and not denied(exc):
+                return None  # missing or unreadable: redone
             raise self.refused(exc) from None
         return value if isinstance(value, dict) else None
 

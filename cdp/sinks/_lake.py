@@ -277,6 +277,8 @@ def referenced(table: Any) -> set[str]:
     for snapshot in table.snapshots():
         used.add(snapshot.manifest_list)
         for manifest in snapshot.manifests(io):
+            if manifest.manifest_path in used:
+                continue  # a snapshot lists its parent's manifests too: each is read once
             used.add(manifest.manifest_path)
             used.update(e.data_file.file_path for e in manifest.fetch_manifest_entry(io, discard_deleted=False))
     return used
