@@ -8,6 +8,9 @@ def main() -> None:
 
     stops = StopSignals()
     stops.install()  # before trio, stellar-sdk and the rest load: a stop during start-up is a clean exit
+    from cdp._process import tune_malloc
+
+    tune_malloc()
     from cdp._cli import main as cli_main
 
     cli_main(stops=stops)

@@ -21,6 +21,7 @@ from cdp._cli_common import EXIT_INTERRUPTED, EXIT_USAGE, fail
 from cdp._cli_files import cmd_datastore, cmd_extract, network_flag
 from cdp._config import Config, shown_default
 from cdp._errors import CdpError, ConfigError, NothingToDo, unwrap_cdp_error
+from cdp._process import tune_gc
 from cdp._signals import StopSignals
 from cdp._validators import AUTO
 from cdp._version import __version__
@@ -221,6 +222,7 @@ def _exit_130_after(seconds: float) -> None:
 def _run_service(run: Callable[[], Awaitable[bool]]) -> None:
     """``trio.run(run)``; where a Flight call was left open, exit now, everything being committed:
     the interpreter's exit would otherwise wait for that client to read again."""
+    tune_gc()
     if trio.run(run):
         logging.shutdown()
         sys.stdout.flush()

@@ -9,6 +9,7 @@ service raises, which does not depend on an exception surviving Dask's pickling.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any
@@ -18,6 +19,7 @@ import trio
 
 from cdp._config import Config
 from cdp._errors import CdpError, unwrap_cdp_error
+from cdp._process import tune_gc, tune_malloc
 from cdp.extract import Ledger, Row
 from cdp.extract._rows import STATE_KIND
 from cdp.processors._base import LedgerProcessor, describe
@@ -67,9 +69,17 @@ class PartitionLedgers:
         return sum(1 for _, rows in self.ledgers for row in rows if STATE_KIND not in row)
 
 
+@functools.cache
+def _tune_worker() -> None:
+    """The ``cdp`` command's process settings, once per worker process (``cdp._process``)."""
+    tune_malloc()
+    tune_gc()
+
+
 def collect_partition(job: PartitionJob) -> PartitionLedgers:
     """One partition's ledgers through the processor, returned rather than written; never raises for
     bad data."""
+    _tune_worker()
     t0 = time.perf_counter()
     try:
         with unwrap_cdp_error():
@@ -94,6 +104,7 @@ class _Collected:
 
 def collect_rows(job: PartitionJob) -> _Collected | PartitionResult:
     """One partition's rows; or, when it cannot be read or a ledger stops it, the result saying why."""
+    _tune_worker()
     t0 = time.perf_counter()
     p = job.partition
     try:

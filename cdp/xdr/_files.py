@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
@@ -20,6 +21,7 @@ from . import _skip as sk
 from ._header import peek_header
 from ._walker import skippers as ws
 
+_COUNT: Final = struct.Struct(">i")  # the batch's ledger count, after its start and end sequences
 LEDGER_FILE_ENDINGS: Final = (".xdr", ".xdr.zst", ".xdr.zstd")  # raw ledgers, galexie batches (and pre-v23)
 
 
@@ -59,6 +61,12 @@ def decompress_bounded(data: bytes, origin: str, max_ledger_bytes: int) -> bytes
     Raises:
         LedgerDecodeError: not zstd, a frame cut short, or more bytes than its ledgers may take.
     """
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        declared = -1  # not a zstd frame: the stream reader below says so in its words
+    if 8 <= declared <= 12 + max_ledger_bytes:  # within what even a one-ledger header allows: no peek
+        return _whole_frame(data, origin, declared)
     reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
     try:
         plain = bytearray(reader.read(8))
@@ -79,7 +87,7 @@ def decompress_bounded(data: bytes, origin: str, max_ledger_bytes: int) -> bytes
             raise too_big
         _refuse_trailing_bytes(data, origin)
         if declared >= 0:
-            return zstandard.ZstdDecompressor().decompress(data, max_output_size=declared)
+            return _DECOMPRESSORS.get().decompress(data, max_output_size=declared)
         while chunk := reader.read(_CHUNK):
             plain += chunk
             if len(plain) > limit:
@@ -89,6 +97,36 @@ def decompress_bounded(data: bytes, origin: str, max_ledger_bytes: int) -> bytes
     except zstandard.ZstdError as exc:
         raise LedgerDecodeError(f"{origin}: not a zstd file: {exc}") from None
     return plain
+
+
+def _whole_frame(data: bytes, origin: str, declared: int) -> bytes:
+    """A frame declaring a size no batch header could refuse, decompressed in one exact allocation.
+
+    Raises:
+        LedgerDecodeError: as ``decompress_bounded``.
+    """
+    _refuse_trailing_bytes(data, origin)
+    try:
+        plain = _DECOMPRESSORS.get().decompress(data, max_output_size=declared)
+    except zstandard.ZstdError as exc:
+        raise LedgerDecodeError(f"{origin}: not a zstd file: {exc}") from None
+    start, end = struct.unpack_from(">II", plain)
+    if end < start:
+        raise LedgerDecodeError(f"{origin}: batch header says ledgers {start}..{end}")
+    return plain
+
+
+class _PerThread(threading.local):
+    """One decompressor per thread (not thread-safe; ~20 us to make one per file)."""
+
+    def __init__(self) -> None:
+        self.decompressor = zstandard.ZstdDecompressor()
+
+    def get(self) -> zstandard.ZstdDecompressor:
+        return self.decompressor
+
+
+_DECOMPRESSORS: Final = _PerThread()
 
 
 def _refuse_trailing_bytes(data: bytes, origin: str) -> None:
@@ -127,12 +165,15 @@ def split_batch(plain: bytes | bytearray, origin: str) -> Iterator[StoredLedger]
         LedgerDecodeError: the bytes are not a batch, naming where the walk stopped.
     """
     try:
-        w = sk.words(plain)
-        count, size = w[2], len(w)
+        if len(plain) % 4:
+            raise sk.SkipError("XDR length not a multiple of 4", len(plain))
+        count, size = _COUNT.unpack_from(plain, 8)[0], len(plain) // 4
         bounds = [3]
-        for _ in range(count - 1):
-            bounds.append(ws.s_LedgerCloseMeta(w, bounds[-1]))
-        del w  # as large as the batch: gone before the ledgers are copied out
+        if count > 1:  # one ledger (SDF's layout) needs no words: it runs to the end
+            w = sk.words(plain)
+            for _ in range(count - 1):
+                bounds.append(ws.s_LedgerCloseMeta(w, bounds[-1]))
+            del w  # as large as the batch: gone before the ledgers are copied out
         bounds.append(size if count > 0 else 3)
         view = memoryview(plain)
         for i in range(count):
