@@ -29,6 +29,7 @@ from typing import Any, Final
 import trio
 
 from cdp._errors import missing_extra
+from cdp._json import json_text as _json_text
 from cdp.extract._rows import (
     JSON_TEXT,
     UTC_TIMESTAMP,
@@ -111,18 +112,19 @@ def _closed_at(text: Any) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _column(values: list[Any], kind: Any, json_text: bool = False) -> list[Any]:
-    """Row values as Arrow takes them: timestamps parsed; nested JSON (and, in a ``JSON_TEXT`` field,
+def _column(values: list[Any], kind: Any, json_text: bool = False) -> Any:
+    """Row values as an Arrow array: timestamps parsed; nested JSON (and, in a ``JSON_TEXT`` field,
     every value: a bare string is JSON too) as its compact text."""
     if pa.types.is_timestamp(kind):
-        return [None if v is None else _closed_at(v) for v in values]
-    if json_text or (pa.types.is_string(kind) and any(isinstance(v, dict | list) for v in values)):
-        return [None if v is None else _json_text(v) for v in values]
-    return values
+        return pa.array([None if v is None else _closed_at(v) for v in values], kind)
+    if json_text:
+        return pa.array([None if v is None else _json_text(v) for v in values], kind)
+    try:
+        return pa.array(values, kind)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        if not (pa.types.is_string(kind) and any(isinstance(v, dict | list) for v in values)):
+            raise
+    return pa.array([None if v is None else _json_text(v) for v in values], kind)
 
 
 def ttp_table(rows: Sequence[Row]) -> Any:
