@@ -1,8 +1,10 @@
 """One partition's work, run by a Dask worker: read its ledgers from the store, extract, write one file.
 
-Plain synchronous code around a short ``trio.run``: the datastore reader (prefetch, retries, holes,
-corrupt files) is the one ``cdp run`` uses, and the rows come from ``process_ledger``, as in the
-service's workers, so a partition's file holds exactly what ``cdp run`` writes for those ledgers.
+Plain synchronous code, no event loop (a worker is one core, where every hand-off between an event
+loop and threads is a context switch): the store is read by ``read_range``, which gives what the
+service's datastore reader gives (retries, holes, corrupt files), and the rows come from
+``process_ledger``, as in the service's workers, so a partition's file holds exactly what ``cdp run``
+writes for those ledgers.
 Errors come back in the result, not raised: the client turns them into the same ``CdpError`` the
 service raises, which does not depend on an exception surviving Dask's pickling.
 """
@@ -15,12 +17,11 @@ import time
 from typing import Any
 
 import attrs
-import trio
 
 from cdp._config import Config
 from cdp._errors import CdpError, unwrap_cdp_error
 from cdp._process import tune_gc, tune_malloc
-from cdp.extract import Ledger, Row
+from cdp.extract import Row
 from cdp.extract._rows import STATE_KIND
 from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._work import RowFilter, dead_letter_record, process_ledger
@@ -83,7 +84,7 @@ def collect_partition(job: PartitionJob) -> PartitionLedgers:
     t0 = time.perf_counter()
     try:
         with unwrap_cdp_error():
-            got = trio.run(_collect, job)
+            got = _collect(job)
     except CdpError as exc:
         return PartitionLedgers(job.partition, [], time.perf_counter() - t0, error=str(exc))
     return PartitionLedgers(
@@ -109,7 +110,7 @@ def collect_rows(job: PartitionJob) -> _Collected | PartitionResult:
     p = job.partition
     try:
         with unwrap_cdp_error():
-            got = trio.run(_collect, job)
+            got = _collect(job)
     except CdpError as exc:
         return PartitionResult(p, 0, time.perf_counter() - t0, error=str(exc))
     if got.error is not None:
@@ -143,35 +144,30 @@ def run_partition(job: PartitionJob) -> PartitionResult:
     return PartitionResult(p, len(got.rows), time.perf_counter() - t0, got.skipped, got.dead)
 
 
-async def _collect(job: PartitionJob) -> _Collected:
-    from cdp.upstream._datastore import DatastoreSource
+def _collect(job: PartitionJob) -> _Collected:
+    from cdp.upstream._range import read_range
 
     p = job.partition
     config = attrs.evolve(job.config, start_ledger=p.first, end_ledger=p.last)
     row_filter = RowFilter.from_config(config)
     name = describe(job.processor)
     got = _Collected()
-    send, receive = trio.open_memory_channel[Ledger](0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(DatastoreSource(config, p.first).run, send)
-        async with receive:
-            async for ledger in receive:
-                reason: str | None
-                if ledger.problem is not None:
-                    reason = ledger.problem
-                else:
-                    result = process_ledger(job.processor, row_filter, ledger)
-                    reason = result.error
-                if reason is None:
-                    got.rows.extend(result.rows)
-                    got.ledgers.append((ledger.sequence, list(result.rows)))
-                    for why, count in result.skipped.items():
-                        got.skipped[why] = got.skipped.get(why, 0) + count
-                    continue
-                if config.on_bad_ledger == "stop":
-                    got.bad_ledger, got.error = ledger.sequence, reason
-                    break
-                got.dead.append(dead_letter_record(ledger, name, reason))
-                got.ledgers.append((ledger.sequence, []))
-        nursery.cancel_scope.cancel("partition read")
+    for ledger in read_range(config, p.first, p.last):
+        reason: str | None
+        if ledger.problem is not None:
+            reason = ledger.problem
+        else:
+            result = process_ledger(job.processor, row_filter, ledger)
+            reason = result.error
+        if reason is None:
+            got.rows.extend(result.rows)
+            got.ledgers.append((ledger.sequence, list(result.rows)))
+            for why, count in result.skipped.items():
+                got.skipped[why] = got.skipped.get(why, 0) + count
+            continue
+        if config.on_bad_ledger == "stop":
+            got.bad_ledger, got.error = ledger.sequence, reason
+            break
+        got.dead.append(dead_letter_record(ledger, name, reason))
+        got.ledgers.append((ledger.sequence, []))
     return got

@@ -86,7 +86,15 @@ def after_failure(breaker: CircuitBreaker, max_attempts: int, where: str, error:
         UpstreamError: ``max_attempts`` (CONNECT_MAX_ATTEMPTS; 0: no bound) attempts in a row have failed.
     """
     breaker.record_failure()
-    failed = breaker.statistics().consecutive_failures
+    return retry_note(breaker.statistics().consecutive_failures, max_attempts, where, error)
+
+
+def retry_note(failed: int, max_attempts: int, where: str, error: str) -> str:
+    """``after_failure`` for ``failed`` attempts in a row, where there is no breaker (a batch task).
+
+    Raises:
+        UpstreamError: as ``after_failure``.
+    """
     if max_attempts and failed >= max_attempts:
         raise UpstreamError(
             f"{where}: {failed} attempt{'s' * (failed > 1)} in a row failed (CONNECT_MAX_ATTEMPTS={max_attempts}); "

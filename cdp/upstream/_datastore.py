@@ -14,6 +14,7 @@ import math
 import os
 import stat
 import time
+from collections.abc import Iterator
 from typing import Final
 
 import attrs
@@ -53,7 +54,7 @@ class Datastore:
     """
 
     def __init__(self, url: str, passphrase: str | None, layout: Layout | None, timeout_s: float = 30.0) -> None:
-        self.fs, self.root, self._local = open_fs(url, timeout_s, "DATASTORE_URL")
+        self.fs, self.root, self.local = open_fs(url, timeout_s, "DATASTORE_URL")
         self.url = url
         self.network: str | None = None
         try:
@@ -108,7 +109,7 @@ class Datastore:
             if limit is None:
                 data = self.fs.cat_file(path)
                 return data
-            if self._local:
+            if self.local:
                 return _read_local(path, limit, f"{self.url}/{key}")
             data = self.fs.cat_file(path, start=0, end=limit + 1)
         except FileNotFoundError:
@@ -132,6 +133,18 @@ class Datastore:
             if data is not None:
                 return key, data
         return keys[0], None
+
+    def file_ledgers(self, first: int, key: str, data: bytes, max_ledger_bytes: int) -> list[Ledger]:
+        """``ledgers``; a corrupt file becomes one refused ledger per sequence it should hold."""
+        try:
+            return self.ledgers(key, data, max_ledger_bytes)
+        except LedgerDecodeError as exc:
+            return self.refused(first, exc)
+
+    def refused(self, first: int, exc: LedgerDecodeError) -> list[Ledger]:
+        """A bad ledger for each sequence the file holding ``first`` should hold."""
+        lo, hi = self.layout.file_range(first)
+        return [Ledger(s, None, b"", problem=str(exc)) for s in range(lo, hi + 1)]
 
     def ledgers(self, key: str, data: bytes, max_ledger_bytes: int) -> list[Ledger]:
         """The ledgers of a fetched file, split without decoding.
@@ -162,6 +175,26 @@ def _read_local(path: str, limit: int, name: str) -> bytes:
     if len(data) > limit:  # grew since the stat
         raise ObjectRefused(f"{name}: over the {limit} bytes a file may hold")
     return data
+
+
+def in_sequence(ledgers: list[Ledger], expected: int, file_last: int, where: str) -> Iterator[Ledger]:
+    """A file's ledgers from ``expected`` on, each the next in sequence; the list lets go of each as
+    it is handed on. The caller stops taking them at the end of its range.
+
+    Raises:
+        UpstreamError: the file does not hold the consecutive ledgers its name promises.
+    """
+    ledgers.reverse()
+    while ledgers:
+        ledger = ledgers.pop()
+        if ledger.sequence < expected:
+            continue
+        if ledger.sequence > expected:
+            raise UpstreamError(f"{where} skips from ledger {expected} to {ledger.sequence}")
+        yield ledger
+        expected += 1
+    if expected <= file_last:
+        raise UpstreamError(f"{where} ends at ledger {expected - 1}, its name says it holds up to {file_last}")
 
 
 def default_prefetch(ledgers_per_file: int) -> int:
@@ -270,7 +303,7 @@ class DatastoreSource:
                             data, file.data = file.data, b""
                             ledgers, file.ledgers = file.ledgers, None
                             if file.refused is not None:
-                                ledgers = self._refused(file.first, file.refused)
+                                ledgers = self.store.refused(file.first, file.refused)
                             elif ledgers is None:  # fetched compressed: split now
                                 ledgers = await trio.to_thread.run_sync(self._split, file.first, file.key, data)
                             del data
@@ -372,17 +405,8 @@ class DatastoreSource:
         return key, data, None if data is None else self._split(first, key, data)
 
     def _split(self, first: int, key: str, data: bytes) -> list[Ledger]:
-        """A file's ledgers; a corrupt file becomes one refused ledger per sequence it should hold."""
         assert self.store is not None
-        try:
-            return self.store.ledgers(key, data, self.config.max_ledger_bytes)
-        except LedgerDecodeError as exc:
-            return self._refused(first, exc)
-
-    def _refused(self, first: int, exc: LedgerDecodeError) -> list[Ledger]:
-        assert self.store is not None
-        lo, hi = self.store.layout.file_range(first)
-        return [Ledger(s, None, b"", problem=str(exc)) for s in range(lo, hi + 1)]
+        return self.store.file_ledgers(first, key, data, self.config.max_ledger_bytes)
 
     @property
     def _limit(self) -> int:
@@ -396,15 +420,8 @@ class DatastoreSource:
             UpstreamError: the file does not hold the consecutive ledgers its name promises.
         """
         assert self.store is not None
-        ledgers.reverse()
-        while ledgers:
-            ledger = ledgers.pop()  # the list lets go of each ledger as it is handed on
-            if ledger.sequence < self._next:
-                continue
-            if ledger.sequence > self._next:
-                raise UpstreamError(
-                    f"datastore {self.endpoint}: {key} skips from ledger {self._next} to {ledger.sequence}"
-                )
+        last = self.store.layout.file_range(first)[1]
+        for ledger in in_sequence(ledgers, self._next, last, f"datastore {self.endpoint}: {key}"):
             await send.send(self.network.stamp(ledger))
             now = trio.current_time()
             self._rate.tick(now)
@@ -413,11 +430,6 @@ class DatastoreSource:
             self._next = ledger.sequence + 1
             if self.config.end_ledger and self._next > self.config.end_ledger:
                 return True
-        last = self.store.layout.file_range(first)[1]
-        if self._next <= last:
-            raise UpstreamError(
-                f"datastore {self.endpoint}: {key} ends at ledger {self._next - 1}, its name says it holds up to {last}"
-            )
         return False
 
     def _count(self, kind: str, error: str) -> None:
