@@ -45,14 +45,26 @@ def config(store: Path, out: Path, first: int, last: int, per_file: int):  # typ
                                 "parquet_ledgers_per_file": per_file})  # fmt: skip
 
 
+def pin_process(core: int) -> None:
+    """Every thread of this process on ``core`` (affinity is per thread; new threads inherit it)."""
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), {core})
+
+
 @contextlib.contextmanager
-def warm_cluster(workers: int) -> Iterator[Any]:
-    """A client of the LocalCluster `cdp backfill` would start, every worker up with the extractor loaded."""
+def warm_cluster(workers: int, pin: bool = True) -> Iterator[Any]:
+    """A client of the LocalCluster `cdp backfill` would start, every worker up with the extractor loaded
+    and, with ``pin``, on a core of its own (as workers are deployed: one core each), so a worker's
+    rate is one core's, as L is."""
     from cdp.batch._run import client_for
 
     with client_for(None, None, workers) as (client, _):
         client.submit(int, 1).result()
         client.run(lambda: __import__("cdp.batch._task"))
+        if pin:
+            cores = sorted(os.sched_getaffinity(0))
+            for i, address in enumerate(sorted(client.scheduler_info()["workers"])):
+                client.run(pin_process, cores[i % len(cores)], workers=[address])
         yield client
 
 

@@ -44,8 +44,14 @@ def limit(store: Path, first: int, last: int, passphrase: str = PASSPHRASE) -> f
     """Ledgers/s on one core: read, decompress and extract every ledger of the store (best of two)."""
     import zstandard
 
+    from cdp._process import tune_gc, tune_malloc
     from cdp.extract import extract_rows_fast
     from cdp.upstream._layout import Layout
+
+    tune_malloc()  # what the cdp command and backfill tasks run with
+    tune_gc()
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})  # one core, as a backfill worker's
 
     layout = Layout(1, 64000)
     paths = [store / layout.key(s) for s in range(first, last + 1)]
@@ -56,6 +62,7 @@ def limit(store: Path, first: int, last: int, passphrase: str = PASSPHRASE) -> f
             raw = zstandard.ZstdDecompressor().decompress(path.read_bytes())
             extract_rows_fast(_first_ledger(raw), passphrase, "compact")
         best = min(best, time.perf_counter() - t0)
+    os.sched_setaffinity(0, cores)
     return len(paths) / best
 
 
