@@ -23,7 +23,7 @@ from cdp.processors._base import LedgerProcessor, describe
 from cdp.processors._registry import load_processor
 
 from ._plan import Partition, plan
-from ._task import PartitionJob, PartitionResult
+from ._task import PartitionJob, PartitionResult, without_cycle_collection
 
 if TYPE_CHECKING:
     from cdp.sinks._iceberg import IcebergSink
@@ -144,6 +144,7 @@ def _fill(
     return BackfillSummary(sink.checkpoint_name, len(parts), len(parts), 0, ledgers, rows, dead, seconds)
 
 
+@without_cycle_collection()
 def write_data_file(lake: LakeJob) -> PartitionResult:
     """Extract one partition and write it as one data file of the table (on a worker); never raises for bad data."""
     from pyiceberg.io.pyarrow import PyArrowFileIO

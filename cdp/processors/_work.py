@@ -46,6 +46,14 @@ class RowFilter:
             include_deleted=config.include_deleted,
         )
 
+    @property
+    def keeps_all(self) -> bool:
+        """No filter is set: every row is kept (and need not be looked at)."""
+        return self.include_deleted and not (
+            self.contract_ids or self.asset_codes or self.asset_issuers or self.key_types or self.durability
+            or self.balance_holders
+        )  # fmt: skip
+
     def reason_to_skip(self, row: Row) -> str | None:
         """The filter that drops ``row`` (the metric's ``reason`` label), or None to keep it.
 
@@ -96,6 +104,8 @@ def process_ledger(processor: LedgerProcessor, row_filter: RowFilter, ledger: Le
         # pickling and the ledger would be reported as "RecursionError ... while pickling".
         return WorkResult([], {}, time.perf_counter() - t0, {}, error=f"{type(exc).__name__}: {exc}")
     produced, events = (out.rows, out.events) if isinstance(out, ProcessResult) else (out, {})
+    if row_filter.keeps_all:
+        return WorkResult(list(produced), skipped, time.perf_counter() - t0, events)
     for row in produced:
         reason = row_filter.reason_to_skip(row)
         if reason is None:
