@@ -53,6 +53,10 @@ bench-bootstrap entries="10000000": setup
 bench-limit: setup
     {{py}} bench/limit.py
 
+# a 50,000-ledger backfill on 2 workers: the rate per 10,000 ledgers and the workers' RSS
+bench-long-backfill ledgers="50000": setup
+    {{py}} bench/long_backfill.py --ledgers {{ledgers}}
+
 # the lake: Iceberg vs Parquet live throughput, and a backfill into Iceberg on S3 (1 vs 2 workers, one killed)
 bench-lake: setup
     {{py}} bench/lake.py

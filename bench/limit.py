@@ -28,6 +28,7 @@ from backfill import warm_cluster  # noqa: E402
 from run import commit_rate, ledger_files, raw_stream_rate, start_fake_source  # noqa: E402
 
 PASSPHRASE = "Test SDF Network ; September 2015"
+PUBNET = "Public Global Stellar Network ; September 2015"
 
 
 def make_store(ledgers: Path, store: Path, first: int, last: int) -> None:
@@ -73,6 +74,30 @@ def _first_ledger(batch: bytes) -> bytes:
     return next(iter(split_batch(batch, "limit"))).raw
 
 
+def pubnet_store(work: Path, count: int) -> Path | None:
+    """A 1-ledger-per-file pubnet store of ``count`` ledgers cycled from the shared real pubnet ledgers
+    over 100 KB (headers resequenced, as bench/long_backfill.py does), or None without them."""
+    from long_backfill import resequenced
+
+    from cdp.extract import Ledger
+    from cdp.upstream._layout import Layout, Manifest, write_store
+    from cdp.xdr._header import peek_header
+
+    files = sorted(p for p in (ROOT.parent / "shared" / "ledgers").glob("pubnet-*.xdr") if p.stat().st_size > 100_000)
+    if not files:
+        return None
+    store = work / f"limit-pubnet-{count}"
+    if not (store / ".config.json").exists():
+        bodies = [p.read_bytes() for p in files]
+        base = peek_header(bodies[0]).close_time
+
+        def made(s: int) -> Ledger:
+            return Ledger(s, None, resequenced(bodies[s % len(bodies)], s, base + 5 * s))
+
+        write_store(store, Manifest(PUBNET, Layout(1, 64000)), (made(s) for s in range(1000, 1000 + count)))
+    return store
+
+
 def shared_limit() -> str:
     """L over the shared real pubnet ledgers (raw files: no decompression), for comparison."""
     from cdp.extract import extract_rows_fast
@@ -98,13 +123,12 @@ def extract_rate(store: Path, first: int, last: int) -> float:
     return (last - first + 1) / (time.perf_counter() - t0)
 
 
-def backfill_rate(store: Path, out: Path, first: int, last: int) -> float:
+def backfill_rate(store: Path, out: Path, first: int, last: int, network: str = "testnet") -> float:
     import cdp
 
     shutil.rmtree(out, ignore_errors=True)
-    config = cdp.Config.from_mapping({"datastore_url": str(store), "network_passphrase": "testnet",
-                                      "start_ledger": first, "end_ledger": last, "output": f"{out}/",
-                                      "parquet_ledgers_per_file": 100})  # fmt: skip
+    config = cdp.Config.from_mapping({"datastore_url": str(store), "network_passphrase": network,
+                                      "start_ledger": first, "end_ledger": last, "output": f"{out}/"})  # fmt: skip
     with warm_cluster(1) as client:
         t0 = time.perf_counter()
         cdp.backfill(config, client=client)
@@ -139,6 +163,12 @@ def main() -> None:
     finally:
         fake.kill()
         fake.wait()
+    pub = pubnet_store(work, 2000)
+    if pub is not None:
+        lim_pub = limit(pub, 1000, 2999, PUBNET)
+        rate = backfill_rate(pub, out / "backfill-pubnet", 1000, 2999, "pubnet")
+        print(f"real pubnet ledgers (16 shared files over 100 KB, cycled to 2,000): L {lim_pub:.0f} ledgers/s; "
+              f"RESULT cdp backfill, 1 worker, pubnet: {rate:.0f} ledgers/s = {rate / lim_pub:.2f} L")  # fmt: skip
     grpc = commit_rate(ledgers, first, last, str(out / "grpc.jsonl"), out / "grpc.log", WORKER_COUNT="2")
     print(f"RESULT cdp run over gRPC: {grpc:.0f} ledgers/s = {grpc / bare:.2f}x the bare grpclib drain "
           f"({bare:.0f} ledgers/s, {mb:.0f} MB/s) = {grpc / lim:.2f} L")  # fmt: skip
