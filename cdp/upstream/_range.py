@@ -21,9 +21,9 @@ from cdp._errors import CdpError, UpstreamError, one_line
 from cdp.extract import Ledger
 
 from ._breaker import Backoff, retry_note
-from ._datastore import Datastore, ObjectRefused, StoreUnreachable, default_prefetch, in_sequence
 from ._fs import denied
 from ._layout import Layout
+from ._store import Datastore, ObjectRefused, StoreUnreachable, default_prefetch, in_sequence
 
 LOG = logging.getLogger("cdp.upstream")
 
