@@ -253,6 +253,11 @@ class Config:
         "(0: keep trying)",
         validator=between(0, 2**31 - 1),
     )
+    liveness_stall_s: float = setting(
+        600.0,
+        "/live fails when ledgers are held this long with no commit and no outage to explain it, seconds",
+        validator=between(1, 86400),
+    )
     idle_timeout_s: float = setting(
         30.0, "upstream silence after which it counts as stalled, seconds", validator=between(0.01, 86400)
     )

@@ -208,7 +208,8 @@ async def _serve(
     checkpoint_path = None if sink.capabilities.own_checkpoint else config.checkpoint_path
     on_commit = hub.on_commit if hub else None
     pipeline = Pipeline(config, processor, sink, checkpoint_path=checkpoint_path, on_commit=on_commit)
-    view = ServiceView(source, pipeline, sink.name, flight=hub, sink_stats=getattr(sink, "statistics", None))
+    view = ServiceView(source, pipeline, sink.name, flight=hub, sink_stats=getattr(sink, "statistics", None),
+                       liveness_stall_s=config.liveness_stall_s, end_ledger=config.end_ledger)  # fmt: skip
     http_closing = trio.Event()
     handle: ServiceHandle | None = None
     try:

@@ -168,6 +168,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "connect_max_attempts": ("-1", "must be 0..2147483647"),
     "scheduler_timeout_s": ("0", "must be 0.1..3600"),
     "idle_timeout_s": ("-1", "must be 0.01..86400"),
+    "liveness_stall_s": ("0.5", "must be 1..86400"),
     "backoff_base_s": ("0", "must be 0.001..3600"),
     "backoff_cap_s": ("nan?", "expected a number"),
     "breaker_failure_threshold": ("1001", "must be 1..1000"),

@@ -1,4 +1,4 @@
-"""``/health``, ``/ready`` and ``/metrics``: a Quart-Trio app served by Hypercorn inside our nursery.
+"""``/health``, ``/ready``, ``/live`` and ``/metrics``: a Quart-Trio app served by Hypercorn inside our nursery.
 
 Handlers only read the components' statistics records, so they never wait on pipeline work
 (workers are separate processes) and answer in well under 100 ms under load.
@@ -6,6 +6,8 @@ Handlers only read the components' statistics records, so they never wait on pip
 Health rules: ``unhealthy`` (HTTP 503) when the circuit breaker is open or the service has
 failed; ``degraded`` when the breaker is half-open, the source is reconnecting, or the last
 committed ledger took more than ``LAG_DEGRADED_S`` from receipt to commit; ``healthy`` otherwise.
+``/health`` is for people and dashboards; ``/live`` answers only "is this process wedged?" (a
+liveness probe on ``/health`` would restart a healthy pod on every upstream outage).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class ServiceView:
     sink_name: str
     flight: _HasFlightStatistics | None = None
     sink_stats: Callable[[], Any] | None = None  # a sink's own statistics (PostgreSQL: connection, retries)
+    liveness_stall_s: float = 600.0  # LIVENESS_STALL_S
+    end_ledger: int | None = None  # END_LEDGER: where a bounded run stops (a metric, for alerts)
+    clock: Callable[[], float] = trio.current_time  # what /live counts a stall by (tests move it on)
     started: float = attrs.field(factory=time.monotonic)
     running: bool = True
     fatal_error: str | None = None
@@ -171,6 +176,22 @@ class ServiceView:
             status = "healthy"
         return status, _redacted(components)
 
+    def live(self, now: float) -> tuple[bool, str]:
+        """Whether the process is doing its job or waiting out an outage (True), or is wedged: ledgers
+        held with no commit for ``liveness_stall_s`` and neither the sink nor a stop to explain it.
+        ``now`` is the Trio clock. An upstream outage holds no ledger, so it never counts."""
+        pipe = self.pipeline.statistics()
+        if pipe.finished or not (pipe.buffered_bytes or pipe.reorder_in_use or pipe.queue_depth):
+            return True, "idle: no ledger held"
+        stalled = now - (pipe.progress_at if pipe.progress_at is not None else now)
+        if stalled <= self.liveness_stall_s:
+            return True, "committing"
+        if self.sink_error or (self.sink_stats is not None and self.sink_stats().last_error is not None):
+            return True, "the sink is failing: its retries hold the ledgers"
+        held = pipe.reorder_in_use + pipe.queue_depth
+        return False, (f"wedged: {held} ledgers held, no commit for {stalled:.0f}s "
+                       f"(LIVENESS_STALL_S={self.liveness_stall_s:g}) and no outage to explain it")  # fmt: skip
+
     def ready(self) -> bool:
         src = self.source.statistics()
         pipe = self.pipeline.statistics()
@@ -205,6 +226,11 @@ def create_app(view: ServiceView) -> QuartTrio:
             "components": components,
         }
         return body, 503 if status == "unhealthy" else 200
+
+    @app.get("/live")
+    async def live() -> tuple[dict[str, Any], int]:
+        ok, why = view.live(view.clock())
+        return {"live": ok, "reason": why}, 200 if ok else 503
 
     @app.get("/ready")
     async def ready() -> tuple[dict[str, Any], int]:

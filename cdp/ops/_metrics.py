@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -81,6 +81,9 @@ class ServiceCollector(Collector):
         yield _gauge("buffered_bytes", "Ledger bytes held between intake and commit", pipe.buffered_bytes)
         yield _gauge("current_ledger", "Newest ledger received (0: none yet)", src.last_sequence or 0)
         yield _gauge("last_committed_ledger", "Newest ledger committed (0: none yet)", pipe.last_committed_ledger or 0)
+        yield _gauge(
+            "end_ledger", "END_LEDGER, where a bounded run stops (0: it follows the chain)", view.end_ledger or 0
+        )
         yield _counter("reconnects", "Upstream reconnects", src.reconnects)
         yield _gauge("circuit_breaker_state", "0 closed, 1 open, 2 half-open", int(src.breaker.state))
         yield _counter("gaps", "Gaps detected in the upstream stream", src.gaps)
@@ -117,6 +120,7 @@ def open_registry(view: ServiceView) -> CollectorRegistry:
     """The service's own registry, holding only its collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(view))
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU seconds, open files
     return registry
 
 

@@ -67,6 +67,7 @@ class PipelineStatistics:
     reorder_window: int
     last_committed_ledger: int | None
     last_commit_at: float | None  # trio clock
+    progress_at: float | None  # trio clock: the last commit, or when work reached the pipeline idle
     processing_lag_s: float | None  # from receipt to commit, last ledger committed
     close_lag_s: float | None  # from its close (wall clock) to its commit, last ledger committed with a close time
     finished: bool
@@ -114,6 +115,7 @@ class Pipeline:
         self._close_lag: float | None = None
         self._last: Watched[int | None] = Watched(None)
         self._last_at: float | None = None
+        self._progress_at: float | None = None
         self._network: str | None = None  # what the committed ledgers were verified under, for the checkpoint
         self._lag: float | None = None
         self.finished = trio.Event()
@@ -138,6 +140,7 @@ class Pipeline:
             reorder_window=self.window,
             last_committed_ledger=self._last.value,
             last_commit_at=self._last_at,
+            progress_at=self._progress_at,
             processing_lag_s=self._lag,
             close_lag_s=self._close_lag,
             finished=self.finished.is_set(),
@@ -185,12 +188,15 @@ class Pipeline:
     async def _take_in(self, ledgers: trio.MemoryReceiveChannel[Ledger]) -> None:
         async with ledgers, self._queue_send:
             async for ledger in ledgers:
+                idle = self.budget.used == 0
                 reservation = await self.budget.reserve(len(ledger.raw))
                 try:
                     await self._queue_send.send(_Slot(ledger, trio.current_time(), reservation))
                 except trio.Cancelled:
                     reservation.release()
                     raise
+                if idle:  # work reached an idle pipeline: a stall is counted from now, not the last commit
+                    self._progress_at = trio.current_time()
 
     async def _dispatch(self, work: trio.MemorySendChannel[_Slot]) -> None:
         async with self._queue_recv, work, self._order_send:
@@ -346,7 +352,7 @@ class Pipeline:
         ledger = slot.ledger
         self._processed += 1
         self._rows += n_rows
-        self._last_at = trio.current_time()
+        self._last_at = self._progress_at = trio.current_time()
         if slot.result is not None and slot.error is None:  # a failed ledger's time is not a ledger's
             self._processing.observe(slot.result.seconds)
         self._lag = self._last_at - slot.received_at
