@@ -26,6 +26,7 @@ from ._validators import (
     asset_codes,
     at_least,
     between,
+    conversion_reason,
     durabilities,
     endpoints,
     key_types,
@@ -33,6 +34,7 @@ from ._validators import (
     optional_port,
     passphrase,
     resolve_output,
+    shown_value,
     strkeys,
     structure_bool,
     structure_float,
@@ -354,7 +356,7 @@ class Config:
             try:
                 kwargs[name] = _converter.structure(raw, _TYPES[name])
             except Exception as exc:
-                raise ConfigError(f"{where}={_show(raw)}: {_reason(exc, _TYPES[name])}") from None
+                raise ConfigError(f"{where}={shown_value(raw)}: {conversion_reason(exc, _TYPES[name])}") from None
         try:
             return cls(**kwargs)
         except ConfigError:
@@ -363,13 +365,7 @@ class Config:
             failing = _failing_field(kwargs)
             where = origin.get(failing, failing.upper()) if failing else "config"
             raw = values.get(failing, "") if failing else ""
-            raise ConfigError(f"{where}={_show(raw)}: {exc}") from None
-
-
-def _show(raw: Any) -> str:
-    if isinstance(raw, tuple | list):
-        return ",".join(map(str, raw))
-    return str(raw)
+            raise ConfigError(f"{where}={shown_value(raw)}: {exc}") from None
 
 
 def _failing_field(kwargs: Mapping[str, Any]) -> str | None:
@@ -382,14 +378,6 @@ def _failing_field(kwargs: Mapping[str, Any]) -> str | None:
         except (ValueError, TypeError):
             return a.name
     return None
-
-
-def _reason(exc: Exception, tp: Any) -> str:
-    inner = exc
-    if isinstance(exc, cattrs.BaseValidationError) and exc.exceptions:
-        inner = exc.exceptions[0]
-    msg = str(inner)
-    return msg if msg else f"expected {getattr(tp, '__name__', tp)}"
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)

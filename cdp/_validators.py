@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import cattrs
 
 from cdp._errors import ConfigError
 
@@ -236,3 +237,19 @@ def resolve_output(output_format: str, output: str) -> tuple[str, str]:
             f"OUTPUT={output}: {what}, not a JSONL file: name a file, or leave FORMAT unset ({what} means Parquet)"
         )
     return output_format, output
+
+
+def shown_value(raw: Any) -> str:
+    """A setting's value as a user wrote it, for an error message."""
+    if isinstance(raw, tuple | list):
+        return ",".join(map(str, raw))
+    return str(raw)
+
+
+def conversion_reason(exc: Exception, tp: Any) -> str:
+    """Why a value did not convert to ``tp``, in cattrs' innermost words."""
+    inner = exc
+    if isinstance(exc, cattrs.BaseValidationError) and exc.exceptions:
+        inner = exc.exceptions[0]
+    msg = str(inner)
+    return msg if msg else f"expected {getattr(tp, '__name__', tp)}"

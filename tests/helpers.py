@@ -11,14 +11,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import attrs
 
 from cdp.extract import Ledger, Row
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 CDP = [sys.executable, "-m", "cdp"]
@@ -94,6 +96,22 @@ def fake_source_process(*args: str) -> Iterator[FakeSourceProcess]:
         yield fake
     finally:
         fake.stop()
+
+
+def read_until_ready(stream: IO[str], ready: Callable[[str], T | None], what: str) -> tuple[T, threading.Thread]:
+    """Read a starting process's log until ``ready(line)`` says it is (its answer returned), then go on
+    reading it in a started thread (a full pipe would stall the process): join it once the process is
+    stopped. A log that ends first is an AssertionError quoting its end.
+    """
+    seen: list[str] = []
+    for line in stream:
+        seen.append(line)
+        found = ready(line)
+        if found:
+            drain = threading.Thread(target=lambda: seen.extend(stream), daemon=True)
+            drain.start()
+            return found, drain
+    raise AssertionError(f"{what} did not start: {''.join(seen)[-2000:]}")
 
 
 @contextmanager

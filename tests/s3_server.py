@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import read_until_ready
+
 IDENTITIES = {"identities": [
     {"name": "cdp", "credentials": [{"accessKey": "cdp", "secretKey": "cdp"}],
      "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
@@ -71,16 +73,12 @@ def weed_mini(data: Path) -> Iterator[str]:
         cmd, cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )  # in its own process group: whatever it starts is stopped with it
     assert proc.stdout is not None
-    seen: list[str] = []
-    drain = threading.Thread(target=lambda: seen.extend(proc.stdout or ()), daemon=True)
+    drain: threading.Thread | None = None
     try:
-        for line in proc.stdout:
-            seen.append(line)
-            if "S3" in line and "ready" in line:
-                break
-        else:
-            raise RuntimeError(f"weed mini did not start: {''.join(seen)[-500:]}")
-        drain.start()  # keep reading, or a full pipe would stall the server
+        try:
+            _, drain = read_until_ready(proc.stdout, lambda line: "S3" in line and "ready" in line, "weed mini")
+        except AssertionError as exc:
+            raise RuntimeError(str(exc)) from None
         yield f"http://127.0.0.1:{ports['s3']}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -89,7 +87,7 @@ def weed_mini(data: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:  # its data is a temporary directory: nothing to flush
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if drain.is_alive():
+        if drain is not None:
             drain.join(timeout=1)  # a daemon thread: it ends with the pipe, or with the process
         proc.stdout.close()
 

@@ -6,12 +6,14 @@ real `cdp run` to evaluate every dashboard panel and every metric the alerts nam
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import urllib.parse
 import urllib.request
@@ -25,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .helpers import CDP, ROOT, fake_source_process
+from .helpers import CDP, ROOT, fake_source_process, read_until_ready
 from .pg_server import PostgresServer
 
 DEPLOY = ROOT / "examples" / "deploy"
@@ -136,6 +138,9 @@ def test_the_image_builds_as_its_steps_say(tmp_path: Path) -> None:
     """No Docker daemon here: the build stage's COPY and `pip wheel` run in a copy of the context the
     .dockerignore leaves (no compiled leftovers), the runtime stage's venv install from those wheels
     alone, and the result runs its default job; the XDR walker was compiled by the build."""
+    compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    if subprocess.run([*shlex.split(compiler), "--version"], capture_output=True).returncode != 0:
+        pytest.skip(f"no working C compiler here (CC={compiler}): the image's build stage has one, this copy would not")
     patterns = [p for p in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if p and p[0] != "#"]
     context = tmp_path / "context"
     for path in ROOT.rglob("*"):
@@ -328,22 +333,14 @@ def _proc(cmd: list[str], ready: re.Pattern[str], **kw: Any) -> Iterator[tuple[s
     """A process whose stderr says it is ready (matching ``ready``); killed on the way out."""
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, **kw)
     assert proc.stderr is not None
-    seen: list[str] = []
-    drain = threading.Thread(target=lambda: seen.extend(proc.stderr or ()), daemon=True)
+    drain: threading.Thread | None = None
     try:
-        for line in proc.stderr:
-            seen.append(line)
-            match = ready.search(line)
-            if match:
-                break
-        else:
-            raise AssertionError(f"{cmd[0]} did not start: {''.join(seen)[-2000:]}")
-        drain.start()  # keep reading, or a full pipe would stall it
+        match, drain = read_until_ready(proc.stderr, ready.search, cmd[0])
         yield proc, match
     finally:
         proc.kill()
         proc.wait()
-        if drain.is_alive():
+        if drain is not None:
             drain.join()
         proc.stderr.close()
 
@@ -357,8 +354,6 @@ def _free_port() -> int:
 @contextmanager
 def _live_cdp(dsn: str) -> Iterator[str]:
     """`cdp run` from a fake upstream into PostgreSQL with Flight on: its HTTP base URL, once it serves."""
-    import os
-
     with fake_source_process("--rate", "20") as fake:
         env = {**os.environ, "SOURCE_ENDPOINT": f"127.0.0.1:{fake.port}", "OUTPUT": dsn, "HEALTH_HOST": "127.0.0.1",
                "HEALTH_PORT": "0", "FLIGHT_PORT": "0", "FLIGHT_HOST": "127.0.0.1", "WORKER_MODE": "thread"}  # fmt: skip
