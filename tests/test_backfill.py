@@ -280,3 +280,16 @@ def test_verify_redoes_a_partition_damaged_inside_a_page(store: Path, tmp_path: 
     redone = cdp.backfill(config, workers=1, verify=True)
     assert (1, 3) == (redone.written, redone.skipped)
     assert _files(out) == _expected(config)
+
+
+def test_the_cluster_cdp_starts_gives_a_worker_one_partition_at_a_time() -> None:
+    """Dask's default saturation (1.1) queues a second task on a one-thread worker; when a partition
+    kills that worker, the queued one is counted as dying with it and, after four such deaths, fails
+    the run in the killer's place (seen once under load, naming partition 3..19 for 40..59)."""
+    from cdp.batch._run import client_for
+
+    with client_for(None, None, 1) as (client, _):
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION) == 1.0
+        assert list(
+            client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled")).values()
+        ) == [False]

@@ -57,10 +57,13 @@ class BackfillSummary:
         return self.ledgers / self.seconds if self.seconds > 0 else 0.0
 
 
-# The workers of a cluster cdp starts: no statistical profiler (a thread sampling every task's stack
+# The cluster cdp starts: no statistical profiler on its workers (a thread sampling every task's stack
 # every 10 ms, for a dashboard nobody is looking at), and their event loop's ticks and monitors woken
-# less often (each wake-up takes the GIL from the task): ~5% of a one-core worker together.
+# less often (each wake-up takes the GIL from the task): ~5% of a one-core worker together. A worker
+# holds one partition at a time (saturation 1.0, not Dask's 1.1): a partition queued behind one that
+# kills its worker would otherwise be counted as dying with it, and fail the run in its place.
 LOCAL_WORKERS: Final = {
+    "distributed.scheduler.worker-saturation": 1.0,
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "500ms",
     "distributed.admin.system-monitor.interval": "2s",
