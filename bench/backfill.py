@@ -23,18 +23,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def make_store(root: Path, count: int) -> None:
+def bench_store(count: int) -> tuple[Path, Path]:
+    """``CDP_BENCH_DIR`` and a 1-ledger-per-file store of ``count`` ~250 KB synthetic ledgers in it
+    (2..count+1), made once."""
     from cdp.extract import Ledger
     from cdp.testing import SyntheticLedgers
     from cdp.upstream._layout import Layout, Manifest, write_store
 
+    work = Path(os.environ.get("CDP_BENCH_DIR", Path(tempfile.gettempdir()) / "cdp-bench"))
+    work.mkdir(exist_ok=True)
+    root = work / f"backfill-store-{count}"
     if (root / ".config.json").exists():
-        return
+        return work, root
     gen = SyntheticLedgers(seed=2027, soroban_txs=40, ledger_bytes=250_000)
     t0 = time.perf_counter()
     ledgers = (Ledger(s, None, gen.ledger(s)) for s in range(2, count + 2))
     write_store(root, Manifest(gen.passphrase, Layout(1, 64000)), ledgers)
     print(f"(wrote a {count}-ledger store in {time.perf_counter() - t0:.0f} s)")
+    return work, root
 
 
 def config(store: Path, out: Path, first: int, last: int, per_file: int):  # type: ignore[no-untyped-def]
@@ -86,10 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ledgers", type=int, default=2000)
     args = parser.parse_args()
-    work = Path(os.environ.get("CDP_BENCH_DIR", Path(tempfile.gettempdir()) / "cdp-bench"))
-    work.mkdir(exist_ok=True)
-    store = work / f"backfill-store-{args.ledgers}"
-    make_store(store, args.ledgers)
+    work, store = bench_store(args.ledgers)
     first, last = 2, args.ledgers + 1
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
 

@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.backfill import make_store, warm_cluster  # noqa: E402
+from bench.backfill import bench_store, warm_cluster  # noqa: E402
 
 
 def serve_seconds(store: Path, output: str, end: int, **kw: Any) -> float:
@@ -122,10 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ledgers", type=int, default=2000)
     args = parser.parse_args()
-    work = Path(os.environ.get("CDP_BENCH_DIR", Path(tempfile.gettempdir()) / "cdp-bench"))
-    work.mkdir(exist_ok=True)
-    store = work / f"backfill-store-{args.ledgers}"
-    make_store(store, args.ledgers)
+    work, store = bench_store(args.ledgers)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     live(store, work, args.ledgers)
     backfill_on_s3(store, work, args.ledgers)

@@ -161,3 +161,16 @@ class KillingContractData:
 
         WorkerKillingProcessor(self.markers, self.die_once).process(ledger)
         return ContractDataProcessor(self.passphrase).process(ledger)
+
+
+def serve_blocking(config: Any, timeout_s: float = 120) -> None:
+    """``cdp.serve(config)`` to its end from blocking test code (each call its own Trio run)."""
+    import trio
+
+    import cdp
+
+    async def main() -> None:
+        with trio.fail_after(timeout_s):
+            await cdp.serve(config)
+
+    trio.run(main)

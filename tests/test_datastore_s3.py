@@ -17,9 +17,9 @@ from cdp._errors import UpstreamError
 from cdp.extract import Ledger, Row, extract_rows
 from cdp.sinks import dumps_row
 from cdp.testing import SyntheticLedgers
-from cdp.upstream._datastore import Datastore
 from cdp.upstream._fs import start_fsspec_loop
 from cdp.upstream._layout import MANIFEST, Layout, Manifest, write_store
+from cdp.upstream._store import Datastore
 
 GEN = SyntheticLedgers(seed=17)
 

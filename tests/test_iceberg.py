@@ -23,7 +23,7 @@ from cdp.testing import SyntheticLedgers
 from cdp.upstream._layout import Layout, Manifest, write_store
 
 from .conftest import LEDGERS, needs_shared
-from .helpers import CDP, ROOT
+from .helpers import CDP, ROOT, serve_blocking
 
 pytest.importorskip("pyiceberg", reason="pyiceberg (the iceberg extra) is not installed")
 pytest.importorskip("pyiceberg_core", reason="pyiceberg-core (the iceberg extra) is not installed")
@@ -52,17 +52,9 @@ def _config(store: Path | str, output: str, warehouse: Path, **kw: Any) -> Confi
     return Config.from_mapping(values)
 
 
-def _run(config: Config) -> None:
-    async def main() -> None:
-        with trio.fail_after(120):
-            await cdp.serve(config)
-
-    trio.run(main)
-
-
 def _jsonl(config: Config, path: Path) -> list[dict[str, Any]]:
     """What `cdp run` writes to JSONL for the same ledgers and settings."""
-    _run(attrs.evolve(config, output=str(path), format="jsonl", checkpoint_path=None))
+    serve_blocking(attrs.evolve(config, output=str(path), format="jsonl", checkpoint_path=None))
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -104,8 +96,8 @@ def test_a_live_run_into_iceberg_holds_the_jsonl_rows_and_each_snapshot_ends_on_
 ) -> None:
     config = _config(store, "iceberg://lake", tmp_path / "wh", mode=mode)
     want = _jsonl(config, tmp_path / "rows.jsonl")
-    _run(attrs.evolve(config, end_ledger=100))  # a first run, then one that goes on after its snapshot
-    _run(config)
+    serve_blocking(attrs.evolve(config, end_ledger=100))  # a first run, then one that goes on after its snapshot
+    serve_blocking(config)
     table = _table(config)
     assert _rows(table) == want
     lasts = _check_snapshots(table, want)
@@ -122,22 +114,22 @@ def test_a_live_run_into_iceberg_holds_the_jsonl_rows_and_each_snapshot_ends_on_
 
 def test_a_finished_table_is_nothing_to_do_and_other_settings_are_refused(store: Path, tmp_path: Path) -> None:
     config = _config(store, "iceberg://lake.cd", tmp_path / "wh", end_ledger=20)
-    _run(config)
+    serve_blocking(config)
     snapshots = len(_table(config, "cd").snapshots())
     with pytest.raises(cdp.NothingToDo, match="END_LEDGER=20"):
-        _run(config)
+        serve_blocking(config)
     with pytest.raises(cdp.ConfigError, match=r"^OUTPUT=iceberg://lake.cd: the table holds rows made with other "
                                               r"INSTANCE_EXTRAS than now"):  # fmt: skip
-        _run(attrs.evolve(config, instance_extras=False, end_ledger=30))
+        serve_blocking(attrs.evolve(config, instance_extras=False, end_ledger=30))
     assert snapshots == len(_table(config, "cd").snapshots())
     with pytest.raises(cdp.ConfigError, match=r"^OUTPUT=iceberg://a/b: give iceberg://NAMESPACE"):
-        _run(attrs.evolve(config, output="iceberg://a/b"))
+        serve_blocking(attrs.evolve(config, output="iceberg://a/b"))
     from cdp._locks import exclusive
     from cdp.batch._lake import compact
 
     with exclusive(Path(_table(config, "cd").location().removeprefix("file://")), "OUTPUT"):  # another writer
         with pytest.raises(cdp.ConfigError, match=r"^OUTPUT=.*: in use by another cdp process \(pid \d+\)"):
-            _run(attrs.evolve(config, end_ledger=30))
+            serve_blocking(attrs.evolve(config, end_ledger=30))
     with pytest.raises(cdp.ConfigError, match=r"^OUTPUT=iceberg://lake.nothing: there is no table lake.nothing$"):
         compact(attrs.evolve(config, output="iceberg://lake.nothing"))
 
@@ -177,12 +169,12 @@ def test_kill_9_at_five_random_moments_leaves_the_table_of_a_clean_run(store: Pa
 
 def test_a_file_no_snapshot_uses_is_removed_at_the_next_start(store: Path, tmp_path: Path) -> None:
     config = _config(store, "iceberg://lake", tmp_path / "wh", end_ledger=30)
-    _run(config)
+    serve_blocking(config)
     table = _table(config)
     data = next(Path(table.location().removeprefix("file://"), "data").rglob("*.parquet"))
     stray = data.with_name("00000-0-a-killed-writer.parquet")
     stray.write_bytes(data.read_bytes())  # what a writer killed between its data file and its commit leaves
-    _run(attrs.evolve(config, end_ledger=40))
+    serve_blocking(attrs.evolve(config, end_ledger=40))
     assert not stray.exists()
     assert not _unused_files(_table(config))
 
@@ -200,7 +192,7 @@ def test_a_backfill_into_iceberg_equals_a_live_run_and_a_live_run_continues_it(s
     again = cdp.backfill(config, workers=2)
     assert (0, 0) == (again.partitions, again.ledgers)
     assert snapshots == len(_table(config).snapshots())  # a rerun adds no snapshot
-    _run(attrs.evolve(config, end_ledger=END + 40))
+    serve_blocking(attrs.evolve(config, end_ledger=END + 40))
     table = _table(config)
     assert _rows(table) == want
     _check_snapshots(table, want)
@@ -216,7 +208,7 @@ def test_real_pubnet_ledgers_live_and_backfilled(tmp_path: Path) -> None:
                      network_passphrase="pubnet", parquet_ledgers_per_file=4)  # fmt: skip
     want = _jsonl(config, tmp_path / "rows.jsonl")
     assert want
-    _run(config)
+    serve_blocking(config)
     assert _rows(_table(config)) == want
     filled = attrs.evolve(config, output="iceberg://filled")
     cdp.backfill(filled, workers=1)
@@ -228,7 +220,7 @@ def test_compaction_keeps_rows_and_checkpoint_and_expiry_removes_unused_files(st
 
     config = _config(store, "iceberg://lake", tmp_path / "wh", iceberg_commit_ledgers=3)
     want = _jsonl(config, tmp_path / "rows.jsonl")
-    _run(config)
+    serve_blocking(config)
     table = _table(config)
     before = sum(1 for _ in table.scan().plan_files())
     assert before > 20
@@ -249,13 +241,13 @@ def test_compaction_keeps_rows_and_checkpoint_and_expiry_removes_unused_files(st
     assert len(table.snapshots()) == 1
     assert _rows(table) == want
     assert not _unused_files(table)
-    _run(attrs.evolve(config, end_ledger=END + 10))  # a compacted table goes on
+    serve_blocking(attrs.evolve(config, end_ledger=END + 10))  # a compacted table goes on
     assert _table(config).current_snapshot().summary.additional_properties[LAST] == str(END + 10)
 
 
 def test_cdp_lake_compact_command(store: Path, tmp_path: Path) -> None:
     config = _config(store, "iceberg://lake", tmp_path / "wh", iceberg_commit_ledgers=5, end_ledger=60)
-    _run(config)
+    serve_blocking(config)
     env = {**os.environ, "ICEBERG_WAREHOUSE": str(tmp_path / "wh"), "LOG_LEVEL": "WARNING"}
     done = subprocess.run([*CDP, "lake", "compact", "--output", "iceberg://lake", "--expire-older-than-s", "0"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip

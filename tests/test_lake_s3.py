@@ -10,7 +10,6 @@ from typing import Any
 
 import attrs
 import pytest
-import trio
 
 import cdp
 from cdp._config import Config
@@ -20,7 +19,7 @@ from cdp.upstream._fs import start_fsspec_loop
 from cdp.upstream._layout import Layout, Manifest, write_store
 
 from .conftest import LEDGERS, needs_shared
-from .helpers import KillingContractData
+from .helpers import KillingContractData, serve_blocking
 from .pg_server import PostgresServer
 
 pytest.importorskip("distributed", reason="the backfill extra (distributed) is not installed")
@@ -58,14 +57,6 @@ def _config(store: Path, output: str, **kw: Any) -> Config:
     return Config.from_mapping(values)
 
 
-def _run(config: Config) -> None:
-    async def main() -> None:
-        with trio.fail_after(120):
-            await cdp.serve(config)
-
-    trio.run(main)
-
-
 def _s3_tables(url: str) -> dict[str, Any]:
     import s3fs
 
@@ -87,23 +78,23 @@ def test_parquet_straight_to_s3_from_run_and_backfill_equals_the_local_sink(
     store: Path, bucket: str, tmp_path: Path
 ) -> None:
     local = tmp_path / "local"
-    _run(_config(store, str(local) + "/", checkpoint_path=str(tmp_path / "cp.json")))
+    serve_blocking(_config(store, str(local) + "/", checkpoint_path=str(tmp_path / "cp.json")))
     want = _local_tables(local)
     assert len(want) == 5
 
     run = _config(store, f"s3://{bucket}/run/")
-    _run(run)
+    serve_blocking(run)
     assert _s3_tables(f"s3://{bucket}/run") == want  # same names, same contents
     resumed = _config(store, f"s3://{bucket}/resumed/", end_ledger=50)
-    _run(resumed)  # ends inside the 40..59 block: 40..50 is a file, the next run goes on at 51
-    _run(attrs.evolve(resumed, end_ledger=LAST))
+    serve_blocking(resumed)  # ends inside the 40..59 block: 40..50 is a file, the next run goes on at 51
+    serve_blocking(attrs.evolve(resumed, end_ledger=LAST))
     parts = _s3_tables(f"s3://{bucket}/resumed")
     assert "contract_data-0000000051-0000000059.parquet" in parts
     assert pa.concat_tables(parts.values()) == pa.concat_tables(want.values())
     with pytest.raises(cdp.NothingToDo):
-        _run(attrs.evolve(run, end_ledger=LAST))
+        serve_blocking(attrs.evolve(run, end_ledger=LAST))
     with pytest.raises(cdp.ConfigError, match="made with other row settings"):
-        _run(attrs.evolve(run, end_ledger=LAST + 20, instance_extras=False))
+        serve_blocking(attrs.evolve(run, end_ledger=LAST + 20, instance_extras=False))
 
     fill = _config(store, f"s3://{bucket}/fill/", format="parquet")
     done = cdp.backfill(fill, workers=2)
@@ -115,7 +106,7 @@ def test_parquet_straight_to_s3_from_run_and_backfill_equals_the_local_sink(
 
     manifest = json.loads(s3fs.S3FileSystem().cat_file(f"{bucket}/fill/_cdp_backfill.json"))
     assert [p["file"] for p in manifest["partitions"]] == list(want)
-    _run(attrs.evolve(fill, end_ledger=LAST + 20, format="auto"))  # a live run goes on after the backfill
+    serve_blocking(attrs.evolve(fill, end_ledger=LAST + 20, format="auto"))  # a live run goes on after the backfill
     assert list(_s3_tables(f"s3://{bucket}/fill"))[-1] == "contract_data-0000000100-0000000110.parquet"
 
 
@@ -138,7 +129,7 @@ def test_iceberg_on_s3_with_a_postgresql_catalog_backfilled_with_a_killed_worker
     nowhere = tmp_path / "no-local-warehouse"
     config = _config(store, "iceberg://chain", iceberg_catalog="pglake", iceberg_warehouse=str(nowhere))
     jsonl = tmp_path / "rows.jsonl"
-    _run(attrs.evolve(config, output=str(jsonl), format="jsonl", end_ledger=LAST + 30))
+    serve_blocking(attrs.evolve(config, output=str(jsonl), format="jsonl", end_ledger=LAST + 30))
     want = [json.loads(line) for line in jsonl.read_text().splitlines()]
 
     markers = tmp_path / "markers"
@@ -157,7 +148,7 @@ def test_iceberg_on_s3_with_a_postgresql_catalog_backfilled_with_a_killed_worker
     table.refresh()
     assert snapshots == len(table.snapshots())
 
-    _run(attrs.evolve(config, end_ledger=LAST + 30, iceberg_commit_ledgers=7))
+    serve_blocking(attrs.evolve(config, end_ledger=LAST + 30, iceberg_commit_ledgers=7))
     table.refresh()
     assert _sorted_rows(table) == want
     assert not nowhere.exists()  # everything went through the catalog database and S3
@@ -184,10 +175,10 @@ def test_real_pubnet_ledgers_as_parquet_on_s3_hold_the_jsonl_rows(bucket: str, t
     config = _config(store, f"s3://{bucket}/pubnet/", start_ledger=first, end_ledger=last, network_passphrase="pubnet",
                      parquet_ledgers_per_file=4)  # fmt: skip
     jsonl = tmp_path / "rows.jsonl"
-    _run(attrs.evolve(config, output=str(jsonl), format="jsonl"))
+    serve_blocking(attrs.evolve(config, output=str(jsonl), format="jsonl"))
     want = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert want
-    _run(config)
+    serve_blocking(config)
     files = _s3_tables(f"s3://{bucket}/pubnet")
     assert list(files) == [f"contract_data-{a:010d}-{b:010d}.parquet" for a, b in ((first, 63092983),
                            (63092984, 63092987), (63092988, last))]  # fmt: skip

@@ -20,7 +20,6 @@ import attrs
 
 from cdp._config import Config
 from cdp.processors._base import LedgerProcessor, describe
-from cdp.processors._registry import load_processor
 
 from ._plan import Partition, plan
 from ._task import PartitionJob, PartitionResult, without_cycle_collection
@@ -28,7 +27,7 @@ from ._task import PartitionJob, PartitionResult, without_cycle_collection
 if TYPE_CHECKING:
     from cdp.sinks._iceberg import IcebergSink
 
-    from ._run import BackfillSummary
+    from ._run import BackfillSummary, Cluster
 
 LOG = logging.getLogger("cdp.backfill")
 
@@ -49,21 +48,18 @@ class LakeJob:
 
 def backfill_iceberg(
     config: Config,
-    client: Any,
-    scheduler: str | None,
-    workers: int | None,
-    processor: LedgerProcessor | None,
+    cluster: Cluster,
+    processor: LedgerProcessor,
     progress: IO[str] | None,
     network: str,
 ) -> BackfillSummary:
     """``START_LEDGER..END_LEDGER`` into the table after the ledger its last snapshot holds."""
     from cdp.sinks._iceberg import IcebergSink
 
-    processor = processor or load_processor(config.processor, config)
     config = attrs.evolve(config, network_passphrase=network)
     sink = IcebergSink(config, describe(processor), getattr(processor, "columns", None))
     try:
-        return _fill(config, sink, processor, client, scheduler, workers, progress)
+        return _fill(config, sink, processor, cluster, progress)
     finally:
         sink.close()
 
@@ -72,14 +68,12 @@ def _fill(
     config: Config,
     sink: IcebergSink,
     processor: LedgerProcessor,
-    client: Any,
-    scheduler: str | None,
-    workers: int | None,
+    cluster: Cluster,
     progress: IO[str] | None,
 ) -> BackfillSummary:
     from cdp.sinks._lake import failing, partition_width, summary
 
-    from ._run import BackfillSummary, client_for, dead_letter, fail_on, in_order, start_after
+    from ._run import BackfillSummary, dead_letter, fail_on, in_order, start_after
 
     name = describe(processor)
     last = sink.open()
@@ -118,7 +112,7 @@ def _fill(
         group.clear()
         since = time.monotonic()
 
-    with client_for(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
+    with cluster.connect(config.scheduler_timeout_s) as (dask, where):
         LOG.info("backfill started dashboard=%s %s ledgers=%d..%d partitions=%d table=%s", dask.dashboard_link,
                  where, start, config.end_ledger, len(parts), sink.checkpoint_name)  # fmt: skip
         for result in in_order(dask, jobs, write_data_file):
@@ -157,13 +151,13 @@ def write_data_file(lake: LakeJob) -> PartitionResult:
     got = collect_rows(job)
     if isinstance(got, PartitionResult):
         return got
-    seconds = time.perf_counter() - got.started
-    if not got.rows:
+    seconds, rows = time.perf_counter() - got.started, got.rows()
+    if not rows:
         return PartitionResult(p, 0, seconds, got.skipped, got.dead)
     import pyarrow.parquet as pq
 
     name = describe(job.processor)
-    table = to_table(got.rows, job.config.schema, ROW_TYPES.get(name), getattr(job.processor, "columns", None))
+    table = to_table(rows, job.config.schema, ROW_TYPES.get(name), getattr(job.processor, "columns", None))
     table = table.cast(lake.arrow_schema)
     bucket = p.first - p.first % lake.width
     path = f"{job.directory}/ledger_sequence_trunc={bucket}/cdp-{p.first:010d}-{p.last:010d}-{uuid.uuid4().hex}.parquet"
@@ -173,4 +167,4 @@ def write_data_file(lake: LakeJob) -> PartitionResult:
     except OSError as exc:
         error = f"cannot write {path}: {' '.join(str(exc).split())}"
         return PartitionResult(p, 0, time.perf_counter() - got.started, error=error, output_error=True)
-    return PartitionResult(p, len(got.rows), time.perf_counter() - got.started, got.skipped, got.dead, file=path)
+    return PartitionResult(p, len(rows), time.perf_counter() - got.started, got.skipped, got.dead, file=path)

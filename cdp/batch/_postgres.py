@@ -10,33 +10,29 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 from cdp._config import Config
 from cdp.processors._base import LedgerProcessor, describe
-from cdp.processors._registry import load_processor
 from cdp.processors._state import ContractStateProcessor
 
 from ._plan import fingerprint, plan
 from ._task import PartitionJob
 
+if TYPE_CHECKING:
+    from ._run import Cluster
+
 LOG = logging.getLogger("cdp.backfill")
 
 
 def backfill_postgres(
-    config: Config,
-    client: Any,
-    scheduler: str | None,
-    workers: int | None,
-    processor: LedgerProcessor | None,
-    progress: IO[str] | None,
+    config: Config, cluster: Cluster, processor: LedgerProcessor, progress: IO[str] | None
 ) -> tuple[int, int, int, int, float]:
     """``START_LEDGER..END_LEDGER`` into the database; (partitions, written, ledgers, rows, seconds)."""
     from cdp.sinks._postgres import PostgresSink
 
-    from ._run import client_for, dead_letter, fail_on, in_order, start_after
+    from ._run import dead_letter, fail_on, in_order, start_after
 
-    processor = processor or load_processor(config.processor, config)
     state = ContractStateProcessor.wrapping(processor)
     sink = PostgresSink.for_config(config)
     t0 = time.perf_counter()
@@ -50,7 +46,7 @@ def backfill_postgres(
         digest, settings = fingerprint(config)
         jobs = [PartitionJob(p, config, state, "", digest, settings) for p in parts]
         ledgers = rows = 0
-        with client_for(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
+        with cluster.connect(config.scheduler_timeout_s) as (dask, where):
             LOG.info("backfill started dashboard=%s %s ledgers=%d..%d partitions=%d tables=%s", dask.dashboard_link,
                      where, start, config.end_ledger, len(parts), sink.checkpoint_name)  # fmt: skip
             for result in in_order(dask, jobs):

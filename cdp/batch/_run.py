@@ -99,14 +99,16 @@ def backfill(
     if how is None:
         raise ConfigError(f"FORMAT={config.format}: cdp backfill writes Parquet, PostgreSQL or Iceberg")
     network = _store_network(config)  # the manifest checked before any task starts
+    processor = processor or load_processor(config.processor, config)
+    cluster = Cluster(client, scheduler, workers)
     if how == "commit":
         from ._iceberg import backfill_iceberg
 
-        return backfill_iceberg(config, client, scheduler, workers, processor, progress, network)
+        return backfill_iceberg(config, cluster, processor, progress, network)
     if how == "ordered":
         from ._postgres import backfill_postgres
 
-        done = backfill_postgres(config, client, scheduler, workers, processor, progress)
+        done = backfill_postgres(config, cluster, processor, progress)
         parts, written, ledgers, rows, seconds = done
         tables = f"{config.postgres_schema}.{config.postgres_table_prefix}"
         summary = BackfillSummary(tables, parts, written, 0, ledgers, rows, 0, seconds)
@@ -115,7 +117,7 @@ def backfill(
         return summary
     if is_url(config.output):  # object storage: nothing to lock, no directory to make; files appear whole
         files = Files.at(config.output, config.datastore_timeout_s)
-        return _backfill(config, client, scheduler, workers, processor, progress, files, verify, network)
+        return _backfill(config, cluster, processor, progress, files, verify, network)
     directory = Path(config.output)
     existed = directory.exists()
     try:
@@ -125,7 +127,7 @@ def backfill(
     try:
         with exclusive(directory, "OUTPUT"):  # one job per directory: it removes what others would be writing
             files = Files.at(directory.absolute())
-            return _backfill(config, client, scheduler, workers, processor, progress, files, verify, network)
+            return _backfill(config, cluster, processor, progress, files, verify, network)
     except BaseException:
         if not existed:
             remove_if_empty(directory)  # a job refused before any partition leaves nothing behind
@@ -134,16 +136,13 @@ def backfill(
 
 def _backfill(
     config: Config,
-    client: Any,
-    scheduler: str | None,
-    workers: int | None,
-    processor: LedgerProcessor | None,
+    cluster: Cluster,
+    processor: LedgerProcessor,
     progress: IO[str] | None,
     files: Files,
     verify: bool,
     network: str,
 ) -> BackfillSummary:
-    processor = processor or load_processor(config.processor, config)
     prefix = describe(processor)
     if files.local:
         for stale in Path(files.root).glob(f".{prefix}-*.parquet.*.tmp"):  # left by a task that died mid-write
@@ -161,7 +160,7 @@ def _backfill(
     results: list[PartitionResult] = []
     if todo:
         jobs = [PartitionJob(p, config, processor, str(directory), digest, settings) for p in todo]
-        with client_for(client, scheduler, workers, config.scheduler_timeout_s) as (dask, where):
+        with cluster.connect(config.scheduler_timeout_s) as (dask, where):
             LOG.info("backfill started dashboard=%s %s %s", dask.dashboard_link, where, plan_text)
             results = _run(dask, jobs, config, progress)
     else:
@@ -207,7 +206,8 @@ def _store_network(config: Config) -> str:
         ConfigError: the manifest names another network than the one given; or ``auto`` and a store
             without a manifest: nothing says which network all of it is.
     """
-    from cdp.upstream._datastore import Datastore, DatastoreSource
+    from cdp.upstream._datastore import DatastoreSource
+    from cdp.upstream._store import Datastore
 
     layout = DatastoreSource(config, config.start_ledger).given_layout
     network = Datastore(config.datastore_url, config.network_passphrase, layout, config.datastore_timeout_s).network
@@ -218,6 +218,20 @@ def _store_network(config: Config) -> str:
             f"DATASTORE_URL={config.datastore_url}: no manifest names the store's network: give NETWORK_PASSPHRASE"
         )
     return network
+
+
+@attrs.frozen
+class Cluster:
+    """Where a backfill runs: the given Dask client, else the scheduler at ``scheduler``, else an
+    embedded ``LocalCluster`` of ``workers`` processes."""
+
+    client: Any = None
+    scheduler: str | None = None
+    workers: int | None = None
+
+    def connect(self, timeout_s: float) -> contextlib.AbstractContextManager[tuple[Any, str]]:
+        """A client there, and where that is (for the log)."""
+        return client_for(self.client, self.scheduler, self.workers, timeout_s)
 
 
 @contextlib.contextmanager

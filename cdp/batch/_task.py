@@ -114,12 +114,15 @@ def collect_partition(job: PartitionJob) -> PartitionLedgers:
 @attrs.define
 class _Collected:
     started: float = attrs.field(factory=time.perf_counter)
-    rows: list[Row] = attrs.field(factory=list)
     ledgers: list[tuple[int, list[Row]]] = attrs.field(factory=list)
     skipped: dict[str, int] = attrs.field(factory=dict)
     dead: list[dict[str, Any]] = attrs.field(factory=list)
     bad_ledger: int | None = None
     error: str | None = None
+
+    def rows(self) -> list[Row]:
+        """Every ledger's rows in ledger order, for a file (a database takes them ledger by ledger)."""
+        return [row for _, rows in self.ledgers for row in rows]
 
 
 def collect_rows(job: PartitionJob) -> _Collected | PartitionResult:
@@ -147,10 +150,10 @@ def run_partition(job: PartitionJob) -> PartitionResult:
     got = collect_rows(job)
     if isinstance(got, PartitionResult):
         return got
-    t0, p = got.started, job.partition
+    t0, p, rows = got.started, job.partition, got.rows()
     name = describe(job.processor)
-    table = to_table(got.rows, job.config.schema, ROW_TYPES.get(name), getattr(job.processor, "columns", None))
-    meta = file_meta(p.first, p.last, len(got.rows), job.fingerprint, job.settings, [d["ledger"] for d in got.dead])
+    table = to_table(rows, job.config.schema, ROW_TYPES.get(name), getattr(job.processor, "columns", None))
+    meta = file_meta(p.first, p.last, len(rows), job.fingerprint, job.settings, [d["ledger"] for d in got.dead])
     path = f"{job.directory.rstrip('/')}/{p.name}"
     try:
         files = Files.at(job.directory, job.config.datastore_timeout_s)
@@ -161,7 +164,7 @@ def run_partition(job: PartitionJob) -> PartitionResult:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # pyarrow's own text repeats the errno
         error = f"cannot write {path}: {reason} (errno {exc.errno})"
         return PartitionResult(p, 0, time.perf_counter() - t0, error=error, output_error=True)
-    return PartitionResult(p, len(got.rows), time.perf_counter() - t0, got.skipped, got.dead)
+    return PartitionResult(p, len(rows), time.perf_counter() - t0, got.skipped, got.dead)
 
 
 def _collect(job: PartitionJob) -> _Collected:
@@ -186,8 +189,7 @@ def _read_partition(job: PartitionJob, config: Config, row_filter: RowFilter, na
             result = process_ledger(job.processor, row_filter, ledger)
             reason = result.error
         if reason is None:
-            got.rows.extend(result.rows)
-            got.ledgers.append((ledger.sequence, list(result.rows)))
+            got.ledgers.append((ledger.sequence, result.rows))
             for why, count in result.skipped.items():
                 got.skipped[why] = got.skipped.get(why, 0) + count
             continue

@@ -111,7 +111,7 @@ class _StoreProvider:
     first = 0  # a store has no default start: the request must name one
 
     def __init__(self, options: FakeSourceOptions) -> None:
-        from cdp.upstream._datastore import Datastore
+        from cdp.upstream._store import Datastore
 
         self.store = Datastore(options.datastore, options.passphrase, None)
         self.last: int | None = None

@@ -24,13 +24,7 @@ from ._breaker import Backoff, CircuitBreaker, after_failure
 from ._fs import denied
 from ._layout import Layout
 from ._stats import RateMeter, SourceStatistics
-from ._store import EAGER_SPLIT_LEDGERS as EAGER_SPLIT_LEDGERS
-from ._store import SUFFIXES as SUFFIXES
-from ._store import Datastore as Datastore
-from ._store import ObjectRefused as ObjectRefused
-from ._store import StoreUnreachable as StoreUnreachable
-from ._store import default_prefetch as default_prefetch
-from ._store import in_sequence as in_sequence
+from ._store import EAGER_SPLIT_LEDGERS, Datastore, ObjectRefused, StoreUnreachable, default_prefetch, in_sequence
 
 LOG = logging.getLogger("cdp.upstream")
 
