@@ -79,6 +79,15 @@ async def test_a_hole_in_a_bounded_range_is_an_error_naming_the_key(tmp_path: Pa
         await _run(_config(root, start_ledger=2, end_ledger=30))
 
 
+async def test_a_missing_first_file_is_that_one_error_while_later_files_wait_to_be_scheduled(tmp_path: Path) -> None:
+    """The scheduler waiting for room behind the failed file stops quietly: the error is the hole alone,
+    not an exception group with the scheduler's broken channel in it (seen with a range before the store)."""
+    root = _store(tmp_path, 20, 100, Layout(1, 64))
+    for _ in range(10):
+        with pytest.raises(UpstreamError, match=f"{Layout(1, 64).key(2)} is missing"):
+            await _run(_config(root, start_ledger=2, end_ledger=100))
+
+
 async def test_a_file_short_of_what_its_name_promises_is_an_error_naming_it(tmp_path: Path) -> None:
     root = _store(tmp_path, 2, 30)
     key = Layout(4, 2).key(12)

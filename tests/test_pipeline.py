@@ -172,6 +172,22 @@ async def test_bad_ledger_stop_policy_names_it_and_keeps_the_checkpoint_before(
     assert 1 == pipeline.statistics().errors
 
 
+async def test_a_stop_with_a_full_reorder_window_is_the_bad_ledger_alone(autojump_clock: trio.testing.MockClock) -> None:
+    """The dispatcher waiting for room in the window when the committer stops is stopped with it: the
+    error is the bad ledger's alone, not a group with a broken channel in it."""
+
+    async def slow_seven(processor: LedgerProcessor, row_filter: RowFilter, ledger: Ledger) -> WorkResult:
+        await trio.sleep(1 if ledger.sequence == 7 else 0)
+        return process_ledger(processor, row_filter, ledger)
+
+    pipeline = _pipeline(_config(), Committed(), SequenceProcessor(fail_on=frozenset({7})), run_work=slow_seven)
+    send, receive = trio.open_memory_channel[Ledger](0)
+    with pytest.RaisesGroup(pytest.RaisesExc(BadLedgerError, match="^ledger 7 "), flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_feed, send, range(2, 100))
+            await pipeline.run(receive)
+
+
 async def test_bad_ledger_skip_policy_dead_letters_it_and_goes_on(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

@@ -165,7 +165,10 @@ class DatastoreSource:
         async with order:
             while first <= end:
                 file = _File(first, prev)
-                await order.send(file)
+                try:
+                    await order.send(file)
+                except trio.BrokenResourceError:
+                    return  # the reader stopped (a file's error, or downstream gone): it says why
                 nursery.start_soon(self._fetch, file, limiter)
                 first += per_file
                 prev = file
