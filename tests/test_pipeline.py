@@ -172,7 +172,7 @@ async def test_bad_ledger_stop_policy_names_it_and_keeps_the_checkpoint_before(
     assert 1 == pipeline.statistics().errors
 
 
-async def test_a_stop_with_a_full_reorder_window_is_the_bad_ledger_alone(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_stop_with_a_full_window_is_the_bad_ledger_alone(autojump_clock: trio.testing.MockClock) -> None:
     """The dispatcher waiting for room in the window when the committer stops is stopped with it: the
     error is the bad ledger's alone, not a group with a broken channel in it."""
 
