@@ -200,14 +200,16 @@ async def _serve(
             sink = await trio.to_thread.run_sync(opening)  # opening a FIFO waits for its reader
         except OSError as exc:
             raise CdpError(f"OUTPUT={config.output}: cannot open for writing: {exc.strerror or exc}") from None
-    if config.datastore_url:
-        source: LedgerSource | DatastoreSource = DatastoreSource(source_config, start, network_claim=claim)
-    else:
-        source = LedgerSource(source_config, start, network_claim=claim)
     hub = _flight_hub(config, sink, processor, start) if config.flight_port is not None else None
     checkpoint_path = None if sink.capabilities.own_checkpoint else config.checkpoint_path
     on_commit = hub.on_commit if hub else None
     pipeline = Pipeline(config, processor, sink, checkpoint_path=checkpoint_path, on_commit=on_commit)
+    if config.datastore_url:
+        source: LedgerSource | DatastoreSource = DatastoreSource(
+            source_config, start, network_claim=claim, prepare=pipeline.prepare
+        )
+    else:
+        source = LedgerSource(source_config, start, network_claim=claim)
     view = ServiceView(source, pipeline, sink.name, flight=hub, sink_stats=getattr(sink, "statistics", None),
                        liveness_stall_s=config.liveness_stall_s, end_ledger=config.end_ledger)  # fmt: skip
     http_closing = trio.Event()

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
+import attrs
 import fsspec
 import pytest
 import trio
@@ -71,9 +72,10 @@ async def test_a_pre_v23_store_with_zstd_suffixes_reads_the_same(tmp_path: Path)
     assert _expected(2, 13) == await _run(_config(root, start_ledger=2, end_ledger=13))
 
 
-async def test_a_hole_in_a_bounded_range_is_an_error_naming_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("missing", [17, 13])  # the first, the second file of a fetch of two
+async def test_a_hole_in_a_bounded_range_is_an_error_naming_the_key(tmp_path: Path, missing: int) -> None:
     root = _store(tmp_path, 2, 30)
-    hole = Layout(4, 2).key(17)
+    hole = Layout(4, 2).key(missing)
     (root / hole).unlink()
     with pytest.raises(UpstreamError, match=f"{hole} is missing"):
         await _run(_config(root, start_ledger=2, end_ledger=30))
@@ -307,22 +309,53 @@ def _fifo(path: Path) -> None:
     (_two_gib, "2147483648 bytes, over the"), (_dev_zero, "not a regular file (other)"),
     (_fifo, "not a regular file (other)"),
 ])  # fmt: skip
+@pytest.mark.parametrize("first", [8, 12])  # the first, the second file of a fetch of two
 async def test_an_object_too_large_or_not_a_file_is_a_bad_ledger_never_read(
-    tmp_path: Path, damage: Any, reason: str
+    tmp_path: Path, damage: Any, reason: str, first: int
 ) -> None:
     """A 2 GiB object, a symlink to /dev/zero, a FIFO at a store key: refused before a byte is read
     (memory stays flat, nothing blocks), each of its ledgers a bad ledger under the policy."""
     root = _store(tmp_path, 2, 20)
-    damage(root / Layout(4, 2).key(9))
+    damage(root / Layout(4, 2).key(first))
     config = _config(root, end_ledger=20, on_bad_ledger="skip", dead_letter_path=str(tmp_path / "dead.jsonl"),
                      max_ledger_bytes=1024 * 1024)  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     got = await _run(config)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: far below 2 GiB
     dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
-    assert [8, 9, 10, 11] == [d["ledger"] for d in dead]
+    assert list(range(first, first + 4)) == [d["ledger"] for d in dead]
     assert all(reason in d["error"] for d in dead), dead
-    assert {s: r for s, r in _expected(2, 20).items() if not 8 <= s <= 11} == {s: r for s, r in got.items() if r}
+    expected = {s: r for s, r in _expected(2, 20).items() if not first <= s < first + 4}
+    assert expected == {s: r for s, r in got.items() if r}
+
+
+async def test_prepare_runs_on_each_good_ledger_in_the_fetching_thread_with_the_network(tmp_path: Path) -> None:
+    """What ``prepare`` returns is what is handed on, in order; it runs off the event loop's thread, on a
+    ledger carrying the network in force, and never on a refused one."""
+    from cdp.upstream import DatastoreSource
+
+    root = _store(tmp_path, 2, 30)
+    (root / Layout(4, 2).key(13)).write_bytes(b"not zstd")
+    seen: list[tuple[int, str | None, bool]] = []
+    loop_thread = threading.get_ident()
+
+    def prepare(ledger: Ledger) -> Ledger:
+        seen.append((ledger.sequence, ledger.network, threading.get_ident() != loop_thread))
+        return attrs.evolve(ledger, close_time=-ledger.sequence)
+
+    source = DatastoreSource(_config(root, start_ledger=3, end_ledger=29), 3, prepare=prepare)
+    send, receive = trio.open_memory_channel[Ledger](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(source.run, send)
+        got = [ledger async for ledger in receive]
+    assert list(range(3, 30)) == [ledger.sequence for ledger in got]
+    refused = set(range(12, 16))
+    assert all((ledger.problem is not None) == (ledger.sequence in refused) for ledger in got)
+    assert all(ledger.close_time == -ledger.sequence for ledger in got if ledger.sequence not in refused)
+    assert all(network == GEN.passphrase and off_loop for _, network, off_loop in seen)
+    prepared = {s for s, _, _ in seen}  # the files' ledgers before the range's start too
+    assert set(range(3, 30)) - refused <= prepared
+    assert not prepared & refused
 
 
 class StallingFileSystem(LocalFileSystem):

@@ -35,7 +35,7 @@ from cdp.sinks import Durable, Sink
 from ._budget import ByteBudget, Reservation
 from ._checkpoint import Checkpoint, write_checkpoint
 from ._latency import Histogram, HistogramSnapshot
-from ._workers import Workers, WorkRunner, open_workers
+from ._workers import Processed, Workers, WorkRunner, open_workers, preparer
 
 LOG = logging.getLogger("cdp.pipeline")
 GROUP_MAX: Final = 64  # ledgers committed with one write, one fsync and one checkpoint, at most
@@ -123,6 +123,8 @@ class Pipeline:
         self._run_work = run_work
         self._on_commit = on_commit
         self._workers: Workers | None = None
+        # For a source to run on each ledger where it fetched it (a ledger it returns needs no worker).
+        self.prepare = None if run_work else preparer(config, processor, self.row_filter)
 
     def stop_intake(self) -> None:
         """Take no new ledgers; those already with workers are finished and committed."""
@@ -208,6 +210,9 @@ class Pipeline:
                         slot.reservation.release()
                         raise
                     self._in_window += 1
+                    if isinstance(slot.ledger, Processed):
+                        self._finish(slot, slot.ledger.result)
+                        continue
                     try:
                         await work.send(slot)
                     except trio.Cancelled:
@@ -234,12 +239,18 @@ class Pipeline:
                     continue
                 try:
                     assert self._workers is not None
-                    slot.result = await self._workers.run(self.processor, self.row_filter, slot.ledger)
-                    if slot.result.error is not None:
-                        slot.error = slot.result.error
+                    result = await self._workers.run(self.processor, self.row_filter, slot.ledger)
                 except Exception as exc:  # e.g. a ledger that killed 3 workers: still one ledger's problem
                     slot.error = f"{type(exc).__name__}: {exc}"
-                slot.done.set()
+                    slot.done.set()
+                else:
+                    self._finish(slot, result)
+
+    @staticmethod
+    def _finish(slot: _Slot, result: WorkResult) -> None:
+        slot.result = result
+        slot.error = result.error
+        slot.done.set()
 
     async def _commit(self) -> None:
         """Commit in ledger order. Ledgers already processed when the oldest is are committed with it,

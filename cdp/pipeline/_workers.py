@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
+import attrs
 import trio
 import trio_parallel
 
@@ -42,6 +43,28 @@ WorkRunner = Callable[[LedgerProcessor, RowFilter, Ledger], Awaitable[WorkResult
 
 class WorkerDied(Exception):
     """The ledger killed every worker it was given."""
+
+
+@attrs.frozen
+class Processed(Ledger):
+    """A ledger processed in the thread that fetched it (see ``preparer``): its slot needs no worker."""
+
+    result: WorkResult = attrs.field(kw_only=True, repr=False)
+
+
+def preparer(config: Config, processor: LedgerProcessor, row_filter: RowFilter) -> Callable[[Ledger], Ledger] | None:
+    """With thread workers, what a source may run on each ledger in the thread that fetched it: the
+    processing, done there while the ledger's bytes are hot, without a second hop between the event loop
+    and a thread (measured: 0.58 -> 0.67 of one core's limit for ``cdp run --datastore``, with several
+    files per fetch). None with worker processes, which need the ledger pickled to them."""
+    if worker_mode(config, processor) != "thread":
+        return None
+
+    def prepare(ledger: Ledger) -> Ledger:
+        result = process_ledger(processor, row_filter, ledger)
+        return Processed(ledger.sequence, ledger.close_time, ledger.raw, ledger.problem, ledger.network, result=result)
+
+    return prepare
 
 
 class Workers:

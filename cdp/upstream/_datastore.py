@@ -4,6 +4,11 @@ The store's files are fetched ahead in order by a few threads (fsspec is blockin
 ``prefetch`` files held at once, each fetch retried with backoff; a batch is split with the
 generated skippers, never decoded. In a bounded range a missing file is an error naming its key;
 without an end, a missing file is one galexie has not written yet, and is polled for.
+
+Each hop between the event loop and a thread costs the loop ~0.1 ms and a few GIL hand-offs, as much
+as reading and decompressing a pubnet ledger; so in a bounded range of a local store one fetch reads
+up to ``SPAN_LEDGERS`` ledgers' worth of consecutive small files, and a ``prepare`` function given by
+the consumer (the pipeline's thread-mode processing) runs on each ledger in the thread that split it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
+from typing import Final
 
 import attrs
 import trio
@@ -27,16 +34,26 @@ from ._stats import RateMeter, SourceStatistics
 from ._store import EAGER_SPLIT_LEDGERS, Datastore, ObjectRefused, StoreUnreachable, default_prefetch, in_sequence
 
 LOG = logging.getLogger("cdp.upstream")
+SPAN_LEDGERS: Final = 8  # one fetch of a local store's bounded range: consecutive small files up to this many ledgers
+
+# A fetched file's ledgers (or None: the file is missing, a hole), with the file's first ledger and key.
+_Part = tuple[int, str, list[Ledger] | None]
+# A fetch: the first file's key, the bytes read (None: the first file is missing), the compressed file
+# (when it is split later) or its files' ledgers.
+_Fetched = tuple[str, int | None, bytes, list[_Part] | None]
 
 
 @attrs.define(eq=False)
 class _File:
+    """One fetch: the file holding ledger ``first``, and with ``count`` > 1 the files after it."""
+
     first: int
     prev: _File | None  # in live mode only the first missing file polls the store
+    count: int = 1
     done: trio.Event = attrs.field(factory=trio.Event)
     key: str = ""
     data: bytes = b""  # held compressed (pubnet compresses ~8x) until it is this file's turn ...
-    ledgers: list[Ledger] | None = None  # ... or split already, for files of a few ledgers
+    parts: list[_Part] | None = None  # ... or split already, for files of a few ledgers
     error: BaseException | None = None
     refused: LedgerDecodeError | None = None  # too large or not a file: its ledgers are bad ledgers
 
@@ -44,11 +61,21 @@ class _File:
 class DatastoreSource:
     """Streams ledgers from ``start`` on out of a datastore into a Trio channel, like ``LedgerSource``."""
 
-    def __init__(self, config: Config, start: int, *, network_claim: str = "") -> None:
-        """``network_claim`` names where a given network came from in errors (default: the setting)."""
+    def __init__(
+        self,
+        config: Config,
+        start: int,
+        *,
+        network_claim: str = "",
+        prepare: Callable[[Ledger], Ledger] | None = None,
+    ) -> None:
+        """``network_claim`` names where a given network came from in errors (default: the setting);
+        ``prepare`` runs on each ledger in the fetching thread, given the network in force (never on a
+        refused ledger, nor before the network is known), and what it returns is handed on."""
         self.config = config
         self.start = start
         self._claim = network_claim
+        self._prepare = prepare
         given = None
         if config.datastore_ledgers_per_file:
             given = Layout(config.datastore_ledgers_per_file, config.datastore_files_per_partition or 1)
@@ -112,33 +139,53 @@ class DatastoreSource:
         layout = self.store.layout
         per_file = layout.ledgers_per_file
         prefetch = self.config.datastore_prefetch_files or default_prefetch(per_file)
+        span = self._span(per_file)
         limiter = trio.CapacityLimiter(self.config.datastore_fetch_workers)
-        order_send, order_recv = trio.open_memory_channel[_File](prefetch)
+        order_send, order_recv = trio.open_memory_channel[_File](max(2, prefetch // span))
+        first = layout.file_range(self.start)[0]
         try:
             async with send, trio.open_nursery() as nursery:
-                nursery.start_soon(self._schedule, order_send, limiter, layout.file_range(self.start)[0], nursery)
+                nursery.start_soon(self._schedule, order_send, limiter, first, span, nursery)
                 try:
                     async with order_recv:
                         async for file in order_recv:
-                            await file.done.wait()
-                            file.prev = None  # else every file ever scheduled stays linked, live for days
-                            if file.error is not None:
-                                raise file.error
-                            data, file.data = file.data, b""
-                            ledgers, file.ledgers = file.ledgers, None
-                            if file.refused is not None:
-                                ledgers = self.store.refused(file.first, file.refused)
-                            elif ledgers is None:  # fetched compressed: split now
-                                ledgers = await trio.to_thread.run_sync(self._split, file.first, file.key, data)
-                            del data
-                            if await self._deliver(file.first, file.key, ledgers, send):
+                            if await self._hand_on(file, send):
                                 break
-                            del ledgers  # not alive while the next file is split
                 except trio.BrokenResourceError:
                     LOG.debug("downstream stopped taking ledgers next=%d", self._next)  # it reports why
                 nursery.cancel_scope.cancel("range delivered or downstream gone")
         finally:
             self._open = False
+
+    def _span(self, per_file: int) -> int:
+        """Files per fetch: several small ones of a bounded range in a local store (a thread reading
+        several remote ones would add up their latencies; following a store, the next file may not be
+        written yet), else one."""
+        assert self.store is not None
+        if not (self.store.local and self.config.end_ledger) or per_file > EAGER_SPLIT_LEDGERS:
+            return 1
+        return max(1, SPAN_LEDGERS // per_file)
+
+    async def _hand_on(self, file: _File, send: trio.MemorySendChannel[Ledger]) -> bool:
+        """Deliver a fetched file's ledgers (in its turn); True once ``end_ledger`` has been handed on."""
+        assert self.store is not None
+        await file.done.wait()
+        file.prev = None  # else every file ever scheduled stays linked, live for days
+        if file.error is not None:
+            raise file.error
+        data, file.data = file.data, b""
+        parts, file.parts = file.parts, None
+        if file.refused is not None:
+            parts = [(file.first, file.key, self.store.refused(file.first, file.refused))]
+        elif parts is None:  # fetched compressed: split now
+            parts = [(file.first, file.key, await trio.to_thread.run_sync(self._split, file.first, file.key, data))]
+        del data
+        for first, key, ledgers in parts:
+            if ledgers is None:
+                raise UpstreamError(f"datastore {self.endpoint}: {key} is missing (a hole in the range)")
+            if await self._deliver(first, key, ledgers, send):
+                return True
+        return False
 
     async def _open_store(self) -> Datastore:
         """The store, its manifest read; an unreachable store is retried as a failing fetch is."""
@@ -155,30 +202,39 @@ class DatastoreSource:
                 await trio.sleep(backoff.next_delay())
 
     async def _schedule(
-        self, order: trio.MemorySendChannel[_File], limiter: trio.CapacityLimiter, first: int, nursery: trio.Nursery
+        self,
+        order: trio.MemorySendChannel[_File],
+        limiter: trio.CapacityLimiter,
+        first: int,
+        span: int,
+        nursery: trio.Nursery,
     ) -> None:
-        """One slot per file, in order; each fetched by its own task under the limiter."""
+        """One slot per fetch (``span`` files, fewer at the range's end), in order; each fetched by its
+        own task under the limiter."""
         assert self.store is not None
-        per_file = self.store.layout.ledgers_per_file
+        layout = self.store.layout
+        per_file = layout.ledgers_per_file
         end = self.config.end_ledger or math.inf
         prev = None
         async with order:
             while first <= end:
-                file = _File(first, prev)
+                count = span if span == 1 else min(span, (layout.file_range(int(end))[0] - first) // per_file + 1)
+                file = _File(first, prev, count)
                 try:
                     await order.send(file)
                 except trio.BrokenResourceError:
                     return  # the reader stopped (a file's error, or downstream gone): it says why
                 nursery.start_soon(self._fetch, file, limiter)
-                first += per_file
+                first += per_file * count
                 prev = file
 
     async def _fetch(self, file: _File, limiter: trio.CapacityLimiter) -> None:
         assert self.store is not None
         backoff: Backoff | None = None  # made at the first failure: seeding its generator costs ~0.1 ms
         fetch = self._fetch_split if self.store.layout.ledgers_per_file <= EAGER_SPLIT_LEDGERS else self._fetch_only
-        data: bytes | None = None
-        ledgers: list[Ledger] | None = None
+        size: int | None = None
+        data = b""
+        parts: list[_Part] | None = None
         try:
             while True:
                 await self.breaker.wait_permitted()
@@ -186,8 +242,8 @@ class DatastoreSource:
                     async with limiter:
                         self._calls[file.first] = time.monotonic()
                         try:
-                            key, data, ledgers = await trio.to_thread.run_sync(
-                                fetch, file.first, abandon_on_cancel=True
+                            key, size, data, parts = await trio.to_thread.run_sync(
+                                fetch, file.first, file.count, abandon_on_cancel=True
                             )  # a stalled store must not hold a stop: the read is idempotent, its result unused
                         finally:
                             del self._calls[file.first]
@@ -206,7 +262,7 @@ class DatastoreSource:
                 self._failing = False
                 self.breaker.record_success()
                 file.key = key
-                if data is not None:
+                if size is not None:
                     break
                 if self.config.end_ledger:
                     raise UpstreamError(f"datastore {self.endpoint}: {key} is missing (a hole in the range)")
@@ -214,22 +270,54 @@ class DatastoreSource:
                     await file.prev.done.wait()  # the store grows in order: poll only at its end
                     continue
                 await trio.sleep(self.config.datastore_poll_interval_s)  # not written yet: follow the store
-            if data is not None:
-                file.data, file.ledgers = (data, None) if ledgers is None else (b"", ledgers)
-                self._bytes += len(data)
+            if size is not None:
+                file.data, file.parts = data, parts
+                self._bytes += size
         except UpstreamError as exc:
             file.error = exc
         file.done.set()
 
-    def _fetch_only(self, first: int) -> tuple[str, bytes | None, None]:
+    def _fetch_only(self, first: int, count: int) -> _Fetched:
+        """The file, compressed (split when its turn comes)."""
         assert self.store is not None
-        return *self.store.fetch_file(first, self._limit), None
-
-    def _fetch_split(self, first: int) -> tuple[str, bytes | None, list[Ledger] | None]:
-        """The file and its ledgers in one thread hop (a hop costs ~0.1 ms of the event loop's time)."""
-        assert self.store is not None
+        assert count == 1
         key, data = self.store.fetch_file(first, self._limit)
-        return key, data, None if data is None else self._split(first, key, data)
+        return key, None if data is None else len(data), data or b"", None
+
+    def _fetch_split(self, first: int, count: int) -> _Fetched:
+        """The ``count`` files' ledgers in one thread hop (size None: the first file is missing). A file
+        refused is a part of bad ledgers; a later file missing is a part without ledgers (several
+        files per fetch only in bounded ranges: a hole)."""
+        assert self.store is not None
+        per_file = self.store.layout.ledgers_per_file
+        parts: list[_Part] = []
+        size = 0
+        for f in range(first, first + count * per_file, per_file):
+            try:
+                key, data = self.store.fetch_file(f, self._limit)
+            except ObjectRefused as exc:
+                parts.append((f, self.store.layout.key(f), self.store.refused(f, exc)))
+                continue
+            if data is None and not parts:
+                return key, None, b"", None
+            if data is None:
+                parts.append((f, key, None))
+                break
+            size += len(data)
+            parts.append((f, key, self._split_prepared(f, key, data)))
+        return parts[0][1], size, b"", parts
+
+    def _split_prepared(self, first: int, key: str, data: bytes) -> list[Ledger]:
+        """``_split``, then ``prepare`` on each good ledger when given and the network is known."""
+        ledgers = self._split(first, key, data)
+        network = self.network.network
+        if self._prepare is None or network is None:
+            return ledgers
+        prepare = self._prepare
+        return [
+            ledger if ledger.problem is not None else prepare(attrs.evolve(ledger, network=network))
+            for ledger in ledgers
+        ]
 
     def _split(self, first: int, key: str, data: bytes) -> list[Ledger]:
         assert self.store is not None
