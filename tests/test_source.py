@@ -286,3 +286,29 @@ async def test_connect_max_attempts_bounds_the_retries_and_names_the_endpoints(
         .getMessage()
         .endswith(f"; upstream {dead} is retried through the circuit breaker until it answers")
     )
+
+
+async def test_the_upstream_may_send_large_frames(loop: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client allows DATA frames of up to MAX_FRAME_BYTES, and a grpclib upstream sends a ledger of
+    300 KB in frames over HTTP/2's default 16 KiB (each frame is parsed in Python); ledgers are the same."""
+    import h2.connection
+    import hyperframe.frame
+
+    from cdp.upstream._grpc import MAX_FRAME_BYTES
+
+    sizes: list[int] = []
+    receive = h2.connection.H2Connection._receive_frame
+
+    def recording(self: h2.connection.H2Connection, frame: hyperframe.frame.Frame) -> object:
+        if isinstance(frame, hyperframe.frame.DataFrame):
+            sizes.append(len(frame.data))
+        return receive(self, frame)
+
+    monkeypatch.setattr(h2.connection.H2Connection, "_receive_frame", recording)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            ep = await _fake(nursery, ledger_bytes=300_000)
+            src = LedgerSource(_config(ep, start_ledger=2, end_ledger=6), 2)
+            assert list(range(2, 7)) == await _collect(src)
+            nursery.cancel_scope.cancel()
+    assert 16_384 < max(sizes) <= MAX_FRAME_BYTES

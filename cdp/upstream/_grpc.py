@@ -5,6 +5,12 @@ grpclib runs only on asyncio; the Trio side calls ``stream_ledgers`` through tri
 coroutine owns the channel and the call for one attempt (``stack-notes.md``). Nothing else in
 ``cdp`` touches grpclib's private attributes; only the fake server in ``cdp.testing`` (the other
 side of the wire) imports grpclib too.
+
+The channel asks the upstream for DATA frames of up to ``MAX_FRAME_BYTES`` (HTTP/2's SETTINGS_MAX_FRAME_SIZE;
+its default is 16 KiB): h2 parses every frame in Python, ~20 us each, and a pubnet ledger in 16 KiB
+frames is 64 of them, the receiving loop's largest cost after the ledger's own processing (measured:
+``cdp run`` over gRPC at 0.68x of a bare grpclib drain, 0.81x with 1 MiB frames). An upstream may keep
+to smaller frames (grpc-go always sends 16 KiB); nothing else changes then.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ from grpclib import GRPCError
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
+from grpclib.protocol import H2Protocol
+from h2.settings import SettingCodes
 
 from ._frame_repr import bounded_frame_repr
 from ._wire import ProtocolViolation, parse_raw_ledger
 from .proto.raw_ledger_service import RawLedger, StreamLedgersRequest
 
 METHOD: Final = "/raw_ledger_service.RawLedgerService/StreamRawLedgers"
+MAX_FRAME_BYTES: Final = 1 << 20  # the largest DATA frame the upstream may send (HTTP/2 allows 16 KiB..16 MiB)
 RETRIABLE_STATUSES: Final = frozenset(
     {Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.ABORTED, Status.RESOURCE_EXHAUSTED}
 )
@@ -104,6 +113,14 @@ async def _recv_limited(stream: Any, limit: int) -> Message | None:
         return Message(0, b"", dropped_size=size)
 
 
+def _allow_large_frames(protocol: H2Protocol) -> None:
+    """Tell the upstream it may send DATA frames of up to ``MAX_FRAME_BYTES`` (before the call starts;
+    h2 accepts them once the upstream has acknowledged the setting)."""
+    h2_connection = protocol.connection._connection  # grpclib has no setting for it
+    h2_connection.update_settings({SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_BYTES})
+    protocol.connection.flush()
+
+
 async def stream_ledgers(
     endpoint: str,
     start: int,
@@ -124,6 +141,7 @@ async def stream_ledgers(
     host, _, port = endpoint.rpartition(":")
     channel = Channel(host.strip("[]"), int(port))
     try:
+        _allow_large_frames(await channel.__connect__())
         async with channel.request(METHOD, Cardinality.UNARY_STREAM, StreamLedgersRequest, RawLedger) as stream:
             await stream.send_message(StreamLedgersRequest(start_ledger=start), end=True)
             await stream.recv_initial_metadata()
