@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -290,11 +291,22 @@ async def test_connect_max_attempts_bounds_the_retries_and_names_the_endpoints(
 
 async def test_the_upstream_may_send_large_frames(loop: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """The client allows DATA frames of up to MAX_FRAME_BYTES, and a grpclib upstream sends a ledger of
-    300 KB in frames over HTTP/2's default 16 KiB (each frame is parsed in Python); ledgers are the same."""
+    300 KB in frames over HTTP/2's default 16 KiB (each frame is parsed in Python); the socket is read
+    READ_BYTES at a time; ledgers are the same."""
     import h2.connection
     import hyperframe.frame
 
-    from cdp.upstream._grpc import MAX_FRAME_BYTES
+    from cdp.upstream import _grpc
+    from cdp.upstream._grpc import MAX_FRAME_BYTES, READ_BYTES
+
+    read_sizes: list[int] = []
+    allow = _grpc._allow_large_frames
+
+    def noting(protocol: Any) -> None:
+        allow(protocol)
+        read_sizes.append(protocol.connection._transport.max_size)
+
+    monkeypatch.setattr(_grpc, "_allow_large_frames", noting)
 
     sizes: list[int] = []
     receive = h2.connection.H2Connection._receive_frame
@@ -312,3 +324,4 @@ async def test_the_upstream_may_send_large_frames(loop: object, monkeypatch: pyt
             assert list(range(2, 7)) == await _collect(src)
             nursery.cancel_scope.cancel()
     assert 16_384 < max(sizes) <= MAX_FRAME_BYTES
+    assert [READ_BYTES] == read_sizes
