@@ -81,7 +81,9 @@ class Config:
         0, "the store's layout when it has no manifest (0: from .config.json)", validator=between(0, 100_000_000)
     )
     datastore_prefetch_files: int = setting(
-        0, "datastore files fetched ahead, held compressed (0: ~100 ledgers' worth)", validator=between(0, 10_000)
+        0,
+        "datastore files fetched ahead (0: 32 of up to 8 ledgers, held split; ~100 ledgers' worth of larger ones)",
+        validator=between(0, 10_000),
     )
     datastore_fetch_workers: int = setting(4, "concurrent datastore fetches", validator=between(1, 256))
     datastore_poll_interval_s: float = setting(
