@@ -159,8 +159,10 @@ def _read_local(path: str, limit: int, name: str) -> bytes:
     if st.st_size > limit:
         raise ObjectRefused(f"{name}: {st.st_size} bytes, over the {limit} a file may hold")
     with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:  # grew since the stat
+        data = f.read(st.st_size + 1)  # its size, not the limit: read(n) allocates n bytes first (64 MiB)
+        if len(data) > st.st_size:  # grew since the stat
+            data += f.read(limit + 1 - len(data))
+    if len(data) > limit:
         raise ObjectRefused(f"{name}: over the {limit} bytes a file may hold")
     return data
 

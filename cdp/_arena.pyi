@@ -1,0 +1,3 @@
+"""The arena block cache (cdp/_arena.c), where a C compiler built it."""
+
+def install() -> int: ...
