@@ -169,6 +169,21 @@ def test_rows_from_table_inverts_to_table(schema: str) -> None:
     assert to_table(again, schema, ContractDataRow, columns).equals(table)
 
 
+def test_rows_lacking_a_column_give_nulls_and_closed_at_is_the_instant() -> None:
+    """A processor's rows need not all carry every column (a custom one's, or ``columns`` wider than the
+    rows): the missing values are nulls; the close time is the same instant whatever the unit."""
+    import datetime as dt
+
+    from cdp.extract._rows import ContractDataRow
+    from cdp.sinks._parquet import to_table
+
+    rows: list[dict[str, Any]] = [{"a": 1, "b": "x"}, {"a": 2}]
+    assert {"a": [1, 2], "b": ["x", None]} == to_table(rows, "full", None, ("a", "b")).to_pydict()
+    closed = [row["closed_at"] for row in _expected(2, 3)]
+    parsed = [dt.datetime.strptime(c, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC) for c in closed]
+    assert parsed == to_table(_expected(2, 3), "full", ContractDataRow).column("closed_at").to_pylist()
+
+
 async def test_restored_keys_to_parquet_and_jsonl(endpoint: str, tmp_path: Path) -> None:
     """`PROCESSOR=restored_keys` through the service: typed Parquet files and JSONL, the same rows the
     extractor gives, restores of the synthetic ledgers included."""

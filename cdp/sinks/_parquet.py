@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import operator
 import os
 import re
 import typing
@@ -106,17 +107,23 @@ def arrow_type(hint: Any, time_unit: str = "ms") -> Any:
     return {int: pa.uint32(), bool: pa.bool_(), str: pa.string()}.get(hint, pa.string())
 
 
+_PER_SECOND: Final = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
 @functools.lru_cache(maxsize=256)
-def _closed_at(text: Any) -> dt.datetime:
-    """Parsed once per ledger, not per row (a state's rows all share one)."""
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+def _closed_at(text: Any, unit: str) -> int:
+    """Parsed once per ledger, not per row (a state's rows all share one), to the count of ``unit``s
+    since the epoch: Arrow takes integers ~10x faster than ``datetime`` objects."""
+    moment = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return int(moment.timestamp()) * _PER_SECOND[unit]
 
 
-def _column(values: list[Any], kind: Any, json_text: bool = False) -> Any:
+def _column(values: Sequence[Any], kind: Any, json_text: bool = False) -> Any:
     """Row values as an Arrow array: timestamps parsed; nested JSON (and, in a ``JSON_TEXT`` field,
     every value: a bare string is JSON too) as its compact text."""
     if pa.types.is_timestamp(kind):
-        return pa.array([None if v is None else _closed_at(v) for v in values], kind)
+        counts = [None if v is None else _closed_at(v, kind.unit) for v in values]
+        return pa.array(counts, pa.int64()).cast(kind)
     if json_text:
         return pa.array([None if v is None else _json_text(v) for v in values], kind)
     try:
@@ -125,6 +132,17 @@ def _column(values: list[Any], kind: Any, json_text: bool = False) -> Any:
         if not (pa.types.is_string(kind) and any(isinstance(v, dict | list) for v in values)):
             raise
     return pa.array([None if v is None else _json_text(v) for v in values], kind)
+
+
+def _columns(rows: Sequence[Row], names: list[str]) -> list[Sequence[Any]]:
+    """Each name's values, row by row (None where a row lacks it): one pass over the rows when every
+    row has every name, as the built-in processors' rows do."""
+    if len(names) > 1:
+        try:
+            return list(zip(*map(operator.itemgetter(*names), rows), strict=True)) or [() for _ in names]
+        except KeyError:
+            pass
+    return [[r.get(name) for r in rows] for name in names]
 
 
 def ttp_table(rows: Sequence[Row]) -> Any:
@@ -156,8 +174,7 @@ def to_table(
     hints = field_types(row_type) if row_type is not None else {}
     names = [n for n in hints if n in have] + [n for n in have if n not in hints]
     fields, data = [], {}
-    for name in names:
-        values = [r.get(name) for r in rows]
+    for name, values in zip(names, _columns(rows, names), strict=True):
         if name in hints:
             kind = arrow_type(hints[name])
         elif not values or any(isinstance(v, dict | list) for v in values):
