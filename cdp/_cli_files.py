@@ -52,6 +52,22 @@ def cmd_extract(args: argparse.Namespace) -> None:
     row_filter = RowFilter.from_config(Config.load(environ={}, flags=filters))
     check = NetworkCheck(given)  # one invocation reads one network: the first ledger with a transaction proves it
     out = sys.stdout
+    # A store's ledgers, extracted by the threads that fetched them (the source checks their network):
+    # their lines, or why not, by sequence, until ``emit`` writes them in order.
+    extracted: dict[int, tuple[str, bool]] = {}
+
+    def lines(ledger: Ledger) -> tuple[str, bool]:
+        """The ledger's JSON lines, or (for a bad ledger) the reason, and whether it is good."""
+        try:
+            result = processor.process(ledger)
+        except (LedgerDecodeError, ValueError) as exc:
+            return str(exc), False
+        kept = [r for r in result.rows if row_filter.reason_to_skip(r) is None]
+        return "".join(dumps_row({k: v for k, v in r.items() if k in keep}) + "\n" for r in kept), True
+
+    def prepare(ledger: Ledger) -> Ledger:
+        extracted[ledger.sequence] = lines(ledger)
+        return ledger
 
     def emit(ledger: Ledger, origin: str) -> bool | None:
         """False for a bad ledger, None once the reader of stdout has gone (``cdp extract | head``).
@@ -59,14 +75,13 @@ def cmd_extract(args: argparse.Namespace) -> None:
         Raises:
             ConfigError: the ledgers belong to another network than the one given.
         """
-        try:
-            result = processor.process(check.stamp(ledger))
-        except (LedgerDecodeError, ValueError) as exc:
-            print(f"cdp: error: {origin}: {exc}", file=sys.stderr)
+        ready = extracted.pop(ledger.sequence, None)
+        text, good = lines(check.stamp(ledger)) if ready is None else ready
+        if not good:
+            print(f"cdp: error: {origin}: {text}", file=sys.stderr)
             return False
-        kept = [r for r in result.rows if row_filter.reason_to_skip(r) is None]
         try:
-            out.write("".join(dumps_row({k: v for k, v in r.items() if k in keep}) + "\n" for r in kept))
+            out.write(text)
         except BrokenPipeError:
             return None
         return True
@@ -74,7 +89,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if args.datastore is not None:
         if args.paths or args.start_ledger is None or args.end_ledger is None:
             fail("extract --datastore URL takes --start-ledger and --end-ledger, and no PATHs", EXIT_USAGE)
-        outcome = trio.run(_extract_store, args, given, emit)
+        outcome = trio.run(_extract_store, args, given, emit, prepare)
     else:
         if not args.paths:
             fail("extract: give ledger files, or --datastore URL", EXIT_USAGE)
@@ -103,10 +118,14 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 async def _extract_store(
-    args: argparse.Namespace, passphrase: str, emit: Callable[[Ledger, str], bool | None]
+    args: argparse.Namespace,
+    passphrase: str,
+    emit: Callable[[Ledger, str], bool | None],
+    prepare: Callable[[Ledger], Ledger],
 ) -> bool | None:
-    """Stream a store's range through ``emit`` (fetches run ahead in threads while a ledger is extracted);
-    the source checks the store's network as ``cdp run`` does.
+    """Stream a store's range through ``emit``, each ledger ``prepare``d by the thread that fetched it
+    (the extraction, while the next files are fetched); the source checks the store's network as
+    ``cdp run`` does.
 
     True if every ledger was extracted, False if some were bad, None if the output was closed.
     """
@@ -120,7 +139,7 @@ async def _extract_store(
     ok: bool | None = True
     send, receive = trio.open_memory_channel[Ledger](0)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(DatastoreSource(config, config.start_ledger).run, send)
+        nursery.start_soon(DatastoreSource(config, config.start_ledger, prepare=prepare).run, send)
         async with receive:
             async for ledger in receive:
                 origin = f"{args.datastore} ledger {ledger.sequence}"

@@ -308,14 +308,16 @@ class DatastoreSource:
         return parts[0][1], size, b"", parts
 
     def _split_prepared(self, first: int, key: str, data: bytes) -> list[Ledger]:
-        """``_split``, then ``prepare`` on each good ledger when given and the network is known."""
+        """``_split``, then ``prepare`` on each good ledger of the range when given and the network is known."""
         ledgers = self._split(first, key, data)
         network = self.network.network
         if self._prepare is None or network is None:
             return ledgers
-        prepare = self._prepare
+        prepare, lo, hi = self._prepare, self.start, self.config.end_ledger or math.inf
         return [
-            ledger if ledger.problem is not None else prepare(attrs.evolve(ledger, network=network))
+            prepare(attrs.evolve(ledger, network=network))
+            if ledger.problem is None and lo <= ledger.sequence <= hi
+            else ledger
             for ledger in ledgers
         ]
 
