@@ -23,7 +23,7 @@ from cdp.extract import Ledger
 from cdp.extract._network import NetworkCheck
 
 from ._breaker import Backoff, CircuitBreaker, after_failure
-from ._grpc import STREAM_ERRORS, Message, classify, stream_ledgers
+from ._grpc import STREAM_ERRORS, Handoff, classify, stream_ledgers
 from ._sequencer import Deliver, Duplicate, Sequencer
 from ._stats import RateMeter, SourceStatistics
 
@@ -176,9 +176,10 @@ class LedgerSource:
         LOG.info("upstream connected endpoint=%s start_ledger=%d", endpoint, self.sequencer.next)
 
     async def _on_message(
-        self, send: trio.MemorySendChannel[Ledger], watchdog: trio.CancelScope, message: Message
+        self, send: trio.MemorySendChannel[Ledger], watchdog: trio.CancelScope, handoff: Handoff
     ) -> bool:
         """Judge one message and pass it on; True once ``end_ledger`` has been handed on."""
+        message = handoff.take()
         now = trio.current_time()
         self._bytes += len(message.raw)
         self._rate.tick(now)
