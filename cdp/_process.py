@@ -54,7 +54,7 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1))
-    return all([bool(mallopt(option, value)) for option, value in settings])
+    return all([bool(mallopt(option, value)) for option, value in settings])  # each set, whatever failed
 
 
 def tune_gc() -> None:

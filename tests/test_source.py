@@ -300,13 +300,13 @@ async def test_the_upstream_may_send_large_frames(loop: object, monkeypatch: pyt
     from cdp.upstream._grpc import MAX_FRAME_BYTES, READ_BYTES
 
     read_sizes: list[int] = []
-    allow = _grpc._allow_large_frames
+    allow = _grpc._tune_connection
 
     def noting(protocol: Any) -> None:
         allow(protocol)
         read_sizes.append(protocol.connection._transport.max_size)
 
-    monkeypatch.setattr(_grpc, "_allow_large_frames", noting)
+    monkeypatch.setattr(_grpc, "_tune_connection", noting)
 
     sizes: list[int] = []
     receive = h2.connection.H2Connection._receive_frame

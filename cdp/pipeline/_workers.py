@@ -62,7 +62,7 @@ def preparer(config: Config, processor: LedgerProcessor, row_filter: RowFilter) 
 
     def prepare(ledger: Ledger) -> Ledger:
         result = process_ledger(processor, row_filter, ledger)
-        return Processed(ledger.sequence, ledger.close_time, ledger.raw, ledger.problem, ledger.network, result=result)
+        return Processed(**attrs.asdict(ledger, recurse=False), result=result)
 
     return prepare
 

@@ -23,7 +23,7 @@ import attrs
 import trio
 
 from cdp._config import Config
-from cdp._errors import LedgerDecodeError, UpstreamError, one_line
+from cdp._errors import UpstreamError, one_line
 from cdp.extract import Ledger
 from cdp.extract._network import NetworkCheck
 
@@ -55,7 +55,6 @@ class _File:
     data: bytes = b""  # held compressed (pubnet compresses ~8x) until it is this file's turn ...
     parts: list[_Part] | None = None  # ... or split already, for files of a few ledgers
     error: BaseException | None = None
-    refused: LedgerDecodeError | None = None  # too large or not a file: its ledgers are bad ledgers
 
 
 class DatastoreSource:
@@ -175,14 +174,12 @@ class DatastoreSource:
             raise file.error
         data, file.data = file.data, b""
         parts, file.parts = file.parts, None
-        if file.refused is not None:
-            parts = [(file.first, file.key, self.store.refused(file.first, file.refused))]
-        elif parts is None:  # fetched compressed: split now
+        if parts is None:  # fetched compressed: split now
             parts = [(file.first, file.key, await trio.to_thread.run_sync(self._split, file.first, file.key, data))]
         del data
         for first, key, ledgers in parts:
             if ledgers is None:
-                raise UpstreamError(f"datastore {self.endpoint}: {key} is missing (a hole in the range)")
+                raise self.store.hole(key)
             if await self._deliver(first, key, ledgers, send):
                 return True
         return False
@@ -247,9 +244,6 @@ class DatastoreSource:
                             )  # a stalled store must not hold a stop: the read is idempotent, its result unused
                         finally:
                             del self._calls[file.first]
-                except ObjectRefused as exc:  # not retried: each of its ledgers is a bad ledger
-                    file.refused = exc
-                    break
                 except Exception as exc:  # any transport's failure (OS, botocore, aiohttp, ...): ride it out
                     if denied(exc):  # credentials or access: retrying will not fix it
                         raise UpstreamError(f"datastore {self.endpoint}: {one_line(exc)}") from None
@@ -265,7 +259,7 @@ class DatastoreSource:
                 if size is not None:
                     break
                 if self.config.end_ledger:
-                    raise UpstreamError(f"datastore {self.endpoint}: {key} is missing (a hole in the range)")
+                    raise self.store.hole(key)
                 if file.prev is not None and not file.prev.done.is_set():
                     await file.prev.done.wait()  # the store grows in order: poll only at its end
                     continue
@@ -278,10 +272,13 @@ class DatastoreSource:
         file.done.set()
 
     def _fetch_only(self, first: int, count: int) -> _Fetched:
-        """The file, compressed (split when its turn comes)."""
+        """The file, compressed (split when its turn comes); refused, a part of bad ledgers."""
         assert self.store is not None
         assert count == 1
-        key, data = self.store.fetch_file(first, self._limit)
+        try:
+            key, data = self.store.fetch_file(first, self._limit)
+        except ObjectRefused as exc:  # not retried: each of its ledgers is a bad ledger
+            return self.store.layout.key(first), 0, b"", [self._refused(first, exc)]
         return key, None if data is None else len(data), data or b"", None
 
     def _fetch_split(self, first: int, count: int) -> _Fetched:
@@ -295,8 +292,8 @@ class DatastoreSource:
         for f in range(first, first + count * per_file, per_file):
             try:
                 key, data = self.store.fetch_file(f, self._limit)
-            except ObjectRefused as exc:
-                parts.append((f, self.store.layout.key(f), self.store.refused(f, exc)))
+            except ObjectRefused as exc:  # not retried: each of its ledgers is a bad ledger
+                parts.append(self._refused(f, exc))
                 continue
             if data is None and not parts:
                 return key, None, b"", None
@@ -306,6 +303,10 @@ class DatastoreSource:
             size += len(data)
             parts.append((f, key, self._split_prepared(f, key, data)))
         return parts[0][1], size, b"", parts
+
+    def _refused(self, first: int, exc: ObjectRefused) -> _Part:
+        assert self.store is not None
+        return first, self.store.layout.key(first), self.store.refused(first, exc)
 
     def _split_prepared(self, first: int, key: str, data: bytes) -> list[Ledger]:
         """``_split``, then ``prepare`` on each good ledger of the range when given and the network is known."""

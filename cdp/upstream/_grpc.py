@@ -131,10 +131,9 @@ async def _recv_limited(stream: Any, limit: int) -> Message | None:
         return Message(0, b"", dropped_size=size)
 
 
-def _allow_large_frames(protocol: H2Protocol) -> None:
-    """Tell the upstream it may send DATA frames of up to ``MAX_FRAME_BYTES`` (before the call starts;
-    h2 accepts them once the upstream has acknowledged the setting), and read the socket ``READ_BYTES``
-    at a time."""
+def _tune_connection(protocol: H2Protocol) -> None:
+    """Before the call starts: let the upstream send DATA frames of up to ``MAX_FRAME_BYTES`` (h2 takes
+    them once the upstream has acknowledged the setting), and read the socket ``READ_BYTES`` at a time."""
     h2_connection = protocol.connection._connection  # grpclib has no setting for it
     h2_connection.update_settings({SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_BYTES})
     protocol.connection.flush()
@@ -163,7 +162,7 @@ async def stream_ledgers(
     host, _, port = endpoint.rpartition(":")
     channel = Channel(host.strip("[]"), int(port))
     try:
-        _allow_large_frames(await channel.__connect__())
+        _tune_connection(await channel.__connect__())
         async with channel.request(METHOD, Cardinality.UNARY_STREAM, StreamLedgersRequest, RawLedger) as stream:
             await stream.send_message(StreamLedgersRequest(start_ledger=start), end=True)
             await stream.recv_initial_metadata()

@@ -90,7 +90,7 @@ def read_range(config: Config, first: int, last: int, sleep: Callable[[float], N
         except ObjectRefused as exc:  # not retried: each of its ledgers is a bad ledger
             return "", store.refused(start, exc)
         if data is None:
-            raise UpstreamError(f"datastore {url}: {key} is missing (a hole in the range)")
+            raise store.hole(key)
         return key, store.file_ledgers(start, key, data, config.max_ledger_bytes)
 
     expected = first

@@ -129,6 +129,10 @@ class Datastore:
         except LedgerDecodeError as exc:
             return self.refused(first, exc)
 
+    def hole(self, key: str) -> UpstreamError:
+        """The error for a file of a bounded range that is not there."""
+        return UpstreamError(f"datastore {self.url}: {key} is missing (a hole in the range)")
+
     def refused(self, first: int, exc: LedgerDecodeError) -> list[Ledger]:
         """A bad ledger for each sequence the file holding ``first`` should hold."""
         lo, hi = self.layout.file_range(first)
